@@ -1,0 +1,151 @@
+"""The one small contract every storage peer implements (restic's backend interface, trimmed).
+
+Bodies are ``bytes``: the largest thing we ever store is one chunk (bounded by
+``chunking.max_size``) or one manifest, so a whole body in memory is bounded by
+configuration, and bytes keep every backend simple. Bodies above the backend's
+``segment_size`` are sent as multipart uploads ("segments") by backends that support it.
+
+Errors are classified, because what to do next depends only on the class:
+
+- :class:`NotFound` - the object (or container) is not there; never retried.
+- :class:`PermanentError` - retrying cannot help (bad credentials, bad request, no bucket).
+- :class:`TransientError` - the peer is down, slow or overloaded; retry later or elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+# S3 lower-cases user metadata names and MinIO counts names towards the 2 KB limit, so we
+# only allow short lower-case names and ASCII values: every backend then round-trips them
+# exactly.
+_META_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_META_VALUE = re.compile(r"^[\x20-\x7e]*$")
+METADATA_LIMIT = 2048  # bytes of names + values, the S3 user-metadata limit
+# Object keys: '/'-separated segments of safe characters; no segment may start with '.',
+# which keeps '..' out and leaves dot-names free for backend bookkeeping (temp files).
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+class PeerError(Exception):
+    """Base class of every error a peer raises; ``peer`` names the peer."""
+
+    def __init__(self, peer: str, message: str) -> None:
+        super().__init__(f"peer {peer}: {message}")
+        self.peer = peer
+        self.message = message
+
+
+class NotFound(PeerError):
+    """The object or container does not exist."""
+
+
+class PermanentError(PeerError):
+    """Retrying the same request cannot succeed (auth, bad request, missing bucket...)."""
+
+
+class TransientError(PeerError):
+    """The peer could not answer now (down, timeout, 5xx, throttled); retry may succeed."""
+
+
+class PeerDown(TransientError):
+    """The health tracker has marked the peer down; no request was sent."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a peer knows about one stored object."""
+
+    key: str
+    size: int
+    etag: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    # Seconds since the epoch, when the backend knows it.
+    modified: float | None = None
+
+    @property
+    def multipart_parts(self) -> int:
+        """Number of parts for an S3 multipart ETag (``"<md5>-N"``), else 0."""
+        head, sep, tail = self.etag.strip('"').rpartition("-")
+        return int(tail) if sep and head and tail.isdigit() else 0
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise ``ValueError``."""
+    if not key or len(key) > 512 or key.startswith("/") or key.endswith("/"):
+        raise ValueError(f"invalid object key {key!r}")
+    for segment in key.split("/"):
+        if not _KEY_SEGMENT.match(segment):
+            raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix is empty, or a key prefix (it may end in '/')."""
+    if prefix:
+        validate_key(prefix.rstrip("/") or "x")
+    return prefix
+
+
+def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Check user metadata against what every backend can round-trip exactly."""
+    meta = dict(metadata or {})
+    total = 0
+    for name, value in meta.items():
+        if not _META_NAME.match(name):
+            raise ValueError(f"invalid metadata name {name!r}: use [a-z0-9-], at most 64")
+        if not isinstance(value, str) or not _META_VALUE.match(value):
+            raise ValueError(f"metadata {name!r}: value must be printable ASCII")
+        total += len(name) + len(value)
+    if total > METADATA_LIMIT:
+        raise ValueError(f"user metadata is {total} bytes, over the {METADATA_LIMIT} limit")
+    return meta
+
+
+class Peer(ABC):
+    """A place that stores objects by key. Implementations must be thread-safe."""
+
+    #: unique name from the config
+    name: str
+    #: "s3", "filesystem" or "memory"
+    kind: str
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Human-readable location: endpoint/bucket, a directory, or ``memory``."""
+
+    @abstractmethod
+    def create_container(self) -> bool:
+        """Create the bucket / root directory if missing. True if it was created."""
+
+    @abstractmethod
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Store ``body`` at ``key`` atomically (readers see the old or the new object)."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the whole body. Raises :class:`NotFound` if missing."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, etag and user metadata. Raises :class:`NotFound` if missing."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix`` (metadata not filled), in key order."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error (S3 semantics)."""
+
+    @abstractmethod
+    def replace_metadata(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        """Replace the user metadata of ``key`` without re-sending its body
+        (S3: server-side copy onto itself). Raises :class:`NotFound` if missing."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most peers hold nothing
+        """Release connections and threads."""

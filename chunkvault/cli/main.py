@@ -1,0 +1,95 @@
+"""Entry point: global options, command registration, and the one place errors become
+exit codes. Users see one line saying what is wrong and what to do; ``--debug`` adds
+the traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from chunkvault import __version__
+from chunkvault.backends.base import PeerError
+from chunkvault.cli import config_cmd, peers
+from chunkvault.cli.context import CliContext
+from chunkvault.config import ConfigError, default_config_path
+from chunkvault.errors import ChunkvaultError
+
+EXIT_CONFIG = 2  # also click's usage-error code: "you asked for something invalid"
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's fault
+
+_debug = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="chunkvault")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file [default: $CHUNKVAULT_CONFIG, else ./chunkvault.yaml].",
+)
+@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+    """chunkvault keeps an encrypted, replicated, restorable copy of a directory on
+    S3-compatible peers."""
+    global _debug
+    _debug = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        # botocore logs credentials-adjacent detail at DEBUG; keep it quiet unless asked.
+        logging.getLogger("botocore").setLevel(logging.WARNING)
+    ctx.obj = CliContext(config_path=config_path or default_config_path(), debug=debug)
+
+
+cli.add_command(config_cmd.config)
+cli.add_command(peers.peers)
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {message}", err=True)
+    if _debug:
+        traceback.print_exc()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and turn every failure into a clear message and exit code."""
+    try:
+        result = cli.main(args=argv, prog_name="chunkvault", standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"error: invalid config {exc.source}:", err=True)
+        for path, message in exc.problems:
+            click.echo(f"  {path}: {message}" if path else f"  {message}", err=True)
+        return EXIT_CONFIG
+    except ChunkvaultError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except PeerError as exc:
+        return _fail(str(exc), 1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # a bug: say so briefly, full detail with --debug
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        if not _debug:
+            message += " (rerun with --debug for the traceback)"
+        return _fail(message, EXIT_INTERNAL)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""``chunkvault peers ...``: list, test and initialise the storage peers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from chunkvault.backends.base import Peer, PeerError
+from chunkvault.cli.context import CliContext, pass_cli
+from chunkvault.cli.output import echo_json, table
+from chunkvault.config import Config
+from chunkvault.errors import ChunkvaultError
+from chunkvault.sizes import format_size
+
+if TYPE_CHECKING:  # boto3 is imported only by commands that talk to peers: fast --help
+    from chunkvault.backends.health import HealthPeer
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+TEST_SIZES = (1 * MiB, 12 * MiB)  # 12 MiB exceeds the minimum segment size: multipart path
+
+
+@contextmanager
+def _peers(cfg: Config) -> Iterator[list[HealthPeer]]:
+    from chunkvault.backends.stack import build_peers
+
+    stack = build_peers(cfg)
+    try:
+        yield stack
+    finally:
+        for peer in stack:
+            peer.close()
+
+
+def _each(peers: list[HealthPeer], fn: Callable[[HealthPeer], T]) -> list[T]:
+    """Run ``fn`` on every peer at once: one slow peer must not serialise the others."""
+    with ThreadPoolExecutor(max_workers=max(1, len(peers))) as pool:
+        return list(pool.map(fn, peers))
+
+
+@click.group()
+def peers() -> None:
+    """List, test and initialise the storage peers."""
+
+
+@peers.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_cli
+def list_peers(cli: CliContext, as_json: bool) -> None:
+    """Show every peer with its weight, zone, and whether it answers now."""
+    cfg = cli.config
+
+    def probe(peer: HealthPeer) -> dict[str, object]:
+        pc = cfg.peer(peer.name)
+        row: dict[str, object] = {
+            "name": peer.name,
+            "kind": peer.kind,
+            "location": peer.location,
+            "weight": pc.weight,
+            "zone": pc.zone,
+            "up": True,
+            "latency_ms": None,
+            "error": None,
+        }
+        try:
+            row["latency_ms"] = round(peer.probe() * 1000, 1)
+        except PeerError as exc:
+            row["up"] = False
+            row["error"] = exc.message
+        return row
+
+    with _peers(cfg) as stack:
+        rows = _each(stack, probe)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(
+        table(
+            ["NAME", "KIND", "LOCATION", "WEIGHT", "ZONE", "STATE", "LATENCY"],
+            [
+                [
+                    r["name"],
+                    r["kind"],
+                    r["location"],
+                    f"{r['weight']:g}",
+                    r["zone"],
+                    "up" if r["up"] else "down",
+                    f"{r['latency_ms']} ms" if r["up"] else r["error"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@dataclass
+class _Trial:
+    size: int
+    put_seconds: float
+    get_seconds: float
+
+    @property
+    def put_mbps(self) -> float:
+        return self.size / MiB / max(self.put_seconds, 1e-9)
+
+    @property
+    def get_mbps(self) -> float:
+        return self.size / MiB / max(self.get_seconds, 1e-9)
+
+
+def _round_trip(peer: Peer, key: str, size: int) -> _Trial:
+    body = os.urandom(size)
+    t0 = time.perf_counter()
+    peer.put(key, body)
+    t1 = time.perf_counter()
+    try:
+        back = peer.get(key)
+        t2 = time.perf_counter()
+        if back != body:
+            raise ChunkvaultError(
+                f"peer {peer.name}: {format_size(size)} object came back different "
+                f"({len(back)} bytes)",
+                "the peer corrupts data; do not use it",
+            )
+    finally:
+        peer.delete(key)
+    return _Trial(size, t1 - t0, t2 - t1)
+
+
+@peers.command("test")
+@pass_cli
+def test_peers(cli: CliContext) -> None:
+    """Round-trip put/get/delete of a 1 MiB and a 12 MiB object on every peer."""
+    cfg = cli.config
+    run_id = secrets.token_hex(8)
+
+    def trial(peer: HealthPeer) -> tuple[str, list[_Trial] | str]:
+        try:
+            return peer.name, [
+                _round_trip(peer, f"{cfg.vault.id}/peertest/{run_id}-{size}", size)
+                for size in TEST_SIZES
+            ]
+        except (PeerError, ChunkvaultError) as exc:
+            return peer.name, str(exc)
+
+    with _peers(cfg) as stack:
+        results = _each(stack, trial)
+    rows, failed = [], []
+    for name, outcome in results:
+        if isinstance(outcome, str):
+            failed.append(name)
+            rows.append([name, "-", "-", "-", f"FAILED: {outcome}"])
+            continue
+        for t in outcome:
+            rows.append([name, format_size(t.size), f"{t.put_mbps:.1f}", f"{t.get_mbps:.1f}", "ok"])
+    click.echo(table(["PEER", "SIZE", "PUT MB/s", "GET MB/s", "RESULT"], rows))
+    if failed:
+        raise ChunkvaultError(
+            f"{len(failed)} of {len(results)} peer(s) failed the round trip: {', '.join(failed)}",
+            "check endpoint, credentials and `chunkvault peers init`",
+        )
+
+
+@peers.command("init")
+@pass_cli
+def init_peers(cli: CliContext) -> None:
+    """Create missing buckets and directories on every peer (safe to repeat)."""
+    cfg = cli.config
+
+    def create(peer: HealthPeer) -> tuple[str, str, bool]:
+        try:
+            created = peer.create_container()
+        except PeerError as exc:
+            return peer.name, f"FAILED: {exc.message}", False
+        return peer.name, "created" if created else "exists", True
+
+    with _peers(cfg) as stack:
+        results = _each(stack, create)
+    click.echo(table(["PEER", "RESULT"], [[name, what] for name, what, _ in results]))
+    failed = [name for name, _, ok in results if not ok]
+    if failed:
+        raise ChunkvaultError(
+            f"could not initialise {', '.join(failed)}",
+            "check the endpoint, credentials and bucket permissions",
+        )

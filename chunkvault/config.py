@@ -1,0 +1,481 @@
+"""Typed, validated configuration (DESIGN.md §5).
+
+Loading is three steps: YAML -> ``${VAR}`` expansion (strings only, after parsing, so
+values never change the YAML structure) -> pydantic validation. Every problem is
+collected with its key path (``replication.replicas``, ``peers[1].endpoint``) and raised
+together as one :class:`ConfigError`, so a user fixes a config in one round.
+
+Relative paths (``vault.state_dir``, ``watch.path``, filesystem peers, ``*_file``
+secrets) are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from chunkvault.sizes import parse_size
+
+MiB = 1024 * 1024
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * 1024 * MiB
+# pyfastcdc's FastCDC limits (min, avg, max bounds of the 2020 paper's implementation).
+CDC_LIMITS = {
+    "min_size": (64, 64 * MiB),
+    "avg_size": (256, 256 * MiB),
+    "max_size": (1024, 1024 * MiB),
+}
+DEFAULT_IGNORE = ["*.tmp", "*.part", "*.swp", "*~", ".~lock*", ".#*", "*.crdownload"]
+
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """One or more config problems, each as ``(key path, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{path}: {msg}" if path else msg for path, msg in problems]
+        super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(lines))
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A validation error that names the field it is about (relative to the model)."""
+    return _field_errors([(field, message)])
+
+
+def _field_errors(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """Several problems found by one validator, each naming its field."""
+    message = "; ".join(f"{f}: {m}" for f, m in problems)
+    return PydanticCustomError("config", "{message}", {"problems": problems, "message": message})
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos until proven otherwise.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _size_validator(*fields: str) -> Any:
+    def parse(cls: type, value: Any) -> int:
+        return parse_size(value)
+
+    return field_validator(*fields, mode="before")(classmethod(parse))
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value
+
+
+def _read_secret(path: Path, info: ValidationInfo) -> SecretStr:
+    path = _resolve_path(path, info)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return SecretStr(text.rstrip("\r\n"))
+
+
+class VaultConfig(_Model):
+    id: str = Field("home", pattern=_NAME, description="vault name; prefix of every object key")
+    state_dir: Path = Path("/var/lib/chunkvault")
+
+    _paths = field_validator("state_dir")(classmethod(lambda cls, v, info: _resolve_path(v, info)))
+
+
+class WatchConfig(_Model):
+    path: Path = Path("/data")
+    ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+    settle_seconds: float = Field(1.0, ge=0, le=3600)
+    rescan_seconds: float = Field(600, ge=0, description="0 disables the periodic rescan")
+    mode: Literal["inotify", "poll", "both"] = "inotify"
+    poll_seconds: float = Field(5.0, gt=0, le=3600)
+
+    _paths = field_validator("path")(classmethod(lambda cls, v, info: _resolve_path(v, info)))
+
+
+class ChunkingConfig(_Model):
+    mode: Literal["cdc", "fixed"] = "cdc"
+    min_size: int = 512 * 1024
+    avg_size: int = 2 * MiB
+    max_size: int = 8 * MiB
+    compression: Literal["zstd", "none"] = "zstd"
+    zstd_level: int = Field(3, ge=1, le=22)
+
+    _sizes = _size_validator("min_size", "avg_size", "max_size")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChunkingConfig:
+        for name, (low, high) in CDC_LIMITS.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise _field_error(name, f"must be between {low} and {high} bytes, got {value}")
+        if not self.min_size <= self.avg_size <= self.max_size:
+            raise _field_error(
+                "avg_size",
+                f"need min_size <= avg_size <= max_size, got {self.min_size} / "
+                f"{self.avg_size} / {self.max_size}",
+            )
+        return self
+
+
+class TransferConfig(_Model):
+    segment_size: int = 8 * MiB
+    concurrency: int = Field(8, ge=1, le=256)
+    # Per-peer cap on requests in flight; defaults to `concurrency`.
+    peer_concurrency: int | None = Field(None, ge=1, le=256)
+    timeout_seconds: float = Field(10.0, gt=0, le=600)
+    retries: int = Field(3, ge=0, le=20, description="retries after the first attempt")
+    down_after_failures: int = Field(3, ge=1)
+    down_seconds: float = Field(30.0, ge=0)
+
+    _sizes = _size_validator("segment_size")
+
+    @field_validator("segment_size")
+    @classmethod
+    def _s3_part_bounds(cls, value: int) -> int:
+        if not S3_MIN_PART <= value <= S3_MAX_PART:
+            raise ValueError(f"must be between 5MiB and 5GiB (S3 part limits), got {value}")
+        return value
+
+
+class ReplicationConfig(_Model):
+    replicas: int = Field(2, ge=1, le=16)
+    min_replicas: int = Field(1, ge=1, le=16)
+
+
+class PeerConfig(_Model):
+    """One peer: S3 (``endpoint`` + ``bucket``) xor a local directory (``path``)."""
+
+    name: str = Field(pattern=_NAME)
+    weight: float = Field(1.0, gt=0, le=1_000_000)
+    zone: str | None = None
+    # S3
+    endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    bucket: str | None = None
+    region: str = "us-east-1"
+    access_key: SecretStr | None = None
+    access_key_file: Path | None = None
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+    verify_tls: bool = True
+    # filesystem
+    path: Path | None = None
+
+    _paths = field_validator("path")(classmethod(lambda cls, v, info: _resolve_path(v, info)))
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET.match(value):
+            raise ValueError(f"{value!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
+        return value
+
+    @property
+    def kind(self) -> str:
+        return "s3" if self.endpoint else "filesystem"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_secret_files(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for secret in ("access_key", "secret_key"):
+            file_key = f"{secret}_file"
+            if data.get(file_key) is None:
+                continue
+            if data.get(secret) is not None:
+                raise _field_error(file_key, f"give {secret} or {file_key}, not both")
+            try:
+                data[secret] = _read_secret(Path(data[file_key]), info)
+            except (ValueError, TypeError) as exc:
+                raise _field_error(file_key, str(exc)) from None
+        return data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PeerConfig:
+        if self.endpoint and self.path:
+            raise _field_error("path", "a peer is S3 (endpoint) or a directory (path), not both")
+        if not self.endpoint and not self.path:
+            raise _field_error("endpoint", "set endpoint (S3 peer) or path (directory peer)")
+        if self.endpoint and not self.bucket:
+            raise _field_error("bucket", "an S3 peer needs a bucket")
+        if self.path and self.bucket:
+            raise _field_error("bucket", "only S3 peers have a bucket")
+        if (self.access_key is None) != (self.secret_key is None):
+            raise _field_error("secret_key", "give both access_key and secret_key, or neither")
+        return self
+
+
+class KeysConfig(_Model):
+    kdf: Literal["argon2id", "scrypt"] = "argon2id"
+
+
+class ApiConfig(_Model):
+    enabled: bool = True
+    listen: str = Field("127.0.0.1:8080", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$")
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    max_chunk_bytes: int = 64 * MiB
+
+    _sizes = _size_validator("max_chunk_bytes")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_token_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and data.get("token_file") is not None:
+            data = dict(data)
+            if data.get("token") not in (None, ""):
+                raise _field_error("token_file", "give token or token_file, not both")
+            try:
+                data["token"] = _read_secret(Path(data["token_file"]), info)
+            except (ValueError, TypeError) as exc:
+                raise _field_error("token_file", str(exc)) from None
+        return data
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+class FlowRule(_Model):
+    """First matching rule (glob on the path relative to watch.path) decides a file's flow."""
+
+    match: str = Field(min_length=1)
+    ignore: bool = False
+    replicas: int | None = Field(None, ge=1, le=16)
+    compression: Literal["zstd", "none"] | None = None
+    on_delete: Literal["keep", "tombstone", "purge"] = "tombstone"
+    exec: list[str] | None = Field(None, min_length=1)
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["plain", "json"] = "plain"
+
+
+class Config(_Model):
+    vault: VaultConfig = Field(default_factory=VaultConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
+    peers: list[PeerConfig] = Field(min_length=1)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    flows: list[FlowRule] = Field(default_factory=lambda: [FlowRule(match="**")])
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems = _cross_field_problems(self.model_dump())
+        if problems:
+            raise _field_errors(problems)
+        return self
+
+    def peer(self, name: str) -> PeerConfig:
+        for peer in self.peers:
+            if peer.name == name:
+                return peer
+        raise KeyError(name)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as plain data with every secret masked."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        for peer in data["peers"]:
+            for key in ("access_key", "secret_key"):
+                if key in peer:
+                    peer[key] = "***"
+        if "token" in data["api"]:
+            data["api"]["token"] = "***"
+        return data
+
+
+def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Checks that span sections. Works on raw data too, so they are reported even when
+    other sections fail validation (the user sees every problem in one round)."""
+
+    def as_int(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def section(name: str) -> Mapping[str, Any]:
+        value = data.get(name)
+        return value if isinstance(value, Mapping) else {}
+
+    problems: list[tuple[str, str]] = []
+    peers = data.get("peers") if isinstance(data.get("peers"), list) else []
+    seen: dict[str, int] = {}
+    for i, peer in enumerate(peers):
+        name = peer.get("name") if isinstance(peer, Mapping) else None
+        if isinstance(name, str) and name in seen:
+            problems.append(
+                (f"peers[{i}].name", f"duplicate peer name {name!r} (also peers[{seen[name]}])")
+            )
+        elif isinstance(name, str):
+            seen[name] = i
+    n = len(peers)
+    rep = section("replication")
+    replicas = as_int(rep.get("replicas", ReplicationConfig.model_fields["replicas"].default))
+    minimum = as_int(
+        rep.get("min_replicas", ReplicationConfig.model_fields["min_replicas"].default)
+    )
+    if n and replicas is not None and replicas > n:
+        problems.append(
+            ("replication.replicas", f"is {replicas} but only {n} peer(s) are configured")
+        )
+    if replicas is not None and minimum is not None and minimum > replicas:
+        problems.append(
+            (
+                "replication.min_replicas",
+                f"is {minimum}, more than replication.replicas ({replicas})",
+            )
+        )
+    flows = data.get("flows") if isinstance(data.get("flows"), list) else []
+    for i, rule in enumerate(flows):
+        count = as_int(rule.get("replicas")) if isinstance(rule, Mapping) else None
+        if n and count is not None and count > n:
+            problems.append(
+                (f"flows[{i}].replicas", f"is {count} but only {n} peer(s) are configured")
+            )
+    return problems
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _expand_env(
+    node: Any, env: Mapping[str, str], loc: tuple[Any, ...], problems: list[tuple[str, str]]
+) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, env, (*loc, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, env, (*loc, i), problems) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        if name not in env:
+            problems.append((_format_loc(loc), f"environment variable {name} is not set"))
+            return ""
+        return env[name]
+
+    return _ENV_REF.sub(substitute, node)
+
+
+def _problems_from(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        msg = err["msg"]
+        if err["type"] == "config":
+            # Our validators name the field they are about, relative to the model that
+            # raised (root checks name a full path).
+            where = _format_loc(loc)
+            for field, message in ctx["problems"]:
+                problems.append((f"{where}.{field}" if where else field, message))
+            continue
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/config.md)"
+        elif err["type"] == "missing":
+            msg = "required"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"invalid value {err.get('input')!r} (must match {ctx.get('pattern')})"
+        problems.append((_format_loc(loc), msg))
+    return problems
+
+
+def parse_config(
+    data: Any,
+    *,
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    source: str = "config",
+) -> Config:
+    """Validate already-parsed YAML data; raise :class:`ConfigError` listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([("", "the top level must be a mapping of sections")], source)
+    problems: list[tuple[str, str]] = []
+    data = _expand_env(data, os.environ if env is None else env, (), problems)
+    try:
+        config = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        env_paths = {p for p, _ in problems}
+        for problem in _problems_from(exc) + _cross_field_problems(data):
+            if problem[0] not in env_paths and problem not in problems:
+                problems.append(problem)
+        raise ConfigError(problems, source) from None
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def default_config_path() -> Path:
+    """``$CHUNKVAULT_CONFIG``, else ``./chunkvault.yaml``."""
+    return Path(os.environ.get("CHUNKVAULT_CONFIG") or "chunkvault.yaml")
+
+
+def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate a YAML config file."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [("", f"config file {path} not found (use --config FILE or $CHUNKVAULT_CONFIG)")],
+            str(path),
+        ) from None
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"invalid YAML: {where}{problem}")], str(path)) from None
+    return parse_config(data, base_dir=path.resolve().parent, env=env, source=str(path))

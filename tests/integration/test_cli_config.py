@@ -1,0 +1,109 @@
+"""The CLI as users and scripts see it: real subprocesses of the installed `chunkvault`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+import chunkvault
+
+CLI = [str(Path(sys.executable).parent / "chunkvault")]
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None):
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+vault: {id: test, state_dir: state}
+replication: {replicas: 2}
+peers:
+  - {name: a, endpoint: "http://127.0.0.1:9", bucket: cvault, access_key: AK,
+     secret_key: "${SECRET_FROM_ENV}"}
+  - {name: b, path: disk-b, weight: 2, zone: z2}
+"""
+
+
+def test_help_and_version():
+    result = run("--help")
+    assert result.returncode == 0
+    for group in ("config", "peers"):
+        assert group in result.stdout
+    result = run("--version")
+    assert result.returncode == 0
+    assert chunkvault.__version__ in result.stdout
+
+
+def test_config_check_prints_effective_config_with_secrets_masked(tmp_path: Path):
+    cfg = write(tmp_path / "cv.yaml", GOOD)
+    env = {"SECRET_FROM_ENV": "hunter2-very-secret", "PATH": "/usr/bin:/bin"}
+    result = run("--config", str(cfg), "config", "check", env=env)
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(result.stdout)
+    assert data["peers"][0]["secret_key"] == "***"
+    assert data["peers"][0]["access_key"] == "***"
+    assert data["peers"][1]["path"] == str(tmp_path / "disk-b")
+    assert data["vault"]["state_dir"] == str(tmp_path / "state")
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "valid" in result.stderr
+
+
+def test_config_found_through_env_and_cwd(tmp_path: Path):
+    write(tmp_path / "chunkvault.yaml", GOOD)
+    env = {"SECRET_FROM_ENV": "x", "PATH": "/usr/bin:/bin"}
+    assert run("config", "check", cwd=tmp_path, env=env).returncode == 0
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    env["CHUNKVAULT_CONFIG"] = str(tmp_path / "chunkvault.yaml")
+    assert run("config", "check", "--json", cwd=other, env=env).returncode == 0
+
+
+def test_bad_config_names_every_bad_key_without_traceback(tmp_path: Path):
+    cfg = write(
+        tmp_path / "bad.yaml",
+        """
+replication: {replicas: 5, min_replicas: 1}
+transfer: {segment_size: 1MiB, timeout_secs: 3}
+chunking: {min_size: 4MiB, avg_size: 1MiB}
+peers:
+  - {name: a, endpoint: "http://127.0.0.1:9", bucket: cvault}
+  - {name: a, path: /tmp/x}
+""",
+    )
+    result = run("--config", str(cfg), "config", "check")
+    assert result.returncode == 2
+    err = result.stderr
+    assert "Traceback" not in err
+    for key in (
+        "replication.replicas",
+        "transfer.segment_size",
+        "transfer.timeout_secs",
+        "chunking.avg_size",
+        "peers[1].name",
+    ):
+        assert key in err, err
+    assert result.stdout == ""
+
+
+def test_missing_config_and_bad_yaml_are_one_line_errors(tmp_path: Path):
+    result = run("--config", str(tmp_path / "nope.yaml"), "peers", "list")
+    assert result.returncode == 2
+    assert "not found" in result.stderr and "Traceback" not in result.stderr
+    cfg = write(tmp_path / "broken.yaml", "peers: [ {name: a\n")
+    result = run("--config", str(cfg), "config", "check")
+    assert result.returncode == 2
+    assert "invalid YAML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run("frobnicate")
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
