@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format clean
+.PHONY: install test lint format clean peers
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Three local S3 peers (moto) on loopback and a config for them in .demo/; Ctrl-C stops them.
+peers: $(STAMP)
+	$(BIN)/python -m chunkvault.localpeers --count 3 --config .demo/chunkvault.yaml
 
 format: $(STAMP)
 	$(BIN)/ruff format chunkvault tests

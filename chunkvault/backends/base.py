@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 # only allow short lower-case names and ASCII values: every backend then round-trips them
 # exactly.
 _META_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_META_VALUE = re.compile(r"^[\x20-\x7e]*$")
+# S3 strips leading/trailing spaces and some servers drop empty values: forbid both.
+_META_VALUE = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")
 METADATA_LIMIT = 2048  # bytes of names + values, the S3 user-metadata limit
 # Object keys: '/'-separated segments of safe characters; no segment may start with '.',
 # which keeps '..' out and leaves dot-names free for backend bookkeeping (temp files).
@@ -86,7 +87,7 @@ def validate_key(key: str) -> str:
 def validate_prefix(prefix: str) -> str:
     """A listing prefix is empty, or a key prefix (it may end in '/')."""
     if prefix:
-        validate_key(prefix.rstrip("/") or "x")
+        validate_key(prefix[:-1] if prefix.endswith("/") else prefix)
     return prefix
 
 
@@ -98,7 +99,10 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         if not _META_NAME.match(name):
             raise ValueError(f"invalid metadata name {name!r}: use [a-z0-9-], at most 64")
         if not isinstance(value, str) or not _META_VALUE.match(value):
-            raise ValueError(f"metadata {name!r}: value must be printable ASCII")
+            raise ValueError(
+                f"metadata {name!r}: value must be non-empty printable ASCII without "
+                "leading or trailing spaces"
+            )
         total += len(name) + len(value)
     if total > METADATA_LIMIT:
         raise ValueError(f"user metadata is {total} bytes, over the {METADATA_LIMIT} limit")
@@ -136,7 +140,8 @@ class Peer(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with ``prefix`` (metadata not filled), in key order."""
+        """Objects whose key starts with ``prefix``, in key order. Only ``key`` and ``size``
+        are always set: metadata is empty and ``etag`` may be (use :meth:`stat`)."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -1,0 +1,211 @@
+"""Health tracking: fail fast on a peer that keeps failing (a circuit breaker).
+
+States: *up* -> after ``down_after_failures`` consecutive transient failures -> *down* for
+``down_seconds`` (every call raises :class:`PeerDown` at once, nothing is sent) -> *half-open*:
+exactly one call (the probe) goes through; success -> *up*, failure -> *down* again.
+
+Only :class:`TransientError` counts as a failure. :class:`NotFound` and
+:class:`PermanentError` are answers: the peer is alive, and a missing key or a refused
+request must not take a healthy peer out of rotation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from chunkvault.backends.base import (
+    NotFound,
+    ObjectInfo,
+    Peer,
+    PeerDown,
+    PermanentError,
+    TransientError,
+)
+from chunkvault.backends.wrapper import WrappingPeer
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: A key no one writes: ``stat`` of it is the cheapest round trip (S3: one HEAD -> 404).
+PROBE_KEY = "chunkvault-probe/no-such-object"
+
+
+class HealthPeer(WrappingPeer):
+    """Track consecutive transient failures; mark the peer down and fail fast."""
+
+    def __init__(
+        self,
+        inner: Peer,
+        down_after_failures: int = 3,
+        down_seconds: float = 30.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if down_after_failures < 1:
+            raise ValueError(f"down_after_failures must be >= 1, got {down_after_failures}")
+        super().__init__(inner)
+        self.down_after_failures = down_after_failures
+        self.down_seconds = down_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._down_until: float | None = None  # None = up
+        self._probing = False  # a half-open probe call is in flight
+        self._last_error: str | None = None
+        self._last_latency: float | None = None
+
+    # -- state, for `status` and placement ---------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return self._down_until is None
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    @property
+    def last_error(self) -> str | None:
+        """The most recent transient failure; kept after recovery, for diagnostics."""
+        return self._last_error
+
+    @property
+    def last_latency(self) -> float | None:
+        """Seconds taken by the most recent answered request (any outcome but transient)."""
+        return self._last_latency
+
+    @property
+    def down_for(self) -> float:
+        """Seconds until the next probe is allowed (0 when up or half-open)."""
+        until = self._down_until
+        return 0.0 if until is None else max(0.0, until - self._clock())
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        """Raise PeerDown, or let the call through; True if it is the half-open probe."""
+        with self._lock:
+            if self._down_until is None:
+                return False
+            now = self._clock()
+            if now >= self._down_until and not self._probing:
+                self._probing = True
+                return True
+            wait = max(0.0, self._down_until - now)
+            failures, error = self._failures, self._last_error
+        when = "a probe is in flight" if wait == 0 else f"next probe in {wait:.1f}s"
+        raise PeerDown(
+            self.name, f"marked down after {failures} consecutive failures ({when}): {error}"
+        )
+
+    def _answered(self, probe: bool, latency: float | None) -> None:
+        with self._lock:
+            if probe:
+                self._probing = False
+            was_down = self._down_until is not None
+            self._failures = 0
+            self._down_until = None
+            if latency is not None:
+                self._last_latency = latency
+        if was_down:
+            log.info("peer %s is back up", self.name)
+
+    def _failed(self, exc: TransientError, *, probe: bool = False, rearm: bool = False) -> None:
+        with self._lock:
+            if probe:
+                self._probing = False
+            self._failures += 1
+            self._last_error = exc.message
+            # A failed probe re-arms the cool-off; a failure that completes while already
+            # down (a call admitted before) must not push the next probe further away.
+            mark = (
+                probe
+                or rearm
+                or (self._down_until is None and self._failures >= self.down_after_failures)
+            )
+            if mark:
+                self._down_until = self._clock() + self.down_seconds
+        if mark:
+            log.warning(
+                "peer %s marked down for %.0fs after %d failures: %s",
+                self.name,
+                self.down_seconds,
+                self._failures,
+                exc.message,
+            )
+
+    def _abandoned(self, probe: bool) -> None:
+        # Neither an answer nor a peer failure (a bug, KeyboardInterrupt, a listing the
+        # caller stopped reading): let the next call be the probe.
+        if probe:
+            with self._lock:
+                self._probing = False
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        probe = self._admit()
+        start = self._clock()
+        try:
+            result = fn()
+        except (NotFound, PermanentError):
+            self._answered(probe, self._clock() - start)
+            raise
+        except TransientError as exc:
+            self._failed(exc, probe=probe)
+            raise
+        except BaseException:
+            self._abandoned(probe)
+            raise
+        self._answered(probe, self._clock() - start)
+        return result
+
+    def _iterate(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Admission happens at the first next(), inside the generator: a listing that is
+        # created but never iterated must not hold the half-open probe slot forever.
+        probe = self._admit()
+        answered = False
+        try:
+            for info in self.inner.list(prefix):
+                if not answered:
+                    self._answered(probe, None)
+                    answered, probe = True, False
+                yield info
+        except (NotFound, PermanentError):
+            self._answered(probe, None)
+            raise
+        except TransientError as exc:
+            self._failed(exc, probe=probe)
+            raise
+        except BaseException:
+            self._abandoned(probe)
+            raise
+        if not answered:
+            self._answered(probe, None)
+
+    def probe(self) -> float:
+        """One cheap request, even while down; update the state; return its latency.
+
+        Raises the peer's error if it fails (after the inner retries). A missing object is
+        the expected answer.
+        """
+        with self._lock:
+            down = self._down_until is not None
+        start = self._clock()
+        try:
+            self.inner.stat(PROBE_KEY)
+        except NotFound:
+            pass
+        except PermanentError:
+            self._answered(False, self._clock() - start)
+            raise
+        except TransientError as exc:
+            self._failed(exc, rearm=down)
+            raise
+        latency = self._clock() - start
+        self._answered(False, latency)
+        return latency

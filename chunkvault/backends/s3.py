@@ -1,0 +1,346 @@
+"""S3-compatible peer (MinIO, Ceph RGW, Garage, AWS, moto) over boto3.
+
+One client per peer, path-style addressing (works with every S3 clone and with bucket
+names containing dots), SigV4, explicit timeouts, no botocore retries (``retry.py`` does
+them), and no aws-chunked/CRC trailers (several S3 clones mishandle them; integrity is
+ours: AES-GCM tags and stored SHA-256).
+
+Every exception leaves through :func:`classify_error`, the one place that decides
+NotFound / PermanentError / TransientError, and never puts credentials in a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from typing import Any, TypeVar
+
+import boto3
+import urllib3.exceptions
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSLError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from chunkvault.backends.base import (
+    NotFound,
+    ObjectInfo,
+    Peer,
+    PeerError,
+    PermanentError,
+    TransientError,
+    validate_key,
+    validate_metadata,
+    validate_prefix,
+)
+from chunkvault.config import PeerConfig, TransferConfig
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MAX_PARTS = 10_000
+INIT_HINT = "run `chunkvault peers init`"
+_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
+_AUTH = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+     "InvalidToken", "AllAccessDisabled", "InvalidSecurity"}
+)  # fmt: skip
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "RequestThrottled",
+     "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException",
+     "BandwidthLimitExceeded", "InternalError", "ServiceUnavailable", "OperationAborted",
+     # The upload vanished under us (aborted by a lifecycle rule): a fresh put can work.
+     "NoSuchUpload"}
+)  # fmt: skip
+# Dead peer: EndpointConnectionError and ConnectTimeoutError (ConnectionError); hung peer:
+# ReadTimeoutError; ConnectionClosedError and ResponseStreamingError (a body cut short) are
+# HTTPClientErrors; raw urllib3 and socket errors can escape while a body streams.
+_TRANSIENT_NETWORK = (
+    BotoConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+#: What a boto3 call can raise that is about the peer rather than a bug of ours.
+S3_ERRORS = (ClientError, BotoCoreError, urllib3.exceptions.HTTPError, OSError)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def classify_error(
+    exc: BaseException, peer: str, action: str, secrets: Iterable[str] = ()
+) -> PeerError:
+    """Map a boto3/botocore/urllib3 exception to NotFound, PermanentError or TransientError.
+
+    ``action`` says what was attempted ("get <key>"). ``secrets`` are masked from the
+    message (a server could echo anything back).
+    """
+    cls: type[PeerError] = PermanentError
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        text = str(exc.response.get("Error", {}).get("Message", "")).strip()
+        detail = (f"{code} (HTTP {status})" if code else f"HTTP {status}") + (
+            f": {text}" if text else ""
+        )
+        if code in _NOT_FOUND:
+            cls = NotFound
+        elif code == "NoSuchBucket":
+            detail += f"; {INIT_HINT}"
+        elif code in _AUTH:
+            detail += "; check the peer's access_key/secret_key and the bucket policy"
+        elif code == "RequestTimeTooSkewed":
+            detail += "; check this machine's clock"
+        elif code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+            cls = TransientError
+    elif isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        detail = f"{exc}; set access_key/secret_key for the peer or AWS_* in the environment"
+    elif isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        detail = f"{exc}; install the CA certificate or set verify_tls: false"
+    elif isinstance(exc, _TRANSIENT_NETWORK):
+        cls, detail = TransientError, f"{type(exc).__name__}: {exc}"
+    else:  # ParamValidationError and other botocore errors are bugs or config errors
+        detail = f"{type(exc).__name__}: {exc}"
+    message = f"{action}: {detail}"
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return cls(peer, message)
+
+
+def make_client(peer: PeerConfig, transfer: TransferConfig) -> Any:
+    """A boto3 S3 client configured for one peer."""
+    in_flight = transfer.peer_concurrency or transfer.concurrency
+    config = BotoConfig(
+        region_name=peer.region,
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        connect_timeout=transfer.timeout_seconds,
+        read_timeout=transfer.timeout_seconds,
+        # Exactly one attempt per call: retrying is RetryPeer's job, done once, in one
+        # place. (Note `max_attempts` would count *retries*; `total_max_attempts` counts
+        # attempts.)
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        # boto3 >= 1.36 otherwise sends aws-chunked bodies with CRC trailers.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # One connection per request LimitPeer lets through, plus slack for the abort of
+        # a failed multipart upload and for probes.
+        max_pool_connections=in_flight + 2,
+    )
+    credentials: dict[str, str] = {}
+    if peer.access_key is not None and peer.secret_key is not None:
+        credentials = {
+            "aws_access_key_id": peer.access_key.get_secret_value(),
+            "aws_secret_access_key": peer.secret_key.get_secret_value(),
+        }  # else boto3's default chain: env, shared files, instance roles
+    # A session per peer: creating clients from boto3's default session is not thread-safe.
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=peer.endpoint,
+        # None keeps boto3's default (and AWS_CA_BUNDLE); False disables verification.
+        verify=None if peer.verify_tls else False,
+        config=config,
+        **credentials,
+    )
+
+
+def _etag(response: Mapping[str, Any]) -> str:
+    return str(response.get("ETag", "")).strip('"')
+
+
+class S3Peer(Peer):
+    """A bucket on an S3-compatible endpoint."""
+
+    kind = "s3"
+
+    def __init__(self, peer: PeerConfig, transfer: TransferConfig, *, client: Any = None) -> None:
+        if not peer.endpoint or not peer.bucket:
+            raise ValueError(f"peer {peer.name}: an S3 peer needs endpoint and bucket")
+        self.name = peer.name
+        self.endpoint = peer.endpoint
+        self.bucket = peer.bucket
+        self.segment_size = transfer.segment_size
+        self._secrets = tuple(
+            s.get_secret_value() for s in (peer.access_key, peer.secret_key) if s is not None
+        )
+        self._bucket_seen = False
+        self.client = client if client is not None else make_client(peer, transfer)
+
+    @property
+    def location(self) -> str:
+        return f"{self.endpoint.rstrip('/')}/{self.bucket}"
+
+    def _do(self, action: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except S3_ERRORS as exc:
+            raise classify_error(exc, self.name, action, self._secrets) from exc
+
+    def _check_bucket(self, action: str) -> None:
+        """HEAD answers 404 without a body for a missing key AND a missing bucket."""
+        if self._bucket_seen:
+            return
+        try:
+            self._do(action, partial(self.client.head_bucket, Bucket=self.bucket))
+        except NotFound:
+            raise PermanentError(
+                self.name, f"{action}: bucket {self.bucket} does not exist; {INIT_HINT}"
+            ) from None
+        self._bucket_seen = True
+
+    def create_container(self) -> bool:
+        action = f"create bucket {self.bucket}"
+        try:
+            self._do(action, partial(self.client.head_bucket, Bucket=self.bucket))
+            self._bucket_seen = True
+            return False
+        except NotFound:
+            pass
+        args: dict[str, Any] = {"Bucket": self.bucket}
+        region = self.client.meta.region_name
+        if region and region != "us-east-1":  # us-east-1 rejects an explicit constraint
+            args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+
+        def create() -> bool:
+            try:
+                self.client.create_bucket(**args)
+            except ClientError as exc:
+                if error_code(exc) != "BucketAlreadyOwnedByYou":  # lost a race with ourselves
+                    raise
+                return False
+            return True
+
+        created = self._do(action, create)
+        self._bucket_seen = True
+        return created
+
+    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        validate_key(key)
+        meta = validate_metadata(metadata)
+        if len(body) <= self.segment_size:
+            put = partial(
+                self.client.put_object, Bucket=self.bucket, Key=key, Body=body, Metadata=meta
+            )
+            etag = _etag(self._do(f"put {key}", put))
+        else:
+            etag = self._put_multipart(key, body, meta)
+        return ObjectInfo(key, len(body), etag, meta)
+
+    def _put_multipart(self, key: str, body: bytes, meta: dict[str, str]) -> str:
+        # Parts go up one after another: a put is one request slot in LimitPeer, so the
+        # per-peer cap stays true, and parallelism comes from concurrent chunks instead.
+        # Bodies are whole chunks (a few segments at most), so little is lost.
+        action = f"put {key}"
+        size = self.segment_size
+        if -(-len(body) // size) > MAX_PARTS:
+            raise PermanentError(self.name, f"{action}: more than {MAX_PARTS} parts")
+        start = partial(
+            self.client.create_multipart_upload, Bucket=self.bucket, Key=key, Metadata=meta
+        )
+        upload_id = self._do(action, start)["UploadId"]
+        common = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        try:
+            parts = []
+            for number, offset in enumerate(range(0, len(body), size), start=1):
+                upload = partial(
+                    self.client.upload_part,
+                    PartNumber=number,
+                    Body=body[offset : offset + size],
+                    **common,
+                )
+                etag = self._do(f"{action} part {number}", upload)["ETag"]
+                parts.append({"PartNumber": number, "ETag": etag})
+            complete = partial(
+                self.client.complete_multipart_upload, MultipartUpload={"Parts": parts}, **common
+            )
+            return _etag(self._do(action, complete))
+        except BaseException:
+            # Parts of an unfinished upload are stored (and billed) until aborted.
+            try:
+                self.client.abort_multipart_upload(**common)
+            except S3_ERRORS as exc:
+                log.warning("peer %s: could not abort upload of %s: %s", self.name, key, exc)
+            raise
+
+    def get(self, key: str) -> bytes:
+        validate_key(key)
+        action = f"get {key}"
+        response = self._do(action, partial(self.client.get_object, Bucket=self.bucket, Key=key))
+        stream = response["Body"]
+        try:
+            # read() checks Content-Length: a cut connection raises, it never truncates.
+            return self._do(action, stream.read)
+        finally:
+            stream.close()
+
+    def stat(self, key: str) -> ObjectInfo:
+        validate_key(key)
+        action = f"stat {key}"
+        try:
+            head = self._do(action, partial(self.client.head_object, Bucket=self.bucket, Key=key))
+        except NotFound:
+            self._check_bucket(action)
+            raise
+        return ObjectInfo(
+            key=key,
+            size=int(head["ContentLength"]),
+            etag=_etag(head),
+            metadata=dict(head.get("Metadata", {})),
+            modified=head["LastModified"].timestamp() if "LastModified" in head else None,
+        )
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=prefix))
+        while (page := self._do(f"list {prefix!r}", partial(next, pages, None))) is not None:
+            for obj in page.get("Contents", ()):
+                modified = obj.get("LastModified")
+                yield ObjectInfo(
+                    key=obj["Key"],
+                    size=int(obj["Size"]),
+                    etag=_etag(obj),
+                    modified=modified.timestamp() if modified is not None else None,
+                )
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        delete = partial(self.client.delete_object, Bucket=self.bucket, Key=key)
+        with contextlib.suppress(NotFound):  # S3 says 204 for a missing key; clones may 404
+            self._do(f"delete {key}", delete)
+
+    def replace_metadata(self, key: str, metadata: Mapping[str, str]) -> ObjectInfo:
+        # Server-side copy onto itself: the body is not re-sent. CopyObject handles objects
+        # up to 5 GiB; chunks and manifests are far smaller. The ETag of a multipart object
+        # becomes a single-part one.
+        validate_key(key)
+        meta = validate_metadata(metadata)
+        copy = partial(
+            self.client.copy_object,
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            Metadata=meta,
+        )
+        self._do(f"replace metadata of {key}", copy)
+        return self.stat(key)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,179 @@
+"""Chunk envelopes: per-chunk data key (DEK), AES-256-GCM with associated data, and the
+DEK wrapped by the current master KEK generation. Pure functions, no I/O.
+
+Layouts (all integers big-endian; specified in docs/format.md):
+
+    chunk body   = version:1 | flags:1 | nonce:12 | AES-GCM(DEK, nonce, payload, AAD_chunk)
+    AAD_chunk    = b"chunkvault/chunk" | version:1 | flags:1 | vault_uuid:16 | chunk_id:64 ascii
+    wrapped DEK  = version:1 | generation:4 | nonce:12 | AES-GCM(KEK[gen], nonce, DEK, AAD_dek)
+    AAD_dek      = b"chunkvault/dek" | version:1 | generation:4 | vault_uuid:16 | chunk_id
+
+Binding the chunk id into both AADs means an object swapped for another chunk's, or a
+DEK copied from another chunk, fails authentication instead of decrypting to the wrong
+data; binding the flags means nobody can toggle "compressed".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from chunkvault.crypto.material import MasterKeys, MaterialError
+
+VERSION = 1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+DEK_BYTES = 32
+FLAG_ZSTD = 0x01
+KNOWN_FLAGS = FLAG_ZSTD
+HEADER_BYTES = 2 + NONCE_BYTES
+WRAPPED_DEK_BYTES = 1 + 4 + NONCE_BYTES + DEK_BYTES + TAG_BYTES
+# Keep zstd output only when it saves at least this fraction: decompressing costs time
+# on restore, and incompressible data (media, archives) grows slightly when "compressed".
+MIN_SAVING = 0.03
+# A chunk never decompresses beyond this; guards restore against decompression bombs.
+MAX_PLAINTEXT = 1024 * 1024 * 1024
+
+
+class EnvelopeError(ValueError):
+    """The object is not a valid chunk envelope, or failed authentication."""
+
+
+@dataclass(frozen=True)
+class SealedChunk:
+    chunk_id: str
+    body: bytes
+    wrapped_dek: bytes
+    generation: int
+    plain_size: int
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.body[1] & FLAG_ZSTD)
+
+    @property
+    def nonce(self) -> bytes:
+        return self.body[2:HEADER_BYTES]
+
+    @property
+    def body_sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+def chunk_aad(vault_uuid: bytes, chunk_id: str, flags: int, version: int = VERSION) -> bytes:
+    return b"chunkvault/chunk" + bytes([version, flags]) + vault_uuid + chunk_id.encode("ascii")
+
+
+def dek_aad(vault_uuid: bytes, chunk_id: str, generation: int, version: int = VERSION) -> bytes:
+    return (
+        b"chunkvault/dek"
+        + bytes([version])
+        + struct.pack(">I", generation)
+        + vault_uuid
+        + chunk_id.encode("ascii")
+    )
+
+
+def wrap_dek(
+    keys: MasterKeys,
+    chunk_id: str,
+    dek: bytes,
+    generation: int | None = None,
+    nonce: bytes | None = None,
+) -> bytes:
+    gen = keys.current if generation is None else generation
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    sealed = AESGCM(keys.kek(gen)).encrypt(nonce, dek, dek_aad(keys.vault_uuid, chunk_id, gen))
+    return bytes([VERSION]) + struct.pack(">I", gen) + nonce + sealed
+
+
+def wrapped_generation(wrapped: bytes) -> int:
+    if len(wrapped) != WRAPPED_DEK_BYTES or wrapped[0] != VERSION:
+        raise EnvelopeError(f"wrapped data key: bad length {len(wrapped)} or version")
+    return struct.unpack(">I", wrapped[1:5])[0]
+
+
+def unwrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes) -> bytes:
+    gen = wrapped_generation(wrapped)
+    try:
+        kek = keys.kek(gen)
+    except MaterialError as exc:
+        raise EnvelopeError(str(exc)) from None
+    nonce = wrapped[5 : 5 + NONCE_BYTES]
+    try:
+        return AESGCM(kek).decrypt(
+            nonce, wrapped[5 + NONCE_BYTES :], dek_aad(keys.vault_uuid, chunk_id, gen)
+        )
+    except InvalidTag:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: data key failed authentication") from None
+
+
+def rewrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes, generation: int) -> bytes:
+    """Re-wrap a data key under another generation (master-key rotation); no chunk data."""
+    return wrap_dek(keys, chunk_id, unwrap_dek(keys, chunk_id, wrapped), generation)
+
+
+def _maybe_compress(plaintext: bytes, level: int) -> tuple[int, bytes]:
+    if len(plaintext) < 64:
+        return 0, plaintext
+    packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(plaintext)
+    if len(packed) <= len(plaintext) * (1 - MIN_SAVING):
+        return FLAG_ZSTD, packed
+    return 0, plaintext
+
+
+def seal_chunk(
+    keys: MasterKeys,
+    plaintext: bytes,
+    *,
+    compress: bool = True,
+    level: int = 3,
+    _dek: bytes | None = None,
+    _nonces: tuple[bytes, bytes] | None = None,
+) -> SealedChunk:
+    """Encrypt one chunk under a fresh random DEK. ``_dek``/``_nonces`` exist only for the
+    format's test vectors; never pass them otherwise."""
+    chunk_id = keys.chunk_id(plaintext)
+    flags, payload = _maybe_compress(plaintext, level) if compress else (0, plaintext)
+    dek = _dek or os.urandom(DEK_BYTES)
+    data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))
+    sealed = AESGCM(dek).encrypt(data_nonce, payload, chunk_aad(keys.vault_uuid, chunk_id, flags))
+    body = bytes([VERSION, flags]) + data_nonce + sealed
+    wrapped = wrap_dek(keys, chunk_id, dek, nonce=wrap_nonce)
+    return SealedChunk(chunk_id, body, wrapped, keys.current, len(plaintext))
+
+
+def open_chunk(
+    keys: MasterKeys, chunk_id: str, body: bytes, wrapped_dek: bytes, max_size: int = MAX_PLAINTEXT
+) -> bytes:
+    """Authenticate and decrypt a chunk; raise :class:`EnvelopeError` on any mismatch."""
+    if len(body) < HEADER_BYTES + TAG_BYTES:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: object too short ({len(body)} bytes)")
+    version, flags = body[0], body[1]
+    if version != VERSION:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: unsupported format version {version}")
+    if flags & ~KNOWN_FLAGS:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown flags {flags:#04x}")
+    dek = unwrap_dek(keys, chunk_id, wrapped_dek)
+    try:
+        payload = AESGCM(dek).decrypt(
+            body[2:HEADER_BYTES], body[HEADER_BYTES:], chunk_aad(keys.vault_uuid, chunk_id, flags)
+        )
+    except InvalidTag:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: ciphertext failed authentication") from None
+    if flags & FLAG_ZSTD:
+        try:
+            payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=max_size)
+        except zstandard.ZstdError as exc:
+            raise EnvelopeError(f"chunk {chunk_id[:16]}: bad compressed payload: {exc}") from None
+    # Defence in depth: the content must hash to its id (catches our own bugs, too).
+    if not hmac.compare_digest(keys.chunk_id(payload), chunk_id):
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: content does not match its id")
+    return payload

@@ -1,0 +1,427 @@
+"""One conformance suite for every backend: S3 (moto over real HTTP), filesystem, memory.
+
+Each S3 test gets a fresh bucket on one of the session's moto peers. S3-only fault tests
+(dead peer, hung peer, missing bucket, aborted multipart) come at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from support.moto_peers import MotoPeers, MotoServer, s3_peer_config, unique_bucket
+
+from chunkvault.backends import (
+    FilesystemPeer,
+    MemoryPeer,
+    NotFound,
+    Peer,
+    PermanentError,
+    S3Peer,
+    TransientError,
+)
+from chunkvault.backends.memory import s3_etag
+from chunkvault.config import TransferConfig
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+SEGMENT = 5 * MiB
+TRANSFER = TransferConfig(segment_size=SEGMENT, timeout_seconds=5, retries=0)
+_server_turn = itertools.count()
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed * 7919 + size).randbytes(size)
+
+
+def drop_bucket(peer: S3Peer) -> None:
+    """Free moto's RAM: the servers live for the whole session."""
+    client, bucket = peer.client, peer.bucket
+    with contextlib.suppress(Exception):
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        for up in uploads:
+            client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture(params=["s3", "filesystem", "memory"])
+def fresh_peer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Peer]:
+    """A peer whose container (bucket / root directory) does not exist yet."""
+    if request.param == "s3":
+        moto: MotoPeers = request.getfixturevalue("moto_peers")
+        server = moto[next(_server_turn) % len(moto)]
+        peer = S3Peer(s3_peer_config(server.endpoint, unique_bucket()), TRANSFER)
+        yield peer
+        drop_bucket(peer)
+        peer.close()
+    elif request.param == "filesystem":
+        yield FilesystemPeer("fs", tmp_path / "peer")
+    else:
+        yield MemoryPeer("mem", segment_size=SEGMENT, created=False)
+
+
+@pytest.fixture
+def peer(fresh_peer: Peer) -> Peer:
+    fresh_peer.create_container()
+    return fresh_peer
+
+
+@contextlib.contextmanager
+def s3_operations(peer: S3Peer) -> Iterator[list[str]]:
+    """Record the S3 API operations the peer's client sends."""
+    seen: list[str] = []
+
+    def record(model: Any, **kwargs: Any) -> None:
+        seen.append(model.name)
+
+    peer.client.meta.events.register("before-call.s3", record)
+    try:
+        yield seen
+    finally:
+        peer.client.meta.events.unregister("before-call.s3", record)
+
+
+# -- the contract ---------------------------------------------------------------------------
+
+
+def test_create_container_is_idempotent(fresh_peer: Peer) -> None:
+    assert fresh_peer.create_container() is True
+    assert fresh_peer.create_container() is False
+    assert list(fresh_peer.list()) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB])
+def test_put_get_round_trip(peer: Peer, size: int) -> None:
+    body = payload(size)
+    info = peer.put("v/chunks/ab/abcdef", body)
+    assert (info.key, info.size) == ("v/chunks/ab/abcdef", size)
+    got = peer.get("v/chunks/ab/abcdef")
+    assert isinstance(got, bytes) and got == body
+    st = peer.stat("v/chunks/ab/abcdef")
+    assert (st.size, st.metadata) == (size, {})
+    assert st.etag and st.etag == info.etag
+    assert isinstance(st.modified, float)
+
+
+def test_metadata_round_trip(peer: Peer) -> None:
+    meta = {
+        "dek": "q2xv9Q7m+4kX/0aZbq1tR6Yf3wJ8pL2nC5dE7gH9iK0=",
+        "nonce": "00ff1234abcd",
+        "gen": "1",
+        "x-long-name-with-dashes": "a b  c",
+        "punct": "q\"uo'te\\%&=?,;:~!@#$^*()[]{}<>|`",
+    }
+    info = peer.put("v/chunks/ab/meta", b"body", meta)
+    assert dict(info.metadata) == meta
+    assert dict(peer.stat("v/chunks/ab/meta").metadata) == meta
+
+
+def test_put_overwrites_body_and_metadata(peer: Peer) -> None:
+    peer.put("v/keyring", b"old body", {"gen": "1", "old-only": "x"})
+    peer.put("v/keyring", b"new body, longer", {"gen": "2"})
+    assert peer.get("v/keyring") == b"new body, longer"
+    st = peer.stat("v/keyring")
+    assert (st.size, dict(st.metadata)) == (16, {"gen": "2"})
+
+
+def test_readers_never_see_a_torn_overwrite(peer: Peer) -> None:
+    versions = {"a": payload(1000, 1), "b": payload(3000, 2)}
+    peer.put("v/obj", versions["a"], {"v": "a"})
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            body = peer.get("v/obj")
+            if body not in versions.values():
+                problems.append(f"torn body of {len(body)} bytes")
+            st = peer.stat("v/obj")
+            if st.size != len(versions[st.metadata["v"]]):
+                problems.append(f"metadata {st.metadata} with a body of {st.size} bytes")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(20):
+            name = "ab"[i % 2]
+            peer.put("v/obj", versions[name], {"v": name})
+    finally:
+        stop.set()
+        reader.join()
+    assert problems == []
+
+
+@pytest.mark.parametrize(("size", "parts"), [(SEGMENT, 0), (SEGMENT + 1, 2), (12 * MiB, 3)])
+def test_segmented_put(peer: Peer, size: int, parts: int) -> None:
+    body = payload(size)
+    info = peer.put("v/chunks/big", body, {"gen": "7"})
+    assert peer.get("v/chunks/big") == body
+    st = peer.stat("v/chunks/big")
+    assert (st.size, dict(st.metadata), st.etag) == (size, {"gen": "7"}, info.etag)
+    if peer.kind in ("s3", "memory"):  # memory emulates S3's multipart ETag exactly
+        assert st.multipart_parts == parts
+        assert st.etag == s3_etag(body, SEGMENT)
+        assert st.etag.endswith(f"-{parts}") == (parts > 0)
+    else:  # filesystem: SHA-256 of the body
+        assert st.multipart_parts == 0 and len(st.etag) == 64
+
+
+LIST_KEYS = [
+    "v/chunks/aa/aa01",
+    "v/chunks/aa/aa02",
+    "v/chunks/ab/ab01",
+    "v/chunks/a-c",  # '-' < '/' < '0': order is by whole key, not directory by directory
+    "v/chunks/a.x",
+    "v/chunks/a0",
+    "v/keyring",
+    "v/manifests/m1",
+    "v-other/x",
+    "w",
+]
+
+
+def test_list_by_prefix(peer: Peer) -> None:
+    assert list(peer.list()) == []
+    sizes = {key: i + 1 for i, key in enumerate(LIST_KEYS)}
+    for key in random.Random(3).sample(LIST_KEYS, len(LIST_KEYS)):
+        peer.put(key, payload(sizes[key]), {"k": "v"})
+    # Churn that creates temp files and sidecars on a filesystem peer: none may leak.
+    peer.put("v/keyring", payload(sizes["v/keyring"]), {"gen": "2"})
+    peer.replace_metadata("v/chunks/a0", {"gen": "3"})
+
+    def keys(prefix: str = "") -> list[str]:
+        return [info.key for info in peer.list(prefix)]
+
+    assert keys() == sorted(LIST_KEYS)
+    infos = list(peer.list())
+    assert {i.key: i.size for i in infos} == sizes
+    assert all(isinstance(i.modified, float) for i in infos)
+    assert keys("v/chunks/") == sorted(k for k in LIST_KEYS if k.startswith("v/chunks/"))
+    assert keys("v/chunks/a") == sorted(k for k in LIST_KEYS if k.startswith("v/chunks/a"))
+    assert keys("v/") == sorted(k for k in LIST_KEYS if k.startswith("v/"))
+    assert keys("v/chunks/aa/aa01") == ["v/chunks/aa/aa01"]
+    assert keys("nothing/") == []
+    assert keys("v/chunks/zz") == []
+
+
+def test_delete(peer: Peer) -> None:
+    peer.put("v/chunks/ab/gone", b"x", {"a": "b"})
+    peer.put("v/chunks/ab/kept", b"y")
+    peer.delete("v/chunks/ab/gone")
+    with pytest.raises(NotFound):
+        peer.get("v/chunks/ab/gone")
+    with pytest.raises(NotFound):
+        peer.stat("v/chunks/ab/gone")
+    assert [i.key for i in peer.list()] == ["v/chunks/ab/kept"]
+    peer.delete("v/chunks/ab/gone")  # again: fine
+    peer.delete("never/existed")
+    peer.put("v/chunks/ab/gone", b"back")  # a deleted key can be written again
+    assert peer.stat("v/chunks/ab/gone").metadata == {}
+
+
+def test_missing_objects_are_not_found(peer: Peer) -> None:
+    for call in (
+        lambda: peer.get("no/such"),
+        lambda: peer.stat("no/such"),
+        lambda: peer.replace_metadata("no/such", {"a": "b"}),
+    ):
+        with pytest.raises(NotFound) as err:
+            call()
+        assert err.value.peer == peer.name
+
+
+def test_replace_metadata_keeps_the_body(peer: Peer) -> None:
+    body = payload(12 * MiB)  # multipart on S3: copied server-side all the same
+    peer.put("v/chunks/cd/cdef", body, {"gen": "1", "dek": "old"})
+    ops: contextlib.AbstractContextManager[list[str]] = (
+        s3_operations(peer) if isinstance(peer, S3Peer) else contextlib.nullcontext([])
+    )
+    with ops as seen:
+        info = peer.replace_metadata("v/chunks/cd/cdef", {"gen": "2"})
+    assert (info.size, dict(info.metadata)) == (len(body), {"gen": "2"})
+    if isinstance(peer, S3Peer):
+        assert "CopyObject" in seen and not {"PutObject", "UploadPart"} & set(seen)
+    st = peer.stat("v/chunks/cd/cdef")
+    assert (st.size, dict(st.metadata), st.etag) == (len(body), {"gen": "2"}, info.etag)
+    assert peer.get("v/chunks/cd/cdef") == body
+
+
+BAD_KEYS = ["", "/a", "a/", "a//b", "../x", "a/../b", ".hidden", "a/.tmp-x", "a/.meta-b.json",
+            "a b", "ü", "a\\b", "x" * 513]  # fmt: skip
+BAD_METADATA: list[dict[str, Any]] = [
+    {"Upper": "x"},
+    {"a_b": "x"},
+    {"": "x"},
+    {"a": "ü"},
+    {"a": "tab\there"},
+    {"a": "x" * 2100},
+    {"a": 1},
+]
+
+
+def _assert_no_io(peer: Peer) -> None:
+    # The container was never created: any request would have failed with PermanentError,
+    # so getting ValueError proves validation came first. Check the side effects too.
+    if isinstance(peer, MemoryPeer):
+        assert peer.calls == []
+    if isinstance(peer, FilesystemPeer):
+        assert not peer.root.exists()
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_invalid_keys_are_rejected_before_io(fresh_peer: Peer, key: str) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: fresh_peer.put(key, b"x"),
+        lambda: fresh_peer.get(key),
+        lambda: fresh_peer.stat(key),
+        lambda: fresh_peer.delete(key),
+        lambda: fresh_peer.replace_metadata(key, {}),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+    _assert_no_io(fresh_peer)
+
+
+@pytest.mark.parametrize("prefix", ["../", ".x", "a/.b", "a b/", "/a"])
+def test_invalid_prefixes_are_rejected_at_call_time(fresh_peer: Peer, prefix: str) -> None:
+    with pytest.raises(ValueError):
+        fresh_peer.list(prefix)  # not iterated: validation is eager
+    _assert_no_io(fresh_peer)
+
+
+@pytest.mark.parametrize("metadata", BAD_METADATA)
+def test_invalid_metadata_is_rejected_before_io(fresh_peer: Peer, metadata: dict) -> None:
+    with pytest.raises(ValueError):
+        fresh_peer.put("a/b", b"x", metadata)
+    with pytest.raises(ValueError):
+        fresh_peer.replace_metadata("a/b", metadata)
+    _assert_no_io(fresh_peer)
+
+
+def test_concurrent_puts(peer: Peer) -> None:
+    def work(writer: int) -> None:
+        for j in range(4):
+            peer.put(f"c/{writer}/{j}", payload(100 + j, writer), {"writer": str(writer)})
+            body = f"writer {writer} round {j}".encode()
+            peer.put("c/shared", body, {"writer": str(writer), "round": str(j)})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    expected = sorted([f"c/{w}/{j}" for w in range(8) for j in range(4)] + ["c/shared"])
+    assert [i.key for i in peer.list("c/")] == expected
+    for w in range(8):
+        for j in range(4):
+            assert peer.get(f"c/{w}/{j}") == payload(100 + j, w)
+    meta = peer.stat("c/shared").metadata  # the last writer's body AND metadata
+    assert peer.get("c/shared") == f"writer {meta['writer']} round {meta['round']}".encode()
+
+
+# -- S3 only: faults against real HTTP servers -------------------------------------------------
+
+
+def test_s3_missing_bucket_is_permanent(moto_peers: MotoPeers) -> None:
+    peer = S3Peer(s3_peer_config(moto_peers[0].endpoint, unique_bucket()), TRANSFER)
+    calls: list[Callable[[], object]] = [
+        lambda: peer.put("a/b", b"x"),
+        lambda: peer.put("a/b", payload(SEGMENT + 1)),
+        lambda: peer.get("a/b"),
+        lambda: peer.stat("a/b"),  # HEAD says a bare 404 for bucket and key alike
+        lambda: list(peer.list("a/")),
+        lambda: peer.delete("a/b"),
+        lambda: peer.replace_metadata("a/b", {}),
+    ]
+    for call in calls:
+        with pytest.raises(PermanentError, match="peers init"):
+            call()
+
+
+@pytest.fixture
+def s3_peer(moto_peers: MotoPeers) -> Iterator[S3Peer]:
+    peer = S3Peer(s3_peer_config(moto_peers[1].endpoint, unique_bucket()), TRANSFER)
+    peer.create_container()
+    yield peer
+    drop_bucket(peer)
+    peer.close()
+
+
+def test_s3_sends_plain_bodies(s3_peer: S3Peer) -> None:
+    peer = s3_peer
+    headers: list[dict[str, str]] = []
+
+    def capture(request: Any, **kwargs: Any) -> None:
+        headers.append({k.lower(): str(v) for k, v in request.headers.items()})
+
+    peer.client.meta.events.register("before-send.s3", capture)
+    peer.put("a/b", b"hello", {"gen": "1"})
+    (sent,) = headers
+    assert "x-amz-trailer" not in sent and "aws-chunked" not in sent.get("content-encoding", "")
+    assert sent["content-length"] == "5"
+
+
+def test_s3_failed_multipart_upload_is_aborted(s3_peer: S3Peer) -> None:
+    peer = s3_peer
+
+    def fail_second_part(params: dict[str, Any], **kwargs: Any) -> None:
+        if params["PartNumber"] == 2:
+            raise EndpointConnectionError(endpoint_url=peer.endpoint)
+
+    peer.client.meta.events.register("before-parameter-build.s3.UploadPart", fail_second_part)
+    with pytest.raises(TransientError):
+        peer.put("a/big", payload(12 * MiB))
+    assert peer.client.list_multipart_uploads(Bucket=peer.bucket).get("Uploads", []) == []
+    with pytest.raises(NotFound):
+        peer.stat("a/big")
+
+
+def _s3_peer_on(server: MotoServer, timeout: float) -> S3Peer:
+    transfer = TransferConfig(segment_size=SEGMENT, timeout_seconds=timeout, retries=0)
+    peer = S3Peer(s3_peer_config(server.endpoint, unique_bucket()), transfer)
+    peer.create_container()
+    peer.put("a/b", b"body")
+    return peer
+
+
+def test_s3_dead_peer_is_transient_and_fast(moto_peer_factory: Callable[[], MotoServer]) -> None:
+    server = moto_peer_factory()
+    peer = _s3_peer_on(server, timeout=2)
+    server.kill()
+    calls: list[Callable[[], object]] = [
+        lambda: peer.get("a/b"),
+        lambda: peer.put("a/c", b"x"),
+        lambda: peer.stat("a/b"),
+        lambda: list(peer.list()),
+    ]
+    for call in calls:
+        start = time.monotonic()
+        with pytest.raises(TransientError):
+            call()
+        assert time.monotonic() - start < 2
+
+
+def test_s3_hung_peer_times_out(moto_peer_factory: Callable[[], MotoServer]) -> None:
+    server = moto_peer_factory()
+    peer = _s3_peer_on(server, timeout=2)
+    server.stop()
+    try:
+        start = time.monotonic()
+        with pytest.raises(TransientError, match="timeout"):
+            peer.get("a/b")
+        elapsed = time.monotonic() - start
+        assert 1.5 < elapsed < 3
+    finally:
+        server.cont()
+    assert peer.get("a/b") == b"body"  # the same peer works again once the server resumes

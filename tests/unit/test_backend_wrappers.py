@@ -1,0 +1,338 @@
+"""RetryPeer, LimitPeer and HealthPeer around a MemoryPeer with injected faults.
+
+No real sleeping: RetryPeer gets a recording sleep, HealthPeer a fake clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from chunkvault.backends import (
+    HealthPeer,
+    LimitPeer,
+    MemoryPeer,
+    NotFound,
+    PeerDown,
+    PermanentError,
+    RetryPeer,
+    TransientError,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def in_thread(fn: Callable[[], object], timeout: float = 2.0) -> bool:
+    """Run ``fn`` in a thread; True if it finished within ``timeout`` (i.e. did not block)."""
+    worker = threading.Thread(target=fn, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive()
+
+
+# -- RetryPeer ------------------------------------------------------------------------------
+
+
+def retry_peer(mem: MemoryPeer, retries: int = 3, rng: float = 0.5) -> tuple[RetryPeer, list]:
+    sleeps: list[float] = []
+    return RetryPeer(mem, retries, sleep=sleeps.append, rng=lambda: rng), sleeps
+
+
+def test_retry_recovers_from_transient_failures() -> None:
+    mem = MemoryPeer()
+    peer, sleeps = retry_peer(mem)
+    mem.fail_next(2)
+    peer.put("a/b", b"x")
+    assert mem.calls == ["put", "put", "put"]
+    assert len(sleeps) == 2
+    assert peer.get("a/b") == b"x"
+
+
+def test_retry_gives_up_after_retries() -> None:
+    mem = MemoryPeer()
+    peer, sleeps = retry_peer(mem, retries=3)
+    mem.fail_next(10)
+    with pytest.raises(TransientError):
+        peer.get("a/b")
+    assert mem.calls == ["get"] * 4  # the first attempt + 3 retries
+    assert len(sleeps) == 3
+
+
+def test_retry_zero_means_one_attempt() -> None:
+    mem = MemoryPeer()
+    peer, sleeps = retry_peer(mem, retries=0)
+    mem.fail_next(1)
+    with pytest.raises(TransientError):
+        peer.stat("a/b")
+    assert (mem.calls, sleeps) == (["stat"], [])
+
+
+@pytest.mark.parametrize(
+    "error", [PermanentError, PeerDown, PermanentError("memory", "quota"), PeerDown("m", "down")]
+)
+def test_retry_does_not_retry_permanent_errors_or_peer_down(error: object) -> None:
+    mem = MemoryPeer()
+    peer, sleeps = retry_peer(mem)
+    mem.fail_next(1, error)  # type: ignore[arg-type]
+    with pytest.raises(PermanentError if "Permanent" in repr(error) else PeerDown):
+        peer.put("a/b", b"x")
+    assert (mem.calls, sleeps) == (["put"], [])
+
+
+def test_retry_does_not_retry_not_found() -> None:
+    mem = MemoryPeer()
+    peer, sleeps = retry_peer(mem)
+    with pytest.raises(NotFound):
+        peer.get("no/such")
+    assert (mem.calls, sleeps) == (["get"], [])
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    peer = RetryPeer(MemoryPeer(), 8, base_delay=0.2, max_delay=5.0, rng=lambda: 1.0)
+    assert [peer.backoff(n) for n in range(7)] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 5, 5])
+    assert RetryPeer(MemoryPeer(), rng=lambda: 0.0).backoff(5) == 0
+    jittered = RetryPeer(MemoryPeer())  # the real random source
+    delays = [jittered.backoff(n) for n in range(12) for _ in range(20)]
+    assert all(0 <= d <= 5.0 for d in delays)
+    assert len(set(delays)) > 200  # full jitter: spread, not a fixed schedule
+
+
+def test_retry_sleeps_between_attempts_with_backoff() -> None:
+    mem = MemoryPeer()
+    peer, sleeps = retry_peer(mem, retries=3, rng=1.0)
+    mem.fail_next(3)
+    peer.delete("a/b")
+    assert sleeps == pytest.approx([0.2, 0.4, 0.8])
+
+
+def test_retry_resumes_a_listing_without_duplicates() -> None:
+    mem = MemoryPeer(page_size=2)
+    for key in ("k/1", "k/2", "k/3", "k/4", "k/5"):
+        mem.put(key, b"x")
+    peer, sleeps = retry_peer(mem)
+    mem.fail_next(1, ops={"list"}, skip=1)  # the second page fails
+    assert [i.key for i in peer.list("k/")] == ["k/1", "k/2", "k/3", "k/4", "k/5"]
+    assert len(sleeps) == 1
+
+
+def test_retry_listing_gives_up() -> None:
+    mem = MemoryPeer()
+    mem.put("k/1", b"x")
+    peer, sleeps = retry_peer(mem, retries=2)
+    mem.fail_next(5, ops={"list"})
+    with pytest.raises(TransientError):
+        list(peer.list())
+    assert len(sleeps) == 2
+
+
+def test_wrappers_validate_before_calling_inner() -> None:
+    mem = MemoryPeer()
+    peer = HealthPeer(RetryPeer(LimitPeer(mem, 1)), down_after_failures=1)
+    for call in (
+        lambda: peer.put("../x", b""),
+        lambda: peer.get(""),
+        lambda: peer.put("a", b"", {"A": "x"}),
+        lambda: peer.list("../"),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert mem.calls == [] and peer.is_up
+
+
+# -- LimitPeer ------------------------------------------------------------------------------
+
+
+def test_limit_caps_concurrent_requests() -> None:
+    mem = MemoryPeer()
+    lock = threading.Lock()
+    active = peak = 0
+
+    def hook(op: str) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+
+    mem.hook = hook
+    peer = LimitPeer(mem, 3)
+    threads = [threading.Thread(target=lambda i=i: peer.put(f"k/{i}", b"x")) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 3
+    assert len(list(mem.list())) == 12
+
+
+def test_limit_releases_the_slot_on_errors() -> None:
+    mem = MemoryPeer()
+    peer = LimitPeer(mem, 1)
+    mem.fail_next(3)
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            peer.get("a")
+    with pytest.raises(NotFound):
+        peer.get("a")
+    assert in_thread(lambda: peer.put("a", b"x"))
+
+
+def test_limit_holds_no_slot_between_listing_pages() -> None:
+    mem = MemoryPeer()
+    mem.put("k/1", b"x")
+    mem.put("k/2", b"x")
+    peer = LimitPeer(mem, 1)
+    listing = peer.list("k/")
+    assert next(listing).key == "k/1"
+    assert in_thread(lambda: peer.put("k/3", b"x"))  # would deadlock if the slot were held
+    assert [i.key for i in listing] == ["k/2"]  # a snapshot taken at the first page
+
+
+def test_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        LimitPeer(MemoryPeer(), 0)
+
+
+# -- HealthPeer -----------------------------------------------------------------------------
+
+
+def health_peer(failures: int = 3, seconds: float = 30) -> tuple[HealthPeer, MemoryPeer, FakeClock]:
+    mem, clock = MemoryPeer(), FakeClock()
+    return HealthPeer(mem, failures, seconds, clock=clock), mem, clock
+
+
+def test_health_marks_down_after_consecutive_failures_and_fails_fast() -> None:
+    peer, mem, clock = health_peer(failures=3)
+    mem.down = True
+    for n in range(3):
+        assert peer.is_up
+        with pytest.raises(TransientError) as err:
+            peer.get("a")
+        assert not isinstance(err.value, PeerDown)
+        assert peer.consecutive_failures == n + 1
+    assert not peer.is_up
+    assert "peer is down" in (peer.last_error or "")
+    before = len(mem.calls)
+    clock.advance(29)
+    with pytest.raises(PeerDown, match=r"next probe in 1\.0s"):
+        peer.put("a", b"x")
+    with pytest.raises(PeerDown):
+        list(peer.list())
+    assert len(mem.calls) == before  # the inner peer was not touched
+
+
+def test_health_answers_are_not_failures() -> None:
+    peer, mem, _ = health_peer(failures=3)
+    mem.fail_next(2)
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            peer.get("a")
+    with pytest.raises(NotFound):
+        peer.get("a")  # the peer answered: the streak is broken
+    assert peer.consecutive_failures == 0
+    mem.fail_next(2)
+    mem.fail_next(1, PermanentError)
+    for error in (TransientError, TransientError, PermanentError):
+        with pytest.raises(error):
+            peer.stat("a")
+    assert peer.is_up and peer.consecutive_failures == 0
+    assert peer.last_latency is not None
+
+
+def test_health_half_open_probe_then_recovery() -> None:
+    peer, mem, clock = health_peer(failures=2, seconds=30)
+    mem.down = True
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            peer.get("a")
+    assert not peer.is_up
+    clock.advance(30)
+    calls = len(mem.calls)
+    with pytest.raises(TransientError) as err:  # the probe went through, and failed
+        peer.get("a")
+    assert not isinstance(err.value, PeerDown) and len(mem.calls) == calls + 1
+    with pytest.raises(PeerDown):  # down again for another cool-off
+        peer.get("a")
+    assert peer.down_for == 30
+    clock.advance(30)
+    mem.down = False
+    peer.put("a", b"x")  # probe succeeds
+    assert peer.is_up and peer.consecutive_failures == 0 and peer.down_for == 0
+    assert peer.get("a") == b"x"
+
+
+def test_health_lets_exactly_one_probe_through() -> None:
+    peer, mem, clock = health_peer(failures=1, seconds=5)
+    mem.fail_next(1)
+    with pytest.raises(TransientError):
+        peer.get("a")
+    clock.advance(5)
+    entered, release = threading.Event(), threading.Event()
+
+    def hook(op: str) -> None:
+        entered.set()
+        release.wait(5)
+
+    mem.hook = hook
+    probe = threading.Thread(target=lambda: peer.put("a", b"x"))
+    probe.start()
+    try:
+        assert entered.wait(5)
+        with pytest.raises(PeerDown, match="probe is in flight"):
+            peer.get("a")
+    finally:
+        release.set()
+        probe.join()
+    mem.hook = None
+    assert peer.is_up and peer.get("a") == b"x"
+
+
+def test_health_unused_listing_does_not_hold_the_probe() -> None:
+    peer, mem, clock = health_peer(failures=1, seconds=5)
+    mem.fail_next(1)
+    with pytest.raises(TransientError):
+        peer.get("a")
+    clock.advance(5)
+    listing = peer.list()  # created, never iterated
+    peer.put("a", b"x")  # is the probe
+    assert peer.is_up
+    assert [i.key for i in listing] == ["a"]
+
+
+def test_health_explicit_probe() -> None:
+    peer, mem, clock = health_peer(failures=1, seconds=30)
+    assert peer.probe() >= 0 and peer.last_latency is not None
+    mem.down = True
+    with pytest.raises(TransientError):
+        peer.probe()
+    assert not peer.is_up
+    clock.advance(10)
+    with pytest.raises(TransientError):
+        peer.probe()  # runs even while down (no PeerDown) and re-arms the cool-off
+    assert peer.down_for == 30
+    mem.down = False
+    assert peer.probe() == 0.0  # fake clock: no time passes
+    assert peer.is_up
+    assert mem.calls[-1] == "stat"
+
+
+def test_health_probe_of_an_uncreated_container_is_an_answer() -> None:
+    mem = MemoryPeer(created=False)
+    peer = HealthPeer(mem, 1, 30, clock=FakeClock())
+    with pytest.raises(PermanentError, match="peers init"):
+        peer.probe()
+    assert peer.is_up
