@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -53,6 +52,7 @@ from chunkvault.backends.base import (
     validate_metadata,
     validate_prefix,
 )
+from chunkvault.fsutil import fsync_dir, write_temp_durably
 
 INIT_HINT = "run `chunkvault peers init`"
 _TRANSIENT_ERRNOS = frozenset(
@@ -84,28 +84,6 @@ def _sha256_file(path: str) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(directory: str, data: bytes) -> tuple[str, os.stat_result]:
-    """Write ``data`` to a new fsynced temp file in ``directory``; return (path, stat)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            return tmp, os.fstat(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class FilesystemPeer(Peer):
@@ -155,7 +133,7 @@ class FilesystemPeer(Peer):
                 path.mkdir()
             except FileExistsError:
                 continue
-            _fsync_dir(str(path.parent))
+            fsync_dir(str(path.parent))
 
     def _entries(self, sidecar: str) -> list[dict[str, Any]]:
         try:
@@ -180,7 +158,7 @@ class FilesystemPeer(Peer):
 
     def _write_sidecar(self, directory: str, sidecar: str, entries: list[dict[str, Any]]) -> None:
         data = json.dumps({"v": 1, "entries": entries}, sort_keys=True).encode()
-        tmp, _ = _write_durably(directory, data)
+        tmp, _ = write_temp_durably(directory, data)
         os.replace(tmp, sidecar)
 
     def _stat_object(self, path: str, action: str) -> os.stat_result:
@@ -203,7 +181,7 @@ class FilesystemPeer(Peer):
             raise PermanentError(self.name, f"{self.root} exists and is not a directory") from None
         except OSError as exc:
             raise classify_os_error(exc, self.name, f"create {self.root}") from exc
-        _fsync_dir(str(self.root.parent))
+        fsync_dir(str(self.root.parent))
         return True
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
@@ -216,7 +194,7 @@ class FilesystemPeer(Peer):
         try:
             self._ensure_dir(directory)
             with self._lock(key):
-                tmp, st = _write_durably(directory, body)
+                tmp, st = write_temp_durably(directory, body)
                 try:
                     new = {"ino": st.st_ino, "size": len(body), "etag": etag, "metadata": meta}
                     entries = [new]
@@ -224,12 +202,12 @@ class FilesystemPeer(Peer):
                     with contextlib.suppress(FileNotFoundError, NotFound):
                         entries.append(self._describe(path, sidecar, self._stat_object(path, "")))
                     self._write_sidecar(directory, sidecar, entries)
-                    _fsync_dir(directory)  # the sidecar is durable before the body switches
+                    fsync_dir(directory)  # the sidecar is durable before the body switches
                     os.replace(tmp, path)
                 except BaseException:
                     os.unlink(tmp)
                     raise
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as exc:
             raise self._error(exc, action) from exc
         return ObjectInfo(key, len(body), etag, meta, st.st_mtime)
@@ -317,7 +295,7 @@ class FilesystemPeer(Peer):
                     return
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(sidecar)
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as exc:
             raise self._error(exc, action) from exc
 
@@ -331,7 +309,7 @@ class FilesystemPeer(Peer):
                 st = self._stat_object(path, action)
                 entry = {**self._describe(path, sidecar, st), "metadata": meta}
                 self._write_sidecar(directory, sidecar, [entry])  # one rename: atomic
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as exc:
             raise self._error(exc, action) from exc
         return ObjectInfo(key, st.st_size, entry["etag"], meta, st.st_mtime)

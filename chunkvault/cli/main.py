@@ -13,7 +13,7 @@ import click
 
 from chunkvault import __version__
 from chunkvault.backends.base import PeerError
-from chunkvault.cli import config_cmd, peers
+from chunkvault.cli import config_cmd, init_cmd, keys, peers
 from chunkvault.cli.context import CliContext
 from chunkvault.config import ConfigError, default_config_path
 from chunkvault.errors import ChunkvaultError
@@ -34,8 +34,17 @@ _debug = False
     help="Config file [default: $CHUNKVAULT_CONFIG, else ./chunkvault.yaml].",
 )
 @click.option("--debug", is_flag=True, help="Verbose logs and tracebacks on errors.")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the passphrase from this file [else $CHUNKVAULT_PASSPHRASE_FILE, "
+    "$CHUNKVAULT_PASSPHRASE, prompt].",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, debug: bool, passphrase_file: Path | None
+) -> None:
     """chunkvault keeps an encrypted, replicated, restorable copy of a directory on
     S3-compatible peers."""
     global _debug
@@ -47,9 +56,15 @@ def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     if not debug:
         # botocore logs credentials-adjacent detail at DEBUG; keep it quiet unless asked.
         logging.getLogger("botocore").setLevel(logging.WARNING)
-    ctx.obj = CliContext(config_path=config_path or default_config_path(), debug=debug)
+    ctx.obj = CliContext(
+        config_path=config_path or default_config_path(),
+        debug=debug,
+        passphrase_file=passphrase_file,
+    )
 
 
+cli.add_command(init_cmd.init)
+cli.add_command(keys.key)
 cli.add_command(config_cmd.config)
 cli.add_command(peers.peers)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -16,7 +15,6 @@ import click
 from chunkvault.backends.base import Peer, PeerError
 from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.output import echo_json, table
-from chunkvault.config import Config
 from chunkvault.errors import ChunkvaultError
 from chunkvault.sizes import format_size
 
@@ -26,18 +24,6 @@ if TYPE_CHECKING:  # boto3 is imported only by commands that talk to peers: fast
 T = TypeVar("T")
 MiB = 1024 * 1024
 TEST_SIZES = (1 * MiB, 12 * MiB)  # 12 MiB exceeds the minimum segment size: multipart path
-
-
-@contextmanager
-def _peers(cfg: Config) -> Iterator[list[HealthPeer]]:
-    from chunkvault.backends.stack import build_peers
-
-    stack = build_peers(cfg)
-    try:
-        yield stack
-    finally:
-        for peer in stack:
-            peer.close()
 
 
 def _each(peers: list[HealthPeer], fn: Callable[[HealthPeer], T]) -> list[T]:
@@ -77,7 +63,7 @@ def list_peers(cli: CliContext, as_json: bool) -> None:
             row["error"] = exc.message
         return row
 
-    with _peers(cfg) as stack:
+    with cli.peers() as stack:
         rows = _each(stack, probe)
     if as_json:
         echo_json(rows)
@@ -151,7 +137,7 @@ def test_peers(cli: CliContext) -> None:
         except (PeerError, ChunkvaultError) as exc:
             return peer.name, str(exc)
 
-    with _peers(cfg) as stack:
+    with cli.peers() as stack:
         results = _each(stack, trial)
     rows, failed = [], []
     for name, outcome in results:
@@ -173,7 +159,6 @@ def test_peers(cli: CliContext) -> None:
 @pass_cli
 def init_peers(cli: CliContext) -> None:
     """Create missing buckets and directories on every peer (safe to repeat)."""
-    cfg = cli.config
 
     def create(peer: HealthPeer) -> tuple[str, str, bool]:
         try:
@@ -182,7 +167,7 @@ def init_peers(cli: CliContext) -> None:
             return peer.name, f"FAILED: {exc.message}", False
         return peer.name, "created" if created else "exists", True
 
-    with _peers(cfg) as stack:
+    with cli.peers() as stack:
         results = _each(stack, create)
     click.echo(table(["PEER", "RESULT"], [[name, what] for name, what, _ in results]))
     failed = [name for name, _, ok in results if not ok]

@@ -1,20 +1,15 @@
 """The CLI as users and scripts see it: real subprocesses of the installed `chunkvault`."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from support.cli import run_cli
 
 import chunkvault
 
-CLI = [str(Path(sys.executable).parent / "chunkvault")]
-
 
 def run(*args: str, cwd: Path | None = None, env: dict | None = None):
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
-    )
+    return run_cli(None, *args, cwd=cwd, env=env)
 
 
 def write(path: Path, text: str) -> Path:

@@ -10,15 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-BIN = Path(sys.executable).parent
-CLI = [str(BIN / "chunkvault")]
+from support.cli import run_cli
 
 
-def run(config: Path, *args: str, timeout: float = 120):
-    return subprocess.run(
-        [*CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=timeout
-    )
+def run(config: Path, *args: str):
+    return run_cli(config, *args)
 
 
 @pytest.fixture

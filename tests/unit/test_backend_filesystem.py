@@ -138,7 +138,7 @@ def test_disk_full_on_put(peer: FilesystemPeer, monkeypatch: pytest.MonkeyPatch)
     def full(directory: str, data: bytes) -> object:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fs_module, "_write_durably", full)
+    monkeypatch.setattr(fs_module, "write_temp_durably", full)
     with pytest.raises(PermanentError, match="free space"):
         peer.put("k", b"x")
     assert files_under(peer.root) == []

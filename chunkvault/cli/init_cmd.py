@@ -1,0 +1,79 @@
+"""``chunkvault init``: create a vault's keyring, its state directory and the buckets."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import click
+
+from chunkvault.backends.base import PeerError
+from chunkvault.cli.context import CliContext, pass_cli
+from chunkvault.cli.passphrase import current_passphrase, passphrase_option
+from chunkvault.crypto.keyring import Keyring
+from chunkvault.errors import ChunkvaultError
+
+
+@click.command()
+@click.option("--label", default="default", show_default=True, help="Label of the first slot.")
+@passphrase_option
+@pass_cli
+def init(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
+    """Create a new vault: keyring (locally and on every peer), state dir and buckets.
+
+    Refuses to touch a vault that already exists here or on any peer.
+    """
+    cfg = cli.config
+    with cli.peers() as peers:
+        store = cli.keystore(peers)
+        if store.path.exists():
+            raise ChunkvaultError(
+                f"vault {cfg.vault.id!r} is already initialised here ({store.path})",
+                "nothing to do; `chunkvault key verify` checks the passphrase",
+            )
+        for peer in peers:
+            try:
+                peer.create_container()
+            except PeerError as exc:
+                raise ChunkvaultError(
+                    f"cannot initialise peer {peer.name}: {exc.message}",
+                    "init needs every peer; check `chunkvault peers list`",
+                ) from None
+        copies = store.peer_copies()
+        unreachable = [f"{c.peer} ({c.error})" for c in copies if c.error]
+        if unreachable:
+            raise ChunkvaultError(
+                f"cannot check whether the vault exists on {', '.join(unreachable)}",
+                "init needs every peer; check `chunkvault peers list`",
+            )
+        existing = [c.peer for c in copies if not c.missing]
+        if existing:
+            raise ChunkvaultError(
+                f"vault {cfg.vault.id!r} already exists on peer(s) {', '.join(existing)}; "
+                "refusing to overwrite it",
+                "to use it on this machine just run a command with its passphrase (the "
+                "keyring is fetched from the peers); for a new vault choose another vault.id",
+            )
+        passphrase = current_passphrase(passphrase_file or cli.passphrase_file, confirm=True)
+        ring, _keys = Keyring.create(cfg.vault.id, passphrase, kdf=cfg.keys.kdf, label=label)
+        failed = store.save(ring)
+        if failed:
+            # All or nothing: a vault whose keyring is missing on a peer is not restorable
+            # from that peer alone, so undo and let the user retry.
+            for peer in peers:
+                with contextlib.suppress(PeerError):
+                    peer.delete(store.key)
+            store.path.unlink(missing_ok=True)
+            raise ChunkvaultError(
+                f"could not store the keyring on {', '.join(failed)}; nothing was created",
+                "check `chunkvault peers list` and run init again",
+            )
+    click.echo(
+        f"vault {cfg.vault.id!r} initialised: keyring in {store.path} and on "
+        f"{len(peers)} peer(s), slot {label!r} ({cfg.keys.kdf})."
+    )
+    click.echo(
+        "Keep the passphrase safe: without it nobody, including you, can decrypt the data. "
+        "A paper backup of the keyring: `chunkvault key export --paper`.",
+        err=True,
+    )

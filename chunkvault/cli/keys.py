@@ -1,0 +1,256 @@
+"""``chunkvault key ...``: passphrase slots, master-key rotation, keyring backup."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from chunkvault.cli.context import CliContext, Unlocked, pass_cli
+from chunkvault.cli.output import echo_json, table
+from chunkvault.cli.passphrase import new_passphrase, passphrase_option
+from chunkvault.crypto.keyring import Keyring
+from chunkvault.errors import ChunkvaultError
+
+
+def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> None:
+    """Store a changed keyring; peers that missed it are retried by the next save."""
+    failed = unlocked.store.save(ring)
+    if failed:
+        click.echo(
+            f"warning: keyring saved locally but not on {', '.join(failed)}; "
+            "run `chunkvault key verify` when they are back to copy it there",
+            err=True,
+        )
+
+
+@click.group()
+def key() -> None:
+    """Manage passphrase slots and the master key."""
+
+
+@key.command()
+@passphrase_option
+@pass_cli
+def verify(cli: CliContext, passphrase_file: Path | None) -> None:
+    """Check the passphrase, and that every peer holds the current keyring."""
+    with cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file)
+        stale = [
+            c.peer
+            for c in unlocked.store.peer_copies()
+            if c.ring is None or c.ring.revision != unlocked.ring.revision
+        ]
+        if stale:
+            failed = unlocked.store.save(unlocked.ring)
+            fixed = [p for p in stale if not any(f.startswith(p + " ") for f in failed)]
+            if fixed:
+                click.echo(f"keyring copied to peer(s) {', '.join(fixed)}", err=True)
+            if failed:
+                raise ChunkvaultError(
+                    f"passphrase OK, but the keyring is not on {', '.join(failed)}",
+                    "rerun when the peers are up",
+                )
+    slot = unlocked.slot
+    click.echo(
+        f"passphrase OK: opens slot {slot.label!r} ({slot.id}) of vault {unlocked.ring.vault_id!r}"
+    )
+
+
+@key.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_cli
+def list_slots(cli: CliContext, as_json: bool) -> None:
+    """Show the key slots (no passphrase needed: slots hold no readable secret)."""
+    with cli.peers() as peers:
+        ring = cli.keystore(peers).load()
+    rows = [
+        {"id": s.id, "label": s.label, "created": s.created, "kdf": s.kdf.alg, **s.kdf.params}
+        for s in ring.slots
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(
+        table(
+            ["ID", "LABEL", "CREATED", "KDF", "PARAMETERS"],
+            [
+                [
+                    s.id,
+                    s.label,
+                    s.created,
+                    s.kdf.alg,
+                    " ".join(f"{k}={v}" for k, v in s.kdf.params.items()),
+                ]
+                for s in ring.slots
+            ],
+        )
+    )
+
+
+@key.command()
+@click.option("--label", required=True, help="Name of the new slot (e.g. 'laptop', 'paper').")
+@passphrase_option
+@pass_cli
+def add(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
+    """Add a slot: another passphrase that opens the same vault."""
+    with cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file)
+        ring = unlocked.ring.add_slot(unlocked.keys, new_passphrase(), label, cli.config.keys.kdf)
+        _saved(cli, unlocked, ring)
+    click.echo(f"slot {label!r} added; {len(ring.slots)} slot(s) now")
+
+
+@key.command()
+@passphrase_option
+@pass_cli
+def passwd(cli: CliContext, passphrase_file: Path | None) -> None:
+    """Change the passphrase of the slot it opens. Touches only the keyring: O(1) in vault
+    size, no chunk or manifest is rewritten."""
+    with cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file)
+        added, final = unlocked.ring.replace_slot_passphrase(
+            unlocked.keys, unlocked.slot, new_passphrase(), cli.config.keys.kdf
+        )
+        # New slot stored first, old one removed second: a crash in between leaves a
+        # keyring that both passphrases open, never one that neither does.
+        _saved(cli, unlocked, added)
+        _saved(cli, unlocked, final)
+    click.echo(f"passphrase of slot {unlocked.slot.label!r} changed; the old one no longer works")
+
+
+@key.command()
+@click.argument("slot")
+@passphrase_option
+@pass_cli
+def remove(cli: CliContext, slot: str, passphrase_file: Path | None) -> None:
+    """Remove a slot by id or label (never the last one)."""
+    with cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file)
+        target = unlocked.ring.find(slot)
+        ring = unlocked.ring.remove_slot(slot)
+        _saved(cli, unlocked, ring)
+    click.echo(f"slot {target.label!r} ({target.id}) removed; {len(ring.slots)} slot(s) left")
+
+
+@key.command("rotate-master")
+@click.option("--yes", is_flag=True, help="Do not ask before removing the other slots.")
+@passphrase_option
+@pass_cli
+def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> None:
+    """Replace the master key: new generation, every data key re-wrapped (object metadata
+    by server-side copy; no chunk data is re-sent). Resumable: rerun after an interruption.
+
+    Slots other than the one the passphrase opens cannot be re-wrapped without their
+    passphrases; they are removed (re-add them with `key add`).
+    """
+    from chunkvault.rotation import rewrap_chunk_objects
+
+    cfg = cli.config
+    with cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file)
+        keys, slot, ring = unlocked.keys, unlocked.slot, unlocked.ring
+        kdf = slot.kdf.alg
+        if len(keys.keks) == 1:
+            others = [s.label for s in ring.slots if s.id != slot.id]
+            if others and not yes:
+                if not sys.stdin.isatty():
+                    raise ChunkvaultError(
+                        f"rotate-master would remove slot(s) {', '.join(others)}",
+                        "pass --yes to confirm, then re-add them with `chunkvault key add`",
+                    )
+                click.confirm(
+                    f"Slots {', '.join(others)} will be removed (re-add them afterwards). Go on?",
+                    abort=True,
+                    err=True,
+                )
+            generation = keys.add_generation()
+            ring = ring.rewrap_all(keys, slot, unlocked.passphrase, kdf)
+            _saved(cli, unlocked, ring)
+            click.echo(f"rotation started: master key generation {generation}", err=True)
+        else:
+            generation = keys.current
+            click.echo(f"resuming rotation to generation {generation}", err=True)
+        report = rewrap_chunk_objects(
+            peers, cfg.vault.id, keys, generation, workers=cfg.transfer.concurrency
+        )
+        if not report.complete:
+            for failure in report.failures[:10]:
+                click.echo(f"  {failure}", err=True)
+            raise ChunkvaultError(
+                f"rotation incomplete: {len(report.failures)} object(s) not re-wrapped "
+                f"({report.rewrapped} done); the old key is kept",
+                "rerun `chunkvault key rotate-master` to resume",
+            )
+        keys.drop_generations_except(generation)
+        ring = ring.rewrap_all(keys, ring.slots[0], unlocked.passphrase, kdf)
+        _saved(cli, unlocked, ring)
+    click.echo(
+        f"master key rotated to generation {generation}: {report.rewrapped} data key(s) "
+        f"re-wrapped, {report.examined} object(s) checked; old generations dropped"
+    )
+
+
+@key.command("export")
+@click.option("--paper", is_flag=True, help="Printable text with per-line checksums.")
+@pass_cli
+def export(cli: CliContext, paper: bool) -> None:
+    """Print the keyring for a backup (it holds only passphrase-wrapped slots)."""
+    from chunkvault.crypto.paper import to_paper
+    from chunkvault.keystore import encode
+
+    with cli.peers() as peers:
+        ring = cli.keystore(peers).load()
+    data = encode(ring)
+    if not paper:
+        click.echo(data.decode(), nl=False)
+        return
+    slots = ", ".join(s.label for s in ring.slots)
+    description = (
+        f"vault: {ring.vault_id}  uuid: {ring.vault_uuid.hex()}  revision: {ring.revision}\n"
+        f"slots: {slots}\n"
+        "Restore with `chunkvault key import --paper FILE` (typed lines; a checksum ends each)."
+    )
+    click.echo(to_paper(data, description), nl=False)
+
+
+@key.command("import")
+@click.argument("source", type=click.File("r"), default="-")
+@click.option("--paper", is_flag=True, help="SOURCE is a paper backup, not JSON.")
+@pass_cli
+def import_(cli: CliContext, source: click.utils.LazyFile, paper: bool) -> None:
+    """Restore the keyring from a backup (file or - for stdin), here and on every peer."""
+    from chunkvault.crypto.paper import PaperError, from_paper
+    from chunkvault.keystore import decode
+
+    text = source.read()
+    try:
+        data = from_paper(text) if paper else text.encode()
+    except PaperError as exc:
+        raise ChunkvaultError(f"paper backup: {exc}") from None
+    ring = decode(data, "backup")
+    cfg = cli.config
+    if ring.vault_id != cfg.vault.id:
+        raise ChunkvaultError(
+            f"the backup is of vault {ring.vault_id!r}, the config says {cfg.vault.id!r}",
+            "set vault.id to match",
+        )
+    with cli.peers() as peers:
+        store = cli.keystore(peers)
+        present = [r for r in [store.load_local()] if r] + [
+            c.ring for c in store.peer_copies() if c.ring
+        ]
+        foreign = [r for r in present if r.vault_uuid != ring.vault_uuid]
+        if foreign:
+            raise ChunkvaultError(
+                "a different vault with the same vault.id exists here or on the peers; "
+                "refusing to replace its keyring"
+            )
+        # Win over any copy still around, so every machine picks this one.
+        newest = max([r.revision for r in present], default=ring.revision)
+        ring = Keyring(ring.vault_id, ring.vault_uuid, max(newest, ring.revision) + 1, ring.slots)
+        failed = store.save(ring)
+    click.echo(f"keyring imported ({len(ring.slots)} slot(s)); `chunkvault key verify` checks it")
+    if failed:
+        click.echo(f"warning: not stored on {', '.join(failed)}", err=True)

@@ -1,0 +1,89 @@
+"""Where things live on a peer, and the user metadata a chunk object carries. Pure.
+
+    <vault>/keyring                      key slots (JSON, docs/format.md)
+    <vault>/chunks/<id[:2]>/<id>         one encrypted chunk (envelope body)
+    <vault>/manifests/...                encrypted file manifests
+
+Chunk metadata repeats what is needed to decrypt the body (wrapped DEK, generation,
+nonce) plus its SHA-256, so replicas can be verified without keys. Manifests carry the
+same wrapped DEKs, so a peer that strips metadata loses nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chunkvault.crypto.envelope import VERSION, SealedChunk, wrapped_generation
+
+_CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
+META_VERSION = "cv-v"
+META_GENERATION = "cv-gen"
+META_DEK = "cv-dek"
+META_NONCE = "cv-nonce"
+META_SHA256 = "cv-sha256"
+
+
+class LayoutError(ValueError):
+    """An object key or metadata set that is not chunkvault's."""
+
+
+def chunks_prefix(vault_id: str) -> str:
+    return f"{vault_id}/chunks/"
+
+
+def chunk_key(vault_id: str, chunk_id: str) -> str:
+    if not _CHUNK_ID.match(chunk_id):
+        raise LayoutError(f"not a chunk id: {chunk_id!r}")
+    return f"{vault_id}/chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+def chunk_id_from_key(vault_id: str, key: str) -> str:
+    prefix = chunks_prefix(vault_id)
+    chunk_id = key.rsplit("/", 1)[-1]
+    if not key.startswith(prefix) or key != chunk_key(vault_id, chunk_id):
+        raise LayoutError(f"not a chunk object key: {key!r}")
+    return chunk_id
+
+
+def chunk_metadata(sealed: SealedChunk) -> dict[str, str]:
+    return {
+        META_VERSION: str(VERSION),
+        META_GENERATION: str(sealed.generation),
+        META_DEK: base64.b64encode(sealed.wrapped_dek).decode(),
+        META_NONCE: base64.b64encode(sealed.nonce).decode(),
+        META_SHA256: sealed.body_sha256,
+    }
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    wrapped_dek: bytes
+    generation: int
+    sha256: str
+
+    def with_wrapped_dek(self, wrapped: bytes, original: Mapping[str, str]) -> dict[str, str]:
+        """The object's metadata with a re-wrapped DEK (other entries kept as they are)."""
+        return {
+            **original,
+            META_DEK: base64.b64encode(wrapped).decode(),
+            META_GENERATION: str(wrapped_generation(wrapped)),
+        }
+
+
+def parse_chunk_metadata(meta: Mapping[str, str]) -> ChunkMeta:
+    try:
+        if meta[META_VERSION] != str(VERSION):
+            raise LayoutError(f"unsupported chunk format {meta[META_VERSION]!r}")
+        wrapped = base64.b64decode(meta[META_DEK], validate=True)
+        generation = wrapped_generation(wrapped)
+        return ChunkMeta(wrapped, generation, meta[META_SHA256])
+    except KeyError as exc:
+        raise LayoutError(f"chunk metadata lacks {exc.args[0]}") from None
+    except (binascii.Error, ValueError) as exc:
+        if isinstance(exc, LayoutError):
+            raise
+        raise LayoutError(f"chunk metadata is malformed: {exc}") from None

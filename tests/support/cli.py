@@ -1,0 +1,59 @@
+"""Run the installed `chunkvault` command as a subprocess, as users and scripts do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+CLI = str(Path(sys.executable).parent / "chunkvault")
+
+
+def run_cli(
+    config: Path | None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | (
+        env or {}
+    )
+    command = [CLI] + (["--config", str(config)] if config else []) + list(args)
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=input,
+        cwd=cwd,
+    )
+
+
+def write_config(path: Path, endpoints: list[str], bucket: str, **sections: dict) -> Path:
+    """A vault config over the given S3 endpoints (moto accepts any credentials)."""
+    data = {
+        "vault": {"id": "test", "state_dir": str(path.parent / "state")},
+        "replication": {"replicas": min(2, len(endpoints)), "min_replicas": 1},
+        "transfer": {"timeout_seconds": 2, "retries": 1},
+        "peers": [
+            {
+                "name": f"p{i}",
+                "endpoint": endpoint,
+                "bucket": bucket,
+                "access_key": "testing",
+                "secret_key": "testing",
+            }
+            for i, endpoint in enumerate(endpoints)
+        ],
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
