@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # boto3 is imported only by commands that talk to peers: fast
     from chunkvault.crypto.keyring import Keyring, Slot
     from chunkvault.crypto.material import MasterKeys
     from chunkvault.keystore import KeyStore
+    from chunkvault.vault import Vault
 
 
 @dataclass
@@ -71,6 +72,22 @@ class CliContext:
         passphrase = self.passphrase(file_option)
         keys, slot = ring.unlock(passphrase)
         return Unlocked(store, ring, keys, slot, passphrase)
+
+    @contextmanager
+    def vault(self, file_option: Path | None = None, sync: bool = True) -> Iterator[Vault]:
+        """Unlock and open the vault; on a fresh machine rebuild the catalog from peers."""
+        from chunkvault.peerset import place
+        from chunkvault.vault import Vault
+
+        with self.peers() as peers:
+            unlocked = self.unlock(peers, file_option)
+            vault = Vault(self.config, place(self.config, peers), unlocked.keys)
+            try:
+                if sync:
+                    vault.ensure_synced()
+                yield vault
+            finally:
+                vault.close()
 
 
 pass_cli = click.make_pass_decorator(CliContext)

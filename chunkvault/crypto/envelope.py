@@ -135,14 +135,15 @@ def seal_chunk(
     *,
     compress: bool = True,
     level: int = 3,
-    _dek: bytes | None = None,
+    dek: bytes | None = None,
     _nonces: tuple[bytes, bytes] | None = None,
 ) -> SealedChunk:
-    """Encrypt one chunk under a fresh random DEK. ``_dek``/``_nonces`` exist only for the
-    format's test vectors; never pass them otherwise."""
+    """Encrypt one chunk under a fresh random DEK, or under ``dek`` when re-replicating a
+    chunk whose wrapped DEK manifests already hold (a fresh nonce keeps GCM safe).
+    ``_nonces`` exists only for the format's test vectors; never pass it otherwise."""
     chunk_id = keys.chunk_id(plaintext)
     flags, payload = _maybe_compress(plaintext, level) if compress else (0, plaintext)
-    dek = _dek or os.urandom(DEK_BYTES)
+    dek = dek or os.urandom(DEK_BYTES)
     data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))
     sealed = AESGCM(dek).encrypt(data_nonce, payload, chunk_aad(keys.vault_uuid, chunk_id, flags))
     body = bytes([VERSION, flags]) + data_nonce + sealed
@@ -177,3 +178,48 @@ def open_chunk(
     if not hmac.compare_digest(keys.chunk_id(payload), chunk_id):
         raise EnvelopeError(f"chunk {chunk_id[:16]}: content does not match its id")
     return payload
+
+
+# --- blobs: manifests and other small named objects --------------------------------------
+#
+#   blob  = version:1 | wrapped DEK:65 | nonce:12 | AES-GCM(DEK, nonce, zstd(payload), AAD_b)
+#   AAD_b = b"chunkvault/blob/" kind | version:1 | vault_uuid:16 | name (utf-8)
+# The DEK is wrapped like a chunk's, with "<kind>:<name>" in place of the chunk id, so a
+# blob can never be opened as a chunk (or as another blob) and rotation re-wraps it alike.
+
+
+def _blob_aad(keys: MasterKeys, kind: str, name: str) -> bytes:
+    return f"chunkvault/blob/{kind}".encode() + bytes([VERSION]) + keys.vault_uuid + name.encode()
+
+
+def seal_blob(keys: MasterKeys, kind: str, name: str, payload: bytes) -> bytes:
+    dek = os.urandom(DEK_BYTES)
+    nonce = os.urandom(NONCE_BYTES)
+    packed = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(payload)
+    sealed = AESGCM(dek).encrypt(nonce, packed, _blob_aad(keys, kind, name))
+    return bytes([VERSION]) + wrap_dek(keys, f"{kind}:{name}", dek) + nonce + sealed
+
+
+def blob_generation(blob: bytes) -> int:
+    return wrapped_generation(blob[1 : 1 + WRAPPED_DEK_BYTES])
+
+
+def open_blob(
+    keys: MasterKeys, kind: str, name: str, blob: bytes, max_size: int = 256 << 20
+) -> bytes:
+    if len(blob) < 1 + WRAPPED_DEK_BYTES + NONCE_BYTES + TAG_BYTES or blob[0] != VERSION:
+        raise EnvelopeError(f"{kind} {name}: not a version-{VERSION} blob")
+    wrapped = blob[1 : 1 + WRAPPED_DEK_BYTES]
+    dek = unwrap_dek(keys, f"{kind}:{name}", wrapped)
+    start = 1 + WRAPPED_DEK_BYTES
+    try:
+        packed = AESGCM(dek).decrypt(
+            blob[start : start + NONCE_BYTES],
+            blob[start + NONCE_BYTES :],
+            _blob_aad(keys, kind, name),
+        )
+        return zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
+    except InvalidTag:
+        raise EnvelopeError(f"{kind} {name}: failed authentication") from None
+    except zstandard.ZstdError as exc:
+        raise EnvelopeError(f"{kind} {name}: bad compressed payload: {exc}") from None

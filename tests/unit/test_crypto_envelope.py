@@ -41,7 +41,7 @@ def fixed_keys() -> MasterKeys:
 def test_vector_pins_the_format():
     keys = fixed_keys()
     sealed = seal_chunk(
-        keys, PLAIN, compress=False, _dek=b"\x03" * 32, _nonces=(b"\x04" * 12, b"\x05" * 12)
+        keys, PLAIN, compress=False, dek=b"\x03" * 32, _nonces=(b"\x04" * 12, b"\x05" * 12)
     )
     assert sealed.chunk_id == hmac.new(b"\x01" * 32, PLAIN, hashlib.sha256).hexdigest()
     assert sealed.chunk_id == VECTOR_ID

@@ -1,0 +1,66 @@
+"""``chunkvault restore``: files back, byte-identical, from any surviving replicas."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from chunkvault.cli.context import CliContext, pass_cli
+from chunkvault.cli.passphrase import passphrase_option
+from chunkvault.cli.progress import byte_progress
+from chunkvault.errors import ChunkvaultError
+from chunkvault.sizes import format_size
+
+
+@click.command()
+@click.argument("patterns", nargs=-1)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to restore into (created if missing).",
+)
+@click.option("--deleted", is_flag=True, help="Also restore deleted files (last content).")
+@passphrase_option
+@pass_cli
+def restore(
+    cli: CliContext,
+    patterns: tuple[str, ...],
+    target: Path,
+    deleted: bool,
+    passphrase_file: Path | None,
+) -> None:
+    """Restore files matching PATTERNs (globs, directories or paths; default: all)."""
+    from chunkvault.restore import Restorer, select
+
+    started = time.monotonic()
+    with cli.vault(passphrase_file) as vault:
+        chosen = select(vault, patterns, deleted)
+        if not chosen:
+            raise ChunkvaultError(
+                "nothing matches" + (f" {' '.join(patterns)}" if patterns else ""),
+                "see `chunkvault ls` (add --deleted for deleted files)",
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        with byte_progress("restore", sum(v.size for v in chosen)) as progress:
+            restorer = Restorer(vault, progress)
+            try:
+                report = restorer.restore(chosen, target)
+            finally:
+                restorer.close()
+    for path, error in sorted(report.failed.items()):
+        click.echo(f"failed: {path}: {error}", err=True)
+    click.echo(
+        f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to {target} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    if report.failed:
+        raise ChunkvaultError(
+            f"{len(report.failed)} file(s) could not be restored: "
+            + ", ".join(sorted(report.failed)[:5])
+            + (" ..." if len(report.failed) > 5 else ""),
+            "check `chunkvault peers list`",
+        )

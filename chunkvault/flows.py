@@ -1,0 +1,64 @@
+"""Process-flow rules: which files are ignored, and how each file is stored and deleted.
+
+``watch.ignore`` globs match a file's name (``*.swp``) or, when they contain a ``/``, its
+path relative to ``watch.path``. ``flows`` rules are tried in order and the first whose
+``match`` glob (``**`` crosses directories) matches the relative path decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+from wcmatch import glob
+
+from chunkvault.config import Config, FlowRule
+
+_FLAGS = glob.GLOBSTAR | glob.DOTGLOB | glob.NEGATE
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What to do with one file: the effective values of the matching rule."""
+
+    ignore: bool
+    replicas: int
+    compress: bool
+    on_delete: Literal["keep", "tombstone", "purge"]
+    exec: tuple[str, ...] | None
+    rule: str  # the matching glob, for logs and status
+
+
+class FlowRules:
+    def __init__(self, config: Config) -> None:
+        self.ignore_patterns = list(config.watch.ignore)
+        self.rules: list[FlowRule] = list(config.flows)
+        self.replicas = config.replication.replicas
+        self.compress = config.chunking.compression == "zstd"
+
+    def ignored(self, rel_path: str) -> bool:
+        name = PurePosixPath(rel_path).name
+        for pattern in self.ignore_patterns:
+            target = rel_path if "/" in pattern else name
+            if glob.globmatch(target, pattern, flags=_FLAGS):
+                return True
+        return False
+
+    def flow(self, rel_path: str) -> Flow:
+        if self.ignored(rel_path):
+            return Flow(True, self.replicas, self.compress, "keep", None, "watch.ignore")
+        for rule in self.rules:
+            if glob.globmatch(rel_path, rule.match, flags=_FLAGS):
+                return Flow(
+                    ignore=rule.ignore,
+                    replicas=rule.replicas or self.replicas,
+                    compress=self.compress
+                    if rule.compression is None
+                    else rule.compression == "zstd",
+                    on_delete=rule.on_delete,
+                    exec=tuple(rule.exec) if rule.exec else None,
+                    rule=rule.match,
+                )
+        # No rule matched: the defaults of a `**` rule.
+        return Flow(False, self.replicas, self.compress, "tombstone", None, "(default)")

@@ -1,0 +1,140 @@
+"""Restore files byte-identical from the peers.
+
+Each file is rebuilt from its manifest: chunks are fetched (several at once, bounded) from
+the best-ranked healthy replica with fallback to the next on any error or corruption,
+written in order to a temp file next to the destination, checked against the manifest's
+size and SHA-256, given its mode and mtime, and renamed into place. A file that cannot be
+restored is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from wcmatch import glob
+
+from chunkvault.catalog import VersionRow
+from chunkvault.errors import ChunkvaultError
+from chunkvault.fsutil import fsync_dir
+from chunkvault.manifest import Manifest, ManifestError
+from chunkvault.vault import Vault
+
+log = logging.getLogger(__name__)
+_FLAGS = glob.GLOBSTAR | glob.DOTGLOB
+
+
+@dataclass
+class RestoreReport:
+    restored: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+
+
+def matches(path: str, patterns: Sequence[str]) -> bool:
+    """No patterns: everything. A pattern is a glob on the relative path, or a directory
+    (everything below it), or an exact path."""
+    if not patterns:
+        return True
+    for pattern in patterns:
+        pattern = pattern.strip("/")
+        if path == pattern or path.startswith(pattern + "/"):
+            return True
+        if glob.globmatch(path, pattern, flags=_FLAGS):
+            return True
+    return False
+
+
+def select(vault: Vault, patterns: Sequence[str], include_deleted: bool) -> list[VersionRow]:
+    """The version to restore of each matching path: the latest, or for a deleted file
+    (with ``include_deleted``) the last version before the deletion."""
+    chosen = []
+    for latest in vault.catalog.latest_all():
+        if not matches(latest.path, patterns):
+            continue
+        if not latest.deleted:
+            chosen.append(latest)
+        elif include_deleted:
+            live = [v for v in vault.catalog.versions(latest.path) if not v.deleted]
+            if live:
+                chosen.append(live[-1])
+    return chosen
+
+
+def safe_destination(root: Path, rel: str) -> Path:
+    """Manifests are authenticated, but a path must still never escape the target."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+        raise ChunkvaultError(f"refusing to restore unsafe path {rel!r}")
+    return root.joinpath(*parts)
+
+
+class Restorer:
+    def __init__(self, vault: Vault, progress: Callable[[int], None] | None = None) -> None:
+        self.vault = vault
+        self.progress = progress
+        self.read_ahead = max(2, vault.config.transfer.concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.read_ahead, thread_name_prefix="fetch")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def restore(self, versions: Sequence[VersionRow], target: Path) -> RestoreReport:
+        report = RestoreReport()
+        for version in versions:
+            try:
+                manifest = self.vault.manifests.read(version.manifest)
+                self._restore_file(manifest, safe_destination(target, manifest.path))
+            except (ChunkvaultError, ManifestError, OSError) as exc:
+                message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                report.failed[version.path] = message
+                log.error("cannot restore %s: %s", version.path, message)
+                continue
+            report.restored.append(version.path)
+            report.bytes += manifest.size
+        return report
+
+    def _restore_file(self, manifest: Manifest, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".cv-restore-{os.getpid()}-{dest.name}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                window: deque[Future[bytes]] = deque()
+                refs = iter(manifest.chunks)
+                for ref in refs:
+                    window.append(
+                        self._pool.submit(self.vault.reader.read, ref.id, [ref.wrapped_dek])
+                    )
+                    if len(window) >= self.read_ahead:
+                        size += self._write(out, window.popleft().result(), digest)
+                while window:
+                    size += self._write(out, window.popleft().result(), digest)
+                out.flush()
+                os.fsync(out.fileno())
+            if size != manifest.size or digest.hexdigest() != manifest.sha256:
+                raise ChunkvaultError(
+                    f"{manifest.path}: restored content does not match its manifest "
+                    f"({size} bytes, expected {manifest.size})"
+                )
+            os.chmod(tmp, manifest.mode & 0o7777)
+            os.utime(tmp, ns=(manifest.mtime_ns, manifest.mtime_ns))
+            os.replace(tmp, dest)
+            fsync_dir(dest.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write(self, out: BinaryIO, data: bytes, digest: hashlib._Hash) -> int:
+        out.write(data)
+        digest.update(data)
+        if self.progress:
+            self.progress(len(data))
+        return len(data)

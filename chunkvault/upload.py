@@ -1,0 +1,233 @@
+"""The upload service: the one path from "a chunk" to "replicas on peers".
+
+:meth:`UploadService.store_chunk` is what every producer calls (the file pipeline and the
+``POST /upload`` translation in :meth:`UploadService.upload`): dedup check, seal, rank the
+peers by weighted rendezvous hashing, write the replicas concurrently (single PUT up to
+``segment_size``, multipart above, done by the backend), walk down the ranking past
+failed or down peers, and record where the replicas really are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chunkvault.api.backend import (
+    ChunkOutcome,
+    RequestConflict,
+    UnknownRequest,
+    UploadChunk,
+    UploadRequest,
+    UploadResponse,
+)
+from chunkvault.backends.base import PeerError
+from chunkvault.catalog import Catalog, ChunkRow
+from chunkvault.config import Config
+from chunkvault.crypto.envelope import seal_chunk, unwrap_dek
+from chunkvault.crypto.material import MasterKeys
+from chunkvault.layout import chunk_key, chunk_metadata
+from chunkvault.peerset import PlacedPeer
+from chunkvault.placement import choose
+from chunkvault.staging import Staging
+
+log = logging.getLogger(__name__)
+_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk_id: str
+    plain_size: int
+    wrapped_dek: bytes
+    peers: tuple[str, ...]
+    ok: bool
+    reason: str  # "stored", "deduplicated", or why it failed
+    sent_bytes: int = 0
+
+
+class UploadService:
+    def __init__(
+        self,
+        config: Config,
+        peers: Sequence[PlacedPeer],
+        keys: MasterKeys,
+        catalog: Catalog,
+        staging: Staging | None = None,
+    ) -> None:
+        self.config = config
+        self.vault_id = config.vault.id
+        self.peers = list(peers)
+        self.keys = keys
+        self.catalog = catalog
+        self.staging = staging
+        # Replica writes of all chunks share this pool; LimitPeer caps each peer.
+        self._replica_pool = ThreadPoolExecutor(
+            max_workers=max(2, config.transfer.concurrency * 2), thread_name_prefix="replica"
+        )
+        self._chunk_pool = ThreadPoolExecutor(
+            max_workers=config.transfer.concurrency, thread_name_prefix="api-chunk"
+        )
+        # Identical chunks stored at once would race (two DEKs); one stripe lock each.
+        self._chunk_locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._request_locks = [threading.Lock() for _ in range(_STRIPES)]
+
+    def close(self) -> None:
+        self._chunk_pool.shutdown(wait=True)
+        self._replica_pool.shutdown(wait=True)
+
+    @staticmethod
+    def _stripe(locks: list[threading.Lock], key: str) -> threading.Lock:
+        return locks[int(hashlib.blake2b(key.encode(), digest_size=2).hexdigest(), 16) % _STRIPES]
+
+    # --- the one path to the peers ---------------------------------------------------------
+
+    def store_chunk(
+        self, data: bytes, *, replicas: int | None = None, compress: bool | None = None
+    ) -> StoredChunk:
+        target = replicas or self.config.replication.replicas
+        target = min(target, len(self.peers))
+        minimum = min(self.config.replication.min_replicas, target)
+        if compress is None:
+            compress = self.config.chunking.compression == "zstd"
+        chunk_id = self.keys.chunk_id(data)
+        with self._stripe(self._chunk_locks, chunk_id):
+            known = self.catalog.chunk(chunk_id)
+            have = self.catalog.replicas(chunk_id) if known else []
+            if known and len(have) >= minimum:
+                return StoredChunk(
+                    chunk_id, len(data), known.wrapped_dek, tuple(have), True, "deduplicated"
+                )
+            # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
+            # wrapped DEK stays valid.
+            dek = unwrap_dek(self.keys, chunk_id, known.wrapped_dek) if known else None
+            sealed = seal_chunk(
+                self.keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek
+            )
+            written, errors = self._write_replicas(
+                chunk_id, sealed.body, chunk_metadata(sealed), target
+            )
+            # (With a reused DEK this is a new wrapping of the same key: equally valid.)
+            wrapped = sealed.wrapped_dek
+            if written:
+                self.catalog.record_chunk(
+                    ChunkRow(
+                        chunk_id, len(data), len(sealed.body), wrapped, sealed.generation,
+                        sealed.body_sha256,
+                    ),
+                    written,
+                )  # fmt: skip
+        ok = len(written) >= minimum
+        if ok:
+            reason = (
+                "stored"
+                if len(written) >= target
+                else (f"stored on {len(written)} of {target} peers (repair will add the rest)")
+            )
+        else:
+            reason = f"stored on {len(written)} peer(s), need {minimum}: " + "; ".join(errors)
+        return StoredChunk(
+            chunk_id, len(data), wrapped, tuple(written), ok, reason,
+            len(sealed.body) * len(written),
+        )  # fmt: skip
+
+    def _write_replicas(
+        self, chunk_id: str, body: bytes, metadata: dict[str, str], target: int
+    ) -> tuple[list[str], list[str]]:
+        """Write to the top-ranked distinct peers; replace failures with the next ranked."""
+        key = chunk_key(self.vault_id, chunk_id)
+        excluded = {p.name for p in self.peers if not p.peer.is_up}
+        written: list[str] = []
+        errors: list[str] = []
+        while len(written) < target:
+            chosen = choose(chunk_id, self.peers, target, exclude=excluded)
+            todo = [p for p in chosen if p.name not in written][: target - len(written)]
+            if not todo:
+                if not chosen and excluded and not written and not errors:
+                    errors.append("every peer is down")
+                break
+            futures = {
+                p.name: self._replica_pool.submit(p.peer.put, key, body, metadata) for p in todo
+            }
+            for name, future in futures.items():
+                try:
+                    future.result()
+                    written.append(name)
+                except PeerError as exc:
+                    errors.append(f"{name}: {exc.message}")
+                    excluded.add(name)
+                    log.warning(
+                        "chunk %s: replica on %s failed: %s", chunk_id[:12], name, exc.message
+                    )
+        return written, errors
+
+    # --- the seed's upload API (translation layer) -----------------------------------------
+
+    def upload(self, request: UploadRequest) -> UploadResponse:
+        with self._stripe(self._request_locks, request.request_id):
+            recorded = self.catalog.api_request(request.request_id)
+            if recorded is not None:
+                canonical, response = recorded
+                if canonical != request.canonical():
+                    raise RequestConflict(
+                        f"request_id {request.request_id!r} was used with another body"
+                    )
+                return _response_from_json(response, replayed=True)
+            outcomes = list(self._chunk_pool.map(self._upload_one, request.chunks))
+            chunk_map = {o.id: cid for o, cid in outcomes if o.send == "OK" and cid}
+            response = UploadResponse(request.request_id, tuple(o for o, _ in outcomes))
+            self.catalog.record_api_request(
+                request.request_id, request.canonical(), _response_to_json(response), chunk_map
+            )
+        if self.staging is not None:
+            for client_id in chunk_map:
+                self.staging.discard(client_id)
+        return response
+
+    def _upload_one(self, chunk: UploadChunk) -> tuple[ChunkOutcome, str | None]:
+        client_id, declared = chunk.id, chunk.size_in_kb
+        data = self.staging.get(client_id) if self.staging else None
+        if data is None:
+            return ChunkOutcome(client_id, "NOTOK", "not staged: PUT /chunks/{id} first"), None
+        actual = math.ceil(len(data) / 1024)
+        if actual != declared:
+            return ChunkOutcome(
+                client_id, "NOTOK",
+                f"size mismatch: declared {declared} KB, staged {len(data)} bytes ({actual} KB)",
+            ), None  # fmt: skip
+        stored = self.store_chunk(data)
+        send = "OK" if stored.ok else "NOTOK"
+        return ChunkOutcome(client_id, send, stored.reason, stored.peers), stored.chunk_id
+
+    def request_detail(self, request_id: str) -> UploadResponse:
+        recorded = self.catalog.api_request(request_id)
+        if recorded is None:
+            raise UnknownRequest(request_id)
+        return _response_from_json(recorded[1], replayed=True)
+
+
+def _response_to_json(response: UploadResponse) -> dict[str, object]:
+    return {
+        "request_id": response.request_id,
+        "chunks": [
+            {"id": c.id, "send": c.send, "reason": c.reason, "peers": list(c.peers)}
+            for c in response.chunks
+        ],
+    }
+
+
+def _response_from_json(data: dict[str, object], replayed: bool) -> UploadResponse:
+    chunks = data["chunks"]
+    assert isinstance(chunks, list)
+    return UploadResponse(
+        str(data["request_id"]),
+        tuple(
+            ChunkOutcome(c["id"], c["send"], c.get("reason", ""), tuple(c.get("peers", ())))
+            for c in chunks
+        ),
+        replayed=replayed,
+    )
