@@ -6,8 +6,8 @@ Crash-safe and resumable because the state lives in the keyring itself:
 1. start: the master material gets generation N+1 (old ones kept) and the keyring is
    re-made over it (only the slot used; other slots cannot be re-wrapped without their
    passphrases, like LUKS2's reencrypt);
-2. re-wrap: every object whose data key is not at generation N+1 is re-wrapped; objects
-   already done are skipped, so a rerun continues where a crash stopped;
+2. re-wrap: every chunk object's metadata, every manifest and the local catalog; anything
+   already at generation N+1 is skipped, so a rerun continues where a crash stopped;
 3. finish: once nothing references an old generation, the old KEKs are dropped.
 """
 
@@ -19,9 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chunkvault.backends.base import Peer, PeerError
-from chunkvault.crypto.envelope import EnvelopeError, rewrap_dek
+from chunkvault.catalog import Catalog
+from chunkvault.crypto.envelope import (
+    EnvelopeError,
+    blob_generation,
+    open_blob,
+    rewrap_dek,
+    wrapped_generation,
+)
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix, parse_chunk_metadata
+from chunkvault.manifest import KIND as MANIFEST_KIND
+from chunkvault.manifest import Manifest, ManifestError, ManifestStore
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +87,48 @@ def rewrap_chunk_objects(
                 if progress:
                     progress(1)
     return report
+
+
+def rewrap_manifests(
+    store: ManifestStore, keys: MasterKeys, generation: int, workers: int = 8
+) -> RewrapReport:
+    """Re-seal every manifest whose own key or any chunk DEK inside is of another
+    generation, on every peer that holds a copy."""
+    report = RewrapReport()
+    by_name = {p.name: p for p in store.peers}
+
+    def one(item: tuple[str, list[str]]) -> bool | str:
+        name, holders = item
+        try:
+            body = by_name[holders[0]].peer.get(name)
+            manifest = Manifest.from_json(open_blob(keys, MANIFEST_KIND, name, body))
+            current = blob_generation(body) == generation and all(
+                wrapped_generation(c.wrapped_dek) == generation for c in manifest.chunks
+            )
+            if current:
+                return False
+            sealed = store.seal(name, manifest.rewrapped(keys, generation))
+            for holder in holders:
+                by_name[holder].peer.put(name, sealed)
+            return True
+        except (PeerError, EnvelopeError, ManifestError) as exc:
+            return f"manifest {name}: {exc}"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for outcome in pool.map(one, list(store.names())):
+            report.examined += 1
+            if isinstance(outcome, str):
+                report.failures.append(outcome)
+            elif outcome:
+                report.rewrapped += 1
+    return report
+
+
+def rewrap_catalog(catalog: Catalog, keys: MasterKeys, generation: int) -> int:
+    """The local cache's copies of wrapped DEKs (no I/O beyond SQLite)."""
+    rows = catalog.chunks_not_at(generation)
+    for row in rows:
+        catalog.update_wrapped_dek(
+            row.id, rewrap_dek(keys, row.id, row.wrapped_dek, generation), generation
+        )
+    return len(rows)

@@ -145,7 +145,10 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
     Slots other than the one the passphrase opens cannot be re-wrapped without their
     passphrases; they are removed (re-add them with `key add`).
     """
-    from chunkvault.rotation import rewrap_chunk_objects
+    from chunkvault.catalog import Catalog
+    from chunkvault.manifest import ManifestStore
+    from chunkvault.peerset import place
+    from chunkvault.rotation import rewrap_catalog, rewrap_chunk_objects, rewrap_manifests
 
     cfg = cli.config
     with cli.peers() as peers:
@@ -172,23 +175,36 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
         else:
             generation = keys.current
             click.echo(f"resuming rotation to generation {generation}", err=True)
-        report = rewrap_chunk_objects(
-            peers, cfg.vault.id, keys, generation, workers=cfg.transfer.concurrency
+        workers = cfg.transfer.concurrency
+        report = rewrap_chunk_objects(peers, cfg.vault.id, keys, generation, workers=workers)
+        manifests = ManifestStore(
+            cfg.vault.id, keys, place(cfg, peers), cfg.replication.replicas, 1
         )
-        if not report.complete:
-            for failure in report.failures[:10]:
+        m_report = rewrap_manifests(manifests, keys, generation, workers=workers)
+        failures = report.failures + m_report.failures
+        if failures:
+            for failure in failures[:10]:
                 click.echo(f"  {failure}", err=True)
             raise ChunkvaultError(
-                f"rotation incomplete: {len(report.failures)} object(s) not re-wrapped "
-                f"({report.rewrapped} done); the old key is kept",
+                f"rotation incomplete: {len(failures)} object(s) not re-wrapped "
+                f"({report.rewrapped + m_report.rewrapped} done); the old key is kept",
                 "rerun `chunkvault key rotate-master` to resume",
             )
+        catalog_path = cfg.vault.state_dir / "catalog.db"
+        cached = 0
+        if catalog_path.exists():
+            catalog = Catalog(catalog_path)
+            try:
+                cached = rewrap_catalog(catalog, keys, generation)
+            finally:
+                catalog.close()
         keys.drop_generations_except(generation)
         ring = ring.rewrap_all(keys, ring.slots[0], unlocked.passphrase, kdf)
         _saved(cli, unlocked, ring)
     click.echo(
         f"master key rotated to generation {generation}: {report.rewrapped} data key(s) "
-        f"re-wrapped, {report.examined} object(s) checked; old generations dropped"
+        f"re-wrapped in {report.examined} chunk object(s), {m_report.rewrapped} manifest(s) "
+        f"re-sealed, {cached} catalog entr(ies) updated; old generations dropped"
     )
 
 
