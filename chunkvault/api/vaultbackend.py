@@ -1,0 +1,44 @@
+"""The real :class:`ApiBackend`: staging on disk, the upload service, the chunk reader."""
+
+from __future__ import annotations
+
+from chunkvault.api.backend import (
+    BackendUnavailable,
+    ChunkTooLarge,
+    Status,
+    UnknownChunk,
+    UploadRequest,
+    UploadResponse,
+)
+from chunkvault.reading import ChunkUnavailable
+from chunkvault.status import vault_status
+from chunkvault.vault import Vault
+
+
+class VaultBackend:
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.max_chunk_bytes = vault.config.api.max_chunk_bytes
+
+    def stage_chunk(self, chunk_id: str, body: bytes) -> None:
+        if len(body) > self.max_chunk_bytes:
+            raise ChunkTooLarge(f"{len(body)} bytes, limit {self.max_chunk_bytes}")
+        self.vault.staging.put(chunk_id, body)
+
+    def upload(self, request: UploadRequest) -> UploadResponse:
+        return self.vault.service.upload(request)
+
+    def request_detail(self, request_id: str) -> UploadResponse:
+        return self.vault.service.request_detail(request_id)
+
+    def read_chunk(self, chunk_id: str) -> bytes:
+        stored = self.vault.catalog.client_chunk(chunk_id)
+        if stored is None:
+            raise UnknownChunk(chunk_id)
+        try:
+            return self.vault.reader.read(stored)
+        except ChunkUnavailable as exc:
+            raise BackendUnavailable(str(exc)) from None
+
+    def status(self) -> Status:
+        return vault_status(self.vault)

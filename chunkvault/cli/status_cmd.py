@@ -1,0 +1,54 @@
+"""``chunkvault status``: peers up/down, what the vault holds, what needs repair."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from chunkvault.backends.base import PeerError
+from chunkvault.cli.context import CliContext, pass_cli
+from chunkvault.cli.output import echo_json, table
+from chunkvault.cli.passphrase import passphrase_option
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@passphrase_option
+@pass_cli
+def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None:
+    """Peers (probed now), files, chunks, under-replicated chunks."""
+    from chunkvault.status import vault_status
+
+    with cli.vault(passphrase_file) as vault:
+        for placed in vault.peers:
+            # A failure is recorded by the health tracker and shown as down below.
+            with contextlib.suppress(PeerError):
+                placed.peer.probe()
+        report = vault_status(vault)
+    if as_json:
+        echo_json(asdict(report))
+        return
+    extra = report.extra
+    click.echo(
+        f"vault {extra['vault']}: {extra['files']} file(s), {extra['chunks']} chunk(s), "
+        f"{report.under_replicated} under-replicated (target {extra['replicas_target']} "
+        f"replicas), queue {report.queue_depth}"
+    )
+    click.echo(
+        table(
+            ["PEER", "STATE", "CHUNKS", "LATENCY", "LAST ERROR"],
+            [
+                [
+                    p["name"],
+                    "up" if p["up"] else "down",
+                    p["chunks"],
+                    f"{p['latency_ms']} ms" if p["latency_ms"] is not None else None,
+                    p["last_error"],
+                ]
+                for p in report.peers
+            ],
+        )
+    )

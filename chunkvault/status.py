@@ -1,0 +1,48 @@
+"""What `status`, `GET /status` and the metrics report: peers, queue, replication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chunkvault.api.backend import Status
+from chunkvault.vault import Vault
+
+
+def peer_rows(vault: Vault) -> list[dict[str, Any]]:
+    counts = vault.catalog.replica_counts()
+    rows = []
+    for placed in vault.peers:
+        peer = placed.peer
+        rows.append(
+            {
+                "name": peer.name,
+                "kind": peer.kind,
+                "location": peer.location,
+                "weight": placed.weight,
+                "zone": placed.zone,
+                "up": peer.is_up,
+                "consecutive_failures": peer.consecutive_failures,
+                "last_error": peer.last_error,
+                "latency_ms": None
+                if peer.last_latency is None
+                else round(peer.last_latency * 1000, 1),
+                "chunks": counts.get(peer.name, 0),
+            }
+        )
+    return rows
+
+
+def vault_status(vault: Vault, queue_depth: int = 0, in_flight: int = 0) -> Status:
+    catalog = vault.catalog
+    return Status(
+        peers=peer_rows(vault),
+        queue_depth=queue_depth,
+        in_flight=in_flight,
+        under_replicated=catalog.under_replicated(vault.config.replication.replicas),
+        extra={
+            "vault": vault.config.vault.id,
+            "chunks": catalog.chunk_count(),
+            "files": sum(1 for v in catalog.latest_all() if not v.deleted),
+            "replicas_target": vault.config.replication.replicas,
+        },
+    )

@@ -1,0 +1,50 @@
+from chunkvault.config import parse_config
+from chunkvault.flows import FlowRules
+
+PEERS = [{"name": f"p{i}", "path": f"/tmp/p{i}"} for i in range(3)]
+
+
+def rules(**sections) -> FlowRules:
+    return FlowRules(parse_config({"peers": PEERS, **sections}))
+
+
+def test_default_ignores_cover_editor_and_download_temp_files():
+    r = rules()
+    for path in ("a/.file.swp", "x.tmp", "dl/video.part", "notes.txt~", ".~lock.doc#",
+                 "deep/er/.#emacs", "file.crdownload"):  # fmt: skip
+        assert r.ignored(path), path
+        assert r.flow(path).ignore
+    for path in ("notes.txt", "a/b/tmp/file", "partial.txt"):
+        assert not r.ignored(path), path
+
+
+def test_first_matching_rule_wins_and_fills_defaults():
+    r = rules(
+        replication={"replicas": 2},
+        chunking={"compression": "zstd"},
+        flows=[
+            {"match": "**/*.iso", "ignore": True},
+            {"match": "photos/**", "replicas": 3, "on_delete": "keep", "compression": "none"},
+            {"match": "logs/*.log", "on_delete": "purge", "exec": ["echo", "hi"]},
+            {"match": "**", "on_delete": "tombstone"},
+        ],
+    )
+    assert r.flow("a/b/c/disk.iso").ignore
+    assert r.flow("disk.iso").ignore
+    photo = r.flow("photos/2024/cat.jpg")
+    assert (photo.replicas, photo.on_delete, photo.compress) == (3, "keep", False)
+    log = r.flow("logs/app.log")
+    assert (log.on_delete, log.exec, log.replicas, log.compress) == (
+        "purge",
+        ("echo", "hi"),
+        2,
+        True,
+    )
+    assert r.flow("logs/deeper/app.log").on_delete == "tombstone"  # * stays in one directory
+    assert r.flow("other.txt").rule == "**"
+
+
+def test_path_patterns_in_ignore():
+    r = rules(watch={"ignore": ["cache/**", "*.o"]})
+    assert r.ignored("cache/a/b") and r.ignored("src/x.o")
+    assert not r.ignored("src/cache.txt")

@@ -1,0 +1,189 @@
+"""The upload service over in-memory peers: placement, failover, dedup, the seed's API."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from chunkvault.api.backend import RequestConflict, UploadChunk, UploadRequest
+from chunkvault.backends.memory import MemoryPeer
+from chunkvault.backends.stack import wrap_peer
+from chunkvault.catalog import Catalog
+from chunkvault.config import parse_config
+from chunkvault.crypto.envelope import open_chunk
+from chunkvault.crypto.material import MasterKeys
+from chunkvault.layout import chunk_key, parse_chunk_metadata
+from chunkvault.peerset import PlacedPeer
+from chunkvault.placement import choose
+from chunkvault.reading import ChunkReader, ChunkUnavailable
+from chunkvault.staging import Staging
+from chunkvault.upload import UploadService
+
+
+class Rig:
+    def __init__(self, tmp: Path, n: int = 3, replicas: int = 2, min_replicas: int = 1) -> None:
+        self.config = parse_config(
+            {
+                "vault": {"id": "t", "state_dir": str(tmp / "state")},
+                "replication": {"replicas": replicas, "min_replicas": min_replicas},
+                "transfer": {"retries": 0, "down_after_failures": 1, "down_seconds": 60},
+                "peers": [{"name": f"m{i}", "path": str(tmp / f"m{i}")} for i in range(n)],
+            }
+        )
+        self.memory = [MemoryPeer(f"m{i}") for i in range(n)]
+        self.placed = [
+            PlacedPeer(wrap_peer(m, self.config.transfer, sleep=lambda s: None), 1.0, None)
+            for m in self.memory
+        ]
+        self.keys = MasterKeys.generate(os.urandom(16))
+        self.catalog = Catalog(tmp / "state" / "catalog.db")
+        self.staging = Staging(tmp / "state" / "staging")
+        self.service = UploadService(
+            self.config, self.placed, self.keys, self.catalog, self.staging
+        )
+        self.reader = ChunkReader("t", self.placed, self.keys, self.catalog)
+
+    def holders(self, chunk_id: str) -> list[str]:
+        key = chunk_key("t", chunk_id)
+        return [m.name for m in self.memory if any(i.key == key for i in m.list("t/"))]
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    r = Rig(tmp_path)
+    yield r
+    r.service.close()
+    r.catalog.close()
+
+
+def test_replicas_go_to_the_top_ranked_distinct_peers(rig):
+    data = b"some chunk" * 1000
+    stored = rig.service.store_chunk(data)
+    assert stored.ok and stored.reason == "stored"
+    expected = [p.name for p in choose(stored.chunk_id, rig.placed, 2)]
+    assert sorted(stored.peers) == sorted(expected) == sorted(rig.holders(stored.chunk_id))
+    assert rig.catalog.replicas(stored.chunk_id) == sorted(expected)
+    # The object carries its own wrapped DEK: it opens without the catalog.
+    peer = next(m for m in rig.memory if m.name == expected[0])
+    key = chunk_key("t", stored.chunk_id)
+    meta = parse_chunk_metadata(peer.stat(key).metadata)
+    assert open_chunk(rig.keys, stored.chunk_id, peer.get(key), meta.wrapped_dek) == data
+
+
+def test_a_failing_peer_is_replaced_by_the_next_ranked(rig):
+    data = os.urandom(5000)
+    chunk_id = rig.keys.chunk_id(data)
+    first, second, third = (p.name for p in choose(chunk_id, rig.placed, 3))
+    next(m for m in rig.memory if m.name == first).down = True
+    stored = rig.service.store_chunk(data)
+    assert stored.ok
+    assert sorted(stored.peers) == sorted([second, third])  # where replicas really are
+    assert sorted(rig.catalog.replicas(chunk_id)) == sorted([second, third])
+
+
+def test_not_enough_peers_is_notok_with_a_reason(tmp_path):
+    rig = Rig(tmp_path, n=3, replicas=2, min_replicas=2)
+    for m in rig.memory[:2]:
+        m.down = True
+    stored = rig.service.store_chunk(b"x" * 100)
+    assert not stored.ok
+    assert "need 2" in stored.reason and "down" in stored.reason
+    assert len(stored.peers) == 1
+    rig.service.close()
+
+
+def test_duplicates_are_not_sent_again(rig):
+    data = os.urandom(10_000)
+    first = rig.service.store_chunk(data)
+    calls = sum(len(m.calls) for m in rig.memory)
+    again = rig.service.store_chunk(data)
+    assert again.reason == "deduplicated" and again.chunk_id == first.chunk_id
+    assert sum(len(m.calls) for m in rig.memory) == calls  # no request at all
+    assert again.wrapped_dek == first.wrapped_dek
+
+
+def test_re_replication_keeps_the_data_key(tmp_path):
+    rig = Rig(tmp_path, n=3, replicas=2, min_replicas=2)
+    data = os.urandom(3000)
+    chunk_id = rig.keys.chunk_id(data)
+    top = choose(chunk_id, rig.placed, 2)[0].name
+    for m in rig.memory:
+        if m.name != top:
+            m.down = True
+    partial = rig.service.store_chunk(data)
+    assert not partial.ok and partial.peers == (top,)
+    for m in rig.memory:
+        m.down = False
+    for p in rig.placed:
+        p.peer.probe()  # the health tracker lets a probe through and marks them up
+    healed = rig.service.store_chunk(data)
+    assert healed.ok and len(healed.peers) == 2
+    # The manifest-style copy from the first attempt still opens the stored bodies.
+    for name in healed.peers:
+        body = next(m for m in rig.memory if m.name == name).get(chunk_key("t", chunk_id))
+        assert open_chunk(rig.keys, chunk_id, body, partial.wrapped_dek) == data
+    rig.service.close()
+
+
+def staged(rig, sizes: dict[str, int]) -> None:
+    for cid, kib in sizes.items():
+        rig.staging.put(cid, os.urandom(kib * 1024))
+
+
+def req(request_id: str, chunks: dict[str, int]) -> UploadRequest:
+    return UploadRequest(request_id, tuple(UploadChunk(c, s) for c, s in chunks.items()))
+
+
+def test_the_seeds_upload_example(rig):
+    staged(rig, {"c1": 120, "c2": 200, "c3": 610})
+    response = rig.service.upload(req("1234", {"c1": 120, "c2": 999, "c3": 610}))
+    assert [(c.id, c.send) for c in response.chunks] == [
+        ("c1", "OK"),
+        ("c2", "NOTOK"),
+        ("c3", "OK"),
+    ]
+    assert "size mismatch" in response.chunks[1].reason
+    # OK chunks are readable by their client id and leave staging; NOTOK ones stay staged.
+    assert rig.staging.get("c1") is None and rig.staging.get("c2") is not None
+    stored = rig.catalog.client_chunk("c3")
+    assert stored is not None and len(rig.reader.read(stored)) == 610 * 1024
+
+
+def test_upload_is_idempotent_per_request_id(rig):
+    staged(rig, {"a": 1, "b": 2})
+    first = rig.service.upload(req("r1", {"a": 1, "b": 2}))
+    calls = sum(len(m.calls) for m in rig.memory)
+    again = rig.service.upload(req("r1", {"a": 1, "b": 2}))
+    assert again.replayed and [c.send for c in again.chunks] == [c.send for c in first.chunks]
+    assert sum(len(m.calls) for m in rig.memory) == calls  # no new writes
+    with pytest.raises(RequestConflict):
+        rig.service.upload(req("r1", {"a": 1}))
+    assert rig.service.request_detail("r1").chunks[0].peers
+
+
+def test_unstaged_and_size_rules(rig):
+    rig.staging.put("exact", b"x" * 1024)
+    rig.staging.put("one-more", b"x" * 1025)
+    rig.staging.put("empty", b"")
+    response = rig.service.upload(req("sizes", {"exact": 1, "one-more": 2, "empty": 0, "ghost": 1}))
+    assert [c.send for c in response.chunks] == ["OK", "OK", "OK", "NOTOK"]
+    assert "not staged" in response.chunks[3].reason
+    assert math.ceil(1025 / 1024) == 2
+
+
+def test_reader_falls_back_and_reports_when_nothing_is_left(rig):
+    data = os.urandom(4000)
+    stored = rig.service.store_chunk(data)
+    first = next(m for m in rig.memory if m.name == stored.peers[0])
+    key = chunk_key("t", stored.chunk_id)
+    body = bytearray(first.get(key))
+    body[-1] ^= 1
+    first.put(key, bytes(body), dict(first.stat(key).metadata))
+    assert rig.reader.read(stored.chunk_id) == data  # the other replica
+    for m in rig.memory:
+        m.delete(key)
+    with pytest.raises(ChunkUnavailable, match="no readable replica"):
+        rig.reader.read(stored.chunk_id)
