@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format clean peers
+.PHONY: install run test lint format clean peers
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# The demo: 3 local S3 peers, a demo vault in .demo/, the agent on ./inbox; Ctrl-C stops it.
+run: $(STAMP)
+	$(BIN)/python -m chunkvault.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check chunkvault tests

@@ -13,7 +13,17 @@ import click
 
 from chunkvault import __version__
 from chunkvault.backends.base import PeerError
-from chunkvault.cli import config_cmd, init_cmd, keys, ls, peers, push, restore_cmd, status_cmd
+from chunkvault.cli import (
+    config_cmd,
+    init_cmd,
+    keys,
+    ls,
+    peers,
+    push,
+    restore_cmd,
+    run,
+    status_cmd,
+)
 from chunkvault.cli.context import CliContext
 from chunkvault.config import ConfigError, default_config_path
 from chunkvault.errors import ChunkvaultError
@@ -68,6 +78,7 @@ cli.add_command(push.push)
 cli.add_command(ls.ls)
 cli.add_command(restore_cmd.restore)
 cli.add_command(status_cmd.status)
+cli.add_command(run.run)
 cli.add_command(keys.key)
 cli.add_command(config_cmd.config)
 cli.add_command(peers.peers)
