@@ -14,9 +14,10 @@ from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
-from chunkvault.crypto.envelope import open_chunk, seal_chunk
+from chunkvault.crypto.envelope import open_chunk, seal_blob, seal_chunk
 from chunkvault.keystore import KeyStore
 from chunkvault.layout import chunk_key, chunk_metadata, parse_chunk_metadata
+from chunkvault.manifest import KIND, ChunkRef, Manifest, new_manifest_name
 
 PW = {"CHUNKVAULT_PASSPHRASE": "first passphrase"}
 
@@ -54,8 +55,8 @@ def unlock(config: Path, passphrase: str = PW["CHUNKVAULT_PASSPHRASE"]):
 
 
 def put_chunks(config: Path, n: int) -> dict[str, bytes]:
-    """Stand-in for vault content: n sealed chunk objects (2 replicas) and a manifest-like
-    object per chunk, written the way the pipeline writes them."""
+    """Vault content without the pipeline: n one-chunk files, each a sealed chunk object
+    (2 replicas) and an encrypted manifest, written the way the pipeline writes them."""
     keys = unlock(config)
     peers = peers_of(config)
     vault_id = load_config(config).vault.id
@@ -66,7 +67,12 @@ def put_chunks(config: Path, n: int) -> dict[str, bytes]:
         plain[sealed.chunk_id] = data
         for peer in (peers[i % 3], peers[(i + 1) % 3]):
             peer.put(chunk_key(vault_id, sealed.chunk_id), sealed.body, chunk_metadata(sealed))
-        peers[i % 3].put(f"{vault_id}/manifests/m{i:04d}", b"opaque manifest bytes")
+        manifest = Manifest(
+            f"file-{i}", len(data), 0, 0o100644, "00" * 32,
+            (ChunkRef(sealed.chunk_id, len(data), sealed.wrapped_dek),),
+        )  # fmt: skip
+        name = new_manifest_name(vault_id, keys, manifest)
+        peers[i % 3].put(name, seal_blob(keys, KIND, name, manifest.to_json()))
     return plain
 
 
