@@ -1,0 +1,1 @@
+"""Watching the tree: inotify events, periodic scans, and turning both into changes."""
