@@ -1,5 +1,6 @@
 """``make run``: a complete local demo. Three S3 peers (moto) on loopback, a demo vault in
-``.demo/``, and ``chunkvault run`` serving the API, until Ctrl-C stops all of it.
+``.demo/``, and ``chunkvault run`` watching ``./inbox`` and serving the API, until Ctrl-C
+stops all of it.
 
 The peers keep objects in memory, so every start is a fresh vault: ``.demo/state`` is
 reset each time. The passphrase is written to ``.demo/passphrase`` for convenience: that
@@ -96,13 +97,13 @@ def _print_tour(servers_ports: list[int], config: Path, port: int) -> None:
 chunkvault demo is running. Ctrl-C stops the agent and the peers.
   peers : 3 local S3 servers on {HOST} ports {", ".join(map(str, servers_ports))}
   vault : {rel} (passphrase in .demo/passphrase: DEMO ONLY)
+  inbox : ./inbox is watched: every file created, changed or deleted there is stored
   API   : http://{HOST}:{port}  (token in .demo/api-token)
 
 Try, in another terminal in this directory:
   export CHUNKVAULT_CONFIG={rel} CHUNKVAULT_PASSPHRASE_FILE=.demo/passphrase
-  mkdir -p inbox/docs/deep && cp README.md inbox/docs/deep/ && cp -r docs inbox/
-  .venv/bin/chunkvault push                      # chunk, encrypt, replicate
-  .venv/bin/chunkvault ls
+  cp -r docs inbox/                              # the agent chunks, encrypts, replicates
+  .venv/bin/chunkvault ls                        # a second later: what the vault holds
   .venv/bin/chunkvault restore --to /tmp/restored && diff -r inbox /tmp/restored
   .venv/bin/chunkvault status
   TOKEN=$(cat .demo/api-token); head -c 122880 /dev/urandom > /tmp/c1

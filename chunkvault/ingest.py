@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,7 @@ from chunkvault.upload import StoredChunk
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
-Action = Literal["stored", "unchanged", "ignored", "deleted", "kept", "purged", "failed"]
+Action = Literal["stored", "unchanged", "ignored", "deleted", "kept", "purged", "moved", "failed"]
 MAX_ATTEMPTS = 3
 
 
@@ -193,3 +193,33 @@ class Ingestor:
         except ManifestError as exc:
             return IngestResult(rel, "failed", error=str(exc))
         return IngestResult(rel, "deleted")
+
+    def move(self, src: str, dst: str) -> IngestResult:
+        """A rename inside the tree: re-point the manifest (no chunk is read or sent) when
+        the destination is the stored content, else store it; then the source is gone."""
+        flow = self.vault.rules.flow(dst)
+        latest = self.vault.catalog.latest(src)
+        path = self.root / dst
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return self.delete(src)
+        if (
+            flow.ignore
+            or latest is None
+            or latest.deleted
+            or (latest.size, latest.mtime_ns) != (st.st_size, st.st_mtime_ns)
+        ):
+            result = self.ingest(dst)
+            self.delete(src)
+            return result
+        try:
+            old = self.vault.manifests.read(latest.manifest)
+            self._commit(
+                replace(old, path=dst, mode=st.st_mode, created_ns=time.time_ns()),
+                inode=st.st_ino,
+            )
+        except (ManifestError, ChunkvaultError) as exc:
+            return IngestResult(dst, "failed", error=str(exc))
+        self.delete(src)
+        return IngestResult(dst, "moved", size=st.st_size, chunks=len(old.chunks))

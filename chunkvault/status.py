@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from chunkvault.api.backend import Status
+from chunkvault.catalog.jobs import JobQueue
 from chunkvault.vault import Vault
 
 
@@ -32,11 +34,16 @@ def peer_rows(vault: Vault) -> list[dict[str, Any]]:
     return rows
 
 
-def vault_status(vault: Vault, queue_depth: int = 0, in_flight: int = 0) -> Status:
+def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = ()) -> Status:
+    """The durable queue lives in the catalog, so this is right from the CLI too."""
     catalog = vault.catalog
+    jobs = JobQueue(catalog)
+    failing = [
+        {"path": j.path, "attempts": j.attempts, "error": j.last_error} for j in jobs.failing()
+    ]
     return Status(
         peers=peer_rows(vault),
-        queue_depth=queue_depth,
+        queue_depth=jobs.depth(),
         in_flight=in_flight,
         under_replicated=catalog.under_replicated(vault.config.replication.replicas),
         extra={
@@ -44,5 +51,7 @@ def vault_status(vault: Vault, queue_depth: int = 0, in_flight: int = 0) -> Stat
             "chunks": catalog.chunk_count(),
             "files": sum(1 for v in catalog.latest_all() if not v.deleted),
             "replicas_target": vault.config.replication.replicas,
+            "failing": failing,
+            "last_errors": list(last_errors),
         },
     )

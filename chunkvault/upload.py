@@ -13,7 +13,7 @@ import hashlib
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -75,6 +75,10 @@ class UploadService:
         # Identical chunks stored at once would race (two DEKs); one stripe lock each.
         self._chunk_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._request_locks = [threading.Lock() for _ in range(_STRIPES)]
+        # Observers (metrics): called with (peer name, bytes) per replica written, and
+        # (peer name) per failed replica write.
+        self.on_write: Callable[[str, int], None] | None = None
+        self.on_write_error: Callable[[str], None] | None = None
 
     def close(self) -> None:
         self._chunk_pool.shutdown(wait=True)
@@ -157,7 +161,11 @@ class UploadService:
                 try:
                     future.result()
                     written.append(name)
+                    if self.on_write is not None:
+                        self.on_write(name, len(body))
                 except PeerError as exc:
+                    if self.on_write_error is not None:
+                        self.on_write_error(name)
                     errors.append(f"{name}: {exc.message}")
                     excluded.add(name)
                     log.warning(

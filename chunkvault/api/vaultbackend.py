@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chunkvault.agent import Agent
 from chunkvault.api.backend import (
     BackendUnavailable,
     ChunkTooLarge,
@@ -16,8 +17,9 @@ from chunkvault.vault import Vault
 
 
 class VaultBackend:
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, agent: Agent | None = None) -> None:
         self.vault = vault
+        self.agent = agent
         self.max_chunk_bytes = vault.config.api.max_chunk_bytes
 
     def stage_chunk(self, chunk_id: str, body: bytes) -> None:
@@ -41,4 +43,9 @@ class VaultBackend:
             raise BackendUnavailable(str(exc)) from None
 
     def status(self) -> Status:
-        return vault_status(self.vault)
+        if self.agent is None:
+            return vault_status(self.vault)
+        stats = self.agent.stats
+        with stats.lock:
+            in_flight, errors = stats.in_flight, list(stats.last_errors)
+        return vault_status(self.vault, in_flight, errors)

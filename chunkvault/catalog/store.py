@@ -122,14 +122,14 @@ class Catalog:
                 raise
             self._db.execute("COMMIT")
 
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     # --- meta ------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        rows = self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
@@ -139,7 +139,7 @@ class Catalog:
     # --- chunks and replicas ---------------------------------------------------------------
 
     def chunk(self, chunk_id: str) -> ChunkRow | None:
-        rows = self._all(
+        rows = self.query(
             "SELECT id, plain_size, stored_size, wrapped_dek, generation, sha256 "
             "FROM chunks WHERE id = ?",
             (chunk_id,),
@@ -147,7 +147,7 @@ class Catalog:
         return ChunkRow(*rows[0]) if rows else None
 
     def replicas(self, chunk_id: str) -> list[str]:
-        rows = self._all(
+        rows = self.query(
             "SELECT peer FROM replicas WHERE chunk_id = ? AND state = 'ok' ORDER BY peer",
             (chunk_id,),
         )
@@ -183,7 +183,7 @@ class Catalog:
             )
 
     def chunks_not_at(self, generation: int) -> list[ChunkRow]:
-        rows = self._all(
+        rows = self.query(
             "SELECT id, plain_size, stored_size, wrapped_dek, generation, sha256 FROM chunks "
             "WHERE generation != ?",
             (generation,),
@@ -191,14 +191,14 @@ class Catalog:
         return [ChunkRow(*r) for r in rows]
 
     def chunk_count(self) -> int:
-        return int(self._all("SELECT count(*) FROM chunks")[0][0])
+        return int(self.query("SELECT count(*) FROM chunks")[0][0])
 
     def replica_counts(self) -> dict[str, int]:
-        rows = self._all("SELECT peer, count(*) FROM replicas WHERE state = 'ok' GROUP BY peer")
+        rows = self.query("SELECT peer, count(*) FROM replicas WHERE state = 'ok' GROUP BY peer")
         return {peer: n for peer, n in rows}
 
     def under_replicated(self, target: int) -> int:
-        rows = self._all(
+        rows = self.query(
             "SELECT count(*) FROM chunks c WHERE (SELECT count(*) FROM replicas r "
             "WHERE r.chunk_id = c.id AND r.state = 'ok') < ?",
             (target,),
@@ -217,7 +217,7 @@ class Catalog:
             )  # fmt: skip
 
     def _versions(self, where: str, args: Sequence[Any]) -> list[VersionRow]:
-        rows = self._all(
+        rows = self.query(
             "SELECT path, manifest, size, mtime_ns, mode, sha256, deleted, created_ns, "
             f"chunk_count, inode FROM versions {where}",
             args,
@@ -245,7 +245,7 @@ class Catalog:
         return self._versions("ORDER BY path, created_ns, id", ())
 
     def version_count(self, path: str) -> int:
-        return int(self._all("SELECT count(*) FROM versions WHERE path = ?", (path,))[0][0])
+        return int(self.query("SELECT count(*) FROM versions WHERE path = ?", (path,))[0][0])
 
     def remove_versions(self, path: str) -> list[str]:
         """Forget every version of ``path``; returns their manifest names."""
@@ -257,12 +257,12 @@ class Catalog:
         return names
 
     def has_manifest(self, name: str) -> bool:
-        return bool(self._all("SELECT 1 FROM versions WHERE manifest = ?", (name,)))
+        return bool(self.query("SELECT 1 FROM versions WHERE manifest = ?", (name,)))
 
     # --- API idempotency -------------------------------------------------------------------
 
     def api_request(self, request_id: str) -> tuple[str, dict[str, Any]] | None:
-        rows = self._all(
+        rows = self.query(
             "SELECT canonical, response FROM api_requests WHERE request_id = ?", (request_id,)
         )
         return (rows[0][0], json.loads(rows[0][1])) if rows else None
@@ -278,5 +278,5 @@ class Catalog:
             db.executemany("INSERT OR REPLACE INTO api_chunks VALUES (?, ?)", chunk_map.items())
 
     def client_chunk(self, client_id: str) -> str | None:
-        rows = self._all("SELECT chunk_id FROM api_chunks WHERE client_id = ?", (client_id,))
+        rows = self.query("SELECT chunk_id FROM api_chunks WHERE client_id = ?", (client_id,))
         return rows[0][0] if rows else None

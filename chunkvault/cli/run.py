@@ -1,12 +1,14 @@
-"""``chunkvault run``: the daemon. Serves the HTTP API on ``api.listen`` over the open
-vault until SIGINT/SIGTERM."""
+"""``chunkvault run``: the daemon. Watches ``watch.path`` and runs each change's flow, and
+serves the HTTP API on ``api.listen``, until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,59 +16,105 @@ from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.errors import ChunkvaultError
 
+if TYPE_CHECKING:  # imported inside run(): --help stays fast
+    from prometheus_client import CollectorRegistry
+
+    from chunkvault.agent import Agent
+    from chunkvault.vault import Vault
+
 log = logging.getLogger("chunkvault.run")
+STOP_TIMEOUT = 7.0  # workers get this long to finish their file; SIGTERM -> exit < 10 s
 
 
 def _ignore(sig: int, frame: FrameType | None) -> None:
-    """Placeholder handler (see run())."""
+    """Placeholder handler (see _serve)."""
 
 
 @click.command()
 @passphrase_option
 @pass_cli
 def run(cli: CliContext, passphrase_file: Path | None) -> None:
-    """Run the agent: the HTTP API (POST /upload, /status, /metrics) over the vault."""
+    """Run the agent: watch the tree, store every change, serve the HTTP API."""
+    from prometheus_client import CollectorRegistry
+
+    from chunkvault import logs
+    from chunkvault.agent import Agent
+    from chunkvault.metrics import AgentMetrics
+
+    cfg = cli.config
+    if cfg.api.enabled and (cfg.api.token is None or not cfg.api.token.get_secret_value()):
+        raise ChunkvaultError(
+            "api.token is not set: the API would be open to anyone who can reach it",
+            "set api.token or api.token_file, or api.enabled: false",
+        )
+    if not cfg.watch.path.is_dir():
+        raise ChunkvaultError(f"watch.path {cfg.watch.path} is not a directory", "create it")
+    logs.configure("debug" if cli.debug else cfg.log.level, cfg.log.format)
+    with cli.vault(passphrase_file) as vault:
+        registry = CollectorRegistry()
+        agent = Agent(vault)
+        metrics = AgentMetrics(registry, agent)
+        agent.on_result = metrics.observe
+        agent.start()
+        try:
+            log.info(
+                "vault %r on %d peer(s); watching %s; API %s",
+                cfg.vault.id, len(vault.peers), cfg.watch.path,
+                f"on http://{cfg.api.listen}" if cfg.api.enabled else "disabled",
+            )  # fmt: skip
+            if cfg.api.enabled:
+                _serve(cli, vault, agent, registry)
+            else:
+                _wait_for_signal()
+        finally:
+            log.info("stopping: %d job(s) stay queued for the next start", agent.jobs.depth())
+            agent.stop(STOP_TIMEOUT)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(cli: CliContext, vault: Vault, agent: Agent, registry: CollectorRegistry) -> None:
     import uvicorn
 
     from chunkvault.api.app import create_app
     from chunkvault.api.vaultbackend import VaultBackend
 
     cfg = cli.config
-    if not cfg.api.enabled:
-        raise ChunkvaultError("api.enabled is false: nothing to run yet", "enable the API")
-    if cfg.api.token is None or not cfg.api.token.get_secret_value():
+    assert cfg.api.token is not None
+    app = create_app(
+        VaultBackend(vault, agent), cfg.api.token.get_secret_value(), registry=registry
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=cfg.api.host,
+            port=cfg.api.port,
+            log_level="warning",
+            access_log=cli.debug,
+            timeout_graceful_shutdown=2,
+        )
+    )
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handlers
+    # it found. A stop request is our normal exit: let those be no-ops, so the agent and
+    # the vault are closed and the exit code is 0.
+    previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
         raise ChunkvaultError(
-            "api.token is not set: the API would be open to anyone who can reach it",
-            "set api.token or api.token_file in the config",
+            f"could not serve the API on {cfg.api.listen}", "is the port already in use?"
         )
-    logging.getLogger("chunkvault").setLevel(getattr(logging, cfg.log.level.upper()))
-    with cli.vault(passphrase_file) as vault:
-        app = create_app(VaultBackend(vault), cfg.api.token.get_secret_value())
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=cfg.api.host,
-                port=cfg.api.port,
-                log_level=cfg.log.level,
-                access_log=cli.debug,
-                timeout_graceful_shutdown=5,
-            )
-        )
-        click.echo(
-            f"chunkvault: vault {cfg.vault.id!r} on {len(vault.peers)} peer(s); "
-            f"API on http://{cfg.api.listen}",
-            err=True,
-        )
-        # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the
-        # handlers it found. A stop request is our normal exit: let those be no-ops, so
-        # the vault is closed and the exit code is 0.
-        previous = {sig: signal.signal(sig, _ignore) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            server.run()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if not server.started:
-            raise ChunkvaultError(
-                f"could not serve the API on {cfg.api.listen}", "is the port already in use?"
-            )

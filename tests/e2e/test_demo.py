@@ -35,7 +35,11 @@ def test_demo_comes_up_and_a_dropped_file_restores(tmp_path: Path):
         inbox = tmp_path / "inbox"
         (inbox / "a" / "b").mkdir(parents=True)
         (inbox / "a" / "b" / "dropped.bin").write_bytes(os.urandom(3 * 1024 * 1024))
-        assert run_cli(config, "push", env=env, cwd=tmp_path).returncode == 0
+        # The agent watches ./inbox: no push needed.
+        deadline = time.monotonic() + 30
+        while "a/b/dropped.bin" not in run_cli(config, "ls", env=env, cwd=tmp_path).stdout:
+            assert time.monotonic() < deadline, "dropped file never reached the vault"
+            time.sleep(0.3)
         out = tmp_path / "restored"
         result = run_cli(config, "restore", "--to", str(out), env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr

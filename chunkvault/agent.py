@@ -1,0 +1,295 @@
+"""The agent: watch the tree, record every change durably, and run each file's flow.
+
+    inotify source ─┐                                   ┌─ worker ─ ingest / delete / move
+    rescan / poll ──┼─> recorder ─> job queue (SQLite) ─┼─ worker      (+ exec hook)
+    startup scan ───┘   (batches)   (coalesce, settle)  └─ ...
+
+The event handler only enqueues in memory; the recorder writes batches to the durable
+queue every 50 ms; workers take due jobs, re-check that a file has settled, and act.
+Anything lost between an event and the queue (a crash in those 50 ms, an inotify overflow,
+a bind mount that drops events) is caught by the startup scan and the periodic rescan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chunkvault.catalog.jobs import Job, JobQueue, Note
+from chunkvault.ingest import Ingestor, IngestResult
+from chunkvault.vault import Vault
+from chunkvault.watcher.events import Change
+from chunkvault.watcher.scan import differences, scan_tree
+
+log = logging.getLogger(__name__)
+RECORD_INTERVAL = 0.05
+MAX_BACKOFF = 300.0
+HOOK_TIMEOUT = 60.0
+
+
+@dataclass
+class AgentStats:
+    """Counters the agent keeps for status and metrics (updated from worker threads)."""
+
+    processed: dict[str, int] = field(default_factory=dict)
+    last_errors: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, result: IngestResult) -> None:
+        with self.lock:
+            self.processed[result.action] = self.processed.get(result.action, 0) + 1
+            if result.error:
+                self.last_errors = [*self.last_errors[-9:], f"{result.path}: {result.error}"]
+
+
+class Agent:
+    def __init__(
+        self,
+        vault: Vault,
+        *,
+        workers: int = 2,
+        on_result: Callable[[IngestResult, float], None] | None = None,
+    ) -> None:
+        self.vault = vault
+        cfg = vault.config
+        self.root = cfg.watch.path
+        self.settle = cfg.watch.settle_seconds
+        self.mode = cfg.watch.mode
+        self.jobs = JobQueue(vault.catalog)
+        self.ingestor = Ingestor(vault)
+        self.stats = AgentStats()
+        self.on_result = on_result
+        self._workers = workers
+        self._pending: list[Change] = []
+        self._pending_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._rescan_now = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._source: object | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.root.is_dir():
+            from chunkvault.errors import ChunkvaultError
+
+            raise ChunkvaultError(f"watch.path {self.root} is not a directory", "fix watch.path")
+        reset = self.jobs.reset_running()
+        if reset:
+            log.info("resuming %d job(s) interrupted by the last stop", reset)
+        if self.mode in ("inotify", "both"):
+            from chunkvault.watcher.inotify import InotifySource
+
+            source = InotifySource(self.root, self.sink, ignore=self.vault.rules.ignored)
+            source.start()  # before the scan: nothing changes unseen in between
+            self._source = source
+        self.rescan("")  # startup reconciliation: what changed while we were down
+        self._spawn("recorder", self._record_loop)
+        self._spawn("rescan", self._rescan_loop)
+        for i in range(self._workers):
+            self._spawn(f"worker-{i}", self._work_loop)
+        log.info("watching %s (%s), %d job(s) queued", self.root, self.mode, self.jobs.depth())
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"chunkvault-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop watching and let workers finish their current file (bounded by timeout).
+        Work not finished stays in the durable queue for the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._source is not None:
+            self._source.stop()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._flush()
+        self.ingestor.close()
+
+    # --- recording changes -----------------------------------------------------------------
+
+    def sink(self, change: Change) -> None:
+        """Called from the inotify thread: only enqueue in memory."""
+        with self._pending_lock:
+            self._pending.append(change)
+
+    def _record_loop(self) -> None:
+        while not self._stop.wait(RECORD_INTERVAL):
+            try:
+                self._flush()
+            except Exception:  # the loop must survive anything; the rescan repairs
+                log.exception("recording changes failed")
+
+    def _flush(self) -> None:
+        with self._pending_lock:
+            changes, self._pending = self._pending, []
+        if not changes:
+            return
+        notes: list[Note] = []
+        for change in changes:
+            notes.extend(self._notes_for(change))
+        if notes:
+            self.jobs.note(notes)
+            self._wake.set()
+
+    def _stat_note(self, path: str, closed: bool = False) -> Note:
+        try:
+            st = os.stat(self.root / path, follow_symlinks=False)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        return Note(path, "upsert", 0.0 if closed else self.settle, closed, None, size, mtime)
+
+    def _live_under(self, directory: str) -> list[str]:
+        prefix = directory.rstrip("/") + "/"
+        latest = self.vault.catalog.latest_all()
+        return [v.path for v in latest if not v.deleted and v.path.startswith(prefix)]
+
+    def _notes_for(self, change: Change) -> list[Note]:
+        if change.kind == "rescan":
+            self._rescan_now.set()
+            return []
+        if change.kind in ("write", "closed"):
+            if self.vault.rules.ignored(change.path):
+                return []
+            return [self._stat_note(change.path, closed=change.kind == "closed")]
+        if change.kind == "delete":
+            paths = self._live_under(change.path) if change.is_dir else [change.path]
+            return [Note(p, "delete") for p in paths]
+        # move
+        assert change.src is not None
+        if not change.is_dir:
+            return [Note(change.path, "move", src=change.src)]
+        notes = [
+            Note(change.path + p[len(change.src) :], "move", src=p)
+            for p in self._live_under(change.src)
+        ]
+        # Files in the moved directory the catalog never had are new files.
+        for rel in scan_tree(self.root, self.vault.rules.ignored, change.path):
+            if not any(n.path == rel for n in notes):
+                notes.append(self._stat_note(rel))
+        return notes
+
+    # --- rescans ---------------------------------------------------------------------------
+
+    def rescan(self, under: str = "") -> tuple[int, int]:
+        tree = scan_tree(self.root, self.vault.rules.ignored, under)
+        changed, gone = differences(tree, self.vault.catalog.latest_all(), under)
+        notes = [
+            Note(p, "upsert", self.settle, False, None, tree[p].size, tree[p].mtime_ns)
+            for p in changed
+        ] + [Note(p, "delete") for p in gone]
+        if notes:
+            self.jobs.note(notes)
+            self._wake.set()
+            log.info("rescan: %d changed, %d gone", len(changed), len(gone))
+        return len(changed), len(gone)
+
+    def _rescan_loop(self) -> None:
+        cfg = self.vault.config.watch
+        period = cfg.poll_seconds if self.mode == "poll" else cfg.rescan_seconds
+        if self.mode == "both":
+            period = min(cfg.poll_seconds, cfg.rescan_seconds or cfg.poll_seconds)
+        next_at = time.monotonic() + period if period else float("inf")
+        while not self._stop.is_set():
+            forced = self._rescan_now.wait(min(1.0, max(0.0, next_at - time.monotonic())))
+            if self._stop.is_set():
+                return
+            if forced or time.monotonic() >= next_at:
+                self._rescan_now.clear()
+                try:
+                    self.rescan("")
+                except Exception:
+                    log.exception("rescan failed")
+                next_at = time.monotonic() + period if period else float("inf")
+
+    # --- working ---------------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            jobs = self.jobs.take(1)
+            if not jobs:
+                due = self.jobs.next_due()
+                wait = 0.5 if due is None else min(0.5, max(0.01, due - time.time()))
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
+            try:
+                self._run(jobs[0])
+            except Exception as exc:  # keep the worker alive; the job is retried
+                log.exception("job %s failed", jobs[0].path)
+                self.jobs.retry(jobs[0], f"internal error: {exc}", self._backoff(jobs[0]))
+
+    @staticmethod
+    def _backoff(job: Job) -> float:
+        return min(MAX_BACKOFF, 2.0 ** min(job.attempts, 16))
+
+    def _run(self, job: Job) -> None:
+        if job.kind == "upsert" and not job.closed:
+            try:
+                st = os.stat(self.root / job.path, follow_symlinks=False)
+                seen = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                seen = None
+            if seen is not None and seen != (job.seen_size, job.seen_mtime_ns):
+                self.jobs.defer(job, self.settle, *seen)  # still changing
+                return
+        with self.stats.lock:
+            self.stats.in_flight += 1
+        try:
+            if job.kind == "upsert":
+                result = self.ingestor.ingest(job.path)
+            elif job.kind == "delete":
+                result = self.ingestor.delete(job.path)
+            else:
+                assert job.src is not None
+                result = self.ingestor.move(job.src, job.path)
+        finally:
+            with self.stats.lock:
+                self.stats.in_flight -= 1
+        self.stats.record(result)
+        if result.action == "failed":
+            log.warning("%s: %s (retrying)", job.path, result.error)
+            self.jobs.retry(job, result.error, self._backoff(job))
+            return
+        self.jobs.done(job)
+        latency = time.time() - job.first_seen
+        if result.action not in ("unchanged", "ignored"):
+            log.info("%s %s (%.2fs after the change)", result.action, result.path, latency)
+        if self.on_result is not None:
+            self.on_result(result, latency)
+        self._hook(result)
+
+    def _hook(self, result: IngestResult) -> None:
+        if result.action in ("unchanged", "ignored", "failed"):
+            return
+        flow = self.vault.rules.flow(result.path)
+        if not flow.exec:
+            return
+        env = dict(
+            os.environ,
+            CHUNKVAULT_PATH=str(self.root / result.path),
+            CHUNKVAULT_REL_PATH=result.path,
+            CHUNKVAULT_EVENT=result.action,
+        )
+        try:
+            done = subprocess.run(
+                list(flow.exec), env=env, capture_output=True, text=True, timeout=HOOK_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("exec hook for %s failed: %s", result.path, exc)
+            return
+        if done.returncode != 0:
+            log.warning(
+                "exec hook for %s exited %d: %s", result.path, done.returncode, done.stderr[-500:]
+            )

@@ -1,0 +1,198 @@
+"""`chunkvault run` as users run it: real inotify on a real tree, real HTTP S3 peers, the
+CLI as subprocesses. Every change must reach the vault and restore byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.cli import CLI, run_cli, write_config
+from support.moto_peers import unique_bucket
+
+PW = {"CHUNKVAULT_PASSPHRASE": "agent passphrase"}
+
+
+class Daemon:
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [CLI, "--config", str(self.config), "run"], env=env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while b"watching" not in self.log.read_bytes():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=20)
+        return code, time.monotonic() - started
+
+
+@pytest.fixture
+def agent(tmp_path: Path, moto_peers):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "existing.log").write_text("line 1\n")  # before the agent starts
+    config = write_config(
+        tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
+        watch={"path": str(inbox), "settle_seconds": 0.3, "rescan_seconds": 0},
+        chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"},
+        api={"enabled": False},
+    )  # fmt: skip
+    assert run_cli(config, "init", env=PW).returncode == 0
+    daemon = Daemon(config, tmp_path / "agent.log")
+    daemon.start()
+    yield daemon, config, inbox
+    if daemon.proc and daemon.proc.poll() is None:
+        daemon.proc.kill()
+        daemon.proc.wait()
+
+
+def vault_files(config: Path, deleted: bool = False) -> dict[str, dict]:
+    args = ["ls", "--json"] + (["--deleted"] if deleted else [])
+    result = run_cli(config, *args, env=PW)
+    assert result.returncode == 0, result.stderr
+    return {entry["path"]: entry for entry in json.loads(result.stdout)}
+
+
+def wait_for(predicate, timeout: float = 40.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def in_vault(config: Path, inbox: Path, paths: list[str]) -> bool:
+    """Every path is in the vault with the size and mtime it has on disk now."""
+    files = vault_files(config)
+    for rel in paths:
+        st = (inbox / rel).stat()
+        entry = files.get(rel)
+        if entry is None or entry["size"] != st.st_size or entry["mtime_ns"] != st.st_mtime_ns:
+            return False
+    return True
+
+
+def assert_restores(config: Path, inbox: Path, tmp_path: Path, paths: list[str]) -> None:
+    out = tmp_path / f"restore-{time.monotonic_ns()}"
+    result = run_cli(config, "restore", *paths, "--to", str(out), env=PW)
+    assert result.returncode == 0, result.stderr
+    for rel in paths:
+        assert (out / rel).read_bytes() == (inbox / rel).read_bytes(), rel
+
+
+def test_changes_anywhere_in_the_tree_reach_the_vault(agent, tmp_path):
+    daemon, config, inbox = agent
+    # A file written right after mkdir -p (the inotify race).
+    (inbox / "a" / "b" / "c" / "d").mkdir(parents=True)
+    (inbox / "a" / "b" / "c" / "d" / "fresh.bin").write_bytes(os.urandom(300_000))
+    # cp -r of a 40-file tree.
+    source = tmp_path / "src-tree"
+    for i in range(40):
+        path = source / f"dir{i % 4}" / f"sub{i % 3}" / f"file{i}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"file number {i}\n" * (i + 1))
+    subprocess.run(["cp", "-r", str(source), str(inbox / "copied")], check=True)
+    # A tree mv-ed in from outside the watched directory.
+    outside = tmp_path / "outside"
+    (outside / "x" / "y").mkdir(parents=True)
+    (outside / "x" / "y" / "moved-in.bin").write_bytes(os.urandom(200_000))
+    (outside / "top.txt").write_text("moved in\n")
+    os.rename(outside, inbox / "moved")
+    # An append to a file that existed before the agent started.
+    with open(inbox / "existing.log", "a") as f:
+        f.write("line 2\n")
+    # Files matching the ignore globs.
+    (inbox / "notes.txt.swp").write_text("editor swap")
+    (inbox / "download.part").write_text("partial")
+
+    expected = (
+        ["a/b/c/d/fresh.bin", "existing.log", "moved/x/y/moved-in.bin", "moved/top.txt"]
+        + [p.relative_to(inbox).as_posix() for p in (inbox / "copied").rglob("*.txt")]
+    )
+    assert len(expected) == 44
+    wait_for(lambda: in_vault(config, inbox, expected), what="all files in the vault")
+    files = vault_files(config)
+    assert "notes.txt.swp" not in files and "download.part" not in files
+    assert_restores(config, inbox, tmp_path, expected)
+
+
+def test_editor_save_and_delete(agent, tmp_path):
+    daemon, config, inbox = agent
+    doc = inbox / "doc.txt"
+    doc.write_text("first draft\n")
+    wait_for(lambda: in_vault(config, inbox, ["doc.txt"]), what="first draft")
+    # Editor-style atomic save: write a temp file, rename it over the original.
+    tmp = inbox / ".doc.txt.swp"
+    tmp.write_text("second draft, saved atomically\n")
+    os.replace(tmp, doc)
+    wait_for(lambda: in_vault(config, inbox, ["doc.txt"]), what="atomic save")
+    assert vault_files(config)["doc.txt"]["versions"] == 2
+    assert_restores(config, inbox, tmp_path, ["doc.txt"])
+    # Delete: shown as deleted and still restorable.
+    content = doc.read_bytes()
+    doc.unlink()
+    wait_for(lambda: vault_files(config, deleted=True).get("doc.txt", {}).get("deleted"),
+             what="tombstone")  # fmt: skip
+    assert "doc.txt" not in vault_files(config)
+    out = tmp_path / "deleted-restore"
+    result = run_cli(config, "restore", "doc.txt", "--deleted", "--to", str(out), env=PW)
+    assert result.returncode == 0, result.stderr
+    assert (out / "doc.txt").read_bytes() == content
+
+
+def test_rename_repoints_without_resending(agent, tmp_path):
+    daemon, config, inbox = agent
+    (inbox / "old-name.bin").write_bytes(os.urandom(500_000))
+    wait_for(lambda: in_vault(config, inbox, ["old-name.bin"]), what="original")
+    log_before = daemon.log.read_text()
+    os.rename(inbox / "old-name.bin", inbox / "new-name.bin")
+    wait_for(lambda: in_vault(config, inbox, ["new-name.bin"]), what="renamed")
+    files = vault_files(config, deleted=True)
+    assert files["old-name.bin"]["deleted"] is True
+    new_log = daemon.log.read_text()[len(log_before) :]
+    assert "moved new-name.bin" in new_log, new_log
+    assert_restores(config, inbox, tmp_path, ["new-name.bin"])
+
+
+def test_sigterm_stops_within_ten_seconds(agent):
+    daemon, _config, inbox = agent
+    (inbox / "busy.bin").write_bytes(os.urandom(2_000_000))
+    time.sleep(0.2)
+    code, took = daemon.stop(signal.SIGTERM)
+    assert code == 0, daemon.log.read_text()
+    assert took < 10
+
+
+def test_sigkill_mid_ingest_then_restart_loses_nothing(agent, tmp_path):
+    daemon, config, inbox = agent
+    names = []
+    for i in range(30):
+        rel = f"batch/f{i:02d}.bin"
+        (inbox / "batch").mkdir(exist_ok=True)
+        (inbox / rel).write_bytes(os.urandom(400_000))
+        names.append(rel)
+    time.sleep(0.5)  # the agent has started on them
+    daemon.stop(signal.SIGKILL)
+    # Changes while it is down are picked up by the startup scan.
+    (inbox / "batch" / "while-down.txt").write_text("written while the agent was dead\n")
+    names.append("batch/while-down.txt")
+    daemon.start()
+    wait_for(lambda: in_vault(config, inbox, names), timeout=60, what="every file after restart")
+    assert_restores(config, inbox, tmp_path, names)
