@@ -48,9 +48,11 @@ def call(base: str, method: str, path: str, body: bytes | None = None, token: st
 @pytest.fixture
 def daemon(tmp_path: Path, moto_peers):
     port = free_port()
+    (tmp_path / "inbox").mkdir()
     config = write_config(
         tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
         api={"listen": f"127.0.0.1:{port}", "token": TOKEN},
+        watch={"path": str(tmp_path / "inbox")},
     )  # fmt: skip
     assert run_cli(config, "init", env=PW).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
