@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -98,7 +97,7 @@ def assert_restores(config: Path, inbox: Path, tmp_path: Path, paths: list[str])
 
 
 def test_changes_anywhere_in_the_tree_reach_the_vault(agent, tmp_path):
-    daemon, config, inbox = agent
+    _daemon, config, inbox = agent
     # A file written right after mkdir -p (the inotify race).
     (inbox / "a" / "b" / "c" / "d").mkdir(parents=True)
     (inbox / "a" / "b" / "c" / "d" / "fresh.bin").write_bytes(os.urandom(300_000))
@@ -122,10 +121,9 @@ def test_changes_anywhere_in_the_tree_reach_the_vault(agent, tmp_path):
     (inbox / "notes.txt.swp").write_text("editor swap")
     (inbox / "download.part").write_text("partial")
 
-    expected = (
-        ["a/b/c/d/fresh.bin", "existing.log", "moved/x/y/moved-in.bin", "moved/top.txt"]
-        + [p.relative_to(inbox).as_posix() for p in (inbox / "copied").rglob("*.txt")]
-    )
+    expected = ["a/b/c/d/fresh.bin", "existing.log", "moved/x/y/moved-in.bin", "moved/top.txt"] + [
+        p.relative_to(inbox).as_posix() for p in (inbox / "copied").rglob("*.txt")
+    ]
     assert len(expected) == 44
     wait_for(lambda: in_vault(config, inbox, expected), what="all files in the vault")
     files = vault_files(config)
@@ -134,7 +132,7 @@ def test_changes_anywhere_in_the_tree_reach_the_vault(agent, tmp_path):
 
 
 def test_editor_save_and_delete(agent, tmp_path):
-    daemon, config, inbox = agent
+    _daemon, config, inbox = agent
     doc = inbox / "doc.txt"
     doc.write_text("first draft\n")
     wait_for(lambda: in_vault(config, inbox, ["doc.txt"]), what="first draft")
@@ -196,3 +194,57 @@ def test_sigkill_mid_ingest_then_restart_loses_nothing(agent, tmp_path):
     daemon.start()
     wait_for(lambda: in_vault(config, inbox, names), timeout=60, what="every file after restart")
     assert_restores(config, inbox, tmp_path, names)
+
+
+def test_poll_mode_flows_hooks_and_status(tmp_path, moto_peers):
+    """No inotify at all (watch.mode: poll), flow rules, exec hooks, JSON logs, status."""
+    inbox = tmp_path / "inbox"
+    (inbox / "photos").mkdir(parents=True)
+    (inbox / "scratch").mkdir()
+    hook_log = tmp_path / "hooks.log"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$CHUNKVAULT_EVENT $CHUNKVAULT_REL_PATH" >> {hook_log}\n')
+    hook.chmod(0o755)
+    config = write_config(
+        tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
+        watch={"path": str(inbox), "mode": "poll", "poll_seconds": 0.5, "settle_seconds": 0.2},
+        api={"enabled": False},
+        log={"format": "json"},
+        replication={"replicas": 2},
+        flows=[
+            {"match": "**/*.iso", "ignore": True},
+            {"match": "photos/**", "replicas": 3, "on_delete": "keep", "exec": [str(hook)]},
+            {"match": "scratch/**", "on_delete": "purge"},
+            {"match": "**"},
+        ],
+    )  # fmt: skip
+    assert run_cli(config, "init", env=PW).returncode == 0
+    daemon = Daemon(config, tmp_path / "agent.log")
+    daemon.start()
+    try:
+        (inbox / "photos" / "cat.jpg").write_bytes(os.urandom(100_000))
+        (inbox / "scratch" / "tmp.dat").write_bytes(os.urandom(1000))
+        (inbox / "disk.iso").write_bytes(b"iso" * 1000)
+        paths = ["photos/cat.jpg", "scratch/tmp.dat"]
+        wait_for(lambda: in_vault(config, inbox, paths), what="poll mode picks files up")
+        assert "disk.iso" not in vault_files(config, deleted=True)
+        wait_for(lambda: hook_log.exists() and "stored photos/cat.jpg" in hook_log.read_text(),
+                 what="exec hook")  # fmt: skip
+        status = json.loads(run_cli(config, "status", "--json", env=PW).stdout)
+        assert status["queue_depth"] == 0 and status["under_replicated"] == 0
+        assert {p["name"] for p in status["peers"] if p["up"]} == {"p0", "p1", "p2"}
+        # Deletes follow each flow's on_delete.
+        (inbox / "photos" / "cat.jpg").unlink()
+        (inbox / "scratch" / "tmp.dat").unlink()
+        wait_for(lambda: "scratch/tmp.dat" not in vault_files(config, deleted=True),
+                 what="purge")  # fmt: skip
+        files = vault_files(config, deleted=True)
+        assert files["photos/cat.jpg"]["deleted"] is False  # keep
+        log_lines = [
+            json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")
+        ]
+        assert any("stored photos/cat.jpg" in e["message"] for e in log_lines)
+        assert all({"time", "level", "logger", "message"} <= e.keys() for e in log_lines)
+    finally:
+        code, took = daemon.stop()
+    assert code == 0 and took < 10

@@ -35,7 +35,7 @@ def run_cli(
     )
 
 
-def write_config(path: Path, endpoints: list[str], bucket: str, **sections: dict) -> Path:
+def write_config(path: Path, endpoints: list[str], bucket: str, **sections: dict | list) -> Path:
     """A vault config over the given S3 endpoints (moto accepts any credentials)."""
     data = {
         "vault": {"id": "test", "state_dir": str(path.parent / "state")},
@@ -53,7 +53,7 @@ def write_config(path: Path, endpoints: list[str], bucket: str, **sections: dict
         ],
     }
     for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
+        data[name] = {**data.get(name, {}), **values} if isinstance(values, dict) else values
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data))
     return path
