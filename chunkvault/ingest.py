@@ -23,13 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from chunkvault.catalog import VersionRow
 from chunkvault.chunking import Chunker
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import Flow
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.upload import StoredChunk
-from chunkvault.vault import Vault
+from chunkvault.vault import Vault, version_row
 
 log = logging.getLogger(__name__)
 Action = Literal["stored", "unchanged", "ignored", "deleted", "kept", "purged", "moved", "failed"]
@@ -152,20 +151,7 @@ class Ingestor:
 
     def _commit(self, manifest: Manifest, inode: int | None = None) -> None:
         name, _peers = self.vault.manifests.write(manifest)
-        self.vault.catalog.add_version(
-            VersionRow(
-                path=manifest.path,
-                manifest=name,
-                size=manifest.size,
-                mtime_ns=manifest.mtime_ns,
-                mode=manifest.mode,
-                sha256=manifest.sha256,
-                deleted=manifest.deleted,
-                created_ns=manifest.created_ns,
-                chunk_count=len(manifest.chunks),
-                inode=inode,
-            )
-        )
+        self.vault.catalog.add_version(version_row(manifest, name, inode))
 
     def delete(self, rel: str) -> IngestResult:
         """The file is gone: apply its flow's ``on_delete``."""

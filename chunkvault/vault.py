@@ -18,7 +18,7 @@ from chunkvault.crypto.envelope import wrapped_generation
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.flows import FlowRules
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix
-from chunkvault.manifest import ManifestError, ManifestStore
+from chunkvault.manifest import Manifest, ManifestError, ManifestStore
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.staging import Staging
@@ -26,6 +26,22 @@ from chunkvault.upload import UploadService
 
 log = logging.getLogger(__name__)
 SYNCED = "synced_from_peers"
+
+
+def version_row(manifest: Manifest, name: str, inode: int | None = None) -> VersionRow:
+    """The catalog's row for a manifest stored under ``name``."""
+    return VersionRow(
+        path=manifest.path,
+        manifest=name,
+        size=manifest.size,
+        mtime_ns=manifest.mtime_ns,
+        mode=manifest.mode,
+        sha256=manifest.sha256,
+        deleted=manifest.deleted,
+        created_ns=manifest.created_ns,
+        chunk_count=len(manifest.chunks),
+        inode=inode,
+    )
 
 
 class Vault:
@@ -77,19 +93,7 @@ class Vault:
                 continue
             for ref in manifest.chunks:
                 deks.setdefault(ref.id, (ref.size, ref.wrapped_dek))
-            self.catalog.add_version(
-                VersionRow(
-                    path=manifest.path,
-                    manifest=name,
-                    size=manifest.size,
-                    mtime_ns=manifest.mtime_ns,
-                    mode=manifest.mode,
-                    sha256=manifest.sha256,
-                    deleted=manifest.deleted,
-                    created_ns=manifest.created_ns,
-                    chunk_count=len(manifest.chunks),
-                )
-            )
+            self.catalog.add_version(version_row(manifest, name))
             added += 1
         complete &= self._sync_replicas(deks)
         if complete:
