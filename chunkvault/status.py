@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,15 @@ def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = 
     failing = [
         {"path": j.path, "attempts": j.attempts, "error": j.last_error} for j in jobs.failing()
     ]
+    pending = [
+        {
+            "path": j.path,
+            "kind": j.kind,
+            "attempts": j.attempts,
+            "waiting_s": round(time.time() - j.first_seen, 1),
+        }
+        for j in jobs.pending()
+    ]
     return Status(
         peers=peer_rows(vault),
         queue_depth=jobs.depth(),
@@ -51,6 +61,7 @@ def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = 
             "chunks": catalog.chunk_count(),
             "files": sum(1 for v in catalog.latest_all() if not v.deleted),
             "replicas_target": vault.config.replication.replicas,
+            "pending": pending,
             "failing": failing,
             "last_errors": list(last_errors),
         },

@@ -152,6 +152,13 @@ class JobQueue:
     def running(self) -> int:
         return int(self.catalog.query("SELECT count(*) FROM jobs WHERE running = 1")[0][0])
 
+    def pending(self, limit: int = 20) -> list[Job]:
+        """The next jobs due, running ones first."""
+        rows = self.catalog.query(
+            f"SELECT {_COLUMNS} FROM jobs ORDER BY running DESC, due LIMIT ?", (limit,)
+        )
+        return [_job(r) for r in rows]
+
     def failing(self, limit: int = 10) -> list[Job]:
         rows = self.catalog.query(
             f"SELECT {_COLUMNS} FROM jobs WHERE last_error IS NOT NULL ORDER BY due LIMIT ?",

@@ -56,6 +56,7 @@ def test_retry_backs_off_and_records_the_error(queue):
     assert queue.take(1) == []
     (failing,) = queue.failing()
     assert (failing.attempts, failing.last_error) == (1, "peer a down")
+    assert [j.path for j in queue.pending()] == ["p"]
 
 
 def test_a_move_of_a_never_stored_file_is_an_upsert(queue):
