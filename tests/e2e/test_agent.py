@@ -248,3 +248,39 @@ def test_poll_mode_flows_hooks_and_status(tmp_path, moto_peers):
     finally:
         code, took = daemon.stop()
     assert code == 0 and took < 10
+
+
+def test_work_waits_and_retries_while_peers_are_down(tmp_path, moto_peer_factory):
+    servers = [moto_peer_factory() for _ in range(2)]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = write_config(
+        tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvretry",
+        watch={"path": str(inbox), "settle_seconds": 0.2, "rescan_seconds": 0},
+        transfer={"timeout_seconds": 1, "retries": 0, "down_seconds": 1},
+        replication={"replicas": 2, "min_replicas": 1},
+        api={"enabled": False},
+    )  # fmt: skip
+    assert run_cli(config, "init", env=PW).returncode == 0
+    daemon = Daemon(config, tmp_path / "agent.log")
+    daemon.start()
+    try:
+        for server in servers:
+            server.stop()  # every peer hangs
+        (inbox / "patient.bin").write_bytes(os.urandom(50_000))
+
+        def failing() -> bool:
+            status = run_cli(config, "status", "--json", env=PW)
+            report = json.loads(status.stdout)
+            return any(f["path"] == "patient.bin" for f in report["extra"]["failing"])
+
+        wait_for(failing, timeout=30, what="the file to show as failing in status")
+        assert "patient.bin" not in vault_files(config)
+        for server in servers:
+            server.cont()
+        wait_for(lambda: in_vault(config, inbox, ["patient.bin"]), timeout=40, what="retry")
+        assert_restores(config, inbox, tmp_path, ["patient.bin"])
+    finally:
+        for server in servers:
+            server.cont()
+        daemon.stop()
