@@ -97,12 +97,19 @@ class JobQueue:
                         # the move is simply a new file at the destination.
                         db.execute("DELETE FROM jobs WHERE path = ?", (n.src,))
                         n = Note(n.path, "upsert", n.delay, n.closed, None, n.size, n.mtime_ns)
+                # A repeat of what the row already says (a poll scan seeing the same pending
+                # file again) changes nothing: it must not push `due` back, or a file polled
+                # more often than settle_seconds would never become due.
                 db.execute(
                     "INSERT INTO jobs (path, kind, src, due, seen_size, seen_mtime_ns, closed, "
                     "first_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
                     "kind = excluded.kind, src = excluded.src, due = excluded.due, "
                     "seen_size = excluded.seen_size, seen_mtime_ns = excluded.seen_mtime_ns, "
-                    "closed = excluded.closed, version = version + 1",
+                    "closed = excluded.closed, version = version + 1 "
+                    "WHERE NOT (jobs.kind = excluded.kind AND jobs.src IS excluded.src "
+                    "AND jobs.seen_size IS excluded.seen_size "
+                    "AND jobs.seen_mtime_ns IS excluded.seen_mtime_ns "
+                    "AND jobs.closed >= excluded.closed AND excluded.kind = 'upsert')",
                     (n.path, n.kind, n.src, now + n.delay, n.size, n.mtime_ns, int(n.closed), now),
                 )
 

@@ -83,3 +83,17 @@ def test_scan_and_differences(tmp_path):
     changed, gone = differences(tree, latest)
     assert changed == ["d/new.txt"] and gone == ["gone.txt"]
     assert differences(tree, latest, under="d") == (["d/new.txt"], [])
+
+
+def test_seeing_the_same_pending_state_again_does_not_postpone_it(queue):
+    queue.note([Note("f", "upsert", delay=1.0, size=5, mtime_ns=7)], now=10.0)
+    for t in (10.4, 10.8, 10.9):  # a poll scan every 0.4 s, faster than the settle time
+        queue.note([Note("f", "upsert", delay=1.0, size=5, mtime_ns=7)], now=t)
+    (job,) = queue.take(1, now=11.05)
+    assert job.version == 0
+    queue.done(job)
+    assert queue.depth() == 0
+    queue.note([Note("f", "upsert", delay=1.0, size=6, mtime_ns=8)], now=20.0)  # real change
+    queue.note([Note("f", "upsert", delay=1.0, size=7, mtime_ns=9)], now=20.5)
+    assert queue.take(1, now=21.2) == []
+    assert queue.take(1, now=21.6)
