@@ -174,8 +174,9 @@ class Agent:
             for p in self._live_under(change.src)
         ]
         # Files in the moved directory the catalog never had are new files.
+        moved = {n.path for n in notes}
         for rel in scan_tree(self.root, self.vault.rules.ignored, change.path):
-            if not any(n.path == rel for n in notes):
+            if rel not in moved:
                 notes.append(self._stat_note(rel))
         return notes
 
