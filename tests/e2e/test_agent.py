@@ -290,3 +290,20 @@ def test_work_waits_and_retries_while_peers_are_down(tmp_path, moto_peer_factory
         for server in servers:
             server.cont()
         daemon.stop()
+
+
+def test_directory_rename_repoints_every_file(agent, tmp_path):
+    daemon, config, inbox = agent
+    (inbox / "proj" / "src").mkdir(parents=True)
+    (inbox / "proj" / "src" / "main.py").write_text("print('hi')\n")
+    (inbox / "proj" / "data.bin").write_bytes(os.urandom(200_000))
+    old = ["proj/src/main.py", "proj/data.bin"]
+    wait_for(lambda: in_vault(config, inbox, old), what="project stored")
+    os.rename(inbox / "proj", inbox / "project")
+    new = ["project/src/main.py", "project/data.bin"]
+    wait_for(lambda: in_vault(config, inbox, new), what="renamed project")
+    files = vault_files(config, deleted=True)
+    assert all(files[p]["deleted"] for p in old)
+    log = daemon.log.read_text()
+    assert "moved project/src/main.py" in log and "moved project/data.bin" in log
+    assert_restores(config, inbox, tmp_path, new)
