@@ -63,7 +63,8 @@ class Ingestor:
         self.progress = progress
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        # Queued chunks are dropped: a half-stored file is simply stored again next time.
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def ingest(self, rel: str) -> IngestResult:
         """Store the current content of ``rel`` (relative to watch.path) if it changed."""

@@ -81,8 +81,10 @@ class UploadService:
         self.on_write_error: Callable[[str], None] | None = None
 
     def close(self) -> None:
-        self._chunk_pool.shutdown(wait=True)
-        self._replica_pool.shutdown(wait=True)
+        # Not waiting: a write hung on a dead peer must not hold up a stop (it times out
+        # on its own, and whatever it was part of is redone from the durable queue).
+        self._chunk_pool.shutdown(wait=False, cancel_futures=True)
+        self._replica_pool.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     def _stripe(locks: list[threading.Lock], key: str) -> threading.Lock:

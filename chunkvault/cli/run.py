@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -69,6 +70,25 @@ def run(cli: CliContext, passphrase_file: Path | None) -> None:
         finally:
             log.info("stopping: %d job(s) stay queued for the next start", agent.jobs.depth())
             agent.stop(STOP_TIMEOUT)
+    _exit_if_requests_hang()
+
+
+def _exit_if_requests_hang() -> None:
+    """Python joins executor threads at exit; one blocked on a hung peer would delay the
+    exit by its timeouts and retries. The queue and catalog are consistent at this point
+    (SQLite transactions), so leave without waiting for them."""
+    import os
+
+    prefixes = ("replica_", "chunk_", "api-chunk_")  # our executors' thread names
+    deadline = time.monotonic() + 1.0  # idle pool threads leave at once; busy ones do not
+    for thread in threading.enumerate():
+        if thread.name.startswith(prefixes):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t for t in threading.enumerate() if t.name.startswith(prefixes) and t.is_alive()]
+    if busy:
+        log.warning("exiting with %d request(s) still waiting on peers", len(busy))
+        logging.shutdown()
+        os._exit(0)
 
 
 def _wait_for_signal() -> None:

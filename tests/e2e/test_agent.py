@@ -307,3 +307,33 @@ def test_directory_rename_repoints_every_file(agent, tmp_path):
     log = daemon.log.read_text()
     assert "moved project/src/main.py" in log and "moved project/data.bin" in log
     assert_restores(config, inbox, tmp_path, new)
+
+
+def test_sigterm_within_ten_seconds_even_with_hung_peers(tmp_path, moto_peer_factory):
+    servers = [moto_peer_factory() for _ in range(2)]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = write_config(
+        tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvhang",
+        watch={"path": str(inbox), "settle_seconds": 0.1},
+        # A hung write would take 4 x 5 s to give up on its own.
+        transfer={"timeout_seconds": 5, "retries": 3},
+        api={"enabled": False},
+    )  # fmt: skip
+    assert run_cli(config, "init", env=PW).returncode == 0
+    daemon = Daemon(config, tmp_path / "agent.log")
+    daemon.start()
+    try:
+        for server in servers:
+            server.stop()
+        (inbox / "stuck.bin").write_bytes(os.urandom(100_000))
+        time.sleep(1.5)  # the worker is now blocked writing to a hung peer
+        code, took = daemon.stop(signal.SIGTERM)
+    finally:
+        for server in servers:
+            server.cont()
+    assert code == 0 and took < 10, (code, took, daemon.log.read_text()[-2000:])
+    # The change is still queued: the next start stores it.
+    daemon.start()
+    wait_for(lambda: in_vault(config, inbox, ["stuck.bin"]), what="stored after restart")
+    daemon.stop()
