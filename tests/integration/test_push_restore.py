@@ -244,16 +244,23 @@ def test_restore_falls_back_past_corrupted_replicas(tmp_path, moto_peer_factory)
     result = run_cli(config, "restore", "--to", str(out), env=PW)
     assert result.returncode == 0, result.stderr
     assert (out / "file.bin").read_bytes() == (inbox / "file.bin").read_bytes()
-    # With p1 dead too, chunks whose replicas were exactly {p0, p1} are gone: restore
-    # names the file and never leaves a partial or wrong file behind.
+    # With p1 dead too, chunks whose replicas are exactly {p0 (corrupt), p1 (dead)} are
+    # gone: restore must name the file and never leave a partial or wrong file behind.
+    holders: dict[str, set[str]] = {}
+    for peer in build_peers(load_config(config)):
+        for info in peer.list("test/chunks/"):
+            holders.setdefault(info.key, set()).add(peer.name)
+    lost_chunks = [key for key, names in holders.items() if names == {"p0", "p1"}]
     servers[1].kill()
     out2 = tmp_path / "out2"
     lost = run_cli(config, "restore", "--to", str(out2), env=PW)
-    if lost.returncode != 0:
+    if lost_chunks:
+        assert lost.returncode == 1, lost.stdout
         assert "file.bin" in lost.stderr and "Traceback" not in lost.stderr
         assert not (out2 / "file.bin").exists()
         assert not list(out2.glob(".cv-restore-*"))
-    else:  # no chunk happened to have exactly that pair
+    else:  # every chunk has a good replica on p2
+        assert lost.returncode == 0, lost.stderr
         assert (out2 / "file.bin").read_bytes() == (inbox / "file.bin").read_bytes()
 
 
