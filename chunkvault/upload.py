@@ -146,7 +146,9 @@ class UploadService:
     ) -> tuple[list[str], list[str]]:
         """Write to the top-ranked distinct peers; replace failures with the next ranked."""
         key = chunk_key(self.vault_id, chunk_id)
-        excluded = {p.name for p in self.peers if not p.peer.is_up}
+        # Skip peers in their cool-off. Once it has passed, a down peer is tried again:
+        # that write is the health tracker's probe, so a recovered peer rejoins.
+        excluded = {p.name for p in self.peers if p.peer.down_for > 0}
         written: list[str] = []
         errors: list[str] = []
         while len(written) < target:

@@ -263,7 +263,10 @@ def test_work_waits_and_retries_while_peers_are_down(tmp_path, moto_peer_factory
     config = write_config(
         tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvretry",
         watch={"path": str(inbox), "settle_seconds": 0.2, "rescan_seconds": 0},
-        transfer={"timeout_seconds": 1, "retries": 0, "down_seconds": 1},
+        # One failure marks a peer down: the recovery below must go through the health
+        # tracker's cool-off and probe, not just a lucky retry.
+        transfer={"timeout_seconds": 1, "retries": 0, "down_after_failures": 1,
+                  "down_seconds": 1},
         replication={"replicas": 2, "min_replicas": 1},
         api={"enabled": False},
     )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,19 @@ from chunkvault.upload import UploadService
 
 
 class Rig:
-    def __init__(self, tmp: Path, n: int = 3, replicas: int = 2, min_replicas: int = 1) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        n: int = 3,
+        replicas: int = 2,
+        min_replicas: int = 1,
+        down_seconds: float = 60,
+    ) -> None:
         self.config = parse_config(
             {
                 "vault": {"id": "t", "state_dir": str(tmp / "state")},
                 "replication": {"replicas": replicas, "min_replicas": min_replicas},
-                "transfer": {"retries": 0, "down_after_failures": 1, "down_seconds": 60},
+                "transfer": {"retries": 0, "down_after_failures": 1, "down_seconds": down_seconds},
                 "peers": [{"name": f"m{i}", "path": str(tmp / f"m{i}")} for i in range(n)],
             }
         )
@@ -187,3 +195,19 @@ def test_reader_falls_back_and_reports_when_nothing_is_left(rig):
         m.delete(key)
     with pytest.raises(ChunkUnavailable, match="no readable replica"):
         rig.reader.read(stored.chunk_id)
+
+
+def test_a_recovered_peer_rejoins_after_its_cool_off(tmp_path):
+    rig = Rig(tmp_path, n=2, replicas=2, min_replicas=1, down_seconds=0.3)
+    rig.memory[1].down = True
+    first = rig.service.store_chunk(os.urandom(1000))
+    assert first.ok and first.peers == ("m0",)
+    assert not rig.placed[1].peer.is_up
+    rig.memory[1].down = False
+    during = rig.service.store_chunk(os.urandom(1000))
+    assert during.peers == ("m0",)  # still in its cool-off: not even tried
+    time.sleep(0.35)
+    after = rig.service.store_chunk(os.urandom(1000))
+    assert sorted(after.peers) == ["m0", "m1"]  # the write was the probe; m1 is back
+    assert rig.placed[1].peer.is_up
+    rig.service.close()
