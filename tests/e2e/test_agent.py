@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cli import CLI, run_cli, write_config
+from support.cli import CLI, init_vault, run_cli
 from support.moto_peers import unique_bucket
 
 PW = {"CHUNKVAULT_PASSPHRASE": "agent passphrase"}
@@ -45,16 +45,13 @@ class Daemon:
 
 @pytest.fixture
 def agent(tmp_path: Path, moto_peers):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "existing.log").write_text("line 1\n")  # before the agent starts
-    config = write_config(
-        tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
-        watch={"path": str(inbox), "settle_seconds": 0.3, "rescan_seconds": 0},
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"settle_seconds": 0.3, "rescan_seconds": 0},
         chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"},
         api={"enabled": False},
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
+    (inbox / "existing.log").write_text("line 1\n")  # before the agent starts
     daemon = Daemon(config, tmp_path / "agent.log")
     daemon.start()
     yield daemon, config, inbox
@@ -198,16 +195,13 @@ def test_sigkill_mid_ingest_then_restart_loses_nothing(agent, tmp_path):
 
 def test_poll_mode_flows_hooks_and_status(tmp_path, moto_peers):
     """No inotify at all (watch.mode: poll), flow rules, exec hooks, JSON logs, status."""
-    inbox = tmp_path / "inbox"
-    (inbox / "photos").mkdir(parents=True)
-    (inbox / "scratch").mkdir()
     hook_log = tmp_path / "hooks.log"
     hook = tmp_path / "hook.sh"
     hook.write_text(f'#!/bin/sh\necho "$CHUNKVAULT_EVENT $CHUNKVAULT_REL_PATH" >> {hook_log}\n')
     hook.chmod(0o755)
-    config = write_config(
-        tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
-        watch={"path": str(inbox), "mode": "poll", "poll_seconds": 0.5, "settle_seconds": 0.2},
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"mode": "poll", "poll_seconds": 0.5, "settle_seconds": 0.2},
         api={"enabled": False},
         log={"format": "json"},
         replication={"replicas": 2},
@@ -218,7 +212,8 @@ def test_poll_mode_flows_hooks_and_status(tmp_path, moto_peers):
             {"match": "**"},
         ],
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
+    (inbox / "photos").mkdir()
+    (inbox / "scratch").mkdir()
     daemon = Daemon(config, tmp_path / "agent.log")
     daemon.start()
     try:
@@ -258,11 +253,9 @@ def test_poll_mode_flows_hooks_and_status(tmp_path, moto_peers):
 
 def test_work_waits_and_retries_while_peers_are_down(tmp_path, moto_peer_factory):
     servers = [moto_peer_factory() for _ in range(2)]
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvretry",
-        watch={"path": str(inbox), "settle_seconds": 0.2, "rescan_seconds": 0},
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], "cvretry", PW,
+        watch={"settle_seconds": 0.2, "rescan_seconds": 0},
         # One failure marks a peer down: the recovery below must go through the health
         # tracker's cool-off and probe, not just a lucky retry.
         transfer={"timeout_seconds": 1, "retries": 0, "down_after_failures": 1,
@@ -270,7 +263,6 @@ def test_work_waits_and_retries_while_peers_are_down(tmp_path, moto_peer_factory
         replication={"replicas": 2, "min_replicas": 1},
         api={"enabled": False},
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
     daemon = Daemon(config, tmp_path / "agent.log")
     daemon.start()
     try:
@@ -314,16 +306,13 @@ def test_directory_rename_repoints_every_file(agent, tmp_path):
 
 def test_sigterm_within_ten_seconds_even_with_hung_peers(tmp_path, moto_peer_factory):
     servers = [moto_peer_factory() for _ in range(2)]
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvhang",
-        watch={"path": str(inbox), "settle_seconds": 0.1},
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], "cvhang", PW,
+        watch={"settle_seconds": 0.1},
         # A hung write would take 4 x 5 s to give up on its own.
         transfer={"timeout_seconds": 5, "retries": 3},
         api={"enabled": False},
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
     daemon = Daemon(config, tmp_path / "agent.log")
     daemon.start()
     try:

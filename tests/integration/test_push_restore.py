@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.cli import run_cli, write_config
+from support.cli import init_vault, run_cli
 from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
@@ -78,19 +78,12 @@ def chunk_objects(config: Path) -> dict[str, list[tuple[str, bytes, dict, str]]]
 
 @pytest.fixture
 def tree_vault(tmp_path: Path, moto_peers):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml",
-        moto_peers.endpoints,
-        unique_bucket(),
-        watch={"path": str(inbox)},
+    return init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
         # Large chunks so some exceed the 5 MiB segment size and go multipart.
         chunking={"min_size": "1MiB", "avg_size": "4MiB", "max_size": "16MiB"},
         transfer={"segment_size": "5MiB", "timeout_seconds": 5},
-    )
-    assert run_cli(config, "init", env=PW).returncode == 0
-    return config, inbox
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -151,16 +144,12 @@ def test_duplicate_file_adds_no_chunk_objects_and_ls_json(tree_vault):
 
 
 def test_chunks_spread_evenly_over_equal_peers(tmp_path, moto_peers):
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
-        watch={"path": str(inbox)},
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
         chunking={"min_size": "16KiB", "avg_size": "32KiB", "max_size": "64KiB",
                   "compression": "none"},
         replication={"replicas": 1},
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
     (inbox / "data.bin").write_bytes(random.Random(5).randbytes(16 * MiB))
     assert run_cli(config, "push", env=PW).returncode == 0
     counts: dict[str, int] = {}
@@ -218,15 +207,11 @@ def test_fresh_machine_restores_with_passphrase_and_peer_list_only(tree_vault, t
 
 def test_restore_falls_back_past_corrupted_replicas(tmp_path, moto_peer_factory):
     servers = [moto_peer_factory() for _ in range(3)]
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvfail",
-        watch={"path": str(inbox)},
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], "cvfail", PW,
         chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"},
         transfer={"timeout_seconds": 2, "retries": 0},
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
     (inbox / "file.bin").write_bytes(random.Random(11).randbytes(4 * MiB))
     assert run_cli(config, "push", env=PW).returncode == 0
     # Corrupt every chunk replica on peer p0 (flip a byte in the body, keep metadata).
@@ -266,15 +251,11 @@ def test_restore_falls_back_past_corrupted_replicas(tmp_path, moto_peer_factory)
 
 def test_restore_from_any_surviving_replicas_after_losing_a_peer(tmp_path, moto_peer_factory):
     servers = [moto_peer_factory() for _ in range(3)]
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml", [s.endpoint for s in servers], "cvlose",
-        watch={"path": str(inbox)},
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], "cvlose", PW,
         chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"},
         transfer={"timeout_seconds": 2, "retries": 0},
     )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
     files = make_tree(inbox, seed=4)
     (inbox / "media" / "big-video.bin").unlink()
     del files["media/big-video.bin"]

@@ -57,3 +57,16 @@ def write_config(path: Path, endpoints: list[str], bucket: str, **sections: dict
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def init_vault(
+    tmp_path: Path, endpoints: list[str], bucket: str, env: dict[str, str], **sections: dict | list
+) -> tuple[Path, Path]:
+    """``tmp_path/inbox`` and an initialised vault watching it: (config, inbox)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(exist_ok=True)
+    watch = {"path": str(inbox), **sections.pop("watch", {})}  # type: ignore[dict-item]
+    config = write_config(tmp_path / "cv.yaml", endpoints, bucket, watch=watch, **sections)
+    result = run_cli(config, "init", env=env)
+    assert result.returncode == 0, result.stderr
+    return config, inbox
