@@ -11,16 +11,26 @@ import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chunkvault.backends.base import NotFound, Peer, PeerError
-from chunkvault.crypto.keyring import Keyring, KeyringFormatError
+from chunkvault.crypto.keyring import (
+    KdfCache,
+    Keyring,
+    KeyringCorrupted,
+    KeyringFormatError,
+    Slot,
+    WrongPassphrase,
+)
+from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 LOCAL_NAME = "keyring.json"
+# 16 slots of ~700 bytes each; anything much bigger is not a keyring of ours.
+MAX_KEYRING_BYTES = 256 * 1024
 
 
 class NoKeyring(ChunkvaultError):
@@ -36,10 +46,12 @@ def encode(ring: Keyring) -> bytes:
 
 
 def decode(data: bytes, where: str) -> Keyring:
+    if len(data) > MAX_KEYRING_BYTES:
+        raise KeyringFormatError(f"{where}: {len(data)} bytes is too big for a keyring")
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise KeyringFormatError(f"{where}: not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise KeyringFormatError(f"{where}: not valid JSON ({str(exc)[:80]})") from None
     try:
         return Keyring.from_json(obj)
     except KeyringFormatError as exc:
@@ -52,6 +64,32 @@ class PeerCopy:
     ring: Keyring | None = None
     missing: bool = False
     error: str | None = None
+
+
+@dataclass
+class Opened:
+    """A keyring opened with a passphrase: the copy chosen, and what every peer holds."""
+
+    ring: Keyring
+    keys: MasterKeys
+    slot: Slot
+    source: str  # "local" or "peer <name>"
+    copies: list[PeerCopy] = field(default_factory=list)  # empty when peers were not read
+
+    def stale_peers(self) -> list[str]:
+        """Peers that miss this keyring or hold an older, damaged or forged copy (never
+        one with a higher revision: that may be newer than ours, see :meth:`newer`)."""
+        return [
+            c.peer
+            for c in self.copies
+            if c.ring is None
+            or c.ring.revision < self.ring.revision
+            or (c.ring.revision == self.ring.revision and c.ring.to_json() != self.ring.to_json())
+        ]
+
+    def newer(self) -> list[str]:
+        return [f"{c.peer} (revision {c.ring.revision})" for c in self.copies
+                if c.ring is not None and c.ring.revision > self.ring.revision]  # fmt: skip
 
 
 class KeyStore:
@@ -70,45 +108,114 @@ class KeyStore:
             return None
         except OSError as exc:
             raise ChunkvaultError(f"cannot read {self.path}: {exc.strerror}") from None
-        return decode(data, str(self.path))
+        ring = decode(data, str(self.path))
+        self._check_vault(ring, str(self.path))
+        return ring
 
     def peer_copies(self) -> list[PeerCopy]:
-        """The keyring as every peer holds it (concurrently: one slow peer is not N)."""
+        """The keyring as every peer holds it (concurrently: one slow peer is not N). A
+        copy that is too big, malformed or of another vault is that peer's error."""
 
         def fetch(peer: Peer) -> PeerCopy:
             try:
-                return PeerCopy(peer.name, ring=decode(peer.get(self.key), f"peer {peer.name}"))
+                ring = decode(peer.get(self.key), f"peer {peer.name}")  # MERGE: max_size
             except NotFound:
                 return PeerCopy(peer.name, missing=True)
             except (PeerError, ChunkvaultError) as exc:
+                log.warning("keyring on peer %s ignored: %s", peer.name, exc)
                 return PeerCopy(peer.name, error=str(exc))
+            if ring.vault_id != self.vault_id:
+                error = f"keyring of vault {ring.vault_id!r}, not {self.vault_id!r}"
+                log.warning("keyring on peer %s ignored: %s", peer.name, error)
+                return PeerCopy(peer.name, error=error)
+            return PeerCopy(peer.name, ring=ring)
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.peers))) as pool:
             return list(pool.map(fetch, self.peers))
 
-    def load(self) -> Keyring:
-        """The local keyring; on a fresh machine, the newest copy on the peers (then kept
-        locally)."""
+    def _no_keyring(self, copies: list[PeerCopy]) -> NoKeyring:
+        errors = [f"{c.peer}: {c.error}" for c in copies if c.error]
+        return NoKeyring(
+            f"no keyring for vault {self.vault_id!r} in {self.path.parent} or on any peer"
+            + (f" ({'; '.join(errors)})" if errors else ""),
+            "run `chunkvault init` to create the vault"
+            if not errors
+            else "check the peers (`chunkvault peers list`) or run `chunkvault init`",
+        )
+
+    def load_unverified(self) -> tuple[Keyring, str]:
+        """For commands without a passphrase (`key list`, `key export`): the local
+        keyring, else the peers' copy claiming the highest revision. Nothing is saved: a
+        claim is not proof until a passphrase checks it."""
         ring = self.load_local()
         if ring is not None:
-            self._check_vault(ring, str(self.path))
-            return ring
+            return ring, "local"
         copies = self.peer_copies()
-        found = [c for c in copies if c.ring is not None and c.ring.vault_id == self.vault_id]
+        found = [c for c in copies if c.ring is not None]
         if not found:
-            errors = [f"{c.peer}: {c.error}" for c in copies if c.error]
-            raise NoKeyring(
-                f"no keyring for vault {self.vault_id!r} in {self.path.parent} or on any peer"
-                + (f" ({'; '.join(errors)})" if errors else ""),
-                "run `chunkvault init` to create the vault"
-                if not errors
-                else "check the peers (`chunkvault peers list`) or run `chunkvault init`",
-            )
-        newest = max(found, key=lambda c: c.ring.revision if c.ring else -1)
-        assert newest.ring is not None
-        log.info("keyring revision %d loaded from peer %s", newest.ring.revision, newest.peer)
-        atomic_write(self.path, encode(newest.ring))
-        return newest.ring
+            raise self._no_keyring(copies)
+        best = max(found, key=lambda c: (c.ring.authenticated, c.ring.revision))  # type: ignore[union-attr]
+        assert best.ring is not None
+        return best.ring, f"peer {best.peer}"
+
+    def open(self, passphrase: str, *, consult_peers: bool = False) -> Opened:
+        """Unlock the newest keyring this passphrase can authenticate.
+
+        Candidates are the local copy and (on a fresh machine, or when asked) every peer's.
+        The highest *authenticated* revision wins: a peer that raises the revision of an
+        old copy breaks its MAC and is skipped. Never below the local revision, never a
+        version 1 copy while any peer or this machine has version 2 (a downgrade), and the
+        chosen copy is saved locally only after it opened."""
+        local = self.load_local()
+        copies = self.peer_copies() if consult_peers or local is None else []
+        candidates: list[tuple[str, Keyring]] = [("local", local)] if local else []
+        for copy in copies:
+            if copy.ring is None:
+                continue
+            if local is not None and copy.ring.vault_uuid != local.vault_uuid:
+                log.warning("peer %s holds the keyring of another vault named %r; ignored",
+                            copy.peer, self.vault_id)  # fmt: skip
+                continue
+            candidates.append((f"peer {copy.peer}", copy.ring))
+        if not candidates:
+            raise self._no_keyring(copies)
+        if any(ring.authenticated for _, ring in candidates):
+            legacy = [source for source, ring in candidates if not ring.authenticated]
+            if legacy:
+                log.warning("ignoring old-format keyring on %s: newer copies exist",
+                            ", ".join(legacy))  # fmt: skip
+            candidates = [c for c in candidates if c[1].authenticated]
+        # Highest claimed revision first; the first that opens and authenticates is the
+        # highest authenticated one. Local first among equals (no download needed).
+        candidates.sort(key=lambda c: (c[1].revision, c[0] == "local"), reverse=True)
+        cache = KdfCache()
+        failures: list[KeyringCorrupted] = []
+        for source, ring in candidates:
+            try:
+                keys, slot = ring.unlock(passphrase, cache)
+            except WrongPassphrase:
+                continue
+            except KeyringCorrupted as exc:
+                log.warning("keyring copy on %s refused: %s", source, exc.message)
+                failures.append(exc)
+                continue
+            if local is not None and ring.revision < local.revision:
+                raise WrongPassphrase(
+                    f"this passphrase opens only an older keyring (revision {ring.revision} "
+                    f"on {source}); this machine has revision {local.revision}, which it "
+                    "does not open"
+                )
+            if source != "local":
+                log.info("keyring revision %d loaded from %s", ring.revision, source)
+                self.save_local(ring)
+            opened = Opened(ring, keys, slot, source, copies)
+            if opened.newer():
+                log.warning("peer(s) %s hold a keyring this passphrase does not open; using "
+                            "revision %d", ", ".join(opened.newer()), ring.revision)  # fmt: skip
+            return opened
+        if failures:
+            raise failures[0]
+        raise WrongPassphrase()
 
     def _check_vault(self, ring: Keyring, where: str) -> None:
         if ring.vault_id != self.vault_id:
@@ -120,11 +227,14 @@ class KeyStore:
 
     # --- writing ---------------------------------------------------------------------------
 
+    def save_local(self, ring: Keyring) -> None:
+        atomic_write(self.path, encode(ring))
+
     def save(self, ring: Keyring) -> list[str]:
         """Store locally (atomically), then on every peer. Returns the peers that failed:
         the local copy is authoritative and the next save retries them."""
         data = encode(ring)
-        atomic_write(self.path, data)
+        self.save_local(ring)
 
         def push(peer: Peer) -> str | None:
             try:

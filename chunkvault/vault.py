@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from chunkvault.backends.base import PeerError
 from chunkvault.catalog import Catalog, ChunkRow, VersionRow
 from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
 from chunkvault.crypto.material import MasterKeys
+from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix
 from chunkvault.manifest import Manifest, ManifestError, ManifestStore
@@ -25,7 +27,41 @@ from chunkvault.staging import Staging
 from chunkvault.upload import UploadService
 
 log = logging.getLogger(__name__)
+CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
+GENERATION_FLOOR = "max_key_generation"
+
+
+class StaleKeyring(ChunkvaultError):
+    exit_code = 4
+
+
+def _enforce_generation(catalog: Catalog, keys: MasterKeys, what: str) -> None:
+    """Never go below the highest key generation this machine has used: a keyring whose
+    current generation is older is a rollback (a stale peer copy, an old backup), and new
+    data wrapped with it would be readable by passphrases removed since."""
+    floor = int(catalog.get_meta(GENERATION_FLOOR) or 0)
+    if keys.current < floor:
+        raise StaleKeyring(
+            f"{what} is older than this vault's data: its master key generation is "
+            f"{keys.current}, but generation {floor} is in use since a `key rotate-master`",
+            "a peer or a backup served an old keyring; `chunkvault key verify` shows the "
+            "copies, `chunkvault key import` restores a current backup",
+        )
+    if keys.current > floor:
+        catalog.set_meta(GENERATION_FLOOR, str(keys.current))
+
+
+def check_generation(state_dir: Path, keys: MasterKeys, what: str) -> None:
+    """:func:`_enforce_generation` for commands that do not open a vault (key import)."""
+    path = state_dir / CATALOG_NAME
+    if not path.exists():
+        return
+    catalog = Catalog(path)
+    try:
+        _enforce_generation(catalog, keys, what)
+    finally:
+        catalog.close()
 
 
 def version_row(manifest: Manifest, name: str, inode: int | None = None) -> VersionRow:
@@ -50,7 +86,16 @@ class Vault:
         self.peers = list(peers)
         self.keys = keys
         state = config.vault.state_dir
-        self.catalog = Catalog(state / "catalog.db")
+        self.catalog = Catalog(state / CATALOG_NAME)
+        try:
+            _enforce_generation(self.catalog, keys, "the keyring")
+        except StaleKeyring:
+            self.catalog.close()
+            raise
+        # Manifests the last sync could not read (name -> why): their files are missing
+        # from the catalog, so `ls` and `restore` must fail naming them.
+        self.unreadable: dict[str, str] = {}
+        self.unlisted: list[str] = []
         self.staging = Staging(state / "staging")
         self.service = UploadService(config, self.peers, keys, self.catalog, self.staging)
         self.manifests = ManifestStore(
@@ -67,6 +112,23 @@ class Vault:
         self.service.close()
         self.catalog.close()
 
+    def sync_problems(self) -> ChunkvaultError | None:
+        """What the last sync from the peers could not read, as the error `ls` and
+        `restore` end with (after doing what they could), or None. Peers that could not
+        be listed are only warned about: their objects usually have replicas elsewhere."""
+        for name in self.unlisted:
+            log.warning("peer %s could not be listed: versions stored only there are missing", name)
+        if not self.unreadable:
+            return None
+        shown = [f"{name} ({why})" for name, why in sorted(self.unreadable.items())[:5]]
+        more = len(self.unreadable) - len(shown)
+        return ChunkvaultError(
+            f"{len(self.unreadable)} stored file version(s) could not be read, so their files "
+            f"are missing from this listing: {'; '.join(shown)}"
+            + (f"; and {more} more" if more > 0 else ""),
+            "check `chunkvault peers list` and `chunkvault key verify`; rerun when fixed",
+        )
+
     # --- rebuilding the catalog from the peers ---------------------------------------------
 
     def ensure_synced(self) -> None:
@@ -81,6 +143,7 @@ class Vault:
         complete = True
         deks: dict[str, tuple[int, bytes]] = {}
         added = 0
+        self.unreadable = {}
         names = list(self.manifests.names())
         for name, _holders in names:
             if self.catalog.has_manifest(name):
@@ -89,6 +152,7 @@ class Vault:
                 manifest = self.manifests.read(name)
             except ManifestError as exc:
                 log.warning("manifest %s unreadable: %s", name, exc)
+                self.unreadable[name] = str(exc)
                 complete = False
                 continue
             for ref in manifest.chunks:
@@ -108,6 +172,7 @@ class Vault:
                 return [(i.key, i.size) for i in placed.peer.list(prefix)]
             except PeerError as exc:
                 log.warning("cannot list chunks on %s: %s", placed.name, exc.message)
+                self.unlisted.append(placed.name)
                 return None
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.peers))) as pool:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # boto3 is imported only by commands that talk to peers: fast
     from chunkvault.backends.health import HealthPeer
     from chunkvault.crypto.keyring import Keyring, Slot
     from chunkvault.crypto.material import MasterKeys
-    from chunkvault.keystore import KeyStore
+    from chunkvault.keystore import KeyStore, Opened
     from chunkvault.vault import Vault
 
 
@@ -31,6 +31,7 @@ class Unlocked:
     keys: MasterKeys
     slot: Slot
     passphrase: str = field(repr=False)
+    opened: Opened | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -65,22 +66,53 @@ class CliContext:
     def passphrase(self, file_option: Path | None = None) -> str:
         return current_passphrase(file_option or self.passphrase_file)
 
-    def unlock(self, peers: list[HealthPeer], file_option: Path | None = None) -> Unlocked:
-        """Load the keyring (locally, else from the peers) and open it."""
+    @contextmanager
+    def writer(self, command: str) -> Iterator[None]:
+        """The vault's writer lock (see :mod:`chunkvault.writerlock`) for the block."""
+        from chunkvault.writerlock import writer_lock
+
+        with writer_lock(self.config.vault.state_dir, self.config.vault.id, command):
+            yield
+
+    def unlock(
+        self,
+        peers: list[HealthPeer],
+        file_option: Path | None = None,
+        *,
+        consult_peers: bool = False,
+        writer: bool = False,
+    ) -> Unlocked:
+        """Open the newest keyring the passphrase authenticates (locally, else from the
+        peers; ``consult_peers`` reads the peers' copies even when there is a local one).
+
+        ``writer`` (the caller holds the writer lock): a version 1 keyring is upgraded to
+        the authenticated version 2 and stored everywhere."""
         store = self.keystore(peers)
-        ring = store.load()
         passphrase = self.passphrase(file_option)
-        keys, slot = ring.unlock(passphrase)
-        return Unlocked(store, ring, keys, slot, passphrase)
+        opened = store.open(passphrase, consult_peers=consult_peers)
+        ring = opened.ring
+        if writer and not ring.authenticated:
+            ring = ring.upgraded(opened.keys)
+            failed = store.save(ring)
+            click.echo(
+                f"keyring upgraded to format version {ring.version} (revision {ring.revision})"
+                + (f"; not yet stored on {', '.join(failed)}" if failed else ""),
+                err=True,
+            )
+            opened.ring = ring
+        return Unlocked(store, ring, opened.keys, opened.slot, passphrase, opened)
 
     @contextmanager
-    def vault(self, file_option: Path | None = None, sync: bool = True) -> Iterator[Vault]:
-        """Unlock and open the vault; on a fresh machine rebuild the catalog from peers."""
+    def vault(
+        self, file_option: Path | None = None, sync: bool = True, writer: bool = False
+    ) -> Iterator[Vault]:
+        """Unlock and open the vault; on a fresh machine rebuild the catalog from peers.
+        ``writer``: the caller holds the writer lock."""
         from chunkvault.peerset import place
         from chunkvault.vault import Vault
 
         with self.peers() as peers:
-            unlocked = self.unlock(peers, file_option)
+            unlocked = self.unlock(peers, file_option, writer=writer)
             vault = Vault(self.config, place(self.config, peers), unlocked.keys)
             try:
                 if sync:

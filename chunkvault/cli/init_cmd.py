@@ -24,7 +24,7 @@ def init(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
     Refuses to touch a vault that already exists here or on any peer.
     """
     cfg = cli.config
-    with cli.peers() as peers:
+    with cli.writer("init"), cli.peers() as peers:
         store = cli.keystore(peers)
         if store.path.exists():
             raise ChunkvaultError(

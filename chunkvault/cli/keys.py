@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -10,12 +11,14 @@ import click
 from chunkvault.cli.context import CliContext, Unlocked, pass_cli
 from chunkvault.cli.output import echo_json, table
 from chunkvault.cli.passphrase import new_passphrase, passphrase_option
-from chunkvault.crypto.keyring import Keyring
+from chunkvault.crypto.keyring import Keyring, KeyringCorrupted
+from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
 
 
-def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> None:
-    """Store a changed keyring; peers that missed it are retried by the next save."""
+def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> list[str]:
+    """Store a changed keyring; peers that missed it are retried by the next save (and
+    `key verify`). Returns the peers that missed it."""
     failed = unlocked.store.save(ring)
     if failed:
         click.echo(
@@ -23,6 +26,7 @@ def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> None:
             "run `chunkvault key verify` when they are back to copy it there",
             err=True,
         )
+    return failed
 
 
 @click.group()
@@ -34,16 +38,27 @@ def key() -> None:
 @passphrase_option
 @pass_cli
 def verify(cli: CliContext, passphrase_file: Path | None) -> None:
-    """Check the passphrase, and that every peer holds the current keyring."""
-    with cli.peers() as peers:
-        unlocked = cli.unlock(peers, passphrase_file)
-        stale = [
-            c.peer
-            for c in unlocked.store.peer_copies()
-            if c.ring is None or c.ring.revision != unlocked.ring.revision
-        ]
+    """Check the passphrase, and that every peer holds the current keyring (copying it to
+    peers that miss it or hold an older, damaged or forged copy)."""
+    with cli.writer("key verify"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
+        opened = unlocked.opened
+        assert opened is not None
+        ring, slot = unlocked.ring, unlocked.slot
+        if not slot.active:
+            click.echo(
+                f"warning: this passphrase opens slot {slot.id}, superseded by an interrupted "
+                "`key passwd`; rerun `chunkvault key passwd` to finish it",
+                err=True,
+            )
+        elif any(not s.active for s in ring.slots):
+            # The new passphrase of an interrupted change is proven: finish the change.
+            ring = ring.without_superseded(unlocked.keys)
+            _saved(cli, unlocked, ring)
+            click.echo("finished an interrupted passphrase change: old slot removed", err=True)
+        stale = opened.stale_peers()
         if stale:
-            failed = unlocked.store.save(unlocked.ring)
+            failed = unlocked.store.save(ring)
             fixed = [p for p in stale if not any(f.startswith(p + " ") for f in failed)]
             if fixed:
                 click.echo(f"keyring copied to peer(s) {', '.join(fixed)}", err=True)
@@ -52,9 +67,16 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
                     f"passphrase OK, but the keyring is not on {', '.join(failed)}",
                     "rerun when the peers are up",
                 )
-    slot = unlocked.slot
+        if opened.newer():
+            raise ChunkvaultError(
+                f"passphrase OK for revision {ring.revision}, but peer(s) "
+                f"{', '.join(opened.newer())} hold a keyring it does not open",
+                "if you changed a passphrase on another machine, use the new one; otherwise "
+                "those copies are forged or damaged: check the peers",
+            )
     click.echo(
-        f"passphrase OK: opens slot {slot.label!r} ({slot.id}) of vault {unlocked.ring.vault_id!r}"
+        f"passphrase OK: opens slot {slot.label!r} ({slot.id}) of vault {ring.vault_id!r}, "
+        f"keyring revision {ring.revision}"
     )
 
 
@@ -64,17 +86,24 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
 def list_slots(cli: CliContext, as_json: bool) -> None:
     """Show the key slots (no passphrase needed: slots hold no readable secret)."""
     with cli.peers() as peers:
-        ring = cli.keystore(peers).load()
+        ring, source = cli.keystore(peers).load_unverified()
+    if source != "local":
+        click.echo(
+            f"note: no keyring on this machine; showing revision {ring.revision} from "
+            f"{source}, not verified (commands with the passphrase verify it)",
+            err=True,
+        )
     rows = [
-        {"id": s.id, "label": s.label, "created": s.created, "kdf": s.kdf.alg, **s.kdf.params}
+        {"id": s.id, "label": s.label, "created": s.created, "kdf": s.kdf.alg, **s.kdf.params,
+         "state": "active" if s.active else f"superseded by {s.superseded_by}"}
         for s in ring.slots
-    ]
+    ]  # fmt: skip
     if as_json:
         echo_json(rows)
         return
     click.echo(
         table(
-            ["ID", "LABEL", "CREATED", "KDF", "PARAMETERS"],
+            ["ID", "LABEL", "CREATED", "KDF", "PARAMETERS", "STATE"],
             [
                 [
                     s.id,
@@ -82,6 +111,7 @@ def list_slots(cli: CliContext, as_json: bool) -> None:
                     s.created,
                     s.kdf.alg,
                     " ".join(f"{k}={v}" for k, v in s.kdf.params.items()),
+                    "active" if s.active else "superseded (interrupted `key passwd`)",
                 ]
                 for s in ring.slots
             ],
@@ -95,8 +125,8 @@ def list_slots(cli: CliContext, as_json: bool) -> None:
 @pass_cli
 def add(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
     """Add a slot: another passphrase that opens the same vault."""
-    with cli.peers() as peers:
-        unlocked = cli.unlock(peers, passphrase_file)
+    with cli.writer("key add"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
         ring = unlocked.ring.add_slot(unlocked.keys, new_passphrase(), label, cli.config.keys.kdf)
         _saved(cli, unlocked, ring)
     click.echo(f"slot {label!r} added; {len(ring.slots)} slot(s) now")
@@ -108,16 +138,27 @@ def add(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
 def passwd(cli: CliContext, passphrase_file: Path | None) -> None:
     """Change the passphrase of the slot it opens. Touches only the keyring: O(1) in vault
     size, no chunk or manifest is rewritten."""
-    with cli.peers() as peers:
-        unlocked = cli.unlock(peers, passphrase_file)
+    with cli.writer("key passwd"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
         added, final = unlocked.ring.replace_slot_passphrase(
             unlocked.keys, unlocked.slot, new_passphrase(), cli.config.keys.kdf
         )
-        # New slot stored first, old one removed second: a crash in between leaves a
-        # keyring that both passphrases open, never one that neither does.
-        _saved(cli, unlocked, added)
-        _saved(cli, unlocked, final)
-    click.echo(f"passphrase of slot {unlocked.slot.label!r} changed; the old one no longer works")
+        # New slot stored first (old one marked superseded), old one removed second: a
+        # crash in between leaves a keyring that both passphrases open, never one that
+        # neither does; rerunning from either passphrase finishes the change.
+        unlocked.store.save(added)
+        failed = _saved(cli, unlocked, final)
+    before = {s.id for s in unlocked.ring.slots}
+    label = next(s.label for s in final.slots if s.id not in before)
+    if failed:
+        click.echo(
+            f"passphrase of slot {label!r} changed here and on {len(peers) - len(failed)} of "
+            f"{len(peers)} peer(s); the old one still opens the copies on "
+            f"{', '.join(f.split(' ')[0] for f in failed)} until `chunkvault key verify` "
+            "replaces them"
+        )
+        return
+    click.echo(f"passphrase of slot {label!r} changed; the old one no longer works")
 
 
 @key.command()
@@ -126,10 +167,10 @@ def passwd(cli: CliContext, passphrase_file: Path | None) -> None:
 @pass_cli
 def remove(cli: CliContext, slot: str, passphrase_file: Path | None) -> None:
     """Remove a slot by id or label (never the last one)."""
-    with cli.peers() as peers:
-        unlocked = cli.unlock(peers, passphrase_file)
+    with cli.writer("key remove"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
         target = unlocked.ring.find(slot)
-        ring = unlocked.ring.remove_slot(slot)
+        ring = unlocked.ring.remove_slot(unlocked.keys, slot)
         _saved(cli, unlocked, ring)
     click.echo(f"slot {target.label!r} ({target.id}) removed; {len(ring.slots)} slot(s) left")
 
@@ -151,8 +192,8 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
     from chunkvault.rotation import rewrap_catalog, rewrap_chunk_objects, rewrap_manifests
 
     cfg = cli.config
-    with cli.peers() as peers:
-        unlocked = cli.unlock(peers, passphrase_file)
+    with cli.writer("key rotate-master"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
         keys, slot, ring = unlocked.keys, unlocked.slot, unlocked.ring
         kdf = slot.kdf.alg
         if len(keys.keks) == 1:
@@ -217,7 +258,13 @@ def export(cli: CliContext, paper: bool) -> None:
     from chunkvault.keystore import encode
 
     with cli.peers() as peers:
-        ring = cli.keystore(peers).load()
+        ring, source = cli.keystore(peers).load_unverified()
+    if source != "local":
+        click.echo(
+            f"note: no keyring on this machine; exporting the copy on {source}, not verified "
+            "(`key import` checks it with the passphrase)",
+            err=True,
+        )
     data = encode(ring)
     if not paper:
         click.echo(data.decode(), nl=False)
@@ -231,14 +278,31 @@ def export(cli: CliContext, paper: bool) -> None:
     click.echo(to_paper(data, description), nl=False)
 
 
+def _counts(ring: Keyring, keys: MasterKeys) -> bool:
+    """Whether a copy's revision is one to stay above: a version 1 copy's is unproven but
+    harmless to exceed; a version 2 copy's counts only if it authenticates."""
+    if not ring.authenticated:
+        return True
+    try:
+        ring.verify(keys)
+    except KeyringCorrupted:
+        return False
+    return True
+
+
 @key.command("import")
 @click.argument("source", type=click.File("r"), default="-")
 @click.option("--paper", is_flag=True, help="SOURCE is a paper backup, not JSON.")
+@passphrase_option
 @pass_cli
-def import_(cli: CliContext, source: click.utils.LazyFile, paper: bool) -> None:
-    """Restore the keyring from a backup (file or - for stdin), here and on every peer."""
+def import_(
+    cli: CliContext, source: click.utils.LazyFile, paper: bool, passphrase_file: Path | None
+) -> None:
+    """Restore the keyring from a backup (file or - for stdin), here and on every peer.
+    The passphrase of one of its slots proves the backup is intact and yours."""
     from chunkvault.crypto.paper import PaperError, from_paper
     from chunkvault.keystore import decode
+    from chunkvault.vault import check_generation
 
     text = source.read()
     try:
@@ -252,7 +316,8 @@ def import_(cli: CliContext, source: click.utils.LazyFile, paper: bool) -> None:
             f"the backup is of vault {ring.vault_id!r}, the config says {cfg.vault.id!r}",
             "set vault.id to match",
         )
-    with cli.peers() as peers:
+    keys, _slot = ring.unlock(cli.passphrase(passphrase_file))
+    with cli.writer("key import"), cli.peers() as peers:
         store = cli.keystore(peers)
         present = [r for r in [store.load_local()] if r] + [
             c.ring for c in store.peer_copies() if c.ring
@@ -263,9 +328,11 @@ def import_(cli: CliContext, source: click.utils.LazyFile, paper: bool) -> None:
                 "a different vault with the same vault.id exists here or on the peers; "
                 "refusing to replace its keyring"
             )
-        # Win over any copy still around, so every machine picks this one.
-        newest = max([r.revision for r in present], default=ring.revision)
-        ring = Keyring(ring.vault_id, ring.vault_uuid, max(newest, ring.revision) + 1, ring.slots)
+        check_generation(cfg.vault.state_dir, keys, "the backup")
+        # Win over any copy still around, so every machine picks this one; sealed again
+        # because the revision is authenticated.
+        newest = max([r.revision for r in present if _counts(r, keys)], default=ring.revision)
+        ring = replace(ring, revision=max(newest, ring.revision) + 1).sealed(keys)
         failed = store.save(ring)
     click.echo(f"keyring imported ({len(ring.slots)} slot(s)); `chunkvault key verify` checks it")
     if failed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,6 +39,7 @@ def ls(
     from chunkvault.restore import matches
 
     with cli.vault(passphrase_file) as vault:
+        problem = vault.sync_problems()
         rows = []
         for latest in vault.catalog.latest_all():
             if (latest.deleted and not deleted) or not matches(latest.path, patterns):
@@ -64,7 +66,13 @@ def ls(
             rows.append(row)
     if as_json:
         echo_json(rows)
-        return
+    else:
+        _print_table(rows)
+    if problem is not None:
+        raise problem
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
     lines = []
     for r in rows:
         state = "deleted" if r["deleted"] else ""

@@ -57,7 +57,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         raise ChunkvaultError(f"watch.path {root} is not a directory", "fix watch.path")
     scopes = [_relative(root, p) for p in paths] or [""]
     started = time.monotonic()
-    with cli.vault(passphrase_file) as vault:
+    with cli.writer("push"), cli.vault(passphrase_file, writer=True) as vault:
         files = sorted({f for scope in scopes for f in walk(root, scope)})
         present = set(files)
         gone = [

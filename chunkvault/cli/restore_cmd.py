@@ -38,7 +38,10 @@ def restore(
 
     started = time.monotonic()
     with cli.vault(passphrase_file) as vault:
+        problem = vault.sync_problems()
         chosen = select(vault, patterns, deleted)
+        if problem is not None and not chosen:
+            raise problem
         if not chosen:
             raise ChunkvaultError(
                 "nothing matches" + (f" {' '.join(patterns)}" if patterns else ""),
@@ -57,6 +60,8 @@ def restore(
         f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to {target} "
         f"in {time.monotonic() - started:.1f}s"
     )
+    if report.failed and problem is not None:
+        click.echo(f"error: {problem}", err=True)
     if report.failed:
         raise ChunkvaultError(
             f"{len(report.failed)} file(s) could not be restored: "
@@ -64,3 +69,5 @@ def restore(
             + (" ..." if len(report.failed) > 5 else ""),
             "check `chunkvault peers list`",
         )
+    if problem is not None:
+        raise problem

@@ -20,6 +20,7 @@ from chunkvault.cli.passphrase import passphrase_option
 @pass_cli
 def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None:
     """Peers (probed now), files, chunks, under-replicated chunks."""
+    from chunkvault.rollback import missing_latest
     from chunkvault.status import vault_status
 
     with cli.vault(passphrase_file) as vault:
@@ -28,6 +29,13 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
             with contextlib.suppress(PeerError):
                 placed.peer.probe()
         report = vault_status(vault)
+        missing = missing_latest(vault)
+    report.extra["missing_latest"] = (
+        None
+        if missing is None
+        else [{"path": m.path, "deleted": m.deleted, "older_listed": m.older_listed}
+              for m in missing]
+    )  # fmt: skip
     if as_json:
         echo_json(asdict(report))
         return
@@ -37,6 +45,11 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
         f"{report.under_replicated} under-replicated (target {extra['replicas_target']} "
         f"replicas), queue {report.queue_depth}"
     )
+    for m in missing or []:
+        what = "deletion" if m.deleted else "newest version"
+        how = "older versions are still there: rolled back" if m.older_listed else "lost"
+        click.echo(f"warning: the {what} of {m.path} is on no peer ({how}); "
+                   "a fresh machine would not see it", err=True)  # fmt: skip
     click.echo(
         table(
             ["PEER", "STATE", "CHUNKS", "LATENCY", "LAST ERROR"],

@@ -25,15 +25,18 @@ DEFAULTS: dict[str, dict[str, int]] = {
     "argon2id": {"memory_kib": 64 * 1024, "iterations": 3, "lanes": 4},
     "scrypt": {"n": 2**17, "r": 8, "p": 1},
 }
-# Refuse parameters so weak (or so huge) that they can only be tampering or a typo.
+# Refuse parameters so weak (or so costly) that they can only be tampering or a typo. The
+# upper bounds matter because slots come from peers: a hostile keyring must not make an
+# unlock take gigabytes or minutes (the review saw 4.3 GB RSS from 4 GiB x 64 iterations).
 _LIMITS: dict[str, dict[str, tuple[int, int]]] = {
     "argon2id": {
-        "memory_kib": (8 * 1024, 4 * 1024 * 1024),
-        "iterations": (1, 64),
-        "lanes": (1, 64),
+        "memory_kib": (8 * 1024, 1024 * 1024),
+        "iterations": (1, 8),
+        "lanes": (1, 16),
     },
-    "scrypt": {"n": (2**14, 2**24), "r": (1, 32), "p": (1, 16)},
+    "scrypt": {"n": (2**14, 2**20), "r": (1, 8), "p": (1, 4)},
 }
+SALT_MAX_BYTES = 64
 
 
 class KdfError(ValueError):
@@ -62,19 +65,33 @@ class KdfParams:
         try:
             alg = data["alg"]
             salt = base64.b64decode(data["salt"], validate=True)
-            params = {k: int(v) for k, v in data["params"].items()}
+            params = dict(data["params"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KdfError(f"malformed KDF parameters: {exc}") from None
-        if alg not in _LIMITS:
+        if not isinstance(alg, str) or alg not in _LIMITS:
             raise KdfError(f"unknown KDF {alg!r}")
-        if len(salt) < SALT_BYTES:
-            raise KdfError(f"KDF salt is {len(salt)} bytes, need at least {SALT_BYTES}")
+        if not SALT_BYTES <= len(salt) <= SALT_MAX_BYTES:
+            raise KdfError(f"KDF salt is {len(salt)} bytes, need {SALT_BYTES}..{SALT_MAX_BYTES}")
         if set(params) != set(_LIMITS[alg]):
             raise KdfError(f"{alg} needs parameters {sorted(_LIMITS[alg])}, got {sorted(params)}")
         for name, (low, high) in _LIMITS[alg].items():
-            if not low <= params[name] <= high:
-                raise KdfError(f"{alg} parameter {name}={params[name]} outside {low}..{high}")
+            value = params[name]
+            # JSON integers only: a float (1e9, Infinity) or a bool is tampering, and
+            # int(Infinity) would raise OverflowError far from here.
+            if type(value) is not int or not low <= value <= high:
+                raise KdfError(f"{alg} parameter {name}={value!r}: need an integer {low}..{high}")
+        if alg == "scrypt" and params["n"] & (params["n"] - 1):
+            raise KdfError(f"scrypt parameter n={params['n']} is not a power of two")
         return cls(alg=alg, salt=salt, params=params)
+
+    @property
+    def cost_kib(self) -> int:
+        """Work of one derivation in KiB of memory traffic (memory x passes): what a
+        keyring's total is capped by."""
+        p = self.params
+        if self.alg == "argon2id":
+            return p["memory_kib"] * p["iterations"]
+        return 128 * p["r"] * p["n"] // 1024 * p["p"] * 2  # scrypt: ~2 passes over 128rN B
 
     def derive(self, passphrase: str) -> bytes:
         secret = passphrase.encode("utf-8")

@@ -9,33 +9,51 @@ The JSON layout is specified in docs/format.md.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import os
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from chunkvault.crypto.kdf import KdfError, KdfName, KdfParams
 from chunkvault.crypto.material import MasterKeys, MaterialError
 from chunkvault.errors import ChunkvaultError
 
 FORMAT = "chunkvault-keyring"
-VERSION = 1
+VERSION = 2  # 2: revision and slots authenticated by a MAC under the master material
+READABLE_VERSIONS = (1, 2)
 VERIFIER_PLAINTEXT = b"key_is_correct"  # the seed owner's verifier constant
 NONCE_BYTES = 12
 UUID_BYTES = 16
+MAC_BYTES = 32
+MAX_SLOTS = 16
+MAX_REVISION = 2**53 - 1  # the integers every JSON reader keeps exact
+# Sum of every slot's KDF work (KiB x passes): a hostile keyring cannot make an unlock
+# cost more than ~16 default slots (each 64 MiB x 3 passes).
+MAX_TOTAL_KDF_COST_KIB = 8 * 1024 * 1024
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+_SLOT_ID = re.compile(r"^[0-9a-f]{8}$")
+_VERIFIER_BYTES = NONCE_BYTES + len(VERIFIER_PLAINTEXT) + 16
+_MAX_MATERIAL_BYTES = 4096
 
 
 class WrongPassphrase(ChunkvaultError):
     exit_code = 3
 
-    def __init__(self) -> None:
+    def __init__(
+        self, message: str = "wrong passphrase: it opens none of the keyring's slots"
+    ) -> None:
         super().__init__(
-            "wrong passphrase: it opens none of the keyring's slots",
+            message,
             "check $CHUNKVAULT_PASSPHRASE or --passphrase-file; "
             "`chunkvault key list` shows the slots",
         )
@@ -47,6 +65,11 @@ class KeyringCorrupted(ChunkvaultError):
 
 class KeyringFormatError(KeyringCorrupted):
     """The keyring JSON is malformed (not a decryption failure)."""
+
+
+class KeyringTampered(KeyringCorrupted):
+    """The passphrase opens a slot, but the keyring's MAC does not verify: its revision or
+    slots were changed by someone without the master key (a hostile or broken peer)."""
 
 
 class SlotError(ChunkvaultError):
@@ -89,9 +112,16 @@ class Slot:
     kdf: KdfParams
     verifier: bytes
     material: bytes
+    # Set on the old slot by an interrupted `key passwd` (the id of its replacement); the
+    # rerun, or `key verify` with the new passphrase, removes it.
+    superseded_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.superseded_by is None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "label": self.label,
             "created": self.created,
@@ -99,19 +129,61 @@ class Slot:
             "verifier": _b64(self.verifier),
             "material": _b64(self.material),
         }
+        if self.superseded_by is not None:
+            data["superseded_by"] = self.superseded_by
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Slot:
+        if not isinstance(data, dict):
+            raise KeyringFormatError("keyring: a slot is not an object")
         try:
-            slot_id, label, created = str(data["id"]), str(data["label"]), str(data["created"])
+            slot_id, label, created = data["id"], data["label"], data["created"]
+            superseded = data.get("superseded_by")
+            for name, value in (("id", slot_id), ("label", label), ("created", created)):
+                if not isinstance(value, str):
+                    raise KeyringFormatError(f"keyring: slot {name} is not a string")
+            if not _SLOT_ID.match(slot_id):
+                raise KeyringFormatError(f"keyring: bad slot id {slot_id[:20]!r}")
+            if not _LABEL.match(label) or len(created) > 64:
+                raise KeyringFormatError(f"keyring: slot {slot_id}: bad label or date")
+            if superseded is not None and not (
+                isinstance(superseded, str) and _SLOT_ID.match(superseded)
+            ):
+                raise KeyringFormatError(f"keyring: slot {slot_id}: bad superseded_by")
             kdf = KdfParams.from_json(data["kdf"])
             verifier = _unb64(data["verifier"], f"slot {slot_id} verifier")
             material = _unb64(data["material"], f"slot {slot_id} material")
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise KeyringFormatError(f"keyring: malformed slot: missing {exc}") from None
         except KdfError as exc:
             raise KeyringFormatError(f"keyring: slot {data.get('id')}: {exc}") from None
-        return cls(slot_id, label, created, kdf, verifier, material)
+        if len(verifier) != _VERIFIER_BYTES or not 0 < len(material) <= _MAX_MATERIAL_BYTES:
+            raise KeyringFormatError(f"keyring: slot {slot_id}: bad verifier or material size")
+        return cls(slot_id, label, created, kdf, verifier, material, superseded)
+
+
+class KdfCache:
+    """Slot KEKs already derived in this process, keyed by (passphrase, KDF parameters):
+    the copies of one keyring on several peers share their slots, so trying every copy
+    costs one derivation per distinct slot, not one per copy."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str, bytes, tuple[tuple[str, int], ...]], bytes] = {}
+
+    def derive(self, kdf: KdfParams, passphrase: str) -> bytes:
+        key = (passphrase, kdf.alg, kdf.salt, tuple(sorted(kdf.params.items())))
+        if key not in self._keys:
+            self._keys[key] = kdf.derive(passphrase)
+        return self._keys[key]
+
+
+def _mac_key(keys: MasterKeys) -> bytes:
+    # From the current KEK, never from id_key: write-only hosts will hold the id key, and
+    # must not be able to forge a keyring.
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"chunkvault/keyring-mac"
+    ).derive(keys.current_kek)
 
 
 @dataclass(frozen=True)
@@ -120,6 +192,8 @@ class Keyring:
     vault_uuid: bytes
     revision: int = 0
     slots: tuple[Slot, ...] = field(default_factory=tuple)
+    version: int = VERSION
+    mac: bytes | None = None
 
     # --- creation and unlocking ----------------------------------------------------------
 
@@ -136,7 +210,10 @@ class Keyring:
         check_passphrase(passphrase)
         if not _LABEL.match(label):
             raise SlotError(f"invalid slot label {label!r}", "use letters, digits, ' ._@-'")
+        taken = {s.id for s in self.slots}
         slot_id = os.urandom(4).hex()
+        while slot_id in taken:
+            slot_id = os.urandom(4).hex()
         params = KdfParams.new(kdf)
         slot_kek = params.derive(passphrase)
         return Slot(
@@ -150,11 +227,13 @@ class Keyring:
             material=_seal(slot_kek, keys.to_bytes(), _aad("material", self.vault_uuid, slot_id)),
         )
 
-    def unlock(self, passphrase: str) -> tuple[MasterKeys, Slot]:
-        """Open the first slot the passphrase fits. Wrong passphrase and a corrupted slot
-        are different errors: only the verifier decides which one it is."""
+    def unlock(self, passphrase: str, cache: KdfCache | None = None) -> tuple[MasterKeys, Slot]:
+        """Open the first slot the passphrase fits, then check the keyring's MAC. Wrong
+        passphrase and a corrupted or tampered keyring are different errors: only the
+        verifier decides which one it is."""
+        cache = cache or KdfCache()
         for slot in self.slots:
-            slot_kek = slot.kdf.derive(passphrase)
+            slot_kek = cache.derive(slot.kdf, passphrase)
             try:
                 ok = _open(slot_kek, slot.verifier, _aad("verifier", self.vault_uuid, slot.id))
             except (InvalidTag, ValueError):
@@ -163,92 +242,201 @@ class Keyring:
                 continue
             try:
                 raw = _open(slot_kek, slot.material, _aad("material", self.vault_uuid, slot.id))
-                return MasterKeys.from_bytes(self.vault_uuid, raw), slot
+                keys = MasterKeys.from_bytes(self.vault_uuid, raw)
             except (InvalidTag, ValueError, MaterialError):
                 raise KeyringCorrupted(
                     f"keyring corrupted: the passphrase is right (slot {slot.label!r}) but its "
                     "master key does not decrypt",
                     "restore the keyring from a peer or a `key export --paper` backup",
                 ) from None
+            self.verify(keys)
+            return keys, slot
         raise WrongPassphrase()
 
-    # --- slot management (each returns a new Keyring with revision + 1) -------------------
+    # --- authentication (version 2) -------------------------------------------------------
 
-    def _with_slots(self, slots: tuple[Slot, ...]) -> Keyring:
-        return replace(self, slots=slots, revision=self.revision + 1)
+    def _mac_input(self, keys: MasterKeys) -> bytes:
+        body = self.to_json()
+        body.pop("mac", None)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return (
+            b"chunkvault/keyring"
+            + bytes([VERSION])
+            + struct.pack(">I", keys.current)
+            + self.vault_uuid
+            + canonical.encode()
+        )
+
+    def sealed(self, keys: MasterKeys) -> Keyring:
+        """This keyring as version 2, with its MAC: revision, slots and the current key
+        generation can then not be changed by anyone without the master key."""
+        ring = replace(self, version=VERSION, mac=None)
+        mac = hmac.new(_mac_key(keys), ring._mac_input(keys), hashlib.sha256).digest()
+        return replace(ring, mac=mac)
+
+    def verify(self, keys: MasterKeys) -> None:
+        """Raise :class:`KeyringTampered` unless the MAC is right. Version 1 keyrings have
+        none (they are upgraded by the first command that writes)."""
+        if self.version < 2:
+            return
+        expected = self.sealed(keys).mac
+        if self.mac is None or expected is None or not hmac.compare_digest(self.mac, expected):
+            raise KeyringTampered(
+                f"keyring revision {self.revision} failed authentication: it was changed by "
+                "someone without the master key",
+                "use another peer's copy (`chunkvault key verify` repairs them) or a "
+                "`key export` backup",
+            )
+
+    @property
+    def authenticated(self) -> bool:
+        return self.version >= 2
+
+    def upgraded(self, keys: MasterKeys) -> Keyring:
+        """A version 1 keyring as version 2 (next revision). Slot labels made unique on the
+        way: an interrupted `key passwd` of version 1 left several slots of one label."""
+        seen: set[str] = set()
+        slots = []
+        for slot in self.slots:
+            label = slot.label if slot.label not in seen else f"{slot.label[:55]}-{slot.id}"
+            seen.add(label)
+            slots.append(replace(slot, label=label))
+        return self._with_slots(tuple(slots), keys)
+
+    # --- slot management (each returns a new, sealed Keyring with revision + 1) ----------
+
+    def _with_slots(self, slots: tuple[Slot, ...], keys: MasterKeys) -> Keyring:
+        if len(slots) > MAX_SLOTS:
+            raise SlotError(
+                f"a keyring holds at most {MAX_SLOTS} slots", "remove one (`chunkvault key remove`)"
+            )
+        return replace(self, slots=slots, revision=self.revision + 1).sealed(keys)
+
+    @property
+    def active_slots(self) -> tuple[Slot, ...]:
+        return tuple(s for s in self.slots if s.active)
 
     def add_slot(
         self, keys: MasterKeys, passphrase: str, label: str, kdf: KdfName = "argon2id"
     ) -> Keyring:
-        if any(s.label == label for s in self.slots):
+        if any(s.label == label for s in self.active_slots):
             raise SlotError(f"a slot labelled {label!r} already exists", "choose another --label")
-        return self._with_slots((*self.slots, self._make_slot(keys, passphrase, label, kdf)))
+        return self._with_slots((*self.slots, self._make_slot(keys, passphrase, label, kdf)), keys)
 
     def find(self, id_or_label: str) -> Slot:
-        matches = [s for s in self.slots if id_or_label in (s.id, s.label)]
+        by_id = [s for s in self.slots if s.id == id_or_label]
+        matches = by_id or [s for s in self.active_slots if s.label == id_or_label]
         if not matches:
             raise SlotError(
                 f"no slot with id or label {id_or_label!r}", "see `chunkvault key list`"
             )
+        if len(matches) > 1:
+            raise SlotError(
+                f"several slots are labelled {id_or_label!r}", "give the slot id (`key list`)"
+            )
         return matches[0]
 
-    def remove_slot(self, id_or_label: str) -> Keyring:
+    def remove_slot(self, keys: MasterKeys, id_or_label: str) -> Keyring:
         slot = self.find(id_or_label)
-        if len(self.slots) == 1:
+        rest = tuple(s for s in self.slots if s.id != slot.id)
+        if not any(s.active for s in rest):
             raise SlotError(
                 f"slot {slot.label!r} is the last one: removing it would lock the vault forever",
                 "add another slot first (`chunkvault key add`)",
             )
-        return self._with_slots(tuple(s for s in self.slots if s.id != slot.id))
+        return self._with_slots(rest, keys)
+
+    def _chain(self, slot: Slot) -> set[str]:
+        """The slot and those an interrupted passphrase change tied to it (the slot it
+        superseded, or the one that superseded it)."""
+        ids = {slot.id}
+        if slot.superseded_by is not None:
+            ids.add(slot.superseded_by)
+        ids.update(s.id for s in self.slots if s.superseded_by in ids)
+        return ids
 
     def replace_slot_passphrase(
         self, keys: MasterKeys, slot: Slot, new_passphrase: str, kdf: KdfName
     ) -> tuple[Keyring, Keyring]:
-        """Passphrase change as two keyrings to store in order: with the new slot added
-        (same label), then with the old slot removed. A crash between leaves both valid."""
-        new = self._make_slot(keys, new_passphrase, slot.label, kdf)
-        added = self._with_slots((*self.slots, new))
-        return added, added._with_slots(tuple(s for s in added.slots if s.id != slot.id))
+        """Passphrase change as two keyrings to store in order: the new slot added with the
+        old one marked superseded, then the old one removed. A crash between leaves both
+        passphrases valid and one active slot of the label; a rerun from either passphrase
+        replaces the whole chain, so no slot is ever left behind."""
+        chain = self._chain(slot)
+        label = next((s.label for s in self.slots if s.id in chain and s.active), slot.label)
+        new = self._make_slot(keys, new_passphrase, label, kdf)
+        marked = tuple(
+            replace(s, superseded_by=new.id) if s.id in chain else s for s in self.slots
+        )
+        added = self._with_slots((*marked, new), keys)
+        final = added._with_slots(tuple(s for s in added.slots if s.id not in chain), keys)
+        return added, final
+
+    def without_superseded(self, keys: MasterKeys) -> Keyring:
+        """Finish an interrupted passphrase change (the new passphrase was proven)."""
+        return self._with_slots(tuple(s for s in self.slots if s.active), keys)
 
     def rewrap_all(self, keys: MasterKeys, slot: Slot, passphrase: str, kdf: KdfName) -> Keyring:
         """Keyring holding only ``slot`` (same label), re-made over new master material."""
-        return replace(self, slots=(), revision=self.revision + 1).add_slot(
-            keys, passphrase, slot.label, kdf
-        )
+        return replace(self, slots=()).add_slot(keys, passphrase, slot.label, kdf)
 
     # --- JSON ------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": self.version,
             "vault_id": self.vault_id,
             "vault_uuid": self.vault_uuid.hex(),
             "revision": self.revision,
             "slots": [s.to_json() for s in self.slots],
         }
+        if self.mac is not None:
+            data["mac"] = _b64(self.mac)
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Keyring:
+        """Parse strictly: keyrings come from peers, and anything odd is refused here with
+        a KeyringFormatError, never an exception from deeper down."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise KeyringFormatError("not a chunkvault keyring (missing format marker)")
-        if data.get("version") != VERSION:
+        version = data.get("version")
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise KeyringFormatError(
-                f"keyring version {data.get('version')!r} is not supported by this chunkvault",
+                f"keyring version {version!r} is not supported by this chunkvault",
                 "upgrade chunkvault",
             )
+        revision, vault_id, slots = data.get("revision"), data.get("vault_id"), data.get("slots")
+        if type(revision) is not int or not 0 <= revision <= MAX_REVISION:
+            raise KeyringFormatError(f"keyring: revision {str(revision)[:30]} is not valid")
+        if not isinstance(vault_id, str) or not 0 < len(vault_id) <= 64:
+            raise KeyringFormatError("keyring: bad vault_id")
+        if not isinstance(slots, list) or not 0 < len(slots) <= MAX_SLOTS:
+            raise KeyringFormatError(f"keyring: needs 1..{MAX_SLOTS} slots")
         try:
             vault_uuid = bytes.fromhex(data["vault_uuid"])
-            ring = cls(
-                vault_id=str(data["vault_id"]),
-                vault_uuid=vault_uuid,
-                revision=int(data["revision"]),
-                slots=tuple(Slot.from_json(s) for s in data["slots"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise KeyringFormatError(f"keyring: malformed field {exc}") from None
-        if len(vault_uuid) != UUID_BYTES or not ring.slots:
-            raise KeyringFormatError("keyring: bad vault_uuid or no slots")
+        except (KeyError, TypeError, ValueError):
+            raise KeyringFormatError("keyring: bad vault_uuid") from None
+        if len(vault_uuid) != UUID_BYTES:
+            raise KeyringFormatError("keyring: bad vault_uuid")
+        mac = None
+        if version >= 2:
+            mac = _unb64(data.get("mac"), "mac")
+            if len(mac) != MAC_BYTES:
+                raise KeyringFormatError("keyring: bad mac")
+        ring = cls(vault_id, vault_uuid, revision, tuple(Slot.from_json(s) for s in slots),
+                   version, mac)  # fmt: skip
+        ids = [s.id for s in ring.slots]
+        if len(set(ids)) != len(ids):
+            raise KeyringFormatError("keyring: duplicate slot ids")
+        if not ring.active_slots:
+            raise KeyringFormatError("keyring: no active slot")
+        labels = [s.label for s in ring.active_slots]
+        if version >= 2 and len(set(labels)) != len(labels):
+            raise KeyringFormatError("keyring: duplicate slot labels")
+        if sum(s.kdf.cost_kib for s in ring.slots) > MAX_TOTAL_KDF_COST_KIB:
+            raise KeyringFormatError("keyring: the slots' KDF cost is over the limit")
         return ring
 
 

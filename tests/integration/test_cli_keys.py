@@ -43,15 +43,14 @@ def snapshot(config: Path) -> dict[str, tuple]:
             stat = peer.stat(info.key)
             state[f"{peer.name}:{info.key}"] = (stat.etag, tuple(sorted(stat.metadata.items())))
     for path in sorted((config.parent / "state").rglob("*")):
-        if path.is_file():
+        if path.is_file() and path.name != "lock":  # who holds the writer lock, not state
             state[str(path)] = (path.read_bytes(), path.stat().st_mtime_ns)
     return state
 
 
 def unlock(config: Path, passphrase: str = PW["CHUNKVAULT_PASSPHRASE"]):
     cfg = load_config(config)
-    ring = KeyStore(cfg.vault.state_dir, cfg.vault.id, []).load()
-    return ring.unlock(passphrase)[0]
+    return KeyStore(cfg.vault.state_dir, cfg.vault.id, []).open(passphrase).keys
 
 
 def put_chunks(config: Path, n: int) -> dict[str, bytes]:
@@ -226,8 +225,13 @@ def test_missing_and_corrupted_keyrings_have_distinct_errors(tmp_path, moto_peer
     material[20] ^= 0x40
     data["slots"][0]["material"] = __import__("base64").b64encode(bytes(material)).decode()
     path.write_text(json.dumps(data))
-    corrupted = run_cli(vault, "key", "verify", env=PW)
+    corrupted = run_cli(vault, "ls", env=PW)
     assert corrupted.returncode == 4 and "keyring corrupted" in corrupted.stderr
+    # `key verify` reads the peers' copies too: the local one is repaired from them.
+    repaired = run_cli(vault, "key", "verify", env=PW)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "keyring copy on local refused: keyring corrupted" in repaired.stderr
+    assert run_cli(vault, "ls", env=PW).returncode == 0
     path.write_text("{not json")
     garbage = run_cli(vault, "key", "verify", env=PW)
     assert garbage.returncode == 4 and "not valid JSON" in garbage.stderr
@@ -310,9 +314,9 @@ def test_paper_export_and_import_restore_a_lost_keyring(vault, tmp_path):
     typo[typo_line] = (
         typo[typo_line][:6] + ("0" if typo[typo_line][6] != "0" else "1") + typo[typo_line][7:]
     )
-    bad = run_cli(vault, "key", "import", "--paper", input="\n".join(typo))
+    bad = run_cli(vault, "key", "import", "--paper", input="\n".join(typo), env=PW)
     assert bad.returncode == 1 and "line 002: checksum mismatch" in bad.stderr
-    imported = run_cli(vault, "key", "import", "--paper", input=text)
+    imported = run_cli(vault, "key", "import", "--paper", input=text, env=PW)
     assert imported.returncode == 0, imported.stderr
     assert run_cli(vault, "key", "verify", env=PW).returncode == 0
     for peer in peers_of(vault):

@@ -69,16 +69,16 @@ def test_two_slots_either_unlocks_and_removal_keeps_the_other(ring_and_keys):
     assert [s.label for s in two.slots] == ["default", "backup"]
     assert two.unlock(PW)[1].label == "default"
     assert two.unlock("second passphrase!")[1].label == "backup"
-    one = two.remove_slot("default")
+    one = two.remove_slot(keys, "default")
     assert one.unlock("second passphrase!")[0].keks == keys.keks
     with pytest.raises(WrongPassphrase):
         one.unlock(PW)
     with pytest.raises(SlotError, match="last"):
-        one.remove_slot("backup")
+        one.remove_slot(keys, "backup")
     with pytest.raises(SlotError, match="already exists"):
         two.add_slot(keys, "third passphrase", "backup")
     with pytest.raises(SlotError, match="no slot"):
-        two.remove_slot("nope")
+        two.remove_slot(keys, "nope")
     assert one.revision == ring.revision + 2
 
 
