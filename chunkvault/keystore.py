@@ -75,6 +75,9 @@ class Opened:
     slot: Slot
     source: str  # "local" or "peer <name>"
     copies: list[PeerCopy] = field(default_factory=list)  # empty when peers were not read
+    # Peers whose copy this passphrase opens but whose MAC or material fails: damaged or
+    # forged (whatever revision they claim), so safe to overwrite.
+    refused: set[str] = field(default_factory=set)
 
     def stale_peers(self) -> list[str]:
         """Peers that miss this keyring or hold an older, damaged or forged copy (never
@@ -83,13 +86,15 @@ class Opened:
             c.peer
             for c in self.copies
             if c.ring is None
+            or c.peer in self.refused
             or c.ring.revision < self.ring.revision
             or (c.ring.revision == self.ring.revision and c.ring.to_json() != self.ring.to_json())
         ]
 
     def newer(self) -> list[str]:
         return [f"{c.peer} (revision {c.ring.revision})" for c in self.copies
-                if c.ring is not None and c.ring.revision > self.ring.revision]  # fmt: skip
+                if c.ring is not None and c.ring.revision > self.ring.revision
+                and c.peer not in self.refused]  # fmt: skip
 
 
 class KeyStore:
@@ -190,6 +195,7 @@ class KeyStore:
         candidates.sort(key=lambda c: (c[1].revision, c[0] == "local"), reverse=True)
         cache = KdfCache()
         failures: list[KeyringCorrupted] = []
+        refused: set[str] = set()
         for source, ring in candidates:
             try:
                 keys, slot = ring.unlock(passphrase, cache)
@@ -198,6 +204,7 @@ class KeyStore:
             except KeyringCorrupted as exc:
                 log.warning("keyring copy on %s refused: %s", source, exc.message)
                 failures.append(exc)
+                refused.add(source.removeprefix("peer "))
                 continue
             if local is not None and ring.revision < local.revision:
                 raise WrongPassphrase(
@@ -208,7 +215,7 @@ class KeyStore:
             if source != "local":
                 log.info("keyring revision %d loaded from %s", ring.revision, source)
                 self.save_local(ring)
-            opened = Opened(ring, keys, slot, source, copies)
+            opened = Opened(ring, keys, slot, source, copies, refused)
             if opened.newer():
                 log.warning("peer(s) %s hold a keyring this passphrase does not open; using "
                             "revision %d", ", ".join(opened.newer()), ring.revision)  # fmt: skip

@@ -52,10 +52,11 @@ def _enforce_generation(catalog: Catalog, keys: MasterKeys, what: str) -> None:
         catalog.set_meta(GENERATION_FLOOR, str(keys.current))
 
 
-def check_generation(state_dir: Path, keys: MasterKeys, what: str) -> None:
-    """:func:`_enforce_generation` for commands that do not open a vault (key import)."""
+def check_generation(state_dir: Path, keys: MasterKeys, what: str, record: bool = False) -> None:
+    """:func:`_enforce_generation` for commands that do not open a vault (key import,
+    rotate-master). ``record``: create the catalog to remember the generation in."""
     path = state_dir / CATALOG_NAME
-    if not path.exists():
+    if not path.exists() and not record:
         return
     catalog = Catalog(path)
     try:

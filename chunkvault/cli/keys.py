@@ -190,11 +190,13 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
     from chunkvault.manifest import ManifestStore
     from chunkvault.peerset import place
     from chunkvault.rotation import rewrap_catalog, rewrap_chunk_objects, rewrap_manifests
+    from chunkvault.vault import check_generation
 
     cfg = cli.config
     with cli.writer("key rotate-master"), cli.peers() as peers:
         unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
         keys, slot, ring = unlocked.keys, unlocked.slot, unlocked.ring
+        check_generation(cfg.vault.state_dir, keys, "the keyring")
         kdf = slot.kdf.alg
         if len(keys.keks) == 1:
             others = [s.label for s in ring.slots if s.id != slot.id]
@@ -242,6 +244,8 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
         keys.drop_generations_except(generation)
         ring = ring.rewrap_all(keys, ring.slots[0], unlocked.passphrase, kdf)
         _saved(cli, unlocked, ring)
+        # From now on a keyring of an older generation is a rollback, here at least.
+        check_generation(cfg.vault.state_dir, keys, "the keyring", record=True)
     click.echo(
         f"master key rotated to generation {generation}: {report.rewrapped} data key(s) "
         f"re-wrapped in {report.examined} chunk object(s), {m_report.rewrapped} manifest(s) "

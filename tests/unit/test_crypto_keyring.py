@@ -7,12 +7,16 @@ import pytest
 
 from chunkvault.crypto.kdf import KdfError, KdfParams
 from chunkvault.crypto.keyring import (
+    MAX_SLOTS,
+    KdfCache,
     Keyring,
     KeyringCorrupted,
     KeyringFormatError,
+    KeyringTampered,
     SlotError,
     WrongPassphrase,
 )
+from chunkvault.crypto.material import MasterKeys
 
 PW = "correct horse battery"
 
@@ -88,6 +92,7 @@ def test_passphrase_change_is_crash_safe(ring_and_keys):
     # Intermediate state: both passphrases work (a crash here loses nothing).
     assert added.unlock(PW) and added.unlock("brand new phrase")
     assert [s.label for s in final.slots] == ["default"]
+    assert [s.label for s in added.active_slots] == ["default"]
     assert final.unlock("brand new phrase")[0].keks == keys.keks
     with pytest.raises(WrongPassphrase):
         final.unlock(PW)
@@ -145,3 +150,133 @@ def test_kdf_params_validated_and_salt_random():
         KdfParams.from_json(short)
     scrypt = KdfParams.new("scrypt")
     assert scrypt.derive("pw") == scrypt.derive("pw") != a.derive("pw")
+
+
+# --- version 2: authenticated revision, strict parsing, caps (issue 8) ------------------
+
+
+def test_revision_and_slots_are_authenticated(ring_and_keys):
+    ring, keys = ring_and_keys
+    assert ring.version == 2 and ring.authenticated
+    ring.verify(keys)
+    for mutate in (
+        lambda d: d.update(revision=1_000_000),
+        lambda d: d["slots"][0].update(label="renamed"),
+        lambda d: d["slots"][0].update(created="2020-01-01T00:00:00Z"),
+    ):
+        data = copy.deepcopy(ring.to_json())
+        mutate(data)
+        forged = Keyring.from_json(data)
+        with pytest.raises(KeyringTampered) as info:
+            forged.unlock(PW)
+        assert info.value.exit_code == 4 and "failed authentication" in str(info.value)
+
+
+def test_mac_key_is_not_derived_from_the_id_key(ring_and_keys):
+    # Write-only hosts will hold the id key: with only it, a keyring cannot be forged.
+    ring, keys = ring_and_keys
+    other = MasterKeys(keys.vault_uuid, keys.id_key, {1: b"\x07" * 32}, 1)
+    assert ring.sealed(other).mac != ring.mac
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.update(revision=float("inf")),
+        lambda d: d.update(revision=1e6),
+        lambda d: d.update(revision=True),
+        lambda d: d.update(revision=-1),
+        lambda d: d.update(revision=2**53),
+        lambda d: d.update(revision="7"),
+        lambda d: d.update(mac="AAAA"),
+        lambda d: d.pop("mac"),
+        lambda d: d.update(slots=d["slots"] * 2),  # duplicate ids
+        lambda d: d["slots"][0]["kdf"]["params"].update(memory_kib=4 * 1024 * 1024),
+        lambda d: d["slots"][0]["kdf"]["params"].update(iterations=64),
+        lambda d: d["slots"][0]["kdf"]["params"].update(iterations=float("inf")),
+        lambda d: d["slots"][0]["kdf"]["params"].update(iterations=3.0),
+        lambda d: d["slots"][0].update(superseded_by="x"),
+        lambda d: d["slots"][0].update(id="not-hex!"),
+        lambda d: d["slots"][0].update(label=["a"]),
+        lambda d: d["slots"][0].update(verifier="AAAA"),
+        lambda d: d.update(vault_id={"a": 1}),
+    ],
+)
+def test_hostile_keyring_json_is_a_format_error(ring_and_keys, mutate):
+    data = copy.deepcopy(ring_and_keys[0].to_json())
+    mutate(data)
+    with pytest.raises(KeyringFormatError):
+        Keyring.from_json(data)
+
+
+def test_slot_count_and_total_kdf_cost_are_capped(ring_and_keys):
+    ring, _keys = ring_and_keys
+    data = ring.to_json()
+    slot = data["slots"][0]
+    many = [dict(slot, id=f"{i:08x}", label=f"s{i}") for i in range(MAX_SLOTS + 1)]
+    with pytest.raises(KeyringFormatError, match="slots"):
+        Keyring.from_json(data | {"slots": many})
+    costly = copy.deepcopy(slot)
+    costly["kdf"]["params"] = {"memory_kib": 1024 * 1024, "iterations": 8, "lanes": 4}
+    heavy = [dict(costly, id=f"{i:08x}", label=f"s{i}") for i in range(2)]
+    with pytest.raises(KeyringFormatError, match="KDF cost"):
+        Keyring.from_json(data | {"slots": heavy})
+    scrypt = copy.deepcopy(slot)
+    scrypt["kdf"] = {"alg": "scrypt", "salt": slot["kdf"]["salt"],
+                     "params": {"n": 3 * 2**15, "r": 8, "p": 1}}  # fmt: skip
+    with pytest.raises(KeyringFormatError, match="power of two"):
+        Keyring.from_json(data | {"slots": [scrypt]})
+
+
+def test_kdf_cache_derives_each_slot_once_across_copies(ring_and_keys, monkeypatch):
+    ring, _keys = ring_and_keys
+    calls = []
+    real = KdfParams.derive
+    monkeypatch.setattr(KdfParams, "derive", lambda self, pw: calls.append(1) or real(self, pw))
+    cache = KdfCache()
+    copy_a = Keyring.from_json(ring.to_json())
+    copy_b = Keyring.from_json(ring.to_json())
+    copy_a.unlock(PW, cache)
+    copy_b.unlock(PW, cache)
+    assert len(calls) == 1
+
+
+def test_interrupted_passwd_leaves_one_active_label_and_a_rerun_clears_the_chain(ring_and_keys):
+    ring, keys = ring_and_keys
+    added, _final = ring.replace_slot_passphrase(keys, ring.slots[0], "second phrase", "argon2id")
+    # Killed here: both passphrases open, one active slot per label, the old one marked.
+    assert [s.label for s in added.active_slots] == ["default"]
+    old = added.unlock(PW)[1]
+    assert not old.active and old.superseded_by == added.unlock("second phrase")[1].id
+    # Rerun from the OLD passphrase: the interrupted new slot goes too.
+    again, final = added.replace_slot_passphrase(keys, old, "third phrase!", "argon2id")
+    assert [s.label for s in again.active_slots] == ["default"]
+    assert len(final.slots) == 1 and final.slots[0].label == "default"
+    for gone in (PW, "second phrase"):
+        with pytest.raises(WrongPassphrase):
+            final.unlock(gone)
+    assert final.unlock("third phrase!")[0].keks == keys.keks
+    # Rerun from the NEW passphrase: the superseded old slot goes.
+    new_slot = added.unlock("second phrase")[1]
+    _again, final = added.replace_slot_passphrase(keys, new_slot, "fourth phrase", "argon2id")
+    assert len(final.slots) == 1
+    # `key verify` with the new passphrase finishes the change instead.
+    finished = added.without_superseded(keys)
+    assert len(finished.slots) == 1 and finished.unlock("second phrase")
+    finished.verify(keys)
+
+
+def test_version_1_keyrings_are_read_and_upgraded(ring_and_keys):
+    ring, keys = ring_and_keys
+    legacy = ring.to_json()
+    legacy.update(version=1)
+    legacy.pop("mac")
+    # An interrupted passwd of version 1 left two slots labelled "default".
+    legacy["slots"].append(dict(legacy["slots"][0], id="0badc0de"))
+    old = Keyring.from_json(legacy)
+    assert not old.authenticated
+    old.unlock(PW)  # no MAC to check
+    new = old.upgraded(keys)
+    assert new.version == 2 and new.revision == old.revision + 1
+    assert len({s.label for s in new.slots}) == 2
+    assert Keyring.from_json(new.to_json()).unlock(PW)[0].keks == keys.keks
