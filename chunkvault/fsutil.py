@@ -263,7 +263,9 @@ def create_temp_in(dir_fd: int, prefix: str = ".cv-", suffix: str = ".tmp") -> t
     for _ in range(_TEMP_ATTEMPTS):
         name = f"{prefix}{secrets.token_hex(6)}{suffix}"
         try:
-            return os.open(name, flags, PRIVATE_FILE_MODE, dir_fd=dir_fd), name
+            fd = os.open(name, flags, PRIVATE_FILE_MODE, dir_fd=dir_fd)
         except FileExistsError:
             continue
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # exactly 0600, whatever the umask
+        return fd, name
     raise FileExistsError(errno.EEXIST, "no free temporary file name", prefix)
