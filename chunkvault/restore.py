@@ -96,7 +96,13 @@ class Restorer:
         it), but nothing below it is followed, so a symlink planted in the target can
         neither redirect a file outside it nor have a victim file written through it."""
         report = RestoreReport()
-        target_fd = open_dir(target)
+        try:
+            target_fd = open_dir(target)
+        except OSError as exc:
+            raise ChunkvaultError(
+                f"cannot open the restore target {target}: {exc.strerror}",
+                "choose a directory you can write to",
+            ) from None
         try:
             for version in versions:
                 try:

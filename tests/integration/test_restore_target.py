@@ -151,6 +151,19 @@ def test_a_component_that_is_a_file_fails_that_file_only(tmp_path, moto_peers):
     assert_restored(target / "z.txt", files["z.txt"])
 
 
+def test_a_target_that_cannot_be_a_directory_is_a_clear_error(tmp_path, moto_peers):
+    config = pushed_vault(tmp_path, moto_peers.endpoints, {"f.txt": b"f\n"})
+    dangling = tmp_path / "unmounted"
+    dangling.symlink_to(tmp_path / "nowhere" / "disk")
+
+    result = run_cli(config, "restore", "--to", str(dangling), env=PW)
+
+    assert result.returncode == 1, result.stderr
+    assert f"cannot create the restore target {dangling}" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
 @pytest.mark.parametrize("name", ["n" * 251 + ".txt", "é" * 127 + "x"])
 def test_restores_names_of_the_maximum_length(tmp_path, moto_peers, name):
     assert len(os.fsencode(name)) == 255
