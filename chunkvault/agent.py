@@ -17,7 +17,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from chunkvault.catalog.jobs import Job, JobQueue, Note
@@ -46,6 +46,22 @@ class AgentStats:
             self.processed[result.action] = self.processed.get(result.action, 0) + 1
             if result.error:
                 self.last_errors = [*self.last_errors[-9:], f"{result.path}: {result.error}"]
+
+
+def hook_environment(
+    agent_env: Mapping[str, str], path: str, rel_path: str, event: str
+) -> dict[str, str]:
+    """The whole environment of an exec hook: the locale, time zone, PATH and HOME it needs
+    to run, and what happened. Nothing else from the agent's environment: that holds the
+    passphrase, peer credentials and the API token, and a hook is someone else's program."""
+    env = {"PATH": agent_env.get("PATH", os.defpath)}
+    env.update(
+        (key, value)
+        for key, value in agent_env.items()
+        if key in ("HOME", "LANG", "TZ") or key.startswith("LC_")
+    )
+    env.update(CHUNKVAULT_PATH=path, CHUNKVAULT_REL_PATH=rel_path, CHUNKVAULT_EVENT=event)
+    return env
 
 
 class Agent:
@@ -276,12 +292,7 @@ class Agent:
         flow = self.vault.rules.flow(result.path)
         if not flow.exec:
             return
-        env = dict(
-            os.environ,
-            CHUNKVAULT_PATH=str(self.root / result.path),
-            CHUNKVAULT_REL_PATH=result.path,
-            CHUNKVAULT_EVENT=result.action,
-        )
+        env = hook_environment(os.environ, str(self.root / result.path), result.path, result.action)
         try:
             done = subprocess.run(
                 list(flow.exec), env=env, capture_output=True, text=True, timeout=HOOK_TIMEOUT,

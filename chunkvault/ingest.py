@@ -20,12 +20,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
+from chunkvault.catalog import VersionRow
 from chunkvault.chunking import Chunker
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import Flow
+from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_in_tree
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.upload import StoredChunk
 from chunkvault.vault import Vault, version_row
@@ -67,33 +68,35 @@ class Ingestor:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def ingest(self, rel: str) -> IngestResult:
-        """Store the current content of ``rel`` (relative to watch.path) if it changed."""
+        """Store the current content of ``rel`` (relative to watch.path) if it changed.
+
+        The file is opened one component at a time from watch.path, never through a
+        symlink (see ``fsutil.open_regular_in_tree``): a directory swapped for a symlink
+        after the event makes the path "not a regular file in the tree", so nothing outside
+        the tree is ever read."""
         flow = self.vault.rules.flow(rel)
         if flow.ignore:
             return IngestResult(rel, "ignored")
-        path = self.root / rel
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            return self.delete(rel)
-        if not stat.S_ISREG(st.st_mode):
-            return IngestResult(rel, "ignored", error="not a regular file")
         latest = self.vault.catalog.latest(rel)
-        if (
-            latest is not None
-            and not latest.deleted
-            and (latest.size, latest.mtime_ns, latest.mode)
-            == (st.st_size, st.st_mtime_ns, st.st_mode)
-        ):
-            return IngestResult(rel, "unchanged", size=st.st_size)
         error = ""
-        for _attempt in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             try:
-                return self._store(rel, path, flow)
+                root_fd = open_dir(self.root)
+                try:
+                    fd = open_regular_in_tree(root_fd, rel)
+                    if fd is None:
+                        return IngestResult(rel, "ignored", error="not a regular file")
+                    with os.fdopen(fd, "rb") as f:
+                        st = os.fstat(f.fileno())
+                        if attempt == 0 and _unchanged(latest, st):
+                            return IngestResult(rel, "unchanged", size=st.st_size)
+                        return self._store(rel, f, root_fd, flow)
+                finally:
+                    os.close(root_fd)
             except _Changed:
                 error = "file kept changing while it was read"
                 time.sleep(0.2)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 return self.delete(rel)
             except (ManifestError, ChunkvaultError) as exc:
                 return IngestResult(rel, "failed", error=str(exc))
@@ -101,31 +104,32 @@ class Ingestor:
                 return IngestResult(rel, "failed", error=f"cannot read: {exc.strerror}")
         return IngestResult(rel, "failed", error=error)
 
-    def _store(self, rel: str, path: Path, flow: Flow) -> IngestResult:
+    def _store(self, rel: str, f: BinaryIO, root_fd: int, flow: Flow) -> IngestResult:
         digest = hashlib.sha256()
         window: deque[Future[StoredChunk]] = deque()
         stored: list[StoredChunk] = []
-        with open(path, "rb") as f:
-            before = os.fstat(f.fileno())
-            for chunk in self.chunker.split(f):
-                digest.update(chunk)
-                window.append(
-                    self._pool.submit(
-                        self.vault.service.store_chunk,
-                        chunk,
-                        replicas=flow.replicas,
-                        compress=flow.compress,
-                    )
+        before = os.fstat(f.fileno())
+        for chunk in self.chunker.split(f):
+            digest.update(chunk)
+            window.append(
+                self._pool.submit(
+                    self.vault.service.store_chunk,
+                    chunk,
+                    replicas=flow.replicas,
+                    compress=flow.compress,
                 )
-                if self.progress:
-                    self.progress(len(chunk))
-                if len(window) >= self.in_flight:
-                    stored.append(window.popleft().result())
-        stored.extend(f.result() for f in window)
-        after = os.stat(path, follow_symlinks=False)
-        if (before.st_size, before.st_mtime_ns, before.st_ino) != (
-            after.st_size, after.st_mtime_ns, after.st_ino
-        ) or sum(s.plain_size for s in stored) != before.st_size:  # fmt: skip
+            )
+            if self.progress:
+                self.progress(len(chunk))
+            if len(window) >= self.in_flight:
+                stored.append(window.popleft().result())
+        stored.extend(pending.result() for pending in window)
+        after = os.fstat(f.fileno())
+        if (
+            (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
+            or sum(s.plain_size for s in stored) != before.st_size
+            or not _still_at(root_fd, rel, before)
+        ):
             raise _Changed()
         failed = [s for s in stored if not s.ok]
         if failed:
@@ -186,13 +190,13 @@ class Ingestor:
         the destination is the stored content, else store it; then the source is gone."""
         flow = self.vault.rules.flow(dst)
         latest = self.vault.catalog.latest(src)
-        path = self.root / dst
         try:
-            st = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            return self.delete(src)
+            st = self._lstat(dst)
+        except (FileNotFoundError, NotADirectoryError, SymlinkInPath):
+            return self.delete(src)  # dst is not (or no longer) a file in the tree
         if (
             flow.ignore
+            or not stat.S_ISREG(st.st_mode)
             or latest is None
             or latest.deleted
             or (latest.size, latest.mtime_ns) != (st.st_size, st.st_mtime_ns)
@@ -210,3 +214,27 @@ class Ingestor:
             return IngestResult(dst, "failed", error=str(exc))
         self.delete(src)
         return IngestResult(dst, "moved", size=st.st_size, chunks=len(old.chunks))
+
+    def _lstat(self, rel: str) -> os.stat_result:
+        root_fd = open_dir(self.root)
+        try:
+            return lstat_in_tree(root_fd, rel)
+        finally:
+            os.close(root_fd)
+
+
+def _unchanged(latest: VersionRow | None, st: os.stat_result) -> bool:
+    return (
+        latest is not None
+        and not latest.deleted
+        and (latest.size, latest.mtime_ns, latest.mode) == (st.st_size, st.st_mtime_ns, st.st_mode)
+    )
+
+
+def _still_at(root_fd: int, rel: str, opened: os.stat_result) -> bool:
+    """``rel`` still names the file that was read (not replaced by a rename meanwhile)."""
+    try:
+        st = lstat_in_tree(root_fd, rel)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)

@@ -5,10 +5,15 @@ the best-ranked healthy replica with fallback to the next on any error or corrup
 written in order to a temp file next to the destination, checked against the manifest's
 size and SHA-256, given its mode and mtime, and renamed into place. A file that cannot be
 restored is reported and the others go on.
+
+The target is someone's directory and may hold planted symlinks: every directory below it
+is opened (or made) relative to its parent's fd with O_NOFOLLOW, the temp file is created
+O_EXCL under a random name, and all changes go through those fds (see ``fsutil``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,7 +28,7 @@ from wcmatch import glob
 
 from chunkvault.catalog import VersionRow
 from chunkvault.errors import ChunkvaultError
-from chunkvault.fsutil import fsync_dir
+from chunkvault.fsutil import SymlinkInPath, create_temp_in, open_dir, open_subdir
 from chunkvault.manifest import Manifest, ManifestError
 from chunkvault.vault import Vault
 
@@ -68,12 +73,12 @@ def select(vault: Vault, patterns: Sequence[str], include_deleted: bool) -> list
     return chosen
 
 
-def safe_destination(root: Path, rel: str) -> Path:
+def safe_parts(rel: str) -> list[str]:
     """Manifests are authenticated, but a path must still never escape the target."""
     parts = PurePosixPath(rel).parts
     if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
         raise ChunkvaultError(f"refusing to restore unsafe path {rel!r}")
-    return root.joinpath(*parts)
+    return list(parts)
 
 
 class Restorer:
@@ -87,30 +92,52 @@ class Restorer:
         self._pool.shutdown(wait=True)
 
     def restore(self, versions: Sequence[VersionRow], target: Path) -> RestoreReport:
+        """Restore into ``target``: the directory itself may be a symlink (the user chose
+        it), but nothing below it is followed, so a symlink planted in the target can
+        neither redirect a file outside it nor have a victim file written through it."""
         report = RestoreReport()
-        for version in versions:
-            try:
-                manifest = self.vault.manifests.read(version.manifest)
-                self._restore_file(manifest, safe_destination(target, manifest.path))
-            except (ChunkvaultError, ManifestError, OSError) as exc:
-                message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                report.failed[version.path] = message
-                log.error("cannot restore %s: %s", version.path, message)
-                continue
-            report.restored.append(version.path)
-            report.bytes += manifest.size
+        try:
+            target_fd = open_dir(target)
+        except OSError as exc:
+            raise ChunkvaultError(
+                f"cannot open the restore target {target}: {exc.strerror}",
+                "choose a directory you can write to",
+            ) from None
+        try:
+            for version in versions:
+                try:
+                    manifest = self.vault.manifests.read(version.manifest)
+                    self._restore_file(manifest, target_fd, safe_parts(manifest.path))
+                except (ChunkvaultError, ManifestError, OSError) as exc:
+                    message = _describe(exc, target)
+                    report.failed[version.path] = message
+                    log.error("cannot restore %s: %s", version.path, message)
+                    continue
+                report.restored.append(version.path)
+                report.bytes += manifest.size
+        finally:
+            os.close(target_fd)
         return report
 
-    def _restore_file(self, manifest: Manifest, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".cv-restore-{os.getpid()}-{dest.name}"
+    def _restore_file(self, manifest: Manifest, target_fd: int, parts: list[str]) -> None:
+        dir_fd = open_subdir(target_fd, parts[:-1], create=True)
+        try:
+            self._write_into(manifest, dir_fd, parts[-1])
+        finally:
+            os.close(dir_fd)
+
+    def _write_into(self, manifest: Manifest, dir_fd: int, name: str) -> None:
+        """Temp file (O_EXCL, short random name) in the destination directory, verified,
+        given its mode and mtime through the fd, renamed over ``name`` (a symlink there is
+        replaced, never written through), directory fsynced."""
+        fd, tmp = create_temp_in(dir_fd, prefix=".cv-restore-")
+        renamed = False
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "wb") as out:
+            with os.fdopen(fd, "wb") as out:
                 window: deque[Future[bytes]] = deque()
-                refs = iter(manifest.chunks)
-                for ref in refs:
+                for ref in manifest.chunks:
                     window.append(
                         self._pool.submit(self.vault.reader.read, ref.id, [ref.wrapped_dek])
                     )
@@ -119,18 +146,21 @@ class Restorer:
                 while window:
                     size += self._write(out, window.popleft().result(), digest)
                 out.flush()
+                if size != manifest.size or digest.hexdigest() != manifest.sha256:
+                    raise ChunkvaultError(
+                        f"{manifest.path}: restored content does not match its manifest "
+                        f"({size} bytes, expected {manifest.size})"
+                    )
+                os.fchmod(out.fileno(), manifest.mode & 0o7777)
+                os.utime(out.fileno(), ns=(manifest.mtime_ns, manifest.mtime_ns))
                 os.fsync(out.fileno())
-            if size != manifest.size or digest.hexdigest() != manifest.sha256:
-                raise ChunkvaultError(
-                    f"{manifest.path}: restored content does not match its manifest "
-                    f"({size} bytes, expected {manifest.size})"
-                )
-            os.chmod(tmp, manifest.mode & 0o7777)
-            os.utime(tmp, ns=(manifest.mtime_ns, manifest.mtime_ns))
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            renamed = True
+            os.fsync(dir_fd)
         finally:
-            tmp.unlink(missing_ok=True)
+            if not renamed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
 
     def _write(self, out: BinaryIO, data: bytes, digest: hashlib._Hash) -> int:
         out.write(data)
@@ -138,3 +168,17 @@ class Restorer:
         if self.progress:
             self.progress(len(data))
         return len(data)
+
+
+def _describe(exc: Exception, target: Path) -> str:
+    """One line for a file that could not be restored."""
+    if isinstance(exc, SymlinkInPath):
+        return (
+            f"refusing to restore through symlink {target / str(exc.filename)} "
+            "(remove it, or restore into an empty directory)"
+        )
+    if isinstance(exc, NotADirectoryError) and exc.filename:
+        return f"{target / str(exc.filename)} is not a directory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)

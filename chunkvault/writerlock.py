@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from chunkvault.errors import ChunkvaultError
+from chunkvault.fsutil import ensure_private_dir, open_private_file
 
 LOCK_NAME = "lock"
 
@@ -40,9 +41,7 @@ def _holder(fd: int) -> str:
 @contextmanager
 def writer_lock(state_dir: Path, vault_id: str, command: str) -> Iterator[None]:
     """Hold the vault's writer lock for the block; fail at once if another process has it."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(state_dir / LOCK_NAME, flags, 0o600)
+    fd = open_private_file(ensure_private_dir(state_dir) / LOCK_NAME)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ and a single connection keeps transactions simple across worker threads.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from chunkvault.fsutil import ensure_private_dir, open_private_file, tighten_private_file
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -66,6 +69,18 @@ CREATE TABLE IF NOT EXISTS api_chunks (
 """
 
 
+def _make_private(path: Path) -> None:
+    """The catalog lists every path and a plain SHA-256 of every file: owner only. SQLite
+    creates the database 0644 (minus the umask) and gives its -wal/-shm the database's
+    mode, so the database is created 0600 first; an older, looser state dir and catalog
+    are tightened."""
+    ensure_private_dir(path.parent)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten_private_file(f"{path}{suffix}")
+    tighten_private_file(path)
+    os.close(open_private_file(path, os.O_RDONLY))
+
+
 @dataclass(frozen=True)
 class ChunkRow:
     id: str
@@ -92,8 +107,8 @@ class VersionRow:
 
 class Catalog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        _make_private(path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

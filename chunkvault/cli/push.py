@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,18 +29,24 @@ def _relative(root: Path, given: str) -> str:
     return "" if rel == Path(".") else rel.as_posix()
 
 
-def walk(root: Path, rel_dir: str) -> list[str]:
-    """Regular files under ``root/rel_dir`` as sorted relative paths (symlinks not followed)."""
-    start = root / rel_dir if rel_dir else root
-    if start.is_file():
-        return [rel_dir]
-    found = []
-    for dirpath, _dirs, files in os.walk(start):
-        for name in files:
-            full = Path(dirpath) / name
-            if full.is_file() and not full.is_symlink():
-                found.append(full.relative_to(root).as_posix())
-    return sorted(found)
+def walk(root: Path, rel_dir: str) -> dict[str, int]:
+    """Regular files under ``root/rel_dir`` (or that one file) with their sizes, by relative
+    path. No symlink below ``root`` is followed: not a symlinked file, nor a directory."""
+    from chunkvault.fsutil import lstat_in_tree, open_dir
+    from chunkvault.watcher.scan import scan_tree
+
+    if rel_dir:
+        try:
+            root_fd = open_dir(root)
+            try:
+                st = lstat_in_tree(root_fd, rel_dir)
+            finally:
+                os.close(root_fd)
+        except OSError:
+            return {}  # gone (its catalog entries become deletions) or not in the tree
+        if stat.S_ISREG(st.st_mode):
+            return {rel_dir: st.st_size}
+    return {rel: state.size for rel, state in scan_tree(root, lambda _rel: False, rel_dir).items()}
 
 
 @click.command()
@@ -58,7 +65,8 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     scopes = [_relative(root, p) for p in paths] or [""]
     started = time.monotonic()
     with cli.writer("push"), cli.vault(passphrase_file, writer=True) as vault:
-        files = sorted({f for scope in scopes for f in walk(root, scope)})
+        sizes = {rel: size for scope in scopes for rel, size in walk(root, scope).items()}
+        files = sorted(sizes)
         present = set(files)
         gone = [
             v.path
@@ -66,7 +74,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
             if not v.deleted and v.path not in present
             and any(s == "" or v.path == s or v.path.startswith(s + "/") for s in scopes)
         ]  # fmt: skip
-        total = sum((root / f).stat().st_size for f in files if (root / f).exists())
+        total = sum(sizes.values())
         ingestor = None
         results = []
         with byte_progress("push", total) as progress:

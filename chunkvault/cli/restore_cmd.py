@@ -47,7 +47,13 @@ def restore(
                 "nothing matches" + (f" {' '.join(patterns)}" if patterns else ""),
                 "see `chunkvault ls` (add --deleted for deleted files)",
             )
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ChunkvaultError(
+                f"cannot create the restore target {target}: {exc.strerror}",
+                "choose a directory you can write to with --to",
+            ) from None
         with byte_progress("restore", sum(v.size for v in chosen)) as progress:
             restorer = Restorer(vault, progress)
             try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chunkvault.catalog import VersionRow
+from chunkvault.fsutil import open_dir, open_subdir
 
 
 @dataclass(frozen=True)
@@ -24,25 +25,37 @@ class FileState:
 
 
 def scan_tree(root: Path, ignored: Callable[[str], bool], under: str = "") -> dict[str, FileState]:
-    """Regular files under ``root/under`` (symlinks are not followed), minus ignored ones."""
+    """Regular files under ``root/under``, minus ignored ones. No symlink is followed, not
+    even a directory swapped for one during the scan: the walk goes by directory fds
+    (``os.fwalk``), starting from ``under`` opened component by component."""
     found: dict[str, FileState] = {}
-    start = root / under if under else root
-
-    def on_error(exc: OSError) -> None:  # a directory vanished mid-walk: skip it
-        return None
-
-    for dirpath, _dirs, files in os.walk(start, onerror=on_error):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            rel = Path(full).relative_to(root).as_posix()
-            if ignored(rel):
-                continue
-            try:
-                st = os.stat(full, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                found[rel] = FileState(st.st_size, st.st_mtime_ns, st.st_mode)
+    try:
+        root_fd = open_dir(root)
+    except OSError:
+        return found  # the tree itself is gone: nothing in it
+    try:
+        top_fd = open_subdir(root_fd, under.split("/")) if under else os.dup(root_fd)
+    except OSError:
+        return found  # ``under`` is gone, or not a directory in the tree
+    finally:
+        os.close(root_fd)
+    try:
+        # A directory vanished mid-walk (onerror): skip it.
+        walk = os.fwalk(".", dir_fd=top_fd, onerror=lambda exc: None, follow_symlinks=False)
+        for dirpath, _dirs, files, dir_fd in walk:
+            base = "/".join(p for p in (under, dirpath[2:]) if p)
+            for name in files:
+                rel = f"{base}/{name}" if base else name
+                if ignored(rel):
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found[rel] = FileState(st.st_size, st.st_mtime_ns, st.st_mode)
+    finally:
+        os.close(top_fd)
     return found
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,13 +19,15 @@ PW = {"CHUNKVAULT_PASSPHRASE": "agent passphrase"}
 
 
 class Daemon:
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
+        env = self.env or {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")}
+        env = env | PW
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [CLI, "--config", str(self.config), "run"], env=env, stdout=log, stderr=log
@@ -329,3 +332,58 @@ def test_sigterm_within_ten_seconds_even_with_hung_peers(tmp_path, moto_peer_fac
     daemon.start()
     wait_for(lambda: in_vault(config, inbox, ["stuck.bin"]), what="stored after restart")
     daemon.stop()
+
+
+def test_exec_hooks_get_a_minimal_environment_without_secrets(tmp_path, moto_peers):
+    """The agent's environment holds the passphrase, peer credentials and the API token;
+    a hook gets exactly PATH, HOME, the locale, TZ and what happened."""
+    dumps = tmp_path / "hook-env.jsonl"
+    hook = tmp_path / "dump_env.py"
+    hook.write_text(
+        "import json, os, sys\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write(json.dumps(dict(os.environ)) + '\\n')\n"
+    )
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"settle_seconds": 0.2, "rescan_seconds": 0},
+        api={"enabled": False},
+        flows=[{"match": "**", "exec": [sys.executable, str(hook), str(dumps)]}],
+    )  # fmt: skip
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text(PW["CHUNKVAULT_PASSPHRASE"])
+    agent_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHUNKVAULT_", "LC_", "LANG")) and k not in ("HOME", "TZ")
+    } | {
+        "HOME": str(tmp_path / "home"),
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "TZ": "UTC",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "CHUNKVAULT_PASSPHRASE_FILE": str(passphrase_file),
+        "CHUNKVAULT_NEW_PASSPHRASE": "next secret",
+        "CHUNKVAULT_API_TOKEN": "api-token-secret",
+        "MY_APP_DB_PASSWORD": "hunter2",
+    }
+    daemon = Daemon(config, tmp_path / "agent.log", env=agent_env)
+    daemon.start()
+    try:
+        (inbox / "sub").mkdir()
+        (inbox / "sub" / "hooked.txt").write_text("run my hook\n")
+        wait_for(lambda: dumps.exists() and dumps.read_text().strip(), what="the hook to run")
+    finally:
+        daemon.stop()
+
+    seen = json.loads(dumps.read_text().splitlines()[0])
+    assert seen == {
+        "PATH": agent_env["PATH"],
+        "HOME": str(tmp_path / "home"),
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "TZ": "UTC",
+        "CHUNKVAULT_PATH": str(inbox / "sub" / "hooked.txt"),
+        "CHUNKVAULT_REL_PATH": "sub/hooked.txt",
+        "CHUNKVAULT_EVENT": "stored",
+    }
