@@ -17,14 +17,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from chunkvault.api.backend import (
-    ChunkOutcome,
-    RequestConflict,
-    UnknownRequest,
-    UploadChunk,
-    UploadRequest,
-    UploadResponse,
-)
 from chunkvault.backends.base import PeerError
 from chunkvault.catalog import Catalog, ChunkRow
 from chunkvault.config import Config
@@ -34,6 +26,14 @@ from chunkvault.layout import chunk_key, chunk_metadata
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 from chunkvault.staging import Staging
+from chunkvault.upload_requests import (
+    ChunkOutcome,
+    RequestConflict,
+    UnknownRequest,
+    UploadChunk,
+    UploadRequest,
+    UploadResponse,
+)
 
 log = logging.getLogger(__name__)
 _STRIPES = 64

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from chunkvault.api.backend import RequestConflict, UploadChunk, UploadRequest
 from chunkvault.backends.memory import MemoryPeer
 from chunkvault.backends.stack import wrap_peer
 from chunkvault.catalog import Catalog
@@ -22,6 +21,7 @@ from chunkvault.placement import choose
 from chunkvault.reading import ChunkReader, ChunkUnavailable
 from chunkvault.staging import Staging
 from chunkvault.upload import UploadService
+from chunkvault.upload_requests import RequestConflict, UploadChunk, UploadRequest
 
 
 class Rig:
