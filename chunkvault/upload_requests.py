@@ -35,7 +35,9 @@ class UploadRequest:
 class ChunkOutcome:
     id: str
     send: SendResult
-    reason: str = ""  # why NOTOK, or "stored" / "deduplicated"
+    # Why NOTOK, or "stored" (also for a chunk that was already stored: clients must not
+    # learn what the vault holds, see docs/api.md).
+    reason: str = ""
     peers: tuple[str, ...] = ()  # where the replicas are
 
 

@@ -11,7 +11,7 @@ from chunkvault.api.backend import (
     UploadRequest,
     UploadResponse,
 )
-from chunkvault.reading import ChunkUnavailable
+from chunkvault.reading import ChunkReader, ChunkUnavailable
 from chunkvault.status import vault_status
 from chunkvault.vault import Vault
 
@@ -37,8 +37,12 @@ class VaultBackend:
         stored = self.vault.catalog.client_chunk(chunk_id)
         if stored is None:
             raise UnknownChunk(chunk_id)
+        # API chunks are named (and their ids checked) in their own id-key domain.
+        vault = self.vault
+        keys = vault.service.api_keys
+        reader = ChunkReader(vault.config.vault.id, vault.peers, keys, vault.catalog)
         try:
-            return self.vault.reader.read(stored)
+            return reader.read(stored)
         except ChunkUnavailable as exc:
             raise BackendUnavailable(str(exc)) from None
 
