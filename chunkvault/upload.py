@@ -233,7 +233,7 @@ class UploadService:
         data = self.staging.get(client_id) if self.staging else None
         if data is None:
             return ChunkOutcome(
-                client_id, "NOTOK", "not staged: PUT /chunks/{id} first"
+                client_id, "NOTOK", "not staged (or expired): PUT /chunks/{id} first"
             ), None  # fmt: skip
         actual = math.ceil(len(data) / 1024)
         if actual != declared:

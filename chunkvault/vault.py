@@ -51,7 +51,7 @@ class Vault:
         self.keys = keys
         state = config.vault.state_dir
         self.catalog = Catalog(state / "catalog.db")
-        self.staging = Staging(state / "staging")
+        self.staging = Staging.from_config(state / "staging", config.api)
         self.service = UploadService(config, self.peers, keys, self.catalog, self.staging)
         self.manifests = ManifestStore(
             config.vault.id,

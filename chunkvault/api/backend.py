@@ -6,8 +6,10 @@ here, never the other way round); the exceptions below exist only at this bounda
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
+from chunkvault.staging import StagingFull
 from chunkvault.status import Status
 from chunkvault.upload_requests import (
     ChunkOutcome,
@@ -26,6 +28,7 @@ __all__ = [
     "ChunkTooLarge",
     "RequestConflict",
     "SendResult",
+    "StagingFull",
     "Status",
     "UnknownChunk",
     "UnknownRequest",
@@ -50,9 +53,17 @@ class BackendUnavailable(Exception):
 class ApiBackend(Protocol):
     max_chunk_bytes: int
 
-    def stage_chunk(self, chunk_id: str, body: bytes) -> None:
-        """Keep the bytes of client chunk ``chunk_id`` until an upload request names it.
-        Re-staging the same id replaces the bytes. Raises ChunkTooLarge."""
+    def start(self) -> None:
+        """The app starts serving (background work such as staging sweeps may begin)."""
+
+    def close(self) -> None:
+        """The app stopped serving."""
+
+    def stage_chunk(self, chunk_id: str, body: Iterable[bytes], size_hint: int | None) -> int:
+        """Stage client chunk ``chunk_id`` from ``body``'s pieces as they arrive, never
+        holding it whole; returns the bytes staged. ``size_hint`` is the declared length,
+        if any. Re-staging replaces the bytes. Anything raised, by ``body`` (client gone,
+        over a limit) or here, stages nothing. Raises ChunkTooLarge, StagingFull."""
 
     def upload(self, request: UploadRequest) -> UploadResponse:
         """Store every named staged chunk (OK/NOTOK each, in request order). Idempotent per

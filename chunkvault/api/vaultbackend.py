@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from chunkvault.agent import Agent
 from chunkvault.api.backend import (
     BackendUnavailable,
@@ -22,10 +24,22 @@ class VaultBackend:
         self.agent = agent
         self.max_chunk_bytes = vault.config.api.max_chunk_bytes
 
-    def stage_chunk(self, chunk_id: str, body: bytes) -> None:
-        if len(body) > self.max_chunk_bytes:
-            raise ChunkTooLarge(f"{len(body)} bytes, limit {self.max_chunk_bytes}")
-        self.vault.staging.put(chunk_id, body)
+    def start(self) -> None:
+        self.vault.staging.start()  # expired chunks go now, then periodically
+
+    def close(self) -> None:
+        self.vault.staging.stop()
+
+    def stage_chunk(self, chunk_id: str, body: Iterable[bytes], size_hint: int | None) -> int:
+        limit = self.max_chunk_bytes
+        if size_hint is not None and size_hint > limit:
+            raise ChunkTooLarge(f"{size_hint} bytes, limit {limit}")
+        with self.vault.staging.writer(chunk_id, size_hint) as writer:
+            for piece in body:
+                if writer.size + len(piece) > limit:
+                    raise ChunkTooLarge(f"over {limit} bytes")
+                writer.write(piece)
+        return writer.size
 
     def upload(self, request: UploadRequest) -> UploadResponse:
         return self.vault.service.upload(request)
