@@ -57,7 +57,14 @@ def _private_dir(path: Path) -> None:
     if not stat.S_ISDIR(info.st_mode):
         raise ChunkvaultError(f"{path} is not a directory", "remove it; it holds staged chunks")
     if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(path, 0o700)
+        _tighten(path, 0o700)
+
+
+def _tighten(path: str | Path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)  # checked above to be no symlink
+    except PermissionError:  # not ours (e.g. a root-owned volume): say so, go on
+        log.warning("%s cannot be made mode %o: chmod it yourself", path, mode)
 
 
 class Staging:
@@ -129,7 +136,7 @@ class Staging:
                     continue
                 info = entry.stat(follow_symlinks=False)
                 if stat.S_IMODE(info.st_mode) != 0o600:
-                    os.chmod(entry.path, 0o600)  # staged by an older version
+                    _tighten(entry.path, 0o600)  # staged by an older version
                 charges[entry.name[len(_PREFIX) :]] = charge(info.st_size)
         self._charges = charges
         self._committed = sum(charges.values())
