@@ -35,6 +35,7 @@ from chunkvault.sizes import parse_size
 MiB = 1024 * 1024
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
+API_MAX_CHUNK = 1024 * MiB  # envelope.MAX_PLAINTEXT: what a reader accepts
 # pyfastcdc's FastCDC limits (min, avg, max bounds of the 2020 paper's implementation).
 CDC_LIMITS = {
     "min_size": (64, 64 * MiB),
@@ -240,8 +241,29 @@ class ApiConfig(_Model):
     token: SecretStr | None = None
     token_file: Path | None = None
     max_chunk_bytes: int = 64 * MiB
+    # Staged-but-not-uploaded bytes; over it PUT /chunks/{id} is refused (507).
+    staging_quota: int = 1024 * MiB
+    staging_ttl_seconds: float = Field(3600, ge=1, le=30 * 86400)
 
-    _sizes = _size_validator("max_chunk_bytes")
+    _sizes = _size_validator("max_chunk_bytes", "staging_quota")
+
+    @field_validator("max_chunk_bytes")
+    @classmethod
+    def _chunk_bound(cls, value: int) -> int:
+        # A chunk is read whole to be sealed, and a reader refuses plaintexts over 1 GiB.
+        if not 1 <= value <= API_MAX_CHUNK:
+            raise ValueError(f"must be between 1 byte and 1GiB, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _quota_fits_a_chunk(self) -> ApiConfig:
+        if self.staging_quota < self.max_chunk_bytes:
+            raise _field_error(
+                "staging_quota",
+                f"is {self.staging_quota} bytes, less than api.max_chunk_bytes "
+                f"({self.max_chunk_bytes}): a chunk of the largest size could never be staged",
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from chunkvault.api.backend import Status
 from chunkvault.catalog.jobs import JobQueue
 from chunkvault.vault import Vault
+
+
+@dataclass
+class Status:
+    peers: list[dict[str, Any]] = field(default_factory=list)  # name, up, last_error, ...
+    queue_depth: int = 0
+    in_flight: int = 0
+    under_replicated: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def peer_rows(vault: Vault) -> list[dict[str, Any]]:

@@ -5,6 +5,11 @@
 peers by weighted rendezvous hashing, write the replicas concurrently (single PUT up to
 ``segment_size``, multipart above, done by the backend), walk down the ranking past
 failed or down peers, and record where the replicas really are.
+
+Chunks of ``POST /upload`` are sealed with the API id-key domain
+(:func:`~chunkvault.crypto.domains.api_chunk_keys`): they never share an id, an object or
+a dedup decision with the watched tree's chunks, so an API client cannot confirm that the
+vault holds some content. For the same reason the API's answer never says "deduplicated".
 """
 
 from __future__ import annotations
@@ -17,7 +22,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from chunkvault.api.backend import (
+from chunkvault.backends.base import PeerError
+from chunkvault.catalog import Catalog, ChunkRow
+from chunkvault.config import Config
+from chunkvault.crypto.domains import DomainKeys, api_chunk_keys
+from chunkvault.crypto.envelope import seal_chunk, unwrap_dek
+from chunkvault.crypto.material import MasterKeys
+from chunkvault.layout import chunk_key, chunk_metadata
+from chunkvault.peerset import PlacedPeer
+from chunkvault.placement import choose
+from chunkvault.staging import Staging
+from chunkvault.upload_requests import (
     ChunkOutcome,
     RequestConflict,
     UnknownRequest,
@@ -25,15 +40,6 @@ from chunkvault.api.backend import (
     UploadRequest,
     UploadResponse,
 )
-from chunkvault.backends.base import PeerError
-from chunkvault.catalog import Catalog, ChunkRow
-from chunkvault.config import Config
-from chunkvault.crypto.envelope import seal_chunk, unwrap_dek
-from chunkvault.crypto.material import MasterKeys
-from chunkvault.layout import chunk_key, chunk_metadata
-from chunkvault.peerset import PlacedPeer
-from chunkvault.placement import choose
-from chunkvault.staging import Staging
 
 log = logging.getLogger(__name__)
 _STRIPES = 64
@@ -48,6 +54,15 @@ class StoredChunk:
     ok: bool
     reason: str  # "stored", "deduplicated", or why it failed
     sent_bytes: int = 0
+    target: int = 0  # replicas aimed at
+
+
+def stored_reason(written: int, target: int) -> str:
+    return (
+        "stored"
+        if written >= target
+        else f"stored on {written} of {target} peers (repair will add the rest)"
+    )
 
 
 class UploadService:
@@ -65,6 +80,7 @@ class UploadService:
         self.keys = keys
         self.catalog = catalog
         self.staging = staging
+        self._api_keys: DomainKeys | None = None
         # Replica writes of all chunks share this pool; LimitPeer caps each peer.
         self._replica_pool = ThreadPoolExecutor(
             max_workers=max(2, config.transfer.concurrency * 2), thread_name_prefix="replica"
@@ -86,6 +102,13 @@ class UploadService:
         self._chunk_pool.shutdown(wait=False, cancel_futures=True)
         self._replica_pool.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def api_keys(self) -> DomainKeys:
+        """The id-key domain of API chunks, over whatever master keys the service holds."""
+        if self._api_keys is None or self._api_keys.base is not self.keys:
+            self._api_keys = api_chunk_keys(self.keys)
+        return self._api_keys
+
     @staticmethod
     def _stripe(locks: list[threading.Lock], key: str) -> threading.Lock:
         return locks[int(hashlib.blake2b(key.encode(), digest_size=2).hexdigest(), 16) % _STRIPES]
@@ -93,26 +116,35 @@ class UploadService:
     # --- the one path to the peers ---------------------------------------------------------
 
     def store_chunk(
-        self, data: bytes, *, replicas: int | None = None, compress: bool | None = None
+        self,
+        data: bytes,
+        *,
+        replicas: int | None = None,
+        compress: bool | None = None,
+        keys: MasterKeys | None = None,
     ) -> StoredChunk:
+        """Store one chunk. ``keys`` selects the id-key domain (default: the vault's, for
+        the watched tree); KEKs are the same in every domain."""
+        keys = keys or self.keys
         target = replicas or self.config.replication.replicas
         target = min(target, len(self.peers))
         minimum = min(self.config.replication.min_replicas, target)
         if compress is None:
             compress = self.config.chunking.compression == "zstd"
-        chunk_id = self.keys.chunk_id(data)
+        chunk_id = keys.chunk_id(data)
         with self._stripe(self._chunk_locks, chunk_id):
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
             if known and len(have) >= minimum:
                 return StoredChunk(
-                    chunk_id, len(data), known.wrapped_dek, tuple(have), True, "deduplicated"
-                )
+                    chunk_id, len(data), known.wrapped_dek, tuple(have), True, "deduplicated",
+                    target=target,
+                )  # fmt: skip
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
             # wrapped DEK stays valid.
-            dek = unwrap_dek(self.keys, chunk_id, known.wrapped_dek) if known else None
+            dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known else None
             sealed = seal_chunk(
-                self.keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek
+                keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek
             )
             written, errors = self._write_replicas(
                 chunk_id, sealed.body, chunk_metadata(sealed), target
@@ -129,16 +161,12 @@ class UploadService:
                 )  # fmt: skip
         ok = len(written) >= minimum
         if ok:
-            reason = (
-                "stored"
-                if len(written) >= target
-                else (f"stored on {len(written)} of {target} peers (repair will add the rest)")
-            )
+            reason = stored_reason(len(written), target)
         else:
             reason = f"stored on {len(written)} peer(s), need {minimum}: " + "; ".join(errors)
         return StoredChunk(
             chunk_id, len(data), wrapped, tuple(written), ok, reason,
-            len(sealed.body) * len(written),
+            len(sealed.body) * len(written), target,
         )  # fmt: skip
 
     def _write_replicas(
@@ -204,16 +232,23 @@ class UploadService:
         client_id, declared = chunk.id, chunk.size_in_kb
         data = self.staging.get(client_id) if self.staging else None
         if data is None:
-            return ChunkOutcome(client_id, "NOTOK", "not staged: PUT /chunks/{id} first"), None
+            return ChunkOutcome(
+                client_id, "NOTOK", "not staged (or expired): PUT /chunks/{id} first"
+            ), None  # fmt: skip
         actual = math.ceil(len(data) / 1024)
         if actual != declared:
             return ChunkOutcome(
                 client_id, "NOTOK",
                 f"size mismatch: declared {declared} KB, staged {len(data)} bytes ({actual} KB)",
             ), None  # fmt: skip
-        stored = self.store_chunk(data)
-        send = "OK" if stored.ok else "NOTOK"
-        return ChunkOutcome(client_id, send, stored.reason, stored.peers), stored.chunk_id
+        stored = self.store_chunk(data, keys=self.api_keys)
+        if not stored.ok:
+            return ChunkOutcome(client_id, "NOTOK", stored.reason, stored.peers), None
+        # Stored now or before: the same words and peer order, so the answer does not tell
+        # whether the content was already there.
+        reason = stored_reason(len(stored.peers), stored.target)
+        peers = tuple(sorted(stored.peers))
+        return ChunkOutcome(client_id, "OK", reason, peers), stored.chunk_id
 
     def request_detail(self, request_id: str) -> UploadResponse:
         recorded = self.catalog.api_request(request_id)

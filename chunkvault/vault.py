@@ -97,7 +97,7 @@ class Vault:
         # from the catalog, so `ls` and `restore` must fail naming them.
         self.unreadable: dict[str, str] = {}
         self.unlisted: list[str] = []
-        self.staging = Staging(state / "staging")
+        self.staging = Staging.from_config(state / "staging", config.api)
         self.service = UploadService(config, self.peers, keys, self.catalog, self.staging)
         self.manifests = ManifestStore(
             config.vault.id,

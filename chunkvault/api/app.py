@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from email.message import Message as _MimeHeader
 from typing import Annotated, Any
 
+import anyio
+import anyio.from_thread
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -17,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkvault.api import backend as be
@@ -40,6 +44,9 @@ __all__ = ["UPLOAD_BODY_LIMIT", "create_app"]
 log = logging.getLogger(__name__)
 
 UPLOAD_BODY_LIMIT = 1024 * 1024  # every body but PUT /chunks/{id}; 1000 chunks need ~170 KiB
+# A PUT body that sends nothing for this long is dropped: a stalled client must not hold
+# its share of api.staging_quota (and a connection) for ever.
+BODY_IDLE_SECONDS = 60.0
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api.token>`")
 ChunkIdPath = Annotated[str, Path(alias="id", pattern=ID_PATTERN, min_length=1, max_length=128)]
@@ -49,6 +56,9 @@ RequestIdPath = Annotated[str, Path(pattern=ID_PATTERN, min_length=1, max_length
 _BACKEND_ERRORS: dict[type[Exception], tuple[int, str]] = {
     be.RequestConflict: (409, "request_id already used with another body"),
     be.ChunkTooLarge: (413, "chunk too large"),
+    # 507, not 413: the request is fine, the server's staging space is (for now) used up;
+    # a client may retry once staged chunks are uploaded or expire (see docs/api.md).
+    be.StagingFull: (507, "staging quota exceeded"),
     be.UnknownChunk: (404, "unknown chunk"),
     be.UnknownRequest: (404, "unknown request_id"),
     be.BackendUnavailable: (503, "backend unavailable, retry later"),
@@ -81,6 +91,7 @@ def create_app(
         openapi_url=None,  # served by our own route, behind the token like everything else
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.backend = backend
     app.state.token = token.encode() if token else None
@@ -99,6 +110,16 @@ def create_app(
     app.include_router(_open)
     app.include_router(_authed, dependencies=[Depends(_require_token)], responses=ERROR_RESPONSES)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    backend: be.ApiBackend = app.state.backend
+    await run_in_threadpool(backend.start)
+    try:
+        yield
+    finally:
+        await run_in_threadpool(backend.close)
 
 
 async def _require_token(
@@ -141,15 +162,63 @@ async def health() -> HealthOut:
     status_code=201,
     response_model=StagedOut,
     summary="Stage a chunk's raw bytes until a POST /upload names it",
-    responses=_err(413, 422),
+    responses=_err(408, 413, 422, 507),
     openapi_extra={"requestBody": {"required": True, "content": _OCTETS}},
 )
-async def put_chunk(request: Request, chunk_id: ChunkIdPath) -> StagedOut:
+async def put_chunk(request: Request, chunk_id: ChunkIdPath) -> Response | StagedOut:
     backend: be.ApiBackend = request.app.state.backend
-    body = await request.body()  # BodyLimitMiddleware stops it at backend.max_chunk_bytes
-    await run_in_threadpool(backend.stage_chunk, chunk_id, body)
-    request.app.state.metrics.staged_bytes.inc(len(body))
-    return StagedOut(id=chunk_id, size=len(body))
+    # Streamed to the backend piece by piece (BodyLimitMiddleware stops it at
+    # backend.max_chunk_bytes): the body is never in memory whole.
+    pieces = _BodyPieces(request)
+    try:
+        size = await run_in_threadpool(
+            backend.stage_chunk, chunk_id, pieces, _content_length(request.scope)
+        )
+    except ClientDisconnect:  # nobody is left to read the answer; the metrics count it
+        return error_response(400, "client disconnected before the body was complete")
+    except _BodyStalled:
+        return error_response(408, f"no body bytes for {BODY_IDLE_SECONDS:g} s")
+    finally:
+        await pieces.aclose()
+    request.app.state.metrics.staged_bytes.inc(size)
+    return StagedOut(id=chunk_id, size=size)
+
+
+class _BodyStalled(Exception):
+    pass
+
+
+class _BodyPieces:
+    """A request body as a plain iterator for a worker thread: each piece is pulled from the
+    event loop when the backend asks for it, so one piece at a time is in memory and a slow
+    disk slows the client down (the server stops reading) instead of filling a buffer."""
+
+    def __init__(self, request: Request) -> None:
+        self._stream = request.stream()
+
+    def __iter__(self) -> _BodyPieces:
+        return self
+
+    def __next__(self) -> bytes:
+        piece = anyio.from_thread.run(self._next)
+        if piece is None:
+            raise StopIteration
+        return piece
+
+    async def _next(self) -> bytes | None:
+        try:
+            while True:
+                with anyio.fail_after(BODY_IDLE_SECONDS):
+                    piece = await self._stream.__anext__()
+                if piece:  # Starlette ends the stream with an empty piece
+                    return piece
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise _BodyStalled from None
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 @_authed.get(
@@ -254,9 +323,10 @@ def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
                 return None  # servers reject these anyway; counting still bounds the body
+            return length if length >= 0 else None
     return None
 
 

@@ -1,51 +1,41 @@
 """What the HTTP layer needs from the rest of chunkvault. The daemon passes the real
-implementation (upload service + catalog + staging); API tests may pass a fake one."""
+implementation (upload service + catalog + staging); API tests may pass a fake one.
+
+The request/answer types and the exceptions the core raises are the core's own (imported
+here, never the other way round); the exceptions below exist only at this boundary."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
-SendResult = Literal["OK", "NOTOK"]
+from chunkvault.staging import StagingFull
+from chunkvault.status import Status
+from chunkvault.upload_requests import (
+    ChunkOutcome,
+    RequestConflict,
+    SendResult,
+    UnknownRequest,
+    UploadChunk,
+    UploadRequest,
+    UploadResponse,
+)
 
-
-@dataclass(frozen=True)
-class UploadChunk:
-    id: str
-    size_in_kb: int
-
-
-@dataclass(frozen=True)
-class UploadRequest:
-    """The seed's ``POST /upload`` body, validated."""
-
-    request_id: str
-    chunks: tuple[UploadChunk, ...]
-
-    def canonical(self) -> str:
-        """Canonical form for idempotency: same request_id + same canonical body -> same
-        answer; same request_id + another body -> conflict."""
-        parts = ",".join(f"{c.id}:{c.size_in_kb}" for c in self.chunks)
-        return f"{self.request_id}|{parts}"
-
-
-@dataclass(frozen=True)
-class ChunkOutcome:
-    id: str
-    send: SendResult
-    reason: str = ""  # why NOTOK, or "stored" / "deduplicated"
-    peers: tuple[str, ...] = ()  # where the replicas are
-
-
-@dataclass(frozen=True)
-class UploadResponse:
-    request_id: str
-    chunks: tuple[ChunkOutcome, ...]
-    replayed: bool = False  # True when answered from the idempotency record
-
-
-class RequestConflict(Exception):
-    """Same request_id, different body (HTTP 409)."""
+__all__ = [
+    "ApiBackend",
+    "BackendUnavailable",
+    "ChunkOutcome",
+    "ChunkTooLarge",
+    "RequestConflict",
+    "SendResult",
+    "StagingFull",
+    "Status",
+    "UnknownChunk",
+    "UnknownRequest",
+    "UploadChunk",
+    "UploadRequest",
+    "UploadResponse",
+]
 
 
 class ChunkTooLarge(Exception):
@@ -56,29 +46,24 @@ class UnknownChunk(Exception):
     """No chunk with that client id (HTTP 404)."""
 
 
-class UnknownRequest(Exception):
-    """No upload request with that id (HTTP 404)."""
-
-
 class BackendUnavailable(Exception):
     """The backend cannot serve now, e.g. every replica of a chunk is unreachable (503)."""
-
-
-@dataclass
-class Status:
-    peers: list[dict[str, Any]] = field(default_factory=list)  # name, up, last_error, ...
-    queue_depth: int = 0
-    in_flight: int = 0
-    under_replicated: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ApiBackend(Protocol):
     max_chunk_bytes: int
 
-    def stage_chunk(self, chunk_id: str, body: bytes) -> None:
-        """Keep the bytes of client chunk ``chunk_id`` until an upload request names it.
-        Re-staging the same id replaces the bytes. Raises ChunkTooLarge."""
+    def start(self) -> None:
+        """The app starts serving (background work such as staging sweeps may begin)."""
+
+    def close(self) -> None:
+        """The app stopped serving."""
+
+    def stage_chunk(self, chunk_id: str, body: Iterable[bytes], size_hint: int | None) -> int:
+        """Stage client chunk ``chunk_id`` from ``body``'s pieces as they arrive, never
+        holding it whole; returns the bytes staged. ``size_hint`` is the declared length,
+        if any. Re-staging replaces the bytes. Anything raised, by ``body`` (client gone,
+        over a limit) or here, stages nothing. Raises ChunkTooLarge, StagingFull."""
 
     def upload(self, request: UploadRequest) -> UploadResponse:
         """Store every named staged chunk (OK/NOTOK each, in request order). Idempotent per

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import CLI, run_cli, write_config
@@ -23,6 +28,10 @@ from chunkvault.config import load_config
 PW = {"CHUNKVAULT_PASSPHRASE": "daemon passphrase"}
 TOKEN = "test-token-123"
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+OCTETS = "application/octet-stream"
+JSON = "application/json"
+MiB = 1024 * 1024
+Answer = tuple[int, bytes]
 
 
 def free_port() -> int:
@@ -31,37 +40,82 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def call(base: str, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN,
-         content_type: str | None = None) -> tuple[int, bytes]:  # fmt: skip
+def call(base: str, method: str, path: str, body: Any = None, token: str | None = TOKEN,
+         content_type: str | None = None, timeout: float = 30) -> tuple[int, bytes]:  # fmt: skip
     request = urllib.request.Request(base + path, data=body, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     if content_type:
         request.add_header("Content-Type", content_type)
     try:
-        with _opener.open(request, timeout=30) as response:
+        with _opener.open(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
+class Daemon:
+    """`chunkvault run` as a subprocess with its API on a free loopback port."""
+
+    def __init__(self, proc: subprocess.Popen[str], base: str, config: Path, tmp: Path) -> None:
+        self.proc = proc
+        self.base = base
+        self.config = config
+        self.inbox = tmp / "inbox"
+        self.staging = tmp / "state" / "staging"
+
+    def call(self, method: str, path: str, body: bytes | None = None, **kw: Any) -> Answer:
+        return call(self.base, method, path, body, **kw)
+
+    def put(self, chunk_id: str, data: Any, timeout: float = 30) -> Answer:
+        return self.call("PUT", f"/chunks/{chunk_id}", data, content_type=OCTETS, timeout=timeout)
+
+    def upload(self, request_id: str, chunks: dict[str, int]) -> Answer:
+        body = {"chunks": [{"id": c, "size_in_KB": kib} for c, kib in chunks.items()],
+                "request_id": request_id}  # fmt: skip
+        return self.call("POST", "/upload", json.dumps(body).encode(), content_type=JSON)
+
+    def staged_files(self) -> list[str]:
+        return sorted(os.listdir(self.staging))
+
+    def memory(self, field: str) -> int:
+        """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of the child, in bytes."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+    def reset_peak_rss(self) -> None:
+        # Unlocking (Argon2, 64 MiB) set a peak that would hide a smaller rise after it.
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+
 @pytest.fixture
-def daemon(tmp_path: Path, moto_peers):
-    port = free_port()
-    (tmp_path / "inbox").mkdir()
-    config = write_config(
-        tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
-        api={"listen": f"127.0.0.1:{port}", "token": TOKEN},
-        watch={"path": str(tmp_path / "inbox")},
-    )  # fmt: skip
-    assert run_cli(config, "init", env=PW).returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
-    proc = subprocess.Popen(
-        [CLI, "--config", str(config), "run"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
+def start_daemon(tmp_path: Path, moto_peers):
+    """``start(api=..., umask=..., **sections) -> Daemon``; stopped after the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(
+        api: dict | None = None,
+        umask: int = -1,
+        before_run: Callable[[Path], None] | None = None,
+        **sections: dict,
+    ) -> Daemon:
+        port = free_port()
+        (tmp_path / "inbox").mkdir(exist_ok=True)
+        config = write_config(
+            tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
+            api={"listen": f"127.0.0.1:{port}", "token": TOKEN, **(api or {})},
+            watch={"path": str(tmp_path / "inbox")}, **sections,
+        )  # fmt: skip
+        assert run_cli(config, "init", env=PW).returncode == 0
+        if before_run is not None:
+            before_run(tmp_path / "state" / "staging")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
+        proc = subprocess.Popen(
+            [CLI, "--config", str(config), "run"], env=env, umask=umask,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, proc.stdout.read()
@@ -72,12 +126,22 @@ def daemon(tmp_path: Path, moto_peers):
                 pass
             assert time.monotonic() < deadline, "daemon did not come up"
             time.sleep(0.1)
-        yield base, config, proc
+        return Daemon(proc, base, config, tmp_path)
+
+    try:
+        yield start
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+@pytest.fixture
+def daemon(start_daemon):
+    d = start_daemon()
+    return d.base, d.config, d.proc
 
 
 def object_count(config: Path) -> int:
@@ -148,3 +212,194 @@ def test_run_refuses_an_open_api(tmp_path, moto_peers):
     config = write_config(tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket())
     result = run_cli(config, "run", env=PW)
     assert result.returncode == 1 and "api.token is not set" in result.stderr
+
+
+def chunk_keys(config: Path) -> set[tuple[str, str]]:
+    """(peer, key) of every chunk object on every peer."""
+    return {
+        (peer.name, info.key)
+        for peer in build_peers(load_config(config))
+        for info in peer.list("test/chunks/")
+    }
+
+
+def wait_for(condition: Any, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+# --- issue 8 item 7: the API cannot confirm what the vault holds --------------------------
+
+
+def test_api_cannot_confirm_that_the_tree_holds_a_content(start_daemon):
+    d = start_daemon()
+    secret = os.urandom(100 * 1024)  # under chunking.min_size: the file is one chunk
+    (d.inbox / "secret.bin").write_bytes(secret)
+
+    def tree_stored() -> bool:
+        status = json.loads(d.call("GET", "/status")[1])
+        return status["extra"]["files"] == 1 and status["queue_depth"] == 0
+
+    wait_for(tree_stored, what="the agent to store secret.bin")
+    before = chunk_keys(d.config)
+    assert len(before) == 2  # the file's one chunk, two replicas
+
+    guess = os.urandom(100 * 1024)  # the same size, content the vault does not hold
+    assert d.put("known", secret)[0] == 201 and d.put("unknown", guess)[0] == 201
+    status, body = d.upload("probe", {"known": 100, "unknown": 100})
+    assert status == 200
+    assert json.loads(body)["chunks"] == [
+        {"id": "known", "send": "OK"}, {"id": "unknown", "send": "OK"}
+    ]  # fmt: skip
+    detail = json.loads(d.call("GET", "/upload/probe")[1])["chunks"]
+    known, unknown = ({k: v for k, v in c.items() if k != "id"} for c in detail)
+    assert known["reason"] == unknown["reason"] == "stored"
+    assert len(known["peers"]) == len(unknown["peers"]) == 2
+
+    # The known content got a new object of its own: nothing of the file's was reused.
+    after = chunk_keys(d.config)
+    assert before <= after and len(after - before) == 4  # two API chunks, two replicas each
+    file_ids = {key for _, key in before}
+    assert not file_ids & {key for _, key in after - before}
+    assert d.call("GET", "/chunks/known") == (200, secret)
+
+    # Dedup among API chunks stays, and says the same: no new object for the same bytes.
+    assert d.put("known-again", secret)[0] == 201
+    status, body = d.upload("again", {"known-again": 100})
+    again = json.loads(d.call("GET", "/upload/again")[1])["chunks"][0]
+    assert again["send"] == "OK" and again["reason"] == "stored"
+    assert sorted(again["peers"]) == sorted(known["peers"])
+    assert chunk_keys(d.config) == after
+
+
+# --- issue 8 item 12: staging is streamed, bounded, expiring and private ------------------
+
+
+def test_concurrent_large_puts_are_streamed_to_disk(start_daemon):
+    d = start_daemon(api={"max_chunk_bytes": "64MiB", "staging_quota": "2GiB"})
+    body = os.urandom(60 * MiB)
+    d.reset_peak_rss()
+    before = d.memory("VmRSS")
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: d.put(f"big{i}", body, timeout=300), range(16)))
+    assert [status for status, _ in answers] == [201] * 16, answers[0]
+    grown = d.memory("VmHWM") - before
+    # 960 MiB went through; held whole, that was 1.5 GB of RSS. Streamed, a piece at a time.
+    assert grown < 64 * MiB, f"peak RSS grew by {grown / MiB:.0f} MiB"
+    names = d.staged_files()
+    assert names == sorted(f"c-big{i}" for i in range(16))
+    assert all((d.staging / n).stat().st_size == 60 * MiB for n in names)
+    assert (d.staging / "c-big7").read_bytes() == body
+
+
+def raw_put(
+    base: str, chunk_id: str, pieces: list[bytes], length: int | None
+) -> tuple[int, bytes] | None:
+    """PUT over a bare socket: ``length`` is the declared Content-Length (the pieces may be
+    fewer bytes, even none), or None for a chunked body. Returns (status, body), or None
+    when the daemon answered early and the connection was reset under the rest of the body
+    (a refused body is not read, as servers do; urllib cannot read such an answer)."""
+    head = (
+        f"PUT /chunks/{chunk_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n"
+        + (
+            f"Content-Length: {length}\r\n"
+            if length is not None
+            else "Transfer-Encoding: chunked\r\n"
+        )
+        + "\r\n"
+    )
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        try:
+            sock.sendall(head.encode())
+            for piece in pieces:
+                sock.sendall(piece if length is not None else b"%x\r\n%s\r\n" % (len(piece), piece))
+            if length is None:
+                sock.sendall(b"0\r\n\r\n")
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            return response.status, response.read()
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+
+def test_staging_quota_refuses_with_507_and_stages_nothing(start_daemon):
+    d = start_daemon(api={"max_chunk_bytes": "4MiB", "staging_quota": "10MiB"})
+    blobs = [os.urandom(4 * MiB) for _ in range(3)]
+    assert d.put("a", blobs[0])[0] == 201 and d.put("b", blobs[1])[0] == 201
+    # A declared length that cannot fit is refused before any byte of the body is sent.
+    status, body = raw_put(d.base, "c", [], 4 * MiB)
+    assert status == 507, body
+    assert "api.staging_quota" in json.loads(body)["error"]
+    # Without a declared length the PUT fails once its bytes pass the quota.
+    answer = raw_put(d.base, "c", [blobs[2][i : i + MiB] for i in range(0, 4 * MiB, MiB)], None)
+    assert answer is None or answer[0] == 507, answer
+    wait_for(lambda: d.staged_files() == ["c-a", "c-b"], 10, "the refused body's temp file to go")
+    # Uploading frees the space.
+    assert d.upload("ab", {"a": 4096, "b": 4096})[0] == 200
+    assert d.staged_files() == []
+    assert d.put("c", blobs[2])[0] == 201
+
+
+def test_incomplete_and_oversized_bodies_leave_nothing_staged(start_daemon):
+    d = start_daemon(api={"max_chunk_bytes": "4MiB"})
+    host, port = d.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"PUT /chunks/cut HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {3 * MiB}\r\n\r\n".encode()
+            + os.urandom(MiB)
+        )
+        # Streamed: the first MiB is in a temp file before the rest arrives (it never does).
+        wait_for(lambda: [n for n in d.staged_files() if n.startswith(".tmp-")], 10, "temp")
+    wait_for(lambda: d.staged_files() == [], 10, "the cut body's temp file to go")
+    answer = raw_put(d.base, "big", [os.urandom(MiB) for _ in range(5)], None)  # over 4 MiB
+    assert answer is None or answer[0] == 413, answer
+    wait_for(lambda: d.staged_files() == [], 10, "the oversized body's temp file to go")
+    assert d.upload("r", {"cut": 3072, "big": 5120})[0] == 200
+    detail = json.loads(d.call("GET", "/upload/r")[1])["chunks"]
+    assert [c["send"] for c in detail] == ["NOTOK", "NOTOK"]
+    assert all("not staged" in c["reason"] for c in detail)
+
+
+def _plant_stale(staging: Path) -> None:
+    staging.mkdir(parents=True, exist_ok=True)
+    old = time.time() - 7200
+    for name in ("c-stale", ".tmp-crashed"):
+        (staging / name).write_bytes(b"x" * 1024)
+        os.utime(staging / name, (old, old))
+    (staging / "c-fresh").write_bytes(b"y" * 1024)
+
+
+def test_expired_staged_chunks_are_removed_on_start(start_daemon):
+    d = start_daemon(before_run=_plant_stale)  # api.staging_ttl_seconds: 3600 (default)
+    assert d.staged_files() == ["c-fresh"]
+    assert (d.staging / "c-fresh").stat().st_mode & 0o777 == 0o600  # was 0644
+    assert d.upload("r", {"stale": 1, "fresh": 1})[0] == 200
+    detail = json.loads(d.call("GET", "/upload/r")[1])["chunks"]
+    assert [c["send"] for c in detail] == ["NOTOK", "OK"]
+    assert "not staged" in detail[0]["reason"]
+
+
+def test_expired_staged_chunks_are_removed_periodically(start_daemon):
+    d = start_daemon(api={"staging_ttl_seconds": 1})
+    assert d.put("soon-gone", b"z" * 2048)[0] == 201
+    assert d.staged_files() == ["c-soon-gone"]
+    wait_for(lambda: d.staged_files() == [], 10, "the sweeper to remove the expired chunk")
+    assert d.upload("late", {"soon-gone": 2})[0] == 200
+    detail = json.loads(d.call("GET", "/upload/late")[1])["chunks"][0]
+    assert detail["send"] == "NOTOK" and "not staged" in detail["reason"]
+
+
+def test_staging_is_private_whatever_the_umask(start_daemon):
+    def loose_staging(staging: Path) -> None:  # as an older version left it
+        staging.mkdir(parents=True)
+        staging.chmod(0o755)
+
+    d = start_daemon(umask=0, before_run=loose_staging)
+    assert d.put("private", b"p" * 5000)[0] == 201
+    assert (d.staging.stat().st_mode & 0o777) == 0o700
+    assert (d.staging / "c-private").stat().st_mode & 0o777 == 0o600

@@ -14,11 +14,6 @@ from support.cli import CLI, run_cli, write_config
 from support.moto_peers import unique_bucket
 
 PW = {"CHUNKVAULT_PASSPHRASE": "private state passphrase"}
-# Made private by its owner (staging.py, the API engineer's part of issue 8); it sits inside
-# the 0700 state dir, so it is unreachable for other users either way.
-OWNED_ELSEWHERE = {"staging"}
-
-
 def cli_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
 
@@ -38,7 +33,6 @@ def modes(state: Path) -> dict[str, int]:
     """Relative path -> permission bits of the state dir and everything in it."""
     found = {".": stat.S_IMODE(state.stat().st_mode)}
     for dirpath, dirs, files in os.walk(state):
-        dirs[:] = [d for d in dirs if d not in OWNED_ELSEWHERE or Path(dirpath) != state]
         for name in dirs + files:
             path = Path(dirpath) / name
             found[str(path.relative_to(state))] = stat.S_IMODE(path.lstat().st_mode)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from dataclasses import replace
 
 from chunkvault.api.backend import (
@@ -34,16 +35,30 @@ class FakeBackend:
         self.ran_on_event_loop: bool | None = None
         self.status_value = Status()
         self.raise_on_read: Exception | None = None
+        self.raise_on_stage: Exception | None = None
+        self.started = self.closed = 0
+        self.size_hints: list[int | None] = []
 
-    def stage_chunk(self, chunk_id: str, body: bytes) -> None:
+    def start(self) -> None:
+        self.started += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def stage_chunk(self, chunk_id: str, body: Iterable[bytes], size_hint: int | None) -> int:
         try:
             asyncio.get_running_loop()
             self.ran_on_event_loop = True
         except RuntimeError:
             self.ran_on_event_loop = False
-        if len(body) > self.max_chunk_bytes:
+        self.size_hints.append(size_hint)
+        if self.raise_on_stage is not None:
+            raise self.raise_on_stage
+        data = b"".join(body)  # a fake may hold it: these bodies are small
+        if len(data) > self.max_chunk_bytes:
             raise ChunkTooLarge(chunk_id)
-        self.staged[chunk_id] = body
+        self.staged[chunk_id] = data
+        return len(data)
 
     def upload(self, request: UploadRequest) -> UploadResponse:
         self.requests.append(request)

@@ -16,11 +16,9 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 from support.fake_api import FakeBackend
 
+from chunkvault.api import app as app_module
 from chunkvault.api.app import UPLOAD_BODY_LIMIT, create_app
-from chunkvault.api.backend import (
-    BackendUnavailable,
-    Status,
-)
+from chunkvault.api.backend import BackendUnavailable, StagingFull, Status
 from chunkvault.api.metrics import registry_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -422,6 +420,93 @@ def test_put_restage_replaces(client: TestClient, backend: FakeBackend) -> None:
     r = client.put("/chunks/c1", content=b"", headers=AUTH)
     assert r.status_code == 201 and r.json() == {"id": "c1", "size": 0}
     assert backend.staged == {"c1": b""}
+
+
+def asgi_put_messages(
+    app: Any, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]] = ()
+) -> tuple[int, bytes]:
+    """PUT /chunks/c1 straight through ASGI with these receive messages; once they run
+    out the client goes silent (receive never returns). Returns (status, body)."""
+    pending = list(messages)
+    status, body = 0, b""
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        await asyncio.Event().wait()  # a stalled client
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT",
+        "scheme": "http", "path": "/chunks/c1", "raw_path": b"/chunks/c1", "root_path": "",
+        "query_string": b"", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8080),
+        "headers": [(b"authorization", AUTH["Authorization"].encode()), *headers],
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    return status, body
+
+
+def piece(data: bytes, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.request", "body": data, "more_body": more}
+
+
+class PieceRecorder(FakeBackend):
+    def stage_chunk(self, chunk_id: str, body: Any, size_hint: int | None) -> int:
+        self.pieces = [len(p) for p in body]
+        return super().stage_chunk(chunk_id, [b"x" * n for n in self.pieces], size_hint)
+
+
+def test_put_body_reaches_the_backend_piece_by_piece() -> None:
+    backend = PieceRecorder()
+    app = create_app(backend, TOKEN)
+    status, body = asgi_put_messages(app, [piece(b"a" * 1000)] * 3 + [piece(b"b" * 10, False)])
+    assert status == 201 and json.loads(body) == {"id": "c1", "size": 3010}
+    assert backend.pieces == [1000, 1000, 1000, 10]  # never joined by the HTTP layer
+
+
+def test_put_passes_the_declared_length(client: TestClient, backend: FakeBackend) -> None:
+    client.put("/chunks/a", content=b"x" * 10, headers=AUTH)
+    client.put("/chunks/b", content=iter([b"x" * 10]), headers=AUTH)  # chunked: no length
+    assert backend.size_hints == [10, None]
+
+
+def test_put_over_the_staging_quota_is_507(client: TestClient, backend: FakeBackend) -> None:
+    backend.raise_on_stage = StagingFull("9000 bytes staged", "POST /upload them")
+    r = client.put("/chunks/c1", content=b"x", headers=AUTH)
+    assert_error(r, 507, "staging quota exceeded: 9000 bytes staged (POST /upload them)")
+    assert backend.staged == {}
+
+
+def test_put_stalled_body_is_408_and_stages_nothing(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "BODY_IDLE_SECONDS", 0.2)
+    status, body = asgi_put_messages(create_app(backend, TOKEN), [piece(b"x" * 100)])
+    assert status == 408 and "no body bytes for 0.2 s" in json.loads(body)["error"]
+    assert backend.staged == {}
+
+
+def test_put_client_gone_stages_nothing_quietly(
+    backend: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    messages = [piece(b"x" * 100), {"type": "http.disconnect"}]
+    with caplog.at_level(logging.ERROR):
+        status, _ = asgi_put_messages(create_app(backend, TOKEN), messages)
+    assert status == 400 and backend.staged == {}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_serving_starts_and_closes_the_backend(backend: FakeBackend) -> None:
+    with TestClient(create_app(backend, TOKEN)):
+        assert (backend.started, backend.closed) == (1, 0)
+    assert (backend.started, backend.closed) == (1, 1)
 
 
 def test_wrong_method_is_405_json(client: TestClient) -> None:

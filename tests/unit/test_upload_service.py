@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from chunkvault.api.backend import RequestConflict, UploadChunk, UploadRequest
 from chunkvault.backends.memory import MemoryPeer
 from chunkvault.backends.stack import wrap_peer
 from chunkvault.catalog import Catalog
@@ -22,6 +21,7 @@ from chunkvault.placement import choose
 from chunkvault.reading import ChunkReader, ChunkUnavailable
 from chunkvault.staging import Staging
 from chunkvault.upload import UploadService
+from chunkvault.upload_requests import RequestConflict, UploadChunk, UploadRequest
 
 
 class Rig:
@@ -157,7 +157,8 @@ def test_the_seeds_upload_example(rig):
     # OK chunks are readable by their client id and leave staging; NOTOK ones stay staged.
     assert rig.staging.get("c1") is None and rig.staging.get("c2") is not None
     stored = rig.catalog.client_chunk("c3")
-    assert stored is not None and len(rig.reader.read(stored)) == 610 * 1024
+    api_reader = ChunkReader("t", rig.placed, rig.service.api_keys, rig.catalog)
+    assert stored is not None and len(api_reader.read(stored)) == 610 * 1024
 
 
 def test_upload_is_idempotent_per_request_id(rig):
@@ -211,3 +212,38 @@ def test_a_recovered_peer_rejoins_after_its_cool_off(tmp_path):
     assert sorted(after.peers) == ["m0", "m1"]  # the write was the probe; m1 is back
     assert rig.placed[1].peer.is_up
     rig.service.close()
+
+
+# --- API chunks live in their own id-key domain (issue 8 item 7) ---------------------------
+
+
+def test_api_chunks_never_share_an_id_or_object_with_file_chunks(rig):
+    secret = os.urandom(20_000)
+    file_chunk = rig.service.store_chunk(secret)  # what the watched tree's pipeline stored
+    calls = [len(m.calls) for m in rig.memory]
+    rig.staging.put("guess", secret)
+    response = rig.service.upload(req("probe", {"guess": 20}))
+    assert response.chunks[0].send == "OK" and response.chunks[0].reason == "stored"
+    api_id = rig.catalog.client_chunk("guess")
+    assert api_id == rig.service.api_keys.chunk_id(secret) != file_chunk.chunk_id
+    # Two puts, two new objects (the API chunk's replicas): no dedup against the file.
+    new_calls = [op for m, n in zip(rig.memory, calls, strict=True) for op in m.calls[n:]]
+    assert new_calls == ["put", "put"]
+    assert len(rig.holders(api_id)) == 2 and len(rig.holders(file_chunk.chunk_id)) == 2
+    api_reader = ChunkReader("t", rig.placed, rig.service.api_keys, rig.catalog)
+    assert api_reader.read(api_id) == secret
+    with pytest.raises(ChunkUnavailable, match="does not match its id"):
+        rig.reader.read(api_id)  # the file domain's reader refuses it
+
+
+def test_the_api_answer_is_the_same_for_new_and_already_stored_content(rig):
+    data = os.urandom(8000)
+    rig.staging.put("first", data)
+    first = rig.service.upload(req("r1", {"first": 8})).chunks[0]
+    calls = sum(len(m.calls) for m in rig.memory)
+    rig.staging.put("second", data)
+    second = rig.service.upload(req("r2", {"second": 8})).chunks[0]
+    assert sum(len(m.calls) for m in rig.memory) == calls  # deduplicated among API chunks
+    assert (first.send, first.reason, first.peers) == (second.send, second.reason, second.peers)
+    assert first.reason == "stored" and list(first.peers) == sorted(first.peers)
+    assert rig.service.request_detail("r2").chunks[0].reason == "stored"
