@@ -220,10 +220,9 @@ class ManifestStore:
     def seal(self, name: str, manifest: Manifest) -> bytes:
         """The sealed body; ManifestError if it would be over the size a reader accepts."""
         payload = manifest.to_json()
-        body = (
-            None if len(payload) > MAX_MANIFEST_JSON else seal_blob(self.keys, KIND, name, payload)
-        )
-        if body is None or len(body) > MAX_MANIFEST_BYTES:
+        fits = len(payload) <= MAX_MANIFEST_JSON
+        body = seal_blob(self.keys, KIND, name, payload) if fits else b""
+        if not fits or len(body) > MAX_MANIFEST_BYTES:
             raise ManifestError(
                 f"manifest for {manifest.path} ({len(manifest.chunks)} chunks) is over the "
                 f"{MAX_MANIFEST_BYTES // MiB} MiB manifest limit",
