@@ -123,7 +123,7 @@ class KeyStore:
 
         def fetch(peer: Peer) -> PeerCopy:
             try:
-                ring = decode(peer.get(self.key), f"peer {peer.name}")  # MERGE: max_size
+                ring = decode(peer.get(self.key, max_size=MAX_KEYRING_BYTES), f"peer {peer.name}")
             except NotFound:
                 return PeerCopy(peer.name, missing=True)
             except (PeerError, ChunkvaultError) as exc:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from chunkvault.crypto.envelope import VERSION, SealedChunk, wrapped_generation
 
-_CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # fullmatch: "$" would allow a trailing newline
 META_VERSION = "cv-v"
 META_GENERATION = "cv-gen"
 META_DEK = "cv-dek"
@@ -36,7 +36,7 @@ def chunks_prefix(vault_id: str) -> str:
 
 
 def chunk_key(vault_id: str, chunk_id: str) -> str:
-    if not _CHUNK_ID.match(chunk_id):
+    if not _CHUNK_ID.fullmatch(chunk_id):
         raise LayoutError(f"not a chunk id: {chunk_id!r}")
     return f"{vault_id}/chunks/{chunk_id[:2]}/{chunk_id}"
 

@@ -19,18 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chunkvault.backends.base import Peer, PeerError
+from chunkvault.backends.listing import show_key
 from chunkvault.catalog import Catalog
 from chunkvault.crypto.envelope import (
     EnvelopeError,
     blob_generation,
-    open_blob,
     rewrap_dek,
     wrapped_generation,
 )
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix, parse_chunk_metadata
-from chunkvault.manifest import KIND as MANIFEST_KIND
-from chunkvault.manifest import Manifest, ManifestError, ManifestStore
+from chunkvault.manifest import ManifestError, ManifestStore
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +53,29 @@ def rewrap_chunk_objects(
     workers: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> RewrapReport:
-    """Re-wrap the data key in the metadata of every chunk object on every peer."""
+    """Re-wrap the data key in the metadata of every chunk object on every peer. Objects
+    under ``chunks/`` whose key is not a chunk key are not ours: skipped, one warning per
+    peer."""
     report = RewrapReport()
 
-    def one(peer: Peer, key: str) -> bool | str:
+    def chunk_keys(peer: Peer) -> list[tuple[str, str]]:
+        found, foreign = [], None
+        for info in peer.list(chunks_prefix(vault_id)):
+            try:
+                found.append((info.key, chunk_id_from_key(vault_id, info.key)))
+            except LayoutError:
+                foreign = foreign or info.key
+        if foreign is not None:
+            log.warning(
+                "peer %s: skipped %s and any other object under %r that is not a chunk",
+                peer.name,
+                show_key(foreign),
+                chunks_prefix(vault_id),
+            )
+        return found
+
+    def one(peer: Peer, key: str, chunk_id: str) -> bool | str:
         try:
-            chunk_id = chunk_id_from_key(vault_id, key)
             info = peer.stat(key)
             meta = parse_chunk_metadata(info.metadata)
             if meta.generation == generation:
@@ -73,11 +89,11 @@ def rewrap_chunk_objects(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for peer in peers:
             try:
-                keys_on_peer = [info.key for info in peer.list(chunks_prefix(vault_id))]
+                keys_on_peer = chunk_keys(peer)
             except PeerError as exc:
                 report.failures.append(f"{peer.name}: cannot list chunks: {exc.message}")
                 continue
-            for outcome in pool.map(lambda k, p=peer: one(p, k), keys_on_peer):
+            for outcome in pool.map(lambda item, p=peer: one(p, *item), keys_on_peer):
                 report.examined += 1
                 if isinstance(outcome, str):
                     report.failures.append(outcome)
@@ -93,15 +109,15 @@ def rewrap_manifests(
     store: ManifestStore, keys: MasterKeys, generation: int, workers: int = 8
 ) -> RewrapReport:
     """Re-seal every manifest whose own key or any chunk DEK inside is of another
-    generation, on every peer that holds a copy."""
+    generation, on every peer that holds a copy (read from the first holder with a good
+    one)."""
     report = RewrapReport()
     by_name = {p.name: p for p in store.peers}
 
     def one(item: tuple[str, list[str]]) -> bool | str:
         name, holders = item
         try:
-            body = by_name[holders[0]].peer.get(name)
-            manifest = Manifest.from_json(open_blob(keys, MANIFEST_KIND, name, body))
+            body, manifest = store.fetch(name, holders)
             current = blob_generation(body) == generation and all(
                 wrapped_generation(c.wrapped_dek) == generation for c in manifest.chunks
             )

@@ -106,7 +106,8 @@ class Vault:
             config.replication.replicas,
             config.replication.min_replicas,
         )
-        self.reader = ChunkReader(config.vault.id, self.peers, keys, self.catalog)
+        largest_chunk = max(config.chunking.max_size, config.api.max_chunk_bytes)
+        self.reader = ChunkReader(config.vault.id, self.peers, keys, self.catalog, largest_chunk)
         self.rules = FlowRules(config)
 
     def close(self) -> None:

@@ -5,6 +5,9 @@
   these servers.
 - ``moto_peer_factory`` (function): ``start() -> MotoServer`` for tests that kill or SIGSTOP
   a peer; every server it started is shut down after the test.
+- ``hostile_proxy_factory`` (function): ``start(upstream_endpoint) -> HostileProxy``, a
+  reverse proxy that makes one peer lie (``support.hostile_proxy``); every proxy it started
+  is stopped after the test.
 
 Tests that use either fixture are marked ``integration`` automatically.
 """
@@ -20,9 +23,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # makes `support` importable
 
+from support.hostile_proxy import HostileProxy
 from support.moto_peers import MotoPeers, MotoServer, shutdown_all
 
-MOTO_FIXTURES = {"moto_peers", "moto_peer_factory"}
+MOTO_FIXTURES = {"moto_peers", "moto_peer_factory", "hostile_proxy_factory"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,6 +69,22 @@ def moto_peer_factory() -> Iterator[Callable[[], MotoServer]]:
     finally:
         for server in started:
             server.shutdown()
+
+
+@pytest.fixture
+def hostile_proxy_factory() -> Iterator[Callable[[str], HostileProxy]]:
+    started: list[HostileProxy] = []
+
+    def start(upstream: str) -> HostileProxy:
+        proxy = HostileProxy(upstream).start()
+        started.append(proxy)
+        return proxy
+
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            proxy.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -13,7 +13,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "DEFAULT_MAX_GET": "base",
+    "MAX_LISTING": "base",
     "METADATA_LIMIT": "base",
+    "MalformedReply": "base",
     "NotFound": "base",
     "ObjectInfo": "base",
     "Peer": "base",
@@ -22,6 +25,7 @@ _EXPORTS = {
     "PermanentError": "base",
     "TransientError": "base",
     "validate_key": "base",
+    "validate_max_size": "base",
     "validate_metadata": "base",
     "validate_prefix": "base",
     "FilesystemPeer": "filesystem",
@@ -31,6 +35,7 @@ _EXPORTS = {
     "RetryPeer": "retry",
     "S3Peer": "s3",
     "WrappingPeer": "wrapper",
+    "checked_listing": "listing",
     "build_peer": "stack",
     "build_peers": "stack",
     "open_backend": "stack",

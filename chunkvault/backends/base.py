@@ -5,10 +5,22 @@ Bodies are ``bytes``: the largest thing we ever store is one chunk (bounded by
 configuration, and bytes keep every backend simple. Bodies above the backend's
 ``segment_size`` are sent as multipart uploads ("segments") by backends that support it.
 
+Everything a peer sends may be crafted. The contract bounds what a reply can cost us:
+
+- ``get(key, max_size)`` never holds more than ``max_size + 1`` bytes of a body, whatever
+  the peer declares; a larger body is :class:`MalformedReply`. Callers pass the size they
+  expect (``crypto.envelope.sealed_size_limit`` for chunks, the manifest cap, ...).
+- ``list(prefix)`` yields keys under ``prefix`` in strictly increasing order, at most
+  :data:`MAX_LISTING` of them (``listing.py`` enforces it once for every backend); keys
+  that are not valid object keys are skipped with one warning per listing.
+
 Errors are classified, because what to do next depends only on the class:
 
 - :class:`NotFound` - the object (or container) is not there; never retried.
 - :class:`PermanentError` - retrying cannot help (bad credentials, bad request, no bucket).
+- :class:`MalformedReply` (permanent) - the peer answered with something that breaks the
+  contract: too large, unparseable, a listing out of order or without end. Skip that peer
+  for this object or listing and use the other replicas.
 - :class:`TransientError` - the peer is down, slow or overloaded; retry later or elsewhere.
 """
 
@@ -29,6 +41,14 @@ METADATA_LIMIT = 2048  # bytes of names + values, the S3 user-metadata limit
 # Object keys: '/'-separated segments of safe characters; no segment may start with '.',
 # which keeps '..' out and leaves dot-names free for backend bookkeeping (temp files).
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+MiB = 1024 * 1024
+#: ``get``'s cap when the caller gives none: above every object chunkvault writes for which
+#: callers pass no tighter bound (the keyring, ``peers test``'s 12 MiB probes).
+DEFAULT_MAX_GET = 64 * MiB
+#: Most objects one ``list`` call yields. A peer that lists more is treated as listing
+#: without end (MalformedReply). 1M chunk objects are 2 TiB on one peer at the default
+#: 2 MiB average chunk size; 1M manifests are 1M file versions held by one peer.
+MAX_LISTING = 1_000_000
 
 
 class PeerError(Exception):
@@ -46,6 +66,12 @@ class NotFound(PeerError):
 
 class PermanentError(PeerError):
     """Retrying the same request cannot succeed (auth, bad request, missing bucket...)."""
+
+
+class MalformedReply(PermanentError):
+    """The peer answered with something no honest peer sends: a body over the expected size,
+    an unparseable reply, a listing out of order, repeating or without end. Asking again
+    will not help; use another replica."""
 
 
 class TransientError(PeerError):
@@ -82,6 +108,13 @@ def validate_key(key: str) -> str:
         if not _KEY_SEGMENT.match(segment):
             raise ValueError(f"invalid object key {key!r}")
     return key
+
+
+def validate_max_size(max_size: int) -> int:
+    """A ``get`` cap is a non-negative int (a bad one is our bug, hence ValueError)."""
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise ValueError(f"max_size must be an int >= 0, got {max_size!r}")
+    return max_size
 
 
 def validate_prefix(prefix: str) -> str:
@@ -131,8 +164,11 @@ class Peer(ABC):
         """Store ``body`` at ``key`` atomically (readers see the old or the new object)."""
 
     @abstractmethod
-    def get(self, key: str) -> bytes:
-        """Return the whole body. Raises :class:`NotFound` if missing."""
+    def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:
+        """Return the whole body. Raises :class:`NotFound` if missing, and
+        :class:`MalformedReply` if the body is larger than ``max_size`` bytes, having held
+        at most ``max_size + 1`` of them in memory (also when the peer lies about the size).
+        """
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo:
@@ -140,8 +176,10 @@ class Peer(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects whose key starts with ``prefix``, in key order. Only ``key`` and ``size``
-        are always set: metadata is empty and ``etag`` may be (use :meth:`stat`)."""
+        """Objects whose key starts with ``prefix``, in strictly increasing key order, at
+        most :data:`MAX_LISTING`; every key is a valid object key. Only ``key`` and ``size``
+        are always set: metadata is empty and ``etag`` may be (use :meth:`stat`). A peer
+        that breaks these rules raises :class:`MalformedReply` while being iterated."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from chunkvault.backends.base import (
+    DEFAULT_MAX_GET,
+    MAX_LISTING,
+    MalformedReply,
     NotFound,
     ObjectInfo,
     Peer,
@@ -49,9 +52,11 @@ from chunkvault.backends.base import (
     PermanentError,
     TransientError,
     validate_key,
+    validate_max_size,
     validate_metadata,
     validate_prefix,
 )
+from chunkvault.backends.listing import checked_listing
 from chunkvault.fsutil import fsync_dir, write_temp_durably
 
 INIT_HINT = "run `chunkvault peers init`"
@@ -90,6 +95,7 @@ class FilesystemPeer(Peer):
     """Objects as files under ``root``. Thread-safe."""
 
     kind = "filesystem"
+    max_listing = MAX_LISTING  # per instance so that tests can lower it
 
     def __init__(self, name: str, root: Path | str) -> None:
         self.name = name
@@ -212,16 +218,34 @@ class FilesystemPeer(Peer):
             raise self._error(exc, action) from exc
         return ObjectInfo(key, len(body), etag, meta, st.st_mtime)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:
         validate_key(key)
+        validate_max_size(max_size)
+        action = f"get {key}"
         _, path, _ = self._paths(key)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            # O_NONBLOCK: a FIFO planted at the object's path must not hang the open.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except (IsADirectoryError, NotADirectoryError):
-            raise NotFound(self.name, f"get {key}: no such object") from None
+            raise NotFound(self.name, f"{action}: no such object") from None
         except OSError as exc:
-            raise self._error(exc, f"get {key}") from exc
+            raise self._error(exc, action) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a directory or a planted FIFO/device
+                raise NotFound(self.name, f"{action}: no such object")
+            if st.st_size > max_size:
+                too_big = f"{st.st_size} bytes, more than the {max_size} expected"
+                raise MalformedReply(self.name, f"{action}: {too_big}")
+            with open(fd, "rb", closefd=False) as f:
+                body = f.read(max_size + 1)  # the file may grow after the fstat
+        except OSError as exc:
+            raise self._error(exc, action) from exc
+        finally:
+            os.close(fd)
+        if len(body) > max_size:
+            raise MalformedReply(self.name, f"{action}: longer than the {max_size} bytes expected")
+        return body
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
@@ -237,7 +261,7 @@ class FilesystemPeer(Peer):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
-        return self._list(prefix)
+        return checked_listing(self.name, prefix, self._list(prefix), self.max_listing)
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         # ETags are not filled (it would cost a sidecar read per object); use stat.

@@ -8,7 +8,9 @@ in pages (one "request" per page), NotFound/PermanentError like a bucket. Faults
 - ``peer.fail_next(n, error, ops=..., skip=...)``: the next ``n`` matching requests fail;
 - ``peer.hook``: called with the operation name at the start of every request (outside
   the lock), to block, count or slow requests from a test;
-- ``peer.calls``: every request that reached the peer, in order.
+- ``peer.calls``: every request that reached the peer, in order;
+- ``peer.plant(key, body)``: store an object under any key, as another program writing to
+  the same bucket could (keys chunkvault itself would refuse included).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from chunkvault.backends.base import (
+    DEFAULT_MAX_GET,
+    MAX_LISTING,
+    MalformedReply,
     NotFound,
     ObjectInfo,
     Peer,
@@ -27,9 +32,11 @@ from chunkvault.backends.base import (
     PermanentError,
     TransientError,
     validate_key,
+    validate_max_size,
     validate_metadata,
     validate_prefix,
 )
+from chunkvault.backends.listing import checked_listing
 
 MiB = 1024 * 1024
 
@@ -66,6 +73,7 @@ class MemoryPeer(Peer):
     """Objects in a dict, guarded by a lock. Thread-safe."""
 
     kind = "memory"
+    max_listing = MAX_LISTING  # per instance so that tests can lower it
 
     def __init__(
         self,
@@ -105,6 +113,11 @@ class MemoryPeer(Peer):
         """
         with self._lock:
             self._faults.append(_Fault(n, error, frozenset(ops) if ops else None, skip))
+
+    def plant(self, key: str, body: bytes = b"") -> None:
+        """Store ``body`` at ``key`` without validating either and without a request."""
+        with self._lock:
+            self._objects[key] = _Object(bytes(body), s3_etag(body, self.segment_size), {}, 0.0)
 
     def _request(self, op: str, *, container: bool = True) -> None:
         """Account for one request and raise the injected fault, if any."""
@@ -151,10 +164,16 @@ class MemoryPeer(Peer):
             raise NotFound(self.name, f"{op} {key}: no such object")
         return obj
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:
         validate_key(key)
+        validate_max_size(max_size)
         self._request("get")
-        return self._find("get", key).body
+        body = self._find("get", key).body
+        if len(body) > max_size:
+            raise MalformedReply(
+                self.name, f"get {key}: {len(body)} bytes, more than the {max_size} expected"
+            )
+        return body
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
@@ -163,7 +182,7 @@ class MemoryPeer(Peer):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
-        return self._list(prefix)
+        return checked_listing(self.name, prefix, self._list(prefix), self.max_listing)
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         self._request("list")

@@ -6,7 +6,14 @@ them), and no aws-chunked/CRC trailers (several S3 clones mishandle them; integr
 ours: AES-GCM tags and stored SHA-256).
 
 Every exception leaves through :func:`classify_error`, the one place that decides
-NotFound / PermanentError / TransientError, and never puts credentials in a message.
+NotFound / PermanentError / MalformedReply / TransientError, and never puts credentials in
+a message.
+
+Replies are not trusted: ``get`` checks Content-Length against the caller's cap and then
+reads at most cap + 1 bytes (the header may lie or be absent); a reply botocore cannot
+parse (a Size of "abc", a date of "yesterday") is MalformedReply; listings are fetched page
+by page here (no paginator) so that a truncated page without a token, a repeated token, or
+an endless run of empty pages is caught, and every key goes through ``checked_listing``.
 """
 
 from __future__ import annotations
@@ -30,8 +37,12 @@ from botocore.exceptions import (
     SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 
 from chunkvault.backends.base import (
+    DEFAULT_MAX_GET,
+    MAX_LISTING,
+    MalformedReply,
     NotFound,
     ObjectInfo,
     Peer,
@@ -39,9 +50,11 @@ from chunkvault.backends.base import (
     PermanentError,
     TransientError,
     validate_key,
+    validate_max_size,
     validate_metadata,
     validate_prefix,
 )
+from chunkvault.backends.listing import checked_listing, checked_size
 from chunkvault.config import PeerConfig, TransferConfig
 
 T = TypeVar("T")
@@ -71,8 +84,15 @@ _TRANSIENT_NETWORK = (
     urllib3.exceptions.HTTPError,
     OSError,
 )
+# botocore parses replies with int() and dateutil and post-processes them in handlers that
+# index fields: a crafted reply raises ValueError, KeyError or TypeError (ResponseParserError
+# for XML it cannot read) out of the API call. Inside a call they can only be about the reply.
+_UNPARSEABLE = (ResponseParserError, ValueError, LookupError, TypeError)
 #: What a boto3 call can raise that is about the peer rather than a bug of ours.
-S3_ERRORS = (ClientError, BotoCoreError, urllib3.exceptions.HTTPError, OSError)
+S3_ERRORS = (ClientError, BotoCoreError, urllib3.exceptions.HTTPError, OSError, *_UNPARSEABLE)
+#: Truncated listing pages in a row that hold no key. Real servers may return a few (AWS
+#: skipping delete markers); an endless run is a peer that never finishes.
+MAX_EMPTY_PAGES = 100
 
 
 def error_code(exc: ClientError) -> str:
@@ -111,6 +131,8 @@ def classify_error(
         detail = f"{exc}; install the CA certificate or set verify_tls: false"
     elif isinstance(exc, _TRANSIENT_NETWORK):
         cls, detail = TransientError, f"{type(exc).__name__}: {exc}"
+    elif isinstance(exc, _UNPARSEABLE):
+        cls, detail = MalformedReply, f"unparseable reply: {type(exc).__name__}: {exc}"
     else:  # ParamValidationError and other botocore errors are bugs or config errors
         detail = f"{type(exc).__name__}: {exc}"
     message = f"{action}: {detail}"
@@ -165,6 +187,9 @@ class S3Peer(Peer):
     """A bucket on an S3-compatible endpoint."""
 
     kind = "s3"
+    #: per instance so that tests can lower them
+    max_listing = MAX_LISTING
+    max_empty_pages = MAX_EMPTY_PAGES
 
     def __init__(self, peer: PeerConfig, transfer: TransferConfig, *, client: Any = None) -> None:
         if not peer.endpoint or not peer.bucket:
@@ -275,15 +300,29 @@ class S3Peer(Peer):
                 log.warning("peer %s: could not abort upload of %s: %s", self.name, key, exc)
             raise
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:
         validate_key(key)
+        validate_max_size(max_size)
         action = f"get {key}"
         response = self._do(action, partial(self.client.get_object, Bucket=self.bucket, Key=key))
         stream = response["Body"]
         try:
-            # read() checks Content-Length: a cut connection raises, it never truncates.
-            return self._do(action, stream.read)
+            declared = response.get("ContentLength")
+            if declared is not None and declared > max_size:
+                raise MalformedReply(
+                    self.name, f"{action}: {declared} bytes, more than the {max_size} expected"
+                )
+            # Never more than max_size + 1 bytes, whatever the header said (or if absent).
+            body: bytes = self._do(action, partial(stream.read, max_size + 1))
+            if len(body) > max_size:
+                raise MalformedReply(
+                    self.name, f"{action}: body longer than the {max_size} bytes expected"
+                )
+            if declared is not None and len(body) != declared:
+                raise TransientError(self.name, f"{action}: got {len(body)} of {declared} bytes")
+            return body
         finally:
+            # Closes the connection without reading the rest of an oversized body.
             stream.close()
 
     def stat(self, key: str) -> ObjectInfo:
@@ -296,7 +335,7 @@ class S3Peer(Peer):
             raise
         return ObjectInfo(
             key=key,
-            size=int(head["ContentLength"]),
+            size=checked_size(self.name, action, head.get("ContentLength")),
             etag=_etag(head),
             metadata=dict(head.get("Metadata", {})),
             modified=head["LastModified"].timestamp() if "LastModified" in head else None,
@@ -304,20 +343,42 @@ class S3Peer(Peer):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)
-        return self._list(prefix)
+        return checked_listing(self.name, prefix, self._pages(prefix), self.max_listing)
 
-    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=prefix))
-        while (page := self._do(f"list {prefix!r}", partial(next, pages, None))) is not None:
-            for obj in page.get("Contents", ()):
-                modified = obj.get("LastModified")
-                yield ObjectInfo(
-                    key=obj["Key"],
-                    size=int(obj["Size"]),
-                    etag=_etag(obj),
-                    modified=modified.timestamp() if modified is not None else None,
+    def _pages(self, prefix: str) -> Iterator[ObjectInfo]:
+        action = f"list {prefix!r}"
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        empty = 0
+        while True:
+            page = self._do(action, partial(self.client.list_objects_v2, **args))
+            contents = page.get("Contents") or ()
+            for obj in contents:
+                yield self._listed(action, obj)
+            if not page.get("IsTruncated"):
+                return
+            empty = 0 if contents else empty + 1
+            if empty > self.max_empty_pages:
+                raise MalformedReply(
+                    self.name, f"{action}: {empty} empty pages in a row; the listing never ends"
                 )
+            token = page.get("NextContinuationToken")
+            if not isinstance(token, str) or not token or token == args.get("ContinuationToken"):
+                raise MalformedReply(
+                    self.name, f"{action}: truncated page without a new continuation token"
+                )
+            args["ContinuationToken"] = token
+
+    def _listed(self, action: str, obj: Any) -> ObjectInfo:
+        try:
+            modified = obj.get("LastModified")
+            return ObjectInfo(
+                key=obj["Key"],
+                size=obj["Size"],  # checked_listing checks it
+                etag=_etag(obj),
+                modified=modified.timestamp() if modified is not None else None,
+            )
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            raise MalformedReply(self.name, f"{action}: malformed entry: {exc!r}") from None
 
     def delete(self, key: str) -> None:
         validate_key(key)

@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
 from chunkvault.backends.base import (
+    DEFAULT_MAX_GET,
     ObjectInfo,
     Peer,
     validate_key,
+    validate_max_size,
     validate_metadata,
     validate_prefix,
 )
@@ -59,9 +61,10 @@ class WrappingPeer(Peer):
         meta = validate_metadata(metadata)
         return self._call("put", lambda: self.inner.put(key, body, meta))
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:
         validate_key(key)
-        return self._call("get", lambda: self.inner.get(key))
+        validate_max_size(max_size)
+        return self._call("get", lambda: self.inner.get(key, max_size))
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

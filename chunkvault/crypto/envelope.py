@@ -151,6 +151,13 @@ def seal_chunk(
     return SealedChunk(chunk_id, body, wrapped, keys.current, len(plaintext))
 
 
+def sealed_size_limit(plain_size: int) -> int:
+    """The largest chunk body :func:`seal_chunk` can make from ``plain_size`` bytes of
+    plaintext (zstd output is kept only when smaller). Readers cap a replica's body at it:
+    anything larger is not a chunk of that size, whatever a peer says."""
+    return HEADER_BYTES + plain_size + TAG_BYTES
+
+
 def open_chunk(
     keys: MasterKeys, chunk_id: str, body: bytes, wrapped_dek: bytes, max_size: int = MAX_PLAINTEXT
 ) -> bytes:

@@ -1,16 +1,22 @@
 """One conformance suite for every backend: S3 (moto over real HTTP), filesystem, memory.
 
-Each S3 test gets a fresh bucket on one of the session's moto peers. S3-only fault tests
-(dead peer, hung peer, missing bucket, aborted multipart) come at the end.
+Each S3 test gets a fresh bucket on one of the session's moto peers; "s3-proxied" runs the
+same S3 peer through ``support.hostile_proxy`` with no tamper rule, which proves the proxy
+forwards faithfully. S3-only fault tests (dead peer, hung peer, missing bucket, aborted
+multipart) and hostile-peer tests (oversized bodies, endless or malformed listings) come at
+the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import random
+import re
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,16 +24,29 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from support.hostile_proxy import (
+    HostileProxy,
+    Reply,
+    Request,
+    endless_listing,
+    huge_body,
+    inject_keys,
+    named,
+    replace_body,
+    rewrite_listing,
+)
 from support.moto_peers import MotoPeers, MotoServer, s3_peer_config, unique_bucket
 
 from chunkvault.backends import (
     FilesystemPeer,
+    MalformedReply,
     MemoryPeer,
     NotFound,
     Peer,
     PermanentError,
     S3Peer,
     TransientError,
+    wrap_peer,
 )
 from chunkvault.backends.memory import s3_etag
 from chunkvault.config import TransferConfig
@@ -57,13 +76,15 @@ def drop_bucket(peer: S3Peer) -> None:
         client.delete_bucket(Bucket=bucket)
 
 
-@pytest.fixture(params=["s3", "filesystem", "memory"])
+@pytest.fixture(params=["s3", "s3-proxied", "filesystem", "memory"])
 def fresh_peer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Peer]:
     """A peer whose container (bucket / root directory) does not exist yet."""
-    if request.param == "s3":
+    if request.param.startswith("s3"):
         moto: MotoPeers = request.getfixturevalue("moto_peers")
-        server = moto[next(_server_turn) % len(moto)]
-        peer = S3Peer(s3_peer_config(server.endpoint, unique_bucket()), TRANSFER)
+        endpoint = moto[next(_server_turn) % len(moto)].endpoint
+        if request.param == "s3-proxied":
+            endpoint = request.getfixturevalue("hostile_proxy_factory")(endpoint).endpoint
+        peer = S3Peer(s3_peer_config(endpoint, unique_bucket()), TRANSFER)
         yield peer
         drop_bucket(peer)
         peer.close()
@@ -217,6 +238,69 @@ def test_list_by_prefix(peer: Peer) -> None:
     assert keys("v/chunks/zz") == []
 
 
+def plant(peer: Peer, key: str, body: bytes = b"x") -> None:
+    """Store an object under a key chunkvault would refuse, as another program could."""
+    if isinstance(peer, S3Peer):
+        peer.client.put_object(Bucket=peer.bucket, Key=key, Body=body)
+    elif isinstance(peer, FilesystemPeer):
+        path = peer.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    else:
+        assert isinstance(peer, MemoryPeer)
+        peer.plant(key, body)
+
+
+def listing_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "chunkvault.backends.listing"
+    ]  # fmt: skip
+
+
+def test_list_skips_keys_that_are_not_object_keys_with_one_warning(
+    peer: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer.put("v/m/a", b"1")
+    peer.put("v/m/z", b"2")
+    for key in ("v/m/.evil", "v/m/a b", "v/m/b\\c", "v/m/\u00fc", "v/m/q/.hidden"):
+        plant(peer, key)
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        assert [i.key for i in peer.list("v/m/")] == ["v/m/a", "v/m/z"]
+    (warning,) = listing_warnings(caplog)  # one per listing, not one per key
+    assert f"peer {peer.name}:" in warning and "not valid object keys" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        assert [i.key for i in peer.list("v/m/z")] == ["v/m/z"]
+    assert listing_warnings(caplog) == []
+
+
+def test_list_stops_at_the_cap(peer: Peer) -> None:
+    for i in range(5):
+        peer.put(f"v/c/{i}", b"x")
+    peer.max_listing = 5  # type: ignore[attr-defined]
+    assert len(list(peer.list("v/c/"))) == 5
+    peer.max_listing = 3  # type: ignore[attr-defined]
+    seen = []
+    with pytest.raises(MalformedReply, match="more than 3 objects") as err:
+        for info in peer.list("v/c/"):
+            seen.append(info.key)
+    assert seen == ["v/c/0", "v/c/1", "v/c/2"] and err.value.peer == peer.name
+
+
+def test_get_is_capped_at_max_size(peer: Peer) -> None:
+    body = payload(1000)
+    peer.put("v/chunks/ab/capped", body)
+    assert peer.get("v/chunks/ab/capped", max_size=1000) == body
+    assert peer.get("v/chunks/ab/capped", max_size=5000) == body
+    with pytest.raises(MalformedReply, match="999") as err:
+        peer.get("v/chunks/ab/capped", max_size=999)
+    assert err.value.peer == peer.name and isinstance(err.value, PermanentError)
+    peer.put("v/empty", b"")
+    assert peer.get("v/empty", max_size=0) == b""
+    with pytest.raises(NotFound):
+        peer.get("v/none", max_size=0)
+
+
 def test_delete(peer: Peer) -> None:
     peer.put("v/chunks/ab/gone", b"x", {"a": "b"})
     peer.put("v/chunks/ab/kept", b"y")
@@ -286,6 +370,7 @@ def test_invalid_keys_are_rejected_before_io(fresh_peer: Peer, key: str) -> None
     calls: list[Callable[[], object]] = [
         lambda: fresh_peer.put(key, b"x"),
         lambda: fresh_peer.get(key),
+        lambda: fresh_peer.get(key, max_size=10),
         lambda: fresh_peer.stat(key),
         lambda: fresh_peer.delete(key),
         lambda: fresh_peer.replace_metadata(key, {}),
@@ -293,6 +378,13 @@ def test_invalid_keys_are_rejected_before_io(fresh_peer: Peer, key: str) -> None
     for call in calls:
         with pytest.raises(ValueError):
             call()
+    _assert_no_io(fresh_peer)
+
+
+@pytest.mark.parametrize("max_size", [-1, 1.5, True, None])
+def test_invalid_get_caps_are_rejected_before_io(fresh_peer: Peer, max_size: Any) -> None:
+    with pytest.raises(ValueError):
+        fresh_peer.get("a/b", max_size=max_size)
     _assert_no_io(fresh_peer)
 
 
@@ -425,3 +517,202 @@ def test_s3_hung_peer_times_out(moto_peer_factory: Callable[[], MotoServer]) -> 
     finally:
         server.cont()
     assert peer.get("a/b") == b"body"  # the same peer works again once the server resumes
+
+
+# -- S3 only: a hostile peer (support.hostile_proxy in front of a real moto_server) ----------
+
+GiB = 1024 * MiB
+
+
+@pytest.fixture
+def liar(
+    moto_peers: MotoPeers, hostile_proxy_factory: Callable[[str], HostileProxy]
+) -> Iterator[tuple[S3Peer, HostileProxy]]:
+    """An S3 peer whose every request goes through a hostile proxy (no rule yet)."""
+    proxy = hostile_proxy_factory(moto_peers[2].endpoint)
+    peer = S3Peer(s3_peer_config(proxy.endpoint, unique_bucket(), name="liar"), TRANSFER)
+    peer.create_container()
+    yield peer, proxy
+    proxy.clear()
+    drop_bucket(peer)
+    peer.close()
+
+
+@contextlib.contextmanager
+def bounded(seconds: float, megabytes: int) -> Iterator[None]:
+    """The block takes less than ``seconds`` and allocates less than ``megabytes`` MiB."""
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        elapsed = time.monotonic() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert elapsed < seconds, f"took {elapsed:.1f}s"
+    assert peak < megabytes * MiB, f"allocated {peak / MiB:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        # 1 GiB with an honest Content-Length: refused before a byte of the body is read.
+        (huge_body(r"/chunks/", GiB), "1073741824 bytes, more than the 2000 expected"),
+        # No Content-Length at all: read stops after max_size + 1 bytes.
+        (huge_body(r"/chunks/", GiB, chunked=True), "longer than the 2000 bytes expected"),
+    ],
+    ids=["declared", "chunked"],
+)
+def test_s3_oversized_bodies_are_refused_without_reading_them(
+    liar: tuple[S3Peer, HostileProxy], rule: Any, expected: str
+) -> None:
+    peer, proxy = liar
+    peer.put("v/chunks/ab/x", payload(1000))
+    proxy.add(rule)
+    with bounded(seconds=5, megabytes=16), pytest.raises(MalformedReply, match=expected):
+        peer.get("v/chunks/ab/x", max_size=2000)
+    assert proxy.hits("huge_body") == 1
+    proxy.clear()
+    assert peer.get("v/chunks/ab/x", max_size=2000) == payload(1000)  # connection pool fine
+
+
+def test_s3_understated_content_length_reads_only_what_it_declares(
+    liar: tuple[S3Peer, HostileProxy],
+) -> None:
+    peer, proxy = liar
+    peer.put("v/chunks/ab/x", payload(1000))
+    proxy.add(huge_body(r"/chunks/", GiB, content_length=10))
+    with bounded(seconds=5, megabytes=16):
+        assert len(peer.get("v/chunks/ab/x", max_size=2000)) == 10
+
+
+def test_s3_overstated_content_length_is_a_cut_body(liar: tuple[S3Peer, HostileProxy]) -> None:
+    peer, proxy = liar
+    peer.put("v/chunks/ab/x", payload(1000))
+    proxy.add(replace_body(r"/chunks/", b"short", content_length=1500))
+    with pytest.raises(TransientError):
+        peer.get("v/chunks/ab/x", max_size=2000)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("repeat", "out of order or repeats pages"),
+        ("fresh", "more than 5000 objects"),
+        ("empty", "empty pages in a row"),
+    ],
+)
+def test_s3_listing_without_end_is_malformed_and_not_retried(
+    liar: tuple[S3Peer, HostileProxy], mode: str, expected: str
+) -> None:
+    peer, proxy = liar
+    for i in range(3):
+        peer.put(f"v/manifests/{i}", b"x")
+    peer.max_listing = 5000
+    proxy.add(endless_listing(mode))  # type: ignore[arg-type]
+    sleeps: list[float] = []
+    stacked = wrap_peer(peer, TransferConfig(retries=3), sleep=sleeps.append)
+    with bounded(seconds=30, megabytes=64), pytest.raises(MalformedReply, match=expected):
+        for _ in stacked.list("v/manifests/" if mode != "empty" else "v/none/"):
+            pass
+    assert sleeps == [] and stacked.is_up
+    assert proxy.hits("endless_listing") < 150
+
+
+def _append_key(key: str) -> Callable[[Request, Any], None]:
+    def edit(request: Request, root: Any) -> None:
+        ns = root.tag.partition("}")[0] + "}"
+        item = root.makeelement(f"{ns}Contents", {})
+        for tag, text in (("Key", key), ("Size", "1"), ("ETag", '"x"')):
+            child = item.makeelement(f"{ns}{tag}", {})
+            child.text = text
+            item.append(child)
+        root.append(item)  # after the real keys: out of order unless it sorts last
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_append_key("v/manifests/0"), "came after"),  # not after the last key
+        (_append_key("v/manifests/5"), "came after"),  # the same key twice
+        (_append_key("w/outside"), "outside the prefix"),
+    ],
+    ids=["out-of-order", "duplicate", "outside-prefix"],
+)
+def test_s3_listing_out_of_order_or_outside_the_prefix_is_malformed(
+    liar: tuple[S3Peer, HostileProxy], edit: Any, expected: str
+) -> None:
+    peer, proxy = liar
+    for i in range(4, 6):
+        peer.put(f"v/manifests/{i}", b"x")
+    proxy.add(rewrite_listing(edit))
+    with pytest.raises(MalformedReply, match=expected):
+        list(peer.list("v/manifests/"))
+
+
+def _sub(pattern: str, replacement: str) -> Callable[[Request, Any], Reply | None]:
+    """Rewrite the raw XML of listing answers."""
+
+    def rule(request: Request, forward: Any) -> Reply | None:
+        if not request.is_listing:
+            return None
+        real = forward()
+        body = re.sub(pattern.encode(), replacement.encode(), real.body)
+        return Reply(real.status, real.without("Content-Length"), body)
+
+    return named("sub", rule)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "replacement"),
+    [
+        (r"<Size>\d+</Size>", "<Size>abc</Size>"),
+        (r"<Size>\d+</Size>", "<Size>-5</Size>"),
+        (r"<Size>\d+</Size>", "<Size>" + "9" * 5000 + "</Size>"),
+        (r"<Size>\d+</Size>", "<Size>" + "9" * 30 + "</Size>"),
+        (r"<LastModified>[^<]*</LastModified>", "<LastModified>yesterday</LastModified>"),
+        (r"<Key>[^<]*</Key>", ""),
+        (r"<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>"),
+    ],
+    ids=["size-abc", "size-negative", "size-5000-digits", "size-huge", "date", "no-key",
+         "truncated-without-token"],
+)  # fmt: skip
+def test_s3_unparseable_listings_are_malformed(
+    liar: tuple[S3Peer, HostileProxy], pattern: str, replacement: str
+) -> None:
+    peer, proxy = liar
+    for i in range(2):
+        peer.put(f"v/k/{i}", b"x")
+    proxy.add(_sub(pattern, replacement))
+    with pytest.raises(MalformedReply):
+        list(peer.list("v/k/"))
+
+
+def test_s3_unparseable_head_is_malformed(liar: tuple[S3Peer, HostileProxy]) -> None:
+    peer, proxy = liar
+    peer.put("v/k/x", b"x")
+
+    def bad_date(request: Request, forward: Any) -> Reply | None:
+        if request.method != "HEAD":
+            return None
+        real = forward()
+        headers = [*real.without("Last-Modified"), ("Last-Modified", "yesterday")]
+        return Reply(real.status, headers, b"", content_length=real.content_length)
+
+    proxy.add(bad_date)
+    with pytest.raises(MalformedReply, match="unparseable"):
+        peer.stat("v/k/x")
+
+
+def test_s3_keys_a_peer_injects_are_skipped_with_one_warning(
+    liar: tuple[S3Peer, HostileProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    peer, proxy = liar
+    peer.put("v/m/a", b"x")
+    proxy.add(inject_keys(["v/m/.evil", "v/m/..", "v/m/a/../../x", "v/m/\x7f"]))
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        assert [i.key for i in peer.list("v/m/")] == ["v/m/a"]
+    (warning,) = listing_warnings(caplog)
+    assert "peer liar:" in warning

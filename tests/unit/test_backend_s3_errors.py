@@ -20,9 +20,17 @@ from botocore.exceptions import (
     ResponseStreamingError,
     SSLError,
 )
+from botocore.parsers import ResponseParserError
 from pydantic import SecretStr
 
-from chunkvault.backends import NotFound, PeerDown, PermanentError, S3Peer, TransientError
+from chunkvault.backends import (
+    MalformedReply,
+    NotFound,
+    PeerDown,
+    PermanentError,
+    S3Peer,
+    TransientError,
+)
 from chunkvault.backends.s3 import classify_error
 from chunkvault.config import PeerConfig, TransferConfig
 
@@ -102,6 +110,21 @@ def test_network_errors_are_transient(exc: BaseException) -> None:
 )
 def test_config_errors_are_permanent(exc: BaseException) -> None:
     assert type(classify_error(exc, "a", "get k")) is PermanentError
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ResponseParserError("Unable to parse response (no element found)"),
+        ValueError("invalid literal for int() with base 10: 'abc'"),
+        ValueError('Invalid timestamp "yesterday"'),
+        KeyError("Key"),
+        TypeError("'NoneType' object is not subscriptable"),
+    ],
+)
+def test_unparseable_replies_are_malformed(exc: BaseException) -> None:
+    err = classify_error(exc, "a", "list 'v/'")
+    assert type(err) is MalformedReply and "unparseable reply" in err.message
 
 
 def test_secrets_are_masked() -> None:

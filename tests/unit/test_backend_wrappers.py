@@ -14,6 +14,7 @@ import pytest
 from chunkvault.backends import (
     HealthPeer,
     LimitPeer,
+    MalformedReply,
     MemoryPeer,
     NotFound,
     PeerDown,
@@ -143,12 +144,42 @@ def test_wrappers_validate_before_calling_inner() -> None:
     for call in (
         lambda: peer.put("../x", b""),
         lambda: peer.get(""),
+        lambda: peer.get("a", max_size=-1),
+        lambda: peer.get("a", max_size=True),
+        lambda: peer.get("a", max_size=1.5),  # type: ignore[arg-type]
         lambda: peer.put("a", b"", {"A": "x"}),
         lambda: peer.list("../"),
     ):
         with pytest.raises(ValueError):
             call()
     assert mem.calls == [] and peer.is_up
+
+
+def test_wrappers_pass_the_get_cap_and_a_malformed_reply_is_an_answer() -> None:
+    mem = MemoryPeer()
+    mem.put("k/big", b"x" * 100)
+    sleeps: list[float] = []
+    peer = HealthPeer(RetryPeer(LimitPeer(mem, 1), 3, sleep=sleeps.append), 1)
+    assert peer.get("k/big", max_size=100) == b"x" * 100
+    for _ in range(3):
+        with pytest.raises(MalformedReply, match="more than the 99 expected"):
+            peer.get("k/big", max_size=99)
+    # Not retried (asking again cannot shrink the body) and not a sign of a dead peer.
+    assert mem.calls.count("get") == 4 and sleeps == [] and peer.is_up
+
+
+def test_a_listing_that_breaks_the_contract_is_not_retried() -> None:
+    mem = MemoryPeer(page_size=2)
+    mem.max_listing = 3
+    for key in ("k/1", "k/2", "k/3", "k/4"):
+        mem.put(key, b"x")
+    sleeps: list[float] = []
+    peer = HealthPeer(RetryPeer(LimitPeer(mem, 1), 3, sleep=sleeps.append), 1)
+    seen = []
+    with pytest.raises(MalformedReply, match="more than 3 objects"):
+        for info in peer.list("k/"):
+            seen.append(info.key)
+    assert seen == ["k/1", "k/2", "k/3"] and sleeps == [] and peer.is_up
 
 
 # -- LimitPeer ------------------------------------------------------------------------------

@@ -1,21 +1,42 @@
+import base64
+import contextlib
+import json
+import logging
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from chunkvault.crypto.envelope import EnvelopeError, blob_generation, open_blob, seal_blob
+from chunkvault.backends import MemoryPeer, wrap_peer
+from chunkvault.config import TransferConfig
+from chunkvault.crypto.envelope import (
+    EnvelopeError,
+    blob_generation,
+    open_blob,
+    seal_blob,
+    wrap_dek,
+)
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.manifest import (
     KIND,
     ChunkRef,
     Manifest,
     ManifestError,
+    ManifestName,
+    ManifestStore,
     new_manifest_name,
+    parse_manifest_name,
     path_key,
 )
+from chunkvault.peerset import PlacedPeer
 
 
 def keys() -> MasterKeys:
     return MasterKeys.generate(os.urandom(16))
+
+
+K = keys()
 
 
 def sample(k: MasterKeys) -> Manifest:
@@ -25,7 +46,10 @@ def sample(k: MasterKeys) -> Manifest:
         mtime_ns=1_700_000_000_123_456_789,
         mode=0o100644,
         sha256="ab" * 32,
-        chunks=(ChunkRef("cd" * 32, 100, os.urandom(65)), ChunkRef("ef" * 32, 23, os.urandom(65))),
+        chunks=(
+            ChunkRef("cd" * 32, 100, wrap_dek(k, "cd" * 32, os.urandom(32))),
+            ChunkRef("ef" * 32, 23, wrap_dek(k, "ef" * 32, os.urandom(32))),
+        ),
     )
 
 
@@ -78,3 +102,181 @@ def test_malformed_manifest_json():
         Manifest.from_json(b"{}")
     with pytest.raises(ManifestError, match="format"):
         Manifest.from_json(b'{"v": 9}')
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def test_manifest_names_parse_strictly():
+    k = keys()
+    m = sample(k)
+    name = new_manifest_name("home", k, m)
+    parsed = parse_manifest_name("home", name)
+    assert parsed == ManifestName(name, path_key(k, m.path), m.created_ns)
+    good_tail = name.removeprefix("home/manifests/")
+    path, version = good_tail.split("/")
+    for bad in [
+        f"other/manifests/{good_tail}",  # another vault
+        f"home/manifests/{good_tail}/x",  # one segment too many
+        f"home/manifests/{path}",
+        f"home/manifests/{path.upper()}/{version}",
+        f"home/manifests/{path}/{version[1:]}",  # 19 digits
+        f"home/manifests/{path}/{version[:-1]}",
+        f"home/manifests/{path}/{version}\n",
+        f"home/manifests/{path[:-1]}/{version}",
+        "home/manifests/.evil",
+        "home/manifests/zz",
+        "home/manifests/",
+        "home/keyring",
+    ]:
+        assert parse_manifest_name("home", bad) is None, bad
+
+
+# -- a manifest's JSON: only ManifestError, whatever it holds -------------------------------------
+
+
+def _json(k: MasterKeys, **changes: object) -> bytes:
+    obj = json.loads(sample(k).to_json())
+    obj.update(changes)
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"size": True},
+        {"size": 1.5},
+        {"size": "12"},
+        {"size": -1},
+        {"size": 2**64},
+        {"mtime_ns": 2**63},
+        {"mode": None},
+        {"path": 7},
+        {"deleted": 0},
+        {"chunks": {}},
+        {"chunks": [["cd" * 32, 1]]},
+        {"chunks": [["CD" * 32, 1, base64.b64encode(bytes(65)).decode()]]},
+        {"chunks": [["cd" * 32, -1, base64.b64encode(bytes(65)).decode()]]},
+        {"chunks": [["cd" * 32, 1, "not base64!"]]},
+        {"chunks": [["cd" * 32, 1, base64.b64encode(bytes(64)).decode()]]},
+        {"v": float("inf")},
+        {"v": [1]},
+    ],
+)
+def test_malformed_manifest_fields_are_manifest_errors(changes):
+    with pytest.raises(ManifestError):
+        Manifest.from_json(_json(keys(), **changes))
+
+
+def test_pathological_json_is_a_manifest_error():
+    for data in [b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe", b"1e999999", b"[]", b'"x"']:
+        with pytest.raises(ManifestError):
+            Manifest.from_json(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=70),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["v", "path", "size", "mtime_ns", "mode", "sha256", "deleted",
+                         "created_ns", "chunks"]),
+        json_values,
+    )
+)  # fmt: skip
+def test_from_json_raises_only_manifest_error(changes):
+    with contextlib.suppress(ManifestError):  # parsing may also succeed: any other error fails
+        Manifest.from_json(_json(K, **changes))
+
+
+# -- the store: hostile peers -------------------------------------------------------------------
+
+
+def store_with(mems: list[MemoryPeer], k: MasterKeys | None = None) -> ManifestStore:
+    placed = [PlacedPeer(wrap_peer(m, TransferConfig(retries=0)), 1.0, None) for m in mems]
+    return ManifestStore("home", k or keys(), placed, replicas=2, minimum=1)
+
+
+def mem_peers() -> list[MemoryPeer]:
+    return [MemoryPeer(f"p{i}") for i in range(3)]
+
+
+def test_names_skip_what_is_not_a_manifest_with_one_warning_per_peer(caplog):
+    mems = mem_peers()
+    store = store_with(mems)
+    manifest = sample(store.keys)
+    name, _ = store.write(manifest)
+    for junk in ["home/manifests/.evil", "home/manifests/zz", "home/manifests/zz/../x",
+                 "home/manifests/0123/4567", "home/manifests/a b"]:  # fmt: skip
+        mems[1].plant(junk, b"junk")
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        names = list(store.names())
+    assert [n for n, _ in names] == [name]
+    warnings = [r.getMessage() for r in caplog.records if "p1" in r.getMessage()]
+    assert len(warnings) == 2, warnings  # invalid object keys; not manifest names
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert store.read(name) == manifest
+
+
+def test_a_listing_that_breaks_the_contract_leaves_that_peer_out(caplog):
+    mems = mem_peers()
+    store = store_with(mems)
+    written = sorted(store.write(sample(store.keys))[0] for _ in range(4))
+    mems[0].max_listing = 1
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        names = dict(store.names())
+    assert sorted(names) == written  # every manifest is on 2 of 3 peers
+    assert all("p0" not in holders for holders in names.values())
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "cannot list manifests on p0" in warning and "more than 1 objects" in warning
+
+
+def _first_holder(store: ManifestStore, name: str, mems: list[MemoryPeer]) -> MemoryPeer:
+    ranked = [p.name for p in store._ranked(name)]
+    return next(m for m in sorted(mems, key=lambda m: ranked.index(m.name)) if name in m._objects)
+
+
+def test_read_skips_oversized_and_forged_copies_and_warns_once_per_peer(caplog, monkeypatch):
+    monkeypatch.setattr("chunkvault.manifest.MAX_MANIFEST_BYTES", 4096)
+    mems = mem_peers()
+    store = store_with(mems)
+    manifest = sample(store.keys)
+    names = [store.write(manifest)[0] for _ in range(6)]
+    liars = set()
+    for i, name in enumerate(names):
+        liar = _first_holder(store, name, mems)
+        liars.add(liar.name)
+        liar.plant(name, b"x" * 5000 if i % 2 else os.urandom(300))  # too big; forged
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        for name in names:
+            assert store.read(name) == manifest
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == len(liars), warned  # once per peer, not once per manifest
+    assert all("bad copy" in w for w in warned)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies=st.lists(st.binary(max_size=300), min_size=3, max_size=3))
+def test_read_raises_only_manifest_error_whatever_peers_serve(bodies):
+    mems = mem_peers()
+    store = store_with(mems, K)
+    name = new_manifest_name("home", K, sample(K))
+    for mem, body in zip(mems, bodies, strict=True):
+        mem.plant(name, body)
+    with pytest.raises(ManifestError, match="no readable copy"):
+        store.read(name)
+
+
+def test_write_refuses_a_manifest_no_reader_would_accept(monkeypatch):
+    monkeypatch.setattr("chunkvault.manifest.MAX_MANIFEST_BYTES", 200)
+    mems = mem_peers()
+    store = store_with(mems)
+    with pytest.raises(ManifestError, match="manifest limit") as err:
+        store.write(sample(store.keys))
+    assert "chunking.avg_size" in str(err.value)
+    assert all(m.calls == [] for m in mems)

@@ -1,0 +1,107 @@
+"""ChunkReader against memory peers that serve oversized, forged or damaged replicas."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chunkvault.backends import MalformedReply, MemoryPeer, wrap_peer
+from chunkvault.catalog import Catalog, ChunkRow
+from chunkvault.config import TransferConfig
+from chunkvault.crypto.envelope import seal_chunk, sealed_size_limit
+from chunkvault.crypto.material import MasterKeys
+from chunkvault.layout import chunk_key, chunk_metadata
+from chunkvault.peerset import PlacedPeer
+from chunkvault.reading import ChunkReader, ChunkUnavailable
+
+VAULT = "home"
+K = MasterKeys.generate(os.urandom(16))
+
+
+def reader_over(mems: list[MemoryPeer], catalog: Catalog | None = None, **kw: int) -> ChunkReader:
+    placed = [PlacedPeer(wrap_peer(m, TransferConfig(retries=0)), 1.0, None) for m in mems]
+    return ChunkReader(VAULT, placed, K, catalog, **kw)
+
+
+def store(mems: list[MemoryPeer], plaintext: bytes) -> tuple[str, bytes]:
+    """Seal ``plaintext`` and put it on every peer; (chunk id, wrapped DEK)."""
+    sealed = seal_chunk(K, plaintext, compress=False)
+    for mem in mems:
+        mem.put(chunk_key(VAULT, sealed.chunk_id), sealed.body, chunk_metadata(sealed))
+    return sealed.chunk_id, sealed.wrapped_dek
+
+
+def ranked_first(reader: ChunkReader, chunk_id: str, mems: list[MemoryPeer]) -> MemoryPeer:
+    first = reader._order(chunk_id)[0].name
+    return next(m for m in mems if m.name == first)
+
+
+def test_an_oversized_replica_is_refused_at_the_plaintext_size_and_another_is_read(caplog):
+    mems = [MemoryPeer(f"p{i}") for i in range(3)]
+    reader = reader_over(mems)
+    plaintexts = [os.urandom(1000 + i) for i in range(6)]
+    liars = set()
+    for data in plaintexts:
+        chunk_id, _ = store(mems, data)
+        liar = ranked_first(reader, chunk_id, mems)
+        liars.add(liar.name)
+        # One byte more than any sealing of 1000+i bytes can be.
+        liar.plant(chunk_key(VAULT, chunk_id), bytes(sealed_size_limit(len(data)) + 1))
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        for data in plaintexts:
+            # No DEK given: the good replica's own metadata supplies it (one stat).
+            assert reader.read(K.chunk_id(data), plain_size=len(data)) == data
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == len(liars), warned  # once per peer, not once per chunk
+    assert all("more than the" in w for w in warned)
+
+
+def test_the_cap_comes_from_the_catalog_else_from_the_largest_chunk(tmp_path):
+    mems = [MemoryPeer("p0")]
+    data = os.urandom(3000)
+    chunk_id, wrapped = store(mems, data)
+    body_size = len(mems[0].get(chunk_key(VAULT, chunk_id)))
+    # Unknown size: the largest chunk the config allows bounds the read.
+    with pytest.raises(ChunkUnavailable, match="more than the"):
+        reader_over(mems, max_chunk_size=100).read(chunk_id, [wrapped])
+    assert reader_over(mems, max_chunk_size=3000).read(chunk_id, [wrapped]) == data
+    # Known size (the catalog's, from our own writes or authenticated manifests) wins.
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        catalog.record_chunk(ChunkRow(chunk_id, 3000, body_size, wrapped, 1, ""), ["p0"])
+        assert reader_over(mems, catalog, max_chunk_size=100).read(chunk_id) == data
+        mems[0].plant(chunk_key(VAULT, chunk_id), bytes(sealed_size_limit(3000) + 1))
+        with pytest.raises(ChunkUnavailable, match="more than the"):
+            reader_over(mems, catalog, max_chunk_size=10**9).read(chunk_id)
+    finally:
+        catalog.close()
+
+
+def test_a_malformed_reply_is_a_chunk_unavailable_naming_the_peer():
+    mem = MemoryPeer("p0")
+    chunk_id, wrapped = store([mem], b"x" * 500)
+    mem.fail_next(1, MalformedReply, ops={"get"})
+    with pytest.raises(ChunkUnavailable, match="p0: get: injected"):
+        reader_over([mem]).read(chunk_id, [wrapped], plain_size=500)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bodies=st.lists(st.binary(max_size=600), min_size=3, max_size=3),
+    metadata=st.dictionaries(
+        st.sampled_from(["cv-v", "cv-dek", "cv-gen", "cv-sha256"]),
+        st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=90),
+    ),
+)
+def test_read_raises_only_chunk_unavailable_whatever_peers_serve(bodies, metadata):
+    mems = [MemoryPeer(f"p{i}") for i in range(3)]
+    data = b"the real chunk" * 30
+    chunk_id = K.chunk_id(data)
+    for mem, body in zip(mems, bodies, strict=True):
+        mem.put(chunk_key(VAULT, chunk_id), body, metadata)
+    with pytest.raises(ChunkUnavailable):
+        reader_over(mems).read(chunk_id, plain_size=len(data))
