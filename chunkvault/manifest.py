@@ -288,10 +288,11 @@ class ManifestStore:
             + (f" ({'; '.join(problems)})" if problems else "")
         )
 
-    def names(self) -> Iterator[tuple[str, list[str]]]:
+    def names(self, unlisted: list[str] | None = None) -> Iterator[tuple[str, list[str]]]:
         """Every manifest name on any reachable peer, with the peers holding it. A peer
-        that cannot be listed (down, or its listing breaks the contract) is warned about
-        and left out; keys that are not manifest names are skipped, one warning per peer."""
+        that cannot be listed (down, or its listing breaks the contract) is warned about,
+        added to ``unlisted`` and left out; keys that are not manifest names are skipped,
+        one warning per peer."""
         holders: dict[str, list[str]] = {}
         prefix = manifests_prefix(self.vault_id)
 
@@ -305,6 +306,8 @@ class ManifestStore:
                         foreign = info.key
             except PeerError as exc:
                 log.warning("cannot list manifests on %s: %s", placed.name, exc.message)
+                if unlisted is not None:
+                    unlisted.append(placed.name)
                 return []
             if foreign is not None:
                 log.warning(

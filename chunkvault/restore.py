@@ -139,7 +139,9 @@ class Restorer:
                 window: deque[Future[bytes]] = deque()
                 for ref in manifest.chunks:
                     window.append(
-                        self._pool.submit(self.vault.reader.read, ref.id, [ref.wrapped_dek])
+                        self._pool.submit(
+                            self.vault.reader.read, ref.id, [ref.wrapped_dek], ref.size
+                        )
                     )
                     if len(window) >= self.read_ahead:
                         size += self._write(out, window.popleft().result(), digest)

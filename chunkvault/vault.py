@@ -119,16 +119,18 @@ class Vault:
         `restore` end with (after doing what they could), or None. Peers that could not
         be listed are only warned about: their objects usually have replicas elsewhere."""
         for name in self.unlisted:
-            log.warning("peer %s could not be listed: versions stored only there are missing", name)
+            log.warning("peer %s could not be listed: versions stored only there may be missing",
+                        name)  # fmt: skip
         if not self.unreadable:
             return None
         shown = [f"{name} ({why})" for name, why in sorted(self.unreadable.items())[:5]]
         more = len(self.unreadable) - len(shown)
         return ChunkvaultError(
             f"{len(self.unreadable)} stored file version(s) could not be read, so their files "
-            f"are missing from this listing: {'; '.join(shown)}"
+            f"are left out: {'; '.join(shown)}"
             + (f"; and {more} more" if more > 0 else ""),
-            "check `chunkvault peers list` and `chunkvault key verify`; rerun when fixed",
+            "check `chunkvault peers list` and `chunkvault key verify`; versions listed only "
+            "by one peer that no other peer holds may be that peer's forgeries",
         )
 
     # --- rebuilding the catalog from the peers ---------------------------------------------
@@ -142,19 +144,20 @@ class Vault:
         """Add every manifest and chunk replica the peers hold that the catalog lacks.
         Returns the number of versions added. Marks the catalog synced only when every
         peer could be listed and every manifest read."""
-        complete = True
         deks: dict[str, tuple[int, bytes]] = {}
         added = 0
         self.unreadable = {}
-        names = list(self.manifests.names())
-        for name, _holders in names:
+        unlisted: list[str] = []
+        names = list(self.manifests.names(unlisted))
+        complete = not unlisted
+        for name, holders in names:
             if self.catalog.has_manifest(name):
                 continue
             try:
-                manifest = self.manifests.read(name)
+                manifest = self.manifests.read(name, holders)
             except ManifestError as exc:
-                log.warning("manifest %s unreadable: %s", name, exc)
-                self.unreadable[name] = str(exc)
+                log.debug("manifest %s unreadable: %s", name, exc)
+                self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
                 complete = False
                 continue
             for ref in manifest.chunks:
@@ -162,6 +165,10 @@ class Vault:
             self.catalog.add_version(version_row(manifest, name))
             added += 1
         complete &= self._sync_replicas(deks)
+        self.unlisted = sorted(set(unlisted) | set(self.unlisted))
+        if self.unreadable:
+            log.warning("%d stored version(s) could not be read (see `chunkvault ls`)",
+                        len(self.unreadable))  # fmt: skip
         if complete:
             self.catalog.set_meta(SYNCED, "1")
         return added
