@@ -4,8 +4,12 @@ DEK wrapped by the current master KEK generation. Pure functions, no I/O.
 Layouts (all integers big-endian; specified in docs/format.md):
 
     chunk body   = version:1 | flags:1 | nonce:12 | AES-GCM(DEK, nonce, inner, AAD_chunk)
-    inner        = pad(payload) when flags has PADDED, else payload (bodies written before
-                   padding existed); see crypto/padding.py
+    flags        = PADDED (0x02), written since padding exists:
+                   inner = pad(encoding:1 | payload), encoding 0 = raw, 1 = zstd
+                 = 0x00 or ZSTD (0x01), read only (bodies written before padding):
+                   inner = payload
+    (crypto/padding.py; the encoding moved inside so peers cannot tell which chunks
+    compress, i.e. text from media)
     AAD_chunk    = b"chunkvault/chunk" | version:1 | flags:1 | vault_uuid:16 | chunk_id:64 ascii
     wrapped DEK  = version:1 | generation:4 | nonce:12 | AES-GCM(KEK[gen], nonce, DEK, AAD_dek)
     AAD_dek      = b"chunkvault/dek" | version:1 | generation:4 | vault_uuid:16 | chunk_id
@@ -36,9 +40,11 @@ VERSION = 1
 NONCE_BYTES = 12
 TAG_BYTES = 16
 DEK_BYTES = 32
-FLAG_ZSTD = 0x01
-FLAG_PADDED = 0x02  # every body written since; bodies without it are read as before
-KNOWN_FLAGS = FLAG_ZSTD | FLAG_PADDED
+FLAG_ZSTD = 0x01  # unpadded bodies only; padded ones carry the encoding inside
+FLAG_PADDED = 0x02  # every body written since padding exists, and alone
+KNOWN_FLAGS = (0x00, FLAG_ZSTD, FLAG_PADDED)
+ENCODING_RAW = 0
+ENCODING_ZSTD = 1
 HEADER_BYTES = 2 + NONCE_BYTES
 WRAPPED_DEK_BYTES = 1 + 4 + NONCE_BYTES + DEK_BYTES + TAG_BYTES
 # Keep zstd output only when it saves at least this fraction: decompressing costs time
@@ -57,7 +63,7 @@ def sealed_size_limit(plain_size: int) -> int:
     format this module reads (padded or not): a cap for reading bodies from peers.
     Compression is kept only when it shrinks the payload, so the payload never exceeds
     the plaintext, and padding is monotonic in the payload size."""
-    return HEADER_BYTES + padded_size(plain_size) + TAG_BYTES
+    return HEADER_BYTES + padded_size(1 + plain_size) + TAG_BYTES  # 1: the encoding byte
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,7 @@ class SealedChunk:
     wrapped_dek: bytes
     generation: int
     plain_size: int
-
-    @property
-    def compressed(self) -> bool:
-        return bool(self.body[1] & FLAG_ZSTD)
+    compressed: bool = False
 
     @property
     def nonce(self) -> bytes:
@@ -136,11 +139,11 @@ def rewrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes, generation: int)
 
 def _maybe_compress(plaintext: bytes, level: int) -> tuple[int, bytes]:
     if len(plaintext) < 64:
-        return 0, plaintext
+        return ENCODING_RAW, plaintext
     packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(plaintext)
     if len(packed) <= len(plaintext) * (1 - MIN_SAVING):
-        return FLAG_ZSTD, packed
-    return 0, plaintext
+        return ENCODING_ZSTD, packed
+    return ENCODING_RAW, plaintext
 
 
 def seal_chunk(
@@ -156,15 +159,29 @@ def seal_chunk(
     chunk whose wrapped DEK manifests already hold (a fresh nonce keeps GCM safe).
     ``_nonces`` exists only for the format's test vectors; never pass it otherwise."""
     chunk_id = keys.chunk_id(plaintext)
-    flags, payload = _maybe_compress(plaintext, level) if compress else (0, plaintext)
-    flags |= FLAG_PADDED
+    encoding, payload = _maybe_compress(plaintext, level) if compress else (ENCODING_RAW, plaintext)
     dek = dek or os.urandom(DEK_BYTES)
     data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))
-    aad = chunk_aad(keys.vault_uuid, chunk_id, flags)
-    sealed = AESGCM(dek).encrypt(data_nonce, pad(payload), aad)
-    body = bytes([VERSION, flags]) + data_nonce + sealed
+    aad = chunk_aad(keys.vault_uuid, chunk_id, FLAG_PADDED)
+    sealed = AESGCM(dek).encrypt(data_nonce, pad(bytes([encoding]), payload), aad)
+    body = bytes([VERSION, FLAG_PADDED]) + data_nonce + sealed
     wrapped = wrap_dek(keys, chunk_id, dek, nonce=wrap_nonce)
-    return SealedChunk(chunk_id, body, wrapped, keys.current, len(plaintext))
+    return SealedChunk(
+        chunk_id, body, wrapped, keys.current, len(plaintext), encoding == ENCODING_ZSTD
+    )
+
+
+def _encoded_payload(chunk_id: str, flags: int, decrypted: bytes) -> tuple[int, bytes | memoryview]:
+    """``(encoding, payload)`` of a decrypted body, padded or from before padding."""
+    if flags != FLAG_PADDED:
+        return (ENCODING_ZSTD if flags == FLAG_ZSTD else ENCODING_RAW), decrypted
+    try:
+        inner = unpad(decrypted)
+    except PaddingError as exc:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: {exc}") from None
+    if not inner or inner[0] not in (ENCODING_RAW, ENCODING_ZSTD):
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown payload encoding")
+    return inner[0], inner[1:]
 
 
 def open_chunk(
@@ -176,23 +193,21 @@ def open_chunk(
     version, flags = body[0], body[1]
     if version != VERSION:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unsupported format version {version}")
-    if flags & ~KNOWN_FLAGS:
+    if flags not in KNOWN_FLAGS:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown flags {flags:#04x}")
     dek = unwrap_dek(keys, chunk_id, wrapped_dek)
     try:
-        payload = AESGCM(dek).decrypt(
+        decrypted = AESGCM(dek).decrypt(
             body[2:HEADER_BYTES], body[HEADER_BYTES:], chunk_aad(keys.vault_uuid, chunk_id, flags)
         )
     except InvalidTag:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: ciphertext failed authentication") from None
-    if flags & FLAG_PADDED:
+    encoding, packed = _encoded_payload(chunk_id, flags, decrypted)
+    if encoding == ENCODING_RAW:
+        payload = bytes(packed)
+    else:
         try:
-            payload = unpad(payload)
-        except PaddingError as exc:
-            raise EnvelopeError(f"chunk {chunk_id[:16]}: {exc}") from None
-    if flags & FLAG_ZSTD:
-        try:
-            payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=max_size)
+            payload = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
         except zstandard.ZstdError as exc:
             raise EnvelopeError(f"chunk {chunk_id[:16]}: bad compressed payload: {exc}") from None
     # Defence in depth: the content must hash to its id (catches our own bugs, too).

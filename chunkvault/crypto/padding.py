@@ -46,16 +46,18 @@ def padded_size(payload_size: int) -> int:
     return padme(max(LENGTH_BYTES + payload_size, FLOOR))
 
 
-def pad(payload: bytes) -> bytes:
-    size = len(payload)
+def pad(*parts: bytes) -> bytes:
+    """The padded form of the concatenated ``parts`` (joined once, no extra copy)."""
+    size = sum(len(part) for part in parts)
     if size > MAX_PAYLOAD:
         raise PaddingError(f"payload of {size} bytes is too large to pad")
-    return struct.pack(">I", size) + payload + bytes(padded_size(size) - LENGTH_BYTES - size)
+    zeros = bytes(padded_size(size) - LENGTH_BYTES - size)
+    return b"".join((struct.pack(">I", size), *parts, zeros))
 
 
-def unpad(padded: bytes) -> bytes:
-    """The payload inside ``padded``; :class:`PaddingError` unless the length field fits
-    and every padding byte is zero."""
+def unpad(padded: bytes) -> memoryview:
+    """The payload inside ``padded``, as a view (no copy); :class:`PaddingError` unless
+    the length field fits and every padding byte is zero."""
     if len(padded) < LENGTH_BYTES:
         raise PaddingError(f"padded payload too short ({len(padded)} bytes)")
     (size,) = struct.unpack_from(">I", padded)
@@ -64,4 +66,4 @@ def unpad(padded: bytes) -> bytes:
         raise PaddingError(f"length field {size} exceeds the {len(padded)} bytes present")
     if padded.count(0, end) != len(padded) - end:
         raise PaddingError("padding bytes are not zero")
-    return padded[LENGTH_BYTES:end]
+    return memoryview(padded)[LENGTH_BYTES:end]

@@ -49,9 +49,9 @@ VECTOR_WRAPPED = (
 
 
 # The padded body (flags 0x02) of the same inputs: 14 + 1024 + 16 bytes.
-PADDED_BODY_SHA256 = "ad3cfbd4a8e47f8cfd06bc9e80601ff9866296ad9f9ff0ed8a6474e13787acaa"
+PADDED_BODY_SHA256 = "d93cd2f767c9517ea7e8787cb757479f3dbc92cd54199a53d7ea06b8fa4bdf67"
 PADDED_BODY_HEAD = "0102040404040404040404040404"
-PADDED_BODY_TAG = "aeec4aefd85d287b83f2c83d53d722d3"
+PADDED_BODY_TAG = "c3ca5176a0e1d496ac070d0562015757"
 
 # Blobs (manifests). Version 1 was written by the unpadded writer (commit b814b99) with
 # the fixed DEK and nonces above; version 2 seals the same zstd frame, padded.
@@ -97,7 +97,8 @@ def test_padded_vector_pins_the_format():
     assert hashlib.sha256(body).hexdigest() == PADDED_BODY_SHA256
     assert len(body) == HEADER_BYTES + FLOOR + TAG_BYTES == 1054
     # docs/format.md, written out with the primitive itself: the spec and the code agree.
-    inner = struct.pack(">I", len(PLAIN)) + PLAIN + bytes(FLOOR - 4 - len(PLAIN))
+    # inner = length:4 | encoding:1 (0 = raw) | payload | zeros, length = 1 + len(payload)
+    inner = struct.pack(">I", 1 + len(PLAIN)) + b"\0" + PLAIN + bytes(FLOOR - 5 - len(PLAIN))
     aad = b"chunkvault/chunk" + bytes([1, FLAG_PADDED]) + UUID + VECTOR_ID.encode()
     assert body == bytes([1, FLAG_PADDED]) + DATA_NONCE + AESGCM(DEK).encrypt(
         DATA_NONCE, inner, aad
@@ -138,12 +139,14 @@ def test_blob_version_is_bound_and_unknown_versions_are_refused():
         open_blob(keys, "manifest", BLOB_NAME, v2[:-1])
 
 
-def test_compression_only_when_it_pays():
+def test_compression_only_when_it_pays_and_peers_cannot_tell():
     keys = MasterKeys.generate(UUID)
     text = seal_chunk(keys, b"abc" * 10000)
     assert text.compressed and len(text.body) == HEADER_BYTES + FLOOR + TAG_BYTES
     noise = seal_chunk(keys, os.urandom(100_000))
     assert not noise.compressed
+    # The encoding is inside the ciphertext: the clear header is the same for both.
+    assert text.body[:2] == noise.body[:2] == bytes([1, FLAG_PADDED])
     off = seal_chunk(keys, b"abc" * 10000, compress=False)
     assert not off.compressed
     for sealed, plain in ((text, b"abc" * 10000), (off, b"abc" * 10000)):
@@ -199,11 +202,20 @@ def test_swapped_objects_and_foreign_keys_are_detected():
     other = MasterKeys(os.urandom(16), keys.id_key, dict(keys.keks), keys.current)
     with pytest.raises(EnvelopeError):
         open_chunk(other, a.chunk_id, a.body, a.wrapped_dek)
-    # Toggling the compressed flag is caught by the AAD.
+    # A padded body never carries the compressed flag...
     body = bytearray(a.body)
     body[1] ^= FLAG_ZSTD
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="unknown flags 0x03"):
         open_chunk(keys, a.chunk_id, bytes(body), a.wrapped_dek)
+
+
+@pytest.mark.parametrize("flags", [FLAG_ZSTD, FLAG_PADDED])
+def test_flags_of_an_unpadded_body_are_bound_by_the_aad(flags):
+    # ...and on bodies from before padding, flags are in the AAD: toggling fails.
+    body = bytearray.fromhex(VECTOR_BODY)
+    body[1] = flags
+    with pytest.raises(EnvelopeError, match="authentication"):
+        open_chunk(fixed_keys(), VECTOR_ID, bytes(body), bytes.fromhex(VECTOR_WRAPPED))
 
 
 def test_truncated_and_unknown_versions_are_rejected():
@@ -236,9 +248,9 @@ def test_rewrap_moves_a_data_key_to_a_new_generation_without_touching_the_body()
 
 def test_small_chunks_all_seal_to_the_floor_size():
     keys = MasterKeys.generate(UUID)
-    sizes = {len(seal_chunk(keys, os.urandom(n)).body) for n in (0, 1, 49, 200, 1000, 1020)}
+    sizes = {len(seal_chunk(keys, os.urandom(n)).body) for n in (0, 1, 49, 200, 1000, 1019)}
     assert sizes == {HEADER_BYTES + FLOOR + TAG_BYTES}
-    assert len(seal_chunk(keys, os.urandom(1021)).body) == HEADER_BYTES + 1088 + TAG_BYTES
+    assert len(seal_chunk(keys, os.urandom(1020)).body) == HEADER_BYTES + 1088 + TAG_BYTES
 
 
 @settings(max_examples=100, deadline=None)
@@ -251,7 +263,7 @@ def test_sealed_size_limit_bounds_every_body(data, compress):
         assert len(body) == sealed_size_limit(len(data))  # the bound is tight
     # Within Padmé's bound of the unpadded body (above the floor).
     if len(data) > FLOOR:
-        assert len(body) < (HEADER_BYTES + 4 + len(data) + TAG_BYTES) * 1.0625
+        assert len(body) < (HEADER_BYTES + 5 + len(data) + TAG_BYTES) * 1.0625
 
 
 def test_padded_flag_is_bound_by_the_aad():
@@ -267,9 +279,11 @@ def test_padded_flag_is_bound_by_the_aad():
 @pytest.mark.parametrize(
     ("inner", "message"),
     [
-        (struct.pack(">I", len(PLAIN) + 1) + PLAIN, "exceeds"),
-        (struct.pack(">I", len(PLAIN)) + PLAIN + b"\0\x01" + bytes(100), "not zero"),
+        (struct.pack(">I", len(PLAIN) + 2) + b"\0" + PLAIN, "exceeds"),
+        (struct.pack(">I", len(PLAIN) + 1) + b"\0" + PLAIN + b"\0\x01" + bytes(99), "not zero"),
         (b"\0\0", "too short"),
+        (struct.pack(">I", 0) + bytes(1019), "unknown payload encoding"),
+        (struct.pack(">I", len(PLAIN) + 1) + b"\x02" + PLAIN + bytes(100), "unknown payload"),
     ],
 )
 def test_malformed_padding_under_a_valid_tag_is_refused(inner, message):

@@ -68,11 +68,12 @@ def test_overhead_above_the_floor_is_bounded(size):
 
 
 @settings(max_examples=200)
-@given(st.binary(max_size=20_000))
-def test_round_trip(payload):
+@given(st.binary(max_size=20_000), st.integers(0, 20_000))
+def test_round_trip(payload, cut):
     padded = pad(payload)
     assert len(padded) == padded_size(len(payload))
     assert unpad(padded) == payload
+    assert pad(payload[:cut], payload[cut:]) == padded  # parts are simply concatenated
 
 
 def test_every_small_payload_has_the_floor_size():
