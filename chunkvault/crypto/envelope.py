@@ -45,6 +45,11 @@ FLAG_PADDED = 0x02  # every body written since padding exists, and alone
 KNOWN_FLAGS = (0x00, FLAG_ZSTD, FLAG_PADDED)
 ENCODING_RAW = 0
 ENCODING_ZSTD = 1
+# Padding floors, each about the smallest typical object of its kind (measured in
+# docs/format.md): every chunk of a file under ~1 KiB and every manifest of a file of one
+# or two chunks come out the same size.
+CHUNK_FLOOR = 1024
+BLOB_FLOOR = 512
 HEADER_BYTES = 2 + NONCE_BYTES
 WRAPPED_DEK_BYTES = 1 + 4 + NONCE_BYTES + DEK_BYTES + TAG_BYTES
 # Keep zstd output only when it saves at least this fraction: decompressing costs time
@@ -63,7 +68,7 @@ def sealed_size_limit(plain_size: int) -> int:
     format this module reads (padded or not): a cap for reading bodies from peers.
     Compression is kept only when it shrinks the payload, so the payload never exceeds
     the plaintext, and padding is monotonic in the payload size."""
-    return HEADER_BYTES + padded_size(1 + plain_size) + TAG_BYTES  # 1: the encoding byte
+    return HEADER_BYTES + padded_size(1 + plain_size, CHUNK_FLOOR) + TAG_BYTES  # 1: encoding
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,9 @@ def seal_chunk(
     dek = dek or os.urandom(DEK_BYTES)
     data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))
     aad = chunk_aad(keys.vault_uuid, chunk_id, FLAG_PADDED)
-    sealed = AESGCM(dek).encrypt(data_nonce, pad(bytes([encoding]), payload), aad)
+    sealed = AESGCM(dek).encrypt(
+        data_nonce, pad(bytes([encoding]), payload, floor=CHUNK_FLOOR), aad
+    )
     body = bytes([VERSION, FLAG_PADDED]) + data_nonce + sealed
     wrapped = wrap_dek(keys, chunk_id, dek, nonce=wrap_nonce)
     return SealedChunk(
@@ -255,7 +262,7 @@ def seal_packed_blob(
         os.urandom(NONCE_BYTES),
     )
     aad = _blob_aad(keys, kind, name, BLOB_VERSION)
-    sealed = AESGCM(dek).encrypt(nonce, pad(packed), aad)
+    sealed = AESGCM(dek).encrypt(nonce, pad(packed, floor=BLOB_FLOOR), aad)
     wrapped = wrap_dek(keys, f"{kind}:{name}", dek, nonce=wrap_nonce)
     return bytes([BLOB_VERSION]) + wrapped + nonce + sealed
 

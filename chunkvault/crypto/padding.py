@@ -4,14 +4,15 @@ A peer sees the size of every object it stores. Sealing pads each payload, insid
 AEAD, so that a size reveals only a coarse bucket:
 
     padded = length:4 | payload | zero bytes        (length = len(payload), big-endian)
-    len(padded) = padme(max(4 + len(payload), FLOOR))
+    len(padded) = padme(max(4 + len(payload), floor))
 
 Padmé (Nikitin et al., "Reducing Metadata Leakage from Encrypted Files and Communication
 with PURBs", PoPETs 2019, §4) rounds a length L up to a multiple of 2^(E-S), where
 E = floor(log2 L) and S = floor(log2 E) + 1: only the top S bits of L survive, so a size
 leaks O(log log L) bits, and the overhead is below 2^-S (under 12% for any L, under 6.25%
-from 1 KiB, under 3.2% from 64 KiB). The floor makes every payload under ~1 KiB the
-same size, so small files (most files, by count) all look alike.
+from 1 KiB, under 3.2% from 64 KiB). The floor (per object kind, chosen in envelope.py)
+makes every small payload the same size, so small files (most files, by count) all
+look alike.
 
 The length prefix makes the encoding unambiguous whatever the payload ends with; the
 reader also insists the padding is zero. Readers accept any amount of zero padding, so
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import struct
 
-FLOOR = 1024
 LENGTH_BYTES = 4
 MAX_PAYLOAD = (1 << 32) - 1
 
@@ -41,17 +41,17 @@ def padme(length: int) -> int:
     return (length + mask) & ~mask
 
 
-def padded_size(payload_size: int) -> int:
+def padded_size(payload_size: int, floor: int) -> int:
     """Length of the padded form of a payload of ``payload_size`` bytes."""
-    return padme(max(LENGTH_BYTES + payload_size, FLOOR))
+    return padme(max(LENGTH_BYTES + payload_size, floor))
 
 
-def pad(*parts: bytes) -> bytes:
+def pad(*parts: bytes, floor: int) -> bytes:
     """The padded form of the concatenated ``parts`` (joined once, no extra copy)."""
     size = sum(len(part) for part in parts)
     if size > MAX_PAYLOAD:
         raise PaddingError(f"payload of {size} bytes is too large to pad")
-    zeros = bytes(padded_size(size) - LENGTH_BYTES - size)
+    zeros = bytes(padded_size(size, floor) - LENGTH_BYTES - size)
     return b"".join((struct.pack(">I", size), *parts, zeros))
 
 

@@ -17,9 +17,8 @@ from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
-from chunkvault.crypto.envelope import SealedChunk, chunk_aad, wrap_dek
+from chunkvault.crypto.envelope import BLOB_FLOOR, CHUNK_FLOOR, SealedChunk, chunk_aad, wrap_dek
 from chunkvault.crypto.material import MasterKeys
-from chunkvault.crypto.padding import FLOOR
 from chunkvault.keystore import KeyStore
 from chunkvault.layout import chunk_key, chunk_metadata
 from chunkvault.manifest import KIND, ChunkRef, Manifest, path_key
@@ -55,11 +54,13 @@ def test_small_files_are_indistinguishable_by_size_and_restore_exactly(tmp_path,
     chunks = object_sizes(config, "chunks")
     assert len(chunks) == len(SIZES)  # one chunk per file, no dedup among random data
     # Every chunk object, on every peer, has the floor size: 2 + 12 + 1024 + 16 bytes.
-    assert {size for sizes in chunks.values() for size in sizes} == {2 + 12 + FLOOR + 16}
+    assert {size for sizes in chunks.values() for size in sizes} == {2 + 12 + CHUNK_FLOOR + 16}
     # One-chunk manifests of these paths are all the same size too (blob floor).
     manifests = object_sizes(config, "manifests")
     assert len(manifests) == len(SIZES)
-    assert {size for sizes in manifests.values() for size in sizes} == {1 + 65 + 12 + FLOOR + 16}
+    assert {size for sizes in manifests.values() for size in sizes} == {
+        1 + 65 + 12 + BLOB_FLOOR + 16
+    }
     # Manifest names: <path key>/<created, whole seconds in ns units>-<8 random hex>.
     for name in manifests:
         assert re.fullmatch(r"test/manifests/[0-9a-f]{32}/\d{11}000000000-[0-9a-f]{8}", name)

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chunkvault.crypto.envelope import (
+    BLOB_FLOOR,
+    CHUNK_FLOOR,
     FLAG_PADDED,
     FLAG_ZSTD,
     HEADER_BYTES,
@@ -28,7 +30,6 @@ from chunkvault.crypto.envelope import (
     wrapped_generation,
 )
 from chunkvault.crypto.material import MasterKeys
-from chunkvault.crypto.padding import FLOOR
 
 UUID = bytes(range(16))
 PLAIN = b"chunkvault test vector\n" * 4
@@ -67,7 +68,7 @@ BLOB_V1 = (
     "8e1f996fa228536e085cb30cee182be17dc04c0764e20cfa8c2fd75942b9222787353746f8680f98cef5"
     "c124758eb08ff163a3a8ff69cc95099a2ff031b65101f084ea0a"
 )
-BLOB_V2_SHA256 = "df0619acb5fa7d90ebf057793123e872f6bf01e6fa06b65998eecae3541e8bbf"
+BLOB_V2_SHA256 = "0631d8a20b8239a18492730150fdc739e6bce61eedec28e9202bf86f9ca373b7"
 
 
 def fixed_keys() -> MasterKeys:
@@ -95,10 +96,10 @@ def test_padded_vector_pins_the_format():
         PADDED_BODY_TAG,
     )
     assert hashlib.sha256(body).hexdigest() == PADDED_BODY_SHA256
-    assert len(body) == HEADER_BYTES + FLOOR + TAG_BYTES == 1054
+    assert len(body) == HEADER_BYTES + CHUNK_FLOOR + TAG_BYTES == 1054
     # docs/format.md, written out with the primitive itself: the spec and the code agree.
     # inner = length:4 | encoding:1 (0 = raw) | payload | zeros, length = 1 + len(payload)
-    inner = struct.pack(">I", 1 + len(PLAIN)) + b"\0" + PLAIN + bytes(FLOOR - 5 - len(PLAIN))
+    inner = struct.pack(">I", 1 + len(PLAIN)) + b"\0" + PLAIN + bytes(CHUNK_FLOOR - 5 - len(PLAIN))
     aad = b"chunkvault/chunk" + bytes([1, FLAG_PADDED]) + UUID + VECTOR_ID.encode()
     assert body == bytes([1, FLAG_PADDED]) + DATA_NONCE + AESGCM(DEK).encrypt(
         DATA_NONCE, inner, aad
@@ -117,9 +118,9 @@ def test_blob_vectors_v1_opens_and_v2_pins_the_format():
         keys, "manifest", BLOB_NAME, frame, _secrets=(DEK, DATA_NONCE, WRAP_NONCE)
     )
     assert hashlib.sha256(v2).hexdigest() == BLOB_V2_SHA256
-    assert len(v2) == 1 + 65 + 12 + FLOOR + 16 == 1118
+    assert len(v2) == 1 + 65 + 12 + BLOB_FLOOR + 16 == 606
     assert v2[0] == 2 and v2[1:66] == v1[1:66]  # same wrapped DEK, new version byte
-    inner = struct.pack(">I", len(frame)) + frame + bytes(FLOOR - 4 - len(frame))
+    inner = struct.pack(">I", len(frame)) + frame + bytes(BLOB_FLOOR - 4 - len(frame))
     aad = b"chunkvault/blob/manifest" + bytes([2]) + UUID + BLOB_NAME.encode()
     assert v2[66:] == DATA_NONCE + AESGCM(DEK).encrypt(DATA_NONCE, inner, aad)
     assert open_blob(keys, "manifest", BLOB_NAME, v2) == BLOB_PAYLOAD
@@ -142,7 +143,7 @@ def test_blob_version_is_bound_and_unknown_versions_are_refused():
 def test_compression_only_when_it_pays_and_peers_cannot_tell():
     keys = MasterKeys.generate(UUID)
     text = seal_chunk(keys, b"abc" * 10000)
-    assert text.compressed and len(text.body) == HEADER_BYTES + FLOOR + TAG_BYTES
+    assert text.compressed and len(text.body) == HEADER_BYTES + CHUNK_FLOOR + TAG_BYTES
     noise = seal_chunk(keys, os.urandom(100_000))
     assert not noise.compressed
     # The encoding is inside the ciphertext: the clear header is the same for both.
@@ -249,7 +250,7 @@ def test_rewrap_moves_a_data_key_to_a_new_generation_without_touching_the_body()
 def test_small_chunks_all_seal_to_the_floor_size():
     keys = MasterKeys.generate(UUID)
     sizes = {len(seal_chunk(keys, os.urandom(n)).body) for n in (0, 1, 49, 200, 1000, 1019)}
-    assert sizes == {HEADER_BYTES + FLOOR + TAG_BYTES}
+    assert sizes == {HEADER_BYTES + CHUNK_FLOOR + TAG_BYTES}
     assert len(seal_chunk(keys, os.urandom(1020)).body) == HEADER_BYTES + 1088 + TAG_BYTES
 
 
@@ -262,7 +263,7 @@ def test_sealed_size_limit_bounds_every_body(data, compress):
     if not compress:
         assert len(body) == sealed_size_limit(len(data))  # the bound is tight
     # Within Padmé's bound of the unpadded body (above the floor).
-    if len(data) > FLOOR:
+    if len(data) > CHUNK_FLOOR:
         assert len(body) < (HEADER_BYTES + 5 + len(data) + TAG_BYTES) * 1.0625
 
 
@@ -298,8 +299,8 @@ def test_malformed_padding_under_a_valid_tag_is_refused(inner, message):
 
 def test_blobs_are_padded_and_small_ones_look_alike():
     keys = MasterKeys.generate(UUID)
-    sizes = {len(seal_blob(keys, "manifest", "n", os.urandom(n))) for n in (0, 10, 500, 900)}
-    assert sizes == {1 + 65 + 12 + FLOOR + 16}
+    sizes = {len(seal_blob(keys, "manifest", "n", os.urandom(n))) for n in (0, 10, 300, 480)}
+    assert sizes == {1 + 65 + 12 + BLOB_FLOOR + 16}
     big = os.urandom(50_000)
     blob = seal_blob(keys, "manifest", "n", big)
     assert open_blob(keys, "manifest", "n", blob) == big

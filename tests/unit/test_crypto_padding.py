@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chunkvault.crypto.padding import (
-    FLOOR,
     LENGTH_BYTES,
     PaddingError,
     pad,
@@ -16,6 +15,7 @@ from chunkvault.crypto.padding import (
     unpad,
 )
 
+FLOOR = 1024
 lengths = st.integers(1, 1 << 40)
 
 
@@ -24,8 +24,9 @@ def test_known_values():
     assert [padme(n) for n in (0, 1, 2, 3, 7, 8, 9, 10, 11)] == [0, 1, 2, 3, 7, 8, 10, 10, 12]
     assert padme(1024) == 1024 and padme(1025) == 1088  # E=10, S=4: multiples of 64
     assert padme(2**20 + 1) == 2**20 + 2**15  # E=20, S=5: multiples of 32 KiB
-    assert padded_size(0) == padded_size(FLOOR - LENGTH_BYTES) == FLOOR
-    assert padded_size(FLOOR - LENGTH_BYTES + 1) == 1088
+    assert padded_size(0, FLOOR) == padded_size(FLOOR - LENGTH_BYTES, FLOOR) == FLOOR
+    assert padded_size(FLOOR - LENGTH_BYTES + 1, FLOOR) == 1088
+    assert padded_size(0, 512) == 512 and padded_size(509, 512) == 544
 
 
 @given(lengths)
@@ -59,7 +60,7 @@ def test_only_2_to_the_s_sizes_per_doubling(e):
 
 @given(st.integers(0, 64 << 20))
 def test_overhead_above_the_floor_is_bounded(size):
-    padded = padded_size(size)
+    padded = padded_size(size, FLOOR)
     assert padded >= max(FLOOR, size + LENGTH_BYTES)
     if size + LENGTH_BYTES > FLOOR:
         assert (padded - size - LENGTH_BYTES) / (size + LENGTH_BYTES) < 0.0625  # E >= 10
@@ -70,20 +71,20 @@ def test_overhead_above_the_floor_is_bounded(size):
 @settings(max_examples=200)
 @given(st.binary(max_size=20_000), st.integers(0, 20_000))
 def test_round_trip(payload, cut):
-    padded = pad(payload)
-    assert len(padded) == padded_size(len(payload))
+    padded = pad(payload, floor=FLOOR)
+    assert len(padded) == padded_size(len(payload), FLOOR)
     assert unpad(padded) == payload
-    assert pad(payload[:cut], payload[cut:]) == padded  # parts are simply concatenated
+    assert pad(payload[:cut], payload[cut:], floor=FLOOR) == padded  # parts are simply concatenated
 
 
 def test_every_small_payload_has_the_floor_size():
-    assert {len(pad(bytes(n))) for n in range(FLOOR - LENGTH_BYTES + 1)} == {FLOOR}
+    assert {len(pad(bytes(n), floor=FLOOR)) for n in range(FLOOR - LENGTH_BYTES + 1)} == {FLOOR}
 
 
 def test_the_length_field_makes_the_encoding_unambiguous():
     # Payloads that end in zero bytes keep them: nothing is stripped by guessing.
     for payload in (b"", b"\0", b"abc\0\0", bytes(1500)):
-        assert unpad(pad(payload)) == payload
+        assert unpad(pad(payload, floor=FLOOR)) == payload
 
 
 @pytest.mark.parametrize(
