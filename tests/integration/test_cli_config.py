@@ -127,3 +127,25 @@ def test_chunk_sizes_the_chunker_refuses_are_a_config_error_not_a_crash(tmp_path
         assert "  chunking.min_size: must be 64 B..1 MiB (FastCDC's limit), got 6 MiB" in lines
         assert "  chunking.avg_size: must be 256 B..4 MiB (FastCDC's limit), got 7 MiB" in lines
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_uncreatable_state_dir_is_a_clear_error_not_a_crash(tmp_path: Path):
+    """vault.state_dir validates (it need not exist yet) but cannot be created here: that
+    was "internal error: FileNotFoundError" (exit 70); it is the machine's problem."""
+    (tmp_path / "a-file").write_text("not a directory\n")
+    (tmp_path / "inbox").mkdir()
+    cfg = write(
+        tmp_path / "cv.yaml",
+        """
+vault: {id: test, state_dir: a-file/state}
+replication: {replicas: 1}
+watch: {path: inbox}
+peers: [{name: d, path: disk}]
+""",
+    )
+    result = run("--config", str(cfg), "init", env={"CHUNKVAULT_PASSPHRASE": "long enough pw"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: Not a directory: {tmp_path / 'a-file' / 'state'} (check the paths in the "
+        "config: vault.state_dir, watch.path, directory peers, their permissions and free space)"
+    ]
