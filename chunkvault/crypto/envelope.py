@@ -282,14 +282,13 @@ def open_blob(
     dek = unwrap_dek(keys, f"{kind}:{name}", wrapped)
     start = 1 + WRAPPED_DEK_BYTES
     try:
-        packed = AESGCM(dek).decrypt(
+        decrypted = AESGCM(dek).decrypt(
             blob[start : start + NONCE_BYTES],
             blob[start + NONCE_BYTES :],
             _blob_aad(keys, kind, name, version),
         )
-        if version >= 2:
-            packed = unpad(packed)
-        return zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
+        frame = unpad(decrypted) if version >= 2 else decrypted
+        return zstandard.ZstdDecompressor().decompress(frame, max_output_size=max_size)
     except InvalidTag:
         raise EnvelopeError(f"{kind} {name}: failed authentication") from None
     except PaddingError as exc:
