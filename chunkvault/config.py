@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -30,18 +31,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from chunkvault.chunking import chunker_problems
 from chunkvault.sizes import parse_size
 
 MiB = 1024 * 1024
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
 API_MAX_CHUNK = 1024 * MiB  # envelope.MAX_PLAINTEXT: what a reader accepts
-# pyfastcdc's FastCDC limits (min, avg, max bounds of the 2020 paper's implementation).
-CDC_LIMITS = {
-    "min_size": (64, 64 * MiB),
-    "avg_size": (256, 256 * MiB),
-    "max_size": (1024, 1024 * MiB),
-}
 DEFAULT_IGNORE = ["*.tmp", "*.part", "*.swp", "*~", ".~lock*", ".#*", "*.crdownload"]
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -128,17 +124,11 @@ class ChunkingConfig(_Model):
     _sizes = _size_validator("min_size", "avg_size", "max_size")
 
     @model_validator(mode="after")
-    def _ordered(self) -> ChunkingConfig:
-        for name, (low, high) in CDC_LIMITS.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise _field_error(name, f"must be between {low} and {high} bytes, got {value}")
-        if not self.min_size <= self.avg_size <= self.max_size:
-            raise _field_error(
-                "avg_size",
-                f"need min_size <= avg_size <= max_size, got {self.min_size} / "
-                f"{self.avg_size} / {self.max_size}",
-            )
+    def _chunker_accepts(self) -> ChunkingConfig:
+        # The chunker's own check, so what validates here always builds a chunker.
+        problems = chunker_problems(self.mode, self.min_size, self.avg_size, self.max_size)
+        if problems:
+            raise _field_errors(problems)
         return self
 
 
@@ -192,6 +182,36 @@ class PeerConfig(_Model):
     def _bucket_name(cls, value: str | None) -> str | None:
         if value is not None and not _BUCKET.match(value):
             raise ValueError(f"{value!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_usable(cls, value: str | None) -> str | None:
+        # boto3's own checks, here so a bad URL is a config error, not a crash at first use.
+        from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+        if value is None:
+            return value
+        try:
+            port = urlsplit(value).port
+        except ValueError:
+            port = 0
+        if port == 0 or not (is_valid_endpoint_url(value) or is_valid_ipv6_endpoint_url(value)):
+            raise ValueError(
+                f"{value!r} is not a usable URL (http[s]://host[:port 1-65535][/path])"
+            )
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_usable(cls, value: str) -> str:
+        from botocore.exceptions import InvalidRegionError
+        from botocore.utils import validate_region_name
+
+        try:
+            validate_region_name(value)
+        except InvalidRegionError:
+            raise ValueError(f"{value!r} is not a valid region name (a-z 0-9 -)") from None
         return value
 
     @property

@@ -6,7 +6,7 @@ wrapped DEKs. Object names are opaque:
 
     <vault>/manifests/<path key>/<version key>
     path key    = first 32 hex of HMAC-SHA256(id_key, b"path\\0" + utf-8 path)
-    version key = <created ns, 20 digits>-<8 random hex>   (sorts by creation time)
+    version key = <created ns, 20 digits, whole seconds>-<8 random hex>   (sorts by time)
 
 so a peer learns how many versions a file has, never its name. :func:`parse_manifest_name`
 accepts exactly this shape; anything else a peer lists under ``manifests/`` is not ours and
@@ -172,7 +172,9 @@ def manifests_prefix(vault_id: str) -> str:
 
 
 def new_manifest_name(vault_id: str, keys: MasterKeys, manifest: Manifest) -> str:
-    version = f"{manifest.created_ns:020d}-{os.urandom(4).hex()}"
+    # Whole seconds (S3's own LastModified resolution): the name keeps sorting by time
+    # but carries no finer timing to peers that copy it later (docs/format.md).
+    version = f"{manifest.created_ns // 10**9 * 10**9:020d}-{os.urandom(4).hex()}"
     return f"{manifests_prefix(vault_id)}{path_key(keys, manifest.path)}/{version}"
 
 

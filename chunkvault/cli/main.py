@@ -91,6 +91,14 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _internal(exc: Exception) -> int:
+    """A bug: say so briefly, full detail with --debug."""
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    if not _debug:
+        message += " (rerun with --debug for the traceback)"
+    return _fail(message, EXIT_INTERNAL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and turn every failure into a clear message and exit code."""
     try:
@@ -113,11 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # a bug: say so briefly, full detail with --debug
-        message = f"internal error: {type(exc).__name__}: {exc}"
-        if not _debug:
-            message += " (rerun with --debug for the traceback)"
-        return _fail(message, EXIT_INTERNAL)
+    except OSError as exc:
+        if exc.filename is None:  # socket and other errors our code should have wrapped
+            return _internal(exc)
+        # The machine, not a bug: a configured path that cannot be created or written
+        # (vault.state_dir under a missing or read-only mount), permissions, a full disk.
+        return _fail(
+            f"{exc.strerror or exc}: {exc.filename} (check the paths in the config: "
+            "vault.state_dir, watch.path, directory peers, their permissions and free space)",
+            1,
+        )
+    except Exception as exc:
+        return _internal(exc)
     return result if isinstance(result, int) else 0
 
 

@@ -3,14 +3,20 @@ DEK wrapped by the current master KEK generation. Pure functions, no I/O.
 
 Layouts (all integers big-endian; specified in docs/format.md):
 
-    chunk body   = version:1 | flags:1 | nonce:12 | AES-GCM(DEK, nonce, payload, AAD_chunk)
+    chunk body   = version:1 | flags:1 | nonce:12 | AES-GCM(DEK, nonce, inner, AAD_chunk)
+    flags        = PADDED (0x02), written since padding exists:
+                   inner = pad(encoding:1 | payload), encoding 0 = raw, 1 = zstd
+                 = 0x00 or ZSTD (0x01), read only (bodies written before padding):
+                   inner = payload
+    (crypto/padding.py; the encoding moved inside so peers cannot tell which chunks
+    compress, i.e. text from media)
     AAD_chunk    = b"chunkvault/chunk" | version:1 | flags:1 | vault_uuid:16 | chunk_id:64 ascii
     wrapped DEK  = version:1 | generation:4 | nonce:12 | AES-GCM(KEK[gen], nonce, DEK, AAD_dek)
     AAD_dek      = b"chunkvault/dek" | version:1 | generation:4 | vault_uuid:16 | chunk_id
 
 Binding the chunk id into both AADs means an object swapped for another chunk's, or a
 DEK copied from another chunk, fails authentication instead of decrypting to the wrong
-data; binding the flags means nobody can toggle "compressed".
+data; binding the flags means nobody can toggle "compressed" or "padded".
 """
 
 from __future__ import annotations
@@ -26,13 +32,24 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chunkvault.crypto.material import MasterKeys, MaterialError
+from chunkvault.crypto.padding import PaddingError, pad, padded_size, unpad
 
+# Chunk envelope version (also the `cv-v` object metadata). Padding arrived as a flag
+# rather than a new version: the header layout is the same, and AAD_chunk binds flags.
 VERSION = 1
 NONCE_BYTES = 12
 TAG_BYTES = 16
 DEK_BYTES = 32
-FLAG_ZSTD = 0x01
-KNOWN_FLAGS = FLAG_ZSTD
+FLAG_ZSTD = 0x01  # unpadded bodies only; padded ones carry the encoding inside
+FLAG_PADDED = 0x02  # every body written since padding exists, and alone
+KNOWN_FLAGS = (0x00, FLAG_ZSTD, FLAG_PADDED)
+ENCODING_RAW = 0
+ENCODING_ZSTD = 1
+# Padding floors, each about the smallest typical object of its kind (measured in
+# docs/format.md): every chunk of a file under ~1 KiB and every manifest of a file of one
+# or two chunks come out the same size.
+CHUNK_FLOOR = 1024
+BLOB_FLOOR = 512
 HEADER_BYTES = 2 + NONCE_BYTES
 WRAPPED_DEK_BYTES = 1 + 4 + NONCE_BYTES + DEK_BYTES + TAG_BYTES
 # Keep zstd output only when it saves at least this fraction: decompressing costs time
@@ -46,6 +63,14 @@ class EnvelopeError(ValueError):
     """The object is not a valid chunk envelope, or failed authentication."""
 
 
+def sealed_size_limit(plain_size: int) -> int:
+    """The largest body a chunk of ``plain_size`` plaintext bytes can seal to, in any
+    format this module reads (padded or not): a cap for reading bodies from peers.
+    Compression is kept only when it shrinks the payload, so the payload never exceeds
+    the plaintext, and padding is monotonic in the payload size."""
+    return HEADER_BYTES + padded_size(1 + plain_size, CHUNK_FLOOR) + TAG_BYTES  # 1: encoding
+
+
 @dataclass(frozen=True)
 class SealedChunk:
     chunk_id: str
@@ -53,10 +78,7 @@ class SealedChunk:
     wrapped_dek: bytes
     generation: int
     plain_size: int
-
-    @property
-    def compressed(self) -> bool:
-        return bool(self.body[1] & FLAG_ZSTD)
+    compressed: bool = False
 
     @property
     def nonce(self) -> bytes:
@@ -122,11 +144,11 @@ def rewrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes, generation: int)
 
 def _maybe_compress(plaintext: bytes, level: int) -> tuple[int, bytes]:
     if len(plaintext) < 64:
-        return 0, plaintext
+        return ENCODING_RAW, plaintext
     packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(plaintext)
     if len(packed) <= len(plaintext) * (1 - MIN_SAVING):
-        return FLAG_ZSTD, packed
-    return 0, plaintext
+        return ENCODING_ZSTD, packed
+    return ENCODING_RAW, plaintext
 
 
 def seal_chunk(
@@ -142,20 +164,31 @@ def seal_chunk(
     chunk whose wrapped DEK manifests already hold (a fresh nonce keeps GCM safe).
     ``_nonces`` exists only for the format's test vectors; never pass it otherwise."""
     chunk_id = keys.chunk_id(plaintext)
-    flags, payload = _maybe_compress(plaintext, level) if compress else (0, plaintext)
+    encoding, payload = _maybe_compress(plaintext, level) if compress else (ENCODING_RAW, plaintext)
     dek = dek or os.urandom(DEK_BYTES)
     data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))
-    sealed = AESGCM(dek).encrypt(data_nonce, payload, chunk_aad(keys.vault_uuid, chunk_id, flags))
-    body = bytes([VERSION, flags]) + data_nonce + sealed
+    aad = chunk_aad(keys.vault_uuid, chunk_id, FLAG_PADDED)
+    sealed = AESGCM(dek).encrypt(
+        data_nonce, pad(bytes([encoding]), payload, floor=CHUNK_FLOOR), aad
+    )
+    body = bytes([VERSION, FLAG_PADDED]) + data_nonce + sealed
     wrapped = wrap_dek(keys, chunk_id, dek, nonce=wrap_nonce)
-    return SealedChunk(chunk_id, body, wrapped, keys.current, len(plaintext))
+    return SealedChunk(
+        chunk_id, body, wrapped, keys.current, len(plaintext), encoding == ENCODING_ZSTD
+    )
 
 
-def sealed_size_limit(plain_size: int) -> int:
-    """The largest chunk body :func:`seal_chunk` can make from ``plain_size`` bytes of
-    plaintext (zstd output is kept only when smaller). Readers cap a replica's body at it:
-    anything larger is not a chunk of that size, whatever a peer says."""
-    return HEADER_BYTES + plain_size + TAG_BYTES
+def _encoded_payload(chunk_id: str, flags: int, decrypted: bytes) -> tuple[int, bytes | memoryview]:
+    """``(encoding, payload)`` of a decrypted body, padded or from before padding."""
+    if flags != FLAG_PADDED:
+        return (ENCODING_ZSTD if flags == FLAG_ZSTD else ENCODING_RAW), decrypted
+    try:
+        inner = unpad(decrypted)
+    except PaddingError as exc:
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: {exc}") from None
+    if not inner or inner[0] not in (ENCODING_RAW, ENCODING_ZSTD):
+        raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown payload encoding")
+    return inner[0], inner[1:]
 
 
 def open_chunk(
@@ -167,18 +200,21 @@ def open_chunk(
     version, flags = body[0], body[1]
     if version != VERSION:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unsupported format version {version}")
-    if flags & ~KNOWN_FLAGS:
+    if flags not in KNOWN_FLAGS:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown flags {flags:#04x}")
     dek = unwrap_dek(keys, chunk_id, wrapped_dek)
     try:
-        payload = AESGCM(dek).decrypt(
+        decrypted = AESGCM(dek).decrypt(
             body[2:HEADER_BYTES], body[HEADER_BYTES:], chunk_aad(keys.vault_uuid, chunk_id, flags)
         )
     except InvalidTag:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: ciphertext failed authentication") from None
-    if flags & FLAG_ZSTD:
+    encoding, packed = _encoded_payload(chunk_id, flags, decrypted)
+    if encoding == ENCODING_RAW:
+        payload = bytes(packed)
+    else:
         try:
-            payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=max_size)
+            payload = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
         except zstandard.ZstdError as exc:
             raise EnvelopeError(f"chunk {chunk_id[:16]}: bad compressed payload: {exc}") from None
     # Defence in depth: the content must hash to its id (catches our own bugs, too).
@@ -189,44 +225,73 @@ def open_chunk(
 
 # --- blobs: manifests and other small named objects --------------------------------------
 #
-#   blob  = version:1 | wrapped DEK:65 | nonce:12 | AES-GCM(DEK, nonce, zstd(payload), AAD_b)
+#   blob  = version:1 | wrapped DEK:65 | nonce:12 | AES-GCM(DEK, nonce, inner, AAD_b)
+#   inner = pad(zstd(payload)) in version 2 (written), zstd(payload) in version 1 (read)
 #   AAD_b = b"chunkvault/blob/" kind | version:1 | vault_uuid:16 | name (utf-8)
 # The DEK is wrapped like a chunk's, with "<kind>:<name>" in place of the chunk id, so a
 # blob can never be opened as a chunk (or as another blob) and rotation re-wraps it alike.
+# The version is in AAD_b, so a padded blob cannot be passed off as an unpadded one.
+
+BLOB_VERSION = 2
+BLOB_VERSIONS = (1, 2)
+BLOB_OVERHEAD = 1 + WRAPPED_DEK_BYTES + NONCE_BYTES + TAG_BYTES
 
 
-def _blob_aad(keys: MasterKeys, kind: str, name: str) -> bytes:
-    return f"chunkvault/blob/{kind}".encode() + bytes([VERSION]) + keys.vault_uuid + name.encode()
+def _blob_aad(keys: MasterKeys, kind: str, name: str, version: int) -> bytes:
+    return f"chunkvault/blob/{kind}".encode() + bytes([version]) + keys.vault_uuid + name.encode()
 
 
 def seal_blob(keys: MasterKeys, kind: str, name: str, payload: bytes) -> bytes:
-    dek = os.urandom(DEK_BYTES)
-    nonce = os.urandom(NONCE_BYTES)
     packed = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(payload)
-    sealed = AESGCM(dek).encrypt(nonce, packed, _blob_aad(keys, kind, name))
-    return bytes([VERSION]) + wrap_dek(keys, f"{kind}:{name}", dek) + nonce + sealed
+    return seal_packed_blob(keys, kind, name, packed)
+
+
+def seal_packed_blob(
+    keys: MasterKeys,
+    kind: str,
+    name: str,
+    packed: bytes,
+    *,
+    _secrets: tuple[bytes, bytes, bytes] | None = None,
+) -> bytes:
+    """Seal an already zstd-compressed payload. ``_secrets`` (DEK, data nonce, wrap nonce)
+    exists only for the format's test vectors; never pass it otherwise."""
+    dek, nonce, wrap_nonce = _secrets or (
+        os.urandom(DEK_BYTES),
+        os.urandom(NONCE_BYTES),
+        os.urandom(NONCE_BYTES),
+    )
+    aad = _blob_aad(keys, kind, name, BLOB_VERSION)
+    sealed = AESGCM(dek).encrypt(nonce, pad(packed, floor=BLOB_FLOOR), aad)
+    wrapped = wrap_dek(keys, f"{kind}:{name}", dek, nonce=wrap_nonce)
+    return bytes([BLOB_VERSION]) + wrapped + nonce + sealed
 
 
 def blob_generation(blob: bytes) -> int:
+    """The KEK generation of a blob's data key (same place in every blob version)."""
     return wrapped_generation(blob[1 : 1 + WRAPPED_DEK_BYTES])
 
 
 def open_blob(
     keys: MasterKeys, kind: str, name: str, blob: bytes, max_size: int = 256 << 20
 ) -> bytes:
-    if len(blob) < 1 + WRAPPED_DEK_BYTES + NONCE_BYTES + TAG_BYTES or blob[0] != VERSION:
-        raise EnvelopeError(f"{kind} {name}: not a version-{VERSION} blob")
+    if len(blob) < BLOB_OVERHEAD or blob[0] not in BLOB_VERSIONS:
+        raise EnvelopeError(f"{kind} {name}: not a blob of version {BLOB_VERSIONS}")
+    version = blob[0]
     wrapped = blob[1 : 1 + WRAPPED_DEK_BYTES]
     dek = unwrap_dek(keys, f"{kind}:{name}", wrapped)
     start = 1 + WRAPPED_DEK_BYTES
     try:
-        packed = AESGCM(dek).decrypt(
+        decrypted = AESGCM(dek).decrypt(
             blob[start : start + NONCE_BYTES],
             blob[start + NONCE_BYTES :],
-            _blob_aad(keys, kind, name),
+            _blob_aad(keys, kind, name, version),
         )
-        return zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
+        frame = unpad(decrypted) if version >= 2 else decrypted
+        return zstandard.ZstdDecompressor().decompress(frame, max_output_size=max_size)
     except InvalidTag:
         raise EnvelopeError(f"{kind} {name}: failed authentication") from None
+    except PaddingError as exc:
+        raise EnvelopeError(f"{kind} {name}: {exc}") from None
     except zstandard.ZstdError as exc:
         raise EnvelopeError(f"{kind} {name}: bad compressed payload: {exc}") from None

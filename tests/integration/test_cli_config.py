@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import yaml
-from support.cli import run_cli
+from support.cli import run_cli, write_config
+from support.moto_peers import unique_bucket
 
 import chunkvault
 
@@ -102,3 +103,49 @@ def test_unknown_command_is_a_usage_error():
     result = run("frobnicate")
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+def test_chunk_sizes_the_chunker_refuses_are_a_config_error_not_a_crash(tmp_path: Path, moto_peers):
+    """The review's config validated, then every push died with "internal error:
+    ValueError: min_size 7340032 is out of range" (exit 70). Now every command refuses
+    it up front (exit 2), naming each bad key."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "file.txt").write_bytes(b"some content\n" * 1000)
+    config = write_config(
+        tmp_path / "cv.yaml",
+        moto_peers.endpoints,
+        unique_bucket(),
+        watch={"path": str(inbox)},
+        chunking={"min_size": "6MiB", "avg_size": "7MiB", "max_size": "8MiB"},
+    )
+    env = {"CHUNKVAULT_PASSPHRASE": "chunk sizes"}
+    for command in (["config", "check"], ["init"], ["push"]):
+        result = run_cli(config, *command, env=env)
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.splitlines()
+        assert "  chunking.min_size: must be 64 B..1 MiB (FastCDC's limit), got 6 MiB" in lines
+        assert "  chunking.avg_size: must be 256 B..4 MiB (FastCDC's limit), got 7 MiB" in lines
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_uncreatable_state_dir_is_a_clear_error_not_a_crash(tmp_path: Path):
+    """vault.state_dir validates (it need not exist yet) but cannot be created here: that
+    was "internal error: FileNotFoundError" (exit 70); it is the machine's problem."""
+    (tmp_path / "a-file").write_text("not a directory\n")
+    (tmp_path / "inbox").mkdir()
+    cfg = write(
+        tmp_path / "cv.yaml",
+        """
+vault: {id: test, state_dir: a-file/state}
+replication: {replicas: 1}
+watch: {path: inbox}
+peers: [{name: d, path: disk}]
+""",
+    )
+    result = run("--config", str(cfg), "init", env={"CHUNKVAULT_PASSPHRASE": "long enough pw"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: Not a directory: {tmp_path / 'a-file' / 'state'} (check the paths in the "
+        "config: vault.state_dir, watch.path, directory peers, their permissions and free space)"
+    ]

@@ -5,8 +5,9 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyfastcdc.cy import FastCDC
 
-from chunkvault.chunking import Chunker
+from chunkvault.chunking import CDC_LIMITS, FIXED_LIMITS, Chunker, MiB, chunker_problems
 
 SMALL = Chunker("cdc", min_size=256, avg_size=1024, max_size=4096)
 
@@ -82,3 +83,76 @@ def test_short_reads_give_the_same_chunks(mode):
     data = os.urandom(50_000)
     chunker = Chunker(mode, min_size=256, avg_size=1024, max_size=4096)
     assert list(chunker.split(TrickleReader(data))) == chunks_of(chunker, data)
+
+
+# --- limits: the chunker, config validation and the real FastCDC agree -------------------
+
+
+def fastcdc_accepts(min_size: int, avg_size: int, max_size: int) -> bool:
+    """Ask the compiled FastCDC that Chunker really runs."""
+    try:
+        FastCDC(avg_size, min_size=min_size, max_size=max_size)
+    except ValueError:
+        return False
+    return True
+
+
+def test_published_limits_are_the_compiled_chunkers_limits():
+    # DESIGN.md §7: min 64 B..1 MiB, avg 256 B..4 MiB, max 1 KiB..16 MiB.
+    assert {
+        "min_size": (64, MiB),
+        "avg_size": (256, 4 * MiB),
+        "max_size": (1024, 16 * MiB),
+    } == CDC_LIMITS
+    (min_lo, min_hi), (avg_lo, avg_hi), (max_lo, max_hi) = CDC_LIMITS.values()
+    # Each bound is accepted and one byte beyond it refused, the others held valid.
+    assert fastcdc_accepts(min_lo, avg_lo, max_lo)
+    assert fastcdc_accepts(min_hi, avg_hi, max_hi)
+    assert not fastcdc_accepts(min_lo - 1, avg_lo, max_lo)
+    assert not fastcdc_accepts(min_hi + 1, avg_hi, max_hi)
+    assert not fastcdc_accepts(min_lo, avg_lo - 1, max_lo)
+    assert not fastcdc_accepts(min_lo, avg_hi + 1, max_hi)
+    assert not fastcdc_accepts(min_lo, avg_lo, max_lo - 1)
+    assert not fastcdc_accepts(min_hi, avg_hi, max_hi + 1)
+
+
+sizes = st.one_of(
+    st.integers(0, 64 * MiB),
+    st.sampled_from(
+        sorted({b + d for lim in CDC_LIMITS.values() for b in lim for d in (-1, 0, 1)})
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes, sizes, sizes)
+def test_chunker_accepts_exactly_what_fastcdc_accepts(min_size, avg_size, max_size):
+    problems = chunker_problems("cdc", min_size, avg_size, max_size)
+    assert (problems == []) == fastcdc_accepts(min_size, avg_size, max_size)
+    if problems:
+        with pytest.raises(ValueError, match=r"^chunking\.(min|avg|max)_size: "):
+            Chunker("cdc", min_size, avg_size, max_size)
+    else:
+        data = os.urandom(3 * max_size // 2 + 1) if max_size <= MiB else os.urandom(4096)
+        assert b"".join(chunks_of(Chunker("cdc", min_size, avg_size, max_size), data)) == data
+
+
+def test_the_reviews_sizes_are_refused_naming_each_key():
+    problems = dict(chunker_problems("cdc", 6 * MiB, 7 * MiB, 8 * MiB))
+    assert problems == {
+        "min_size": "must be 64 B..1 MiB (FastCDC's limit), got 6 MiB",
+        "avg_size": "must be 256 B..4 MiB (FastCDC's limit), got 7 MiB",
+    }
+    with pytest.raises(ValueError, match=r"chunking\.min_size: .*chunking\.avg_size: "):
+        Chunker("cdc", 6 * MiB, 7 * MiB, 8 * MiB)
+
+
+def test_fixed_mode_checks_only_its_one_size():
+    low, high = FIXED_LIMITS
+    assert chunker_problems("fixed", 6 * MiB, high, 1) == []  # min/max are not used
+    assert [k for k, _ in chunker_problems("fixed", 0, low - 1, 0)] == ["avg_size"]
+    assert [k for k, _ in chunker_problems("fixed", 0, high + 1, 0)] == ["avg_size"]
+    data = os.urandom(5000)
+    assert chunks_of(Chunker("fixed", avg_size=low), data)[0] == data[:low]
+    with pytest.raises(ValueError, match=r"chunking\.avg_size: must be 1 KiB\.\.16 MiB in fixed"):
+        Chunker("fixed", avg_size=100)

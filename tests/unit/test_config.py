@@ -1,8 +1,16 @@
+import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from chunkvault.backends.stack import build_peers
+from chunkvault.chunking import Chunker
 from chunkvault.config import ConfigError, load_config, parse_config
+from chunkvault.crypto.envelope import open_chunk, seal_chunk
+from chunkvault.crypto.material import MasterKeys
 
 S3 = {"name": "a", "endpoint": "http://127.0.0.1:9000", "bucket": "chunkvault"}
 
@@ -58,7 +66,8 @@ def test_every_error_is_reported_at_once_with_its_key_path():
     assert set(found) == {
         "vault.id",
         "vault.colour",
-        "chunking.avg_size",
+        "chunking.min_size",  # 8 MiB: over FastCDC's 1 MiB
+        "chunking.avg_size",  # and below min_size
         "transfer.segment_size",
         "peers[1].bucket",
         # cross-section checks still run although other sections failed
@@ -187,3 +196,152 @@ def test_api_listen_and_chunk_bounds():
     assert (cfg.api.host, cfg.api.port) == ("::1", 9090)
     found = problems({"peers": peers(2), "chunking": {"min_size": 10}, "api": {"listen": "nope"}})
     assert set(found) == {"chunking.min_size", "api.listen"}
+
+
+# --- item 13: what validates must run; what cannot run is refused with its key ----------
+
+MiB = 1024 * 1024
+
+
+def test_the_reviews_chunk_sizes_are_refused_naming_each_key():
+    found = problems(
+        {
+            "peers": peers(2),
+            "chunking": {"min_size": "6MiB", "avg_size": "7MiB", "max_size": "8MiB"},
+        }
+    )
+    assert found == {
+        "chunking.min_size": "must be 64 B..1 MiB (FastCDC's limit), got 6 MiB",
+        "chunking.avg_size": "must be 256 B..4 MiB (FastCDC's limit), got 7 MiB",
+    }
+
+
+def test_fixed_mode_validates_only_the_size_it_uses():
+    cfg = parse_config(
+        {"peers": peers(2), "chunking": {"mode": "fixed", "avg_size": "16MiB", "min_size": "6MiB"}}
+    )
+    assert cfg.chunking.avg_size == 16 * MiB
+    found = problems({"peers": peers(2), "chunking": {"mode": "fixed", "avg_size": "32MiB"}})
+    assert found == {"chunking.avg_size": "must be 1 KiB..16 MiB in fixed mode, got 32 MiB"}
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"region": "us east 1"}, "peers[0].region"),
+        ({"region": "r" * 64}, "peers[0].region"),
+        ({"endpoint": "http://127.0.0.1:99999"}, "peers[0].endpoint"),
+        ({"endpoint": "http://127.0.0.1:0"}, "peers[0].endpoint"),
+        ({"endpoint": "http://127.0.0.1:port"}, "peers[0].endpoint"),
+        ({"endpoint": "http://[::1"}, "peers[0].endpoint"),
+        ({"endpoint": "http://[zz]:9000"}, "peers[0].endpoint"),
+        ({"endpoint": "http://a..b"}, "peers[0].endpoint"),
+    ],
+)
+def test_peer_values_boto3_refuses_are_config_errors(change, key):
+    # Each of these validated before and then crashed building the S3 client.
+    found = problems({"peers": [{**S3, **change}], "replication": {"replicas": 1}})
+    assert list(found) == [key]
+
+
+def test_usable_endpoints_and_regions_still_validate():
+    for endpoint in ("http://[::1]:9000", "https://s3.example.com/base", "http://minio-a:9000"):
+        for region in ("us-east-1", "eu-central-2", "garage", ""):
+            peer = {**S3, "endpoint": endpoint, "region": region}
+            parse_config({"peers": [peer], "replication": {"replicas": 1}})
+
+
+def validates(raw: dict, *sections: str) -> bool:
+    """Validate ``raw``; when refused, every problem must name a key under ``sections``."""
+    try:
+        parse_config(raw)
+    except ConfigError as exc:
+        assert exc.problems
+        for path, message in exc.problems:
+            assert path.startswith(sections) and message, (path, message)
+        event(f"refused {sorted({p for p, _ in exc.problems})}")
+        return False
+    event("accepted")
+    return True
+
+
+# Values around every limit, across the plausible range, and plain nonsense.
+size_values = st.one_of(
+    st.integers(1024, 16 * MiB),
+    st.integers(0, 1 << 40),
+    st.sampled_from([0, 63, 64, 255, 256, 1023, 1024, MiB, MiB + 1, 4 * MiB, 4 * MiB + 1]),
+    st.sampled_from([16 * MiB, 16 * MiB + 1, "512KiB", "2MiB", "6MiB", "7MiB", "8MiB", "17MiB"]),
+    st.sampled_from(["1.5KiB", "1GB", "-1", "x", -1, 2.5, None, True]),
+)
+chunking_sections = st.fixed_dictionaries(
+    {},
+    optional={
+        "mode": st.sampled_from(["cdc", "cdc", "fixed", "fixed", "rabin"]),
+        "min_size": size_values,
+        "avg_size": size_values,
+        "max_size": size_values,
+        "compression": st.sampled_from(["zstd", "zstd", "none", "lz4"]),
+        "zstd_level": st.integers(1, 22) | st.integers(-3, 25),
+    },
+)
+# Ordered triples near the accepted region, so many examples validate and run.
+ordered_sizes = st.lists(st.integers(32, 20 * MiB), min_size=3, max_size=3).map(
+    lambda s: dict(zip(("min_size", "avg_size", "max_size"), sorted(s), strict=True))
+)
+chunking_sections = st.one_of(
+    chunking_sections, st.tuples(chunking_sections, ordered_sizes).map(lambda t: t[0] | t[1])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunking_sections, st.binary(max_size=5000))
+def test_chunking_that_validates_chunks_and_seals(chunking, data):
+    """Any chunking section either fails validation naming its keys, or builds the real
+    chunker (the way ingest does), splits data and seals it at the configured level."""
+    raw = {"peers": peers(1), "replication": {"replicas": 1}, "chunking": chunking}
+    if not validates(raw, "chunking."):
+        return
+    c = parse_config(raw).chunking
+    chunker = Chunker(c.mode, c.min_size, c.avg_size, c.max_size)
+    assert b"".join(chunker.split(io.BytesIO(data))) == data
+    keys = MasterKeys(bytes(16), b"\x01" * 32, {1: b"\x02" * 32}, 1)
+    sealed = seal_chunk(keys, data, compress=c.compression == "zstd", level=c.zstd_level)
+    assert open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek) == data
+
+
+transfer_sections = st.fixed_dictionaries(
+    {},
+    optional={
+        "concurrency": st.integers(1, 64) | st.integers(-1, 300),
+        "peer_concurrency": st.none() | st.integers(-1, 300),
+        "timeout_seconds": st.floats(0.1, 60) | st.sampled_from([0, -1, 601, float("nan")]),
+        "retries": st.integers(-1, 25),
+        "down_after_failures": st.integers(-1, 5),
+        "down_seconds": st.floats(-1, 100),
+    },
+)
+peer_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "region": st.sampled_from(["us-east-1", "", "garage", "us east 1", "a" * 64, "-x", "1"])
+        | st.text(max_size=8),
+        "endpoint": st.sampled_from(
+            ["http://127.0.0.1:9", "https://[::1]:9/p", "http://h:0", "http://h:65536"]
+        )
+        | st.text(max_size=10).map(lambda s: f"http://{s}"),
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(transfer_sections, peer_values)
+def test_transfer_and_peer_values_that_validate_build_the_peer_stack(transfer, peer):
+    """The same for what reaches boto3 (client config, endpoint, region, pool size) and the
+    thread pools. Building an S3 client is slow, hence fewer examples."""
+    raw = {"peers": [{**S3, **peer}], "replication": {"replicas": 1}, "transfer": transfer}
+    if not validates(raw, "transfer.", "peers[0]."):
+        return
+    cfg = parse_config(raw)
+    for built in build_peers(cfg):  # boto3 client + limit/retry/health wrappers
+        built.close()
+    ThreadPoolExecutor(max_workers=cfg.transfer.concurrency).shutdown()

@@ -1,27 +1,42 @@
-"""Chunk envelope format: pinned test vectors and tamper detection."""
+"""Chunk and blob envelope formats: pinned test vectors, padding, tamper detection."""
 
 import hashlib
 import hmac
 import os
+import struct
 
 import pytest
+import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chunkvault.crypto.envelope import (
+    BLOB_FLOOR,
+    CHUNK_FLOOR,
+    FLAG_PADDED,
     FLAG_ZSTD,
+    HEADER_BYTES,
+    TAG_BYTES,
     EnvelopeError,
+    blob_generation,
+    open_blob,
     open_chunk,
     rewrap_dek,
+    seal_blob,
     seal_chunk,
+    seal_packed_blob,
+    sealed_size_limit,
     wrapped_generation,
 )
 from chunkvault.crypto.material import MasterKeys
 
 UUID = bytes(range(16))
 PLAIN = b"chunkvault test vector\n" * 4
+DEK, DATA_NONCE, WRAP_NONCE = b"\x03" * 32, b"\x04" * 12, b"\x05" * 12
 
-# Fixed keys and nonces pin every byte of format version 1 (docs/format.md).
+# Fixed keys and nonces pin every byte of the unpadded chunk body (flags 0x00), written
+# until padding arrived and still read (docs/format.md).
 VECTOR_ID = "350ddbd3ae4631b4009f9eee462c053341ec0393dcc30abf1a32291619cd8fe3"
 VECTOR_BODY = (
     "0100040404040404040404040404234f66a3c6e8666bf560a02a14274d50e719ec182cb14d81401d69fa55"
@@ -34,32 +49,105 @@ VECTOR_WRAPPED = (
 )
 
 
+# The padded body (flags 0x02) of the same inputs: 14 + 1024 + 16 bytes.
+PADDED_BODY_SHA256 = "d93cd2f767c9517ea7e8787cb757479f3dbc92cd54199a53d7ea06b8fa4bdf67"
+PADDED_BODY_HEAD = "0102040404040404040404040404"
+PADDED_BODY_TAG = "c3ca5176a0e1d496ac070d0562015757"
+
+# Blobs (manifests). Version 1 was written by the unpadded writer (commit b814b99) with
+# the fixed DEK and nonces above; version 2 seals the same zstd frame, padded.
+BLOB_NAME = "home/manifests/00112233445566778899aabbccddeeff/00000001780000000000-0a0b0c0d"
+BLOB_PAYLOAD = b'{"v":1,"path":"docs/test vector.txt","chunks":[]}'
+BLOB_FRAME = (
+    "28b52ffd20318901007b2276223a312c2270617468223a22646f63732f7465737420766563746f722e"
+    "747874222c226368756e6b73223a5b5d7d"
+)
+BLOB_V1 = (
+    "0101000000010505050505050505050505052b536d0ea37e35486351dafb4ca235d5a88876dd08bdb776"
+    "0ac22e2e75bf0b0e8f69886a682a05113974e50fbc6779cc04040404040404040404040468923c308daf"
+    "8e1f996fa228536e085cb30cee182be17dc04c0764e20cfa8c2fd75942b9222787353746f8680f98cef5"
+    "c124758eb08ff163a3a8ff69cc95099a2ff031b65101f084ea0a"
+)
+BLOB_V2_SHA256 = "0631d8a20b8239a18492730150fdc739e6bce61eedec28e9202bf86f9ca373b7"
+
+
 def fixed_keys() -> MasterKeys:
     return MasterKeys(UUID, b"\x01" * 32, {1: b"\x02" * 32}, 1)
 
 
-def test_vector_pins_the_format():
+def test_unpadded_vector_still_opens():
+    """Vaults hold bodies written before padding: they must keep opening."""
     keys = fixed_keys()
-    sealed = seal_chunk(
-        keys, PLAIN, compress=False, dek=b"\x03" * 32, _nonces=(b"\x04" * 12, b"\x05" * 12)
-    )
-    assert sealed.chunk_id == hmac.new(b"\x01" * 32, PLAIN, hashlib.sha256).hexdigest()
+    assert hmac.new(b"\x01" * 32, PLAIN, hashlib.sha256).hexdigest() == VECTOR_ID
+    body = bytes.fromhex(VECTOR_BODY)
+    assert body[1] == 0 and len(body) == HEADER_BYTES + len(PLAIN) + TAG_BYTES
+    assert open_chunk(keys, VECTOR_ID, body, bytes.fromhex(VECTOR_WRAPPED)) == PLAIN
+    assert len(body) <= sealed_size_limit(len(PLAIN))
+
+
+def test_padded_vector_pins_the_format():
+    keys = fixed_keys()
+    sealed = seal_chunk(keys, PLAIN, compress=False, dek=DEK, _nonces=(DATA_NONCE, WRAP_NONCE))
     assert sealed.chunk_id == VECTOR_ID
-    assert sealed.body.hex() == VECTOR_BODY
-    assert sealed.wrapped_dek.hex() == VECTOR_WRAPPED
-    assert len(sealed.body) == 2 + 12 + len(PLAIN) + 16
-    assert (
-        open_chunk(keys, VECTOR_ID, bytes.fromhex(VECTOR_BODY), bytes.fromhex(VECTOR_WRAPPED))
-        == PLAIN
+    assert sealed.wrapped_dek.hex() == VECTOR_WRAPPED  # wrapping did not change
+    body = sealed.body
+    assert (body[:HEADER_BYTES].hex(), body[-TAG_BYTES:].hex()) == (
+        PADDED_BODY_HEAD,
+        PADDED_BODY_TAG,
     )
+    assert hashlib.sha256(body).hexdigest() == PADDED_BODY_SHA256
+    assert len(body) == HEADER_BYTES + CHUNK_FLOOR + TAG_BYTES == 1054
+    # docs/format.md, written out with the primitive itself: the spec and the code agree.
+    # inner = length:4 | encoding:1 (0 = raw) | payload | zeros, length = 1 + len(payload)
+    inner = struct.pack(">I", 1 + len(PLAIN)) + b"\0" + PLAIN + bytes(CHUNK_FLOOR - 5 - len(PLAIN))
+    aad = b"chunkvault/chunk" + bytes([1, FLAG_PADDED]) + UUID + VECTOR_ID.encode()
+    assert body == bytes([1, FLAG_PADDED]) + DATA_NONCE + AESGCM(DEK).encrypt(
+        DATA_NONCE, inner, aad
+    )
+    assert open_chunk(keys, VECTOR_ID, body, sealed.wrapped_dek) == PLAIN
 
 
-def test_compression_only_when_it_pays():
+def test_blob_vectors_v1_opens_and_v2_pins_the_format():
+    keys = fixed_keys()
+    v1 = bytes.fromhex(BLOB_V1)
+    assert open_blob(keys, "manifest", BLOB_NAME, v1) == BLOB_PAYLOAD
+    assert blob_generation(v1) == 1
+    frame = bytes.fromhex(BLOB_FRAME)
+    assert zstandard.ZstdDecompressor().decompress(frame) == BLOB_PAYLOAD
+    v2 = seal_packed_blob(
+        keys, "manifest", BLOB_NAME, frame, _secrets=(DEK, DATA_NONCE, WRAP_NONCE)
+    )
+    assert hashlib.sha256(v2).hexdigest() == BLOB_V2_SHA256
+    assert len(v2) == 1 + 65 + 12 + BLOB_FLOOR + 16 == 606
+    assert v2[0] == 2 and v2[1:66] == v1[1:66]  # same wrapped DEK, new version byte
+    inner = struct.pack(">I", len(frame)) + frame + bytes(BLOB_FLOOR - 4 - len(frame))
+    aad = b"chunkvault/blob/manifest" + bytes([2]) + UUID + BLOB_NAME.encode()
+    assert v2[66:] == DATA_NONCE + AESGCM(DEK).encrypt(DATA_NONCE, inner, aad)
+    assert open_blob(keys, "manifest", BLOB_NAME, v2) == BLOB_PAYLOAD
+    assert blob_generation(v2) == 1
+
+
+def test_blob_version_is_bound_and_unknown_versions_are_refused():
+    keys = fixed_keys()
+    v1, v2 = bytes.fromhex(BLOB_V1), seal_blob(keys, "manifest", BLOB_NAME, BLOB_PAYLOAD)
+    for blob, other in ((v1, 2), (v2, 1)):  # relabelled: the AAD differs, so it fails
+        with pytest.raises(EnvelopeError, match="failed authentication"):
+            open_blob(keys, "manifest", BLOB_NAME, bytes([other]) + blob[1:])
+    for version in (0, 3, 255):
+        with pytest.raises(EnvelopeError, match="not a blob of version"):
+            open_blob(keys, "manifest", BLOB_NAME, bytes([version]) + v2[1:])
+    with pytest.raises(EnvelopeError):
+        open_blob(keys, "manifest", BLOB_NAME, v2[:-1])
+
+
+def test_compression_only_when_it_pays_and_peers_cannot_tell():
     keys = MasterKeys.generate(UUID)
     text = seal_chunk(keys, b"abc" * 10000)
-    assert text.compressed and len(text.body) < 1000
+    assert text.compressed and len(text.body) == HEADER_BYTES + CHUNK_FLOOR + TAG_BYTES
     noise = seal_chunk(keys, os.urandom(100_000))
     assert not noise.compressed
+    # The encoding is inside the ciphertext: the clear header is the same for both.
+    assert text.body[:2] == noise.body[:2] == bytes([1, FLAG_PADDED])
     off = seal_chunk(keys, b"abc" * 10000, compress=False)
     assert not off.compressed
     for sealed, plain in ((text, b"abc" * 10000), (off, b"abc" * 10000)):
@@ -115,11 +203,20 @@ def test_swapped_objects_and_foreign_keys_are_detected():
     other = MasterKeys(os.urandom(16), keys.id_key, dict(keys.keks), keys.current)
     with pytest.raises(EnvelopeError):
         open_chunk(other, a.chunk_id, a.body, a.wrapped_dek)
-    # Toggling the compressed flag is caught by the AAD.
+    # A padded body never carries the compressed flag...
     body = bytearray(a.body)
     body[1] ^= FLAG_ZSTD
-    with pytest.raises(EnvelopeError):
+    with pytest.raises(EnvelopeError, match="unknown flags 0x03"):
         open_chunk(keys, a.chunk_id, bytes(body), a.wrapped_dek)
+
+
+@pytest.mark.parametrize("flags", [FLAG_ZSTD, FLAG_PADDED])
+def test_flags_of_an_unpadded_body_are_bound_by_the_aad(flags):
+    # ...and on bodies from before padding, flags are in the AAD: toggling fails.
+    body = bytearray.fromhex(VECTOR_BODY)
+    body[1] = flags
+    with pytest.raises(EnvelopeError, match="authentication"):
+        open_chunk(fixed_keys(), VECTOR_ID, bytes(body), bytes.fromhex(VECTOR_WRAPPED))
 
 
 def test_truncated_and_unknown_versions_are_rejected():
@@ -145,3 +242,66 @@ def test_rewrap_moves_a_data_key_to_a_new_generation_without_touching_the_body()
     assert open_chunk(keys, sealed.chunk_id, sealed.body, rewrapped) == PLAIN
     with pytest.raises(EnvelopeError, match="generation 1"):
         open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek)
+
+
+# --- padding inside the AEAD ----------------------------------------------------------------
+
+
+def test_small_chunks_all_seal_to_the_floor_size():
+    keys = MasterKeys.generate(UUID)
+    sizes = {len(seal_chunk(keys, os.urandom(n)).body) for n in (0, 1, 49, 200, 1000, 1019)}
+    assert sizes == {HEADER_BYTES + CHUNK_FLOOR + TAG_BYTES}
+    assert len(seal_chunk(keys, os.urandom(1020)).body) == HEADER_BYTES + 1088 + TAG_BYTES
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=70_000), st.booleans())
+def test_sealed_size_limit_bounds_every_body(data, compress):
+    keys = MasterKeys.generate(UUID)
+    body = seal_chunk(keys, data, compress=compress).body
+    assert len(body) <= sealed_size_limit(len(data))
+    if not compress:
+        assert len(body) == sealed_size_limit(len(data))  # the bound is tight
+    # Within Padmé's bound of the unpadded body (above the floor).
+    if len(data) > CHUNK_FLOOR:
+        assert len(body) < (HEADER_BYTES + 5 + len(data) + TAG_BYTES) * 1.0625
+
+
+def test_padded_flag_is_bound_by_the_aad():
+    keys = MasterKeys.generate(UUID)
+    sealed = seal_chunk(keys, PLAIN)
+    assert sealed.body[1] & FLAG_PADDED
+    body = bytearray(sealed.body)
+    body[1] ^= FLAG_PADDED
+    with pytest.raises(EnvelopeError, match="authentication"):
+        open_chunk(keys, sealed.chunk_id, bytes(body), sealed.wrapped_dek)
+
+
+@pytest.mark.parametrize(
+    ("inner", "message"),
+    [
+        (struct.pack(">I", len(PLAIN) + 2) + b"\0" + PLAIN, "exceeds"),
+        (struct.pack(">I", len(PLAIN) + 1) + b"\0" + PLAIN + b"\0\x01" + bytes(99), "not zero"),
+        (b"\0\0", "too short"),
+        (struct.pack(">I", 0) + bytes(1019), "unknown payload encoding"),
+        (struct.pack(">I", len(PLAIN) + 1) + b"\x02" + PLAIN + bytes(100), "unknown payload"),
+    ],
+)
+def test_malformed_padding_under_a_valid_tag_is_refused(inner, message):
+    # Only a key holder can produce these (the tag is valid); still never mis-decoded.
+    keys = fixed_keys()
+    sealed = seal_chunk(keys, PLAIN, compress=False, dek=DEK)
+    aad = b"chunkvault/chunk" + bytes([1, FLAG_PADDED]) + UUID + sealed.chunk_id.encode()
+    body = bytes([1, FLAG_PADDED]) + DATA_NONCE + AESGCM(DEK).encrypt(DATA_NONCE, inner, aad)
+    with pytest.raises(EnvelopeError, match=message):
+        open_chunk(keys, sealed.chunk_id, body, sealed.wrapped_dek)
+
+
+def test_blobs_are_padded_and_small_ones_look_alike():
+    keys = MasterKeys.generate(UUID)
+    sizes = {len(seal_blob(keys, "manifest", "n", os.urandom(n))) for n in (0, 10, 300, 480)}
+    assert sizes == {1 + 65 + 12 + BLOB_FLOOR + 16}
+    big = os.urandom(50_000)
+    blob = seal_blob(keys, "manifest", "n", big)
+    assert open_blob(keys, "manifest", "n", blob) == big
+    assert len(blob) < (1 + 65 + 12 + 4 + 50_020 + 16) * 1.0625
