@@ -275,6 +275,14 @@ class ApiConfig(_Model):
             raise ValueError(f"must be between 1 byte and 1GiB, got {value}")
         return value
 
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        port = int(value.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+        return value
+
     @model_validator(mode="after")
     def _quota_fits_a_chunk(self) -> ApiConfig:
         if self.staging_quota < self.max_chunk_bytes:

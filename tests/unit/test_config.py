@@ -196,6 +196,9 @@ def test_api_listen_and_chunk_bounds():
     assert (cfg.api.host, cfg.api.port) == ("::1", 9090)
     found = problems({"peers": peers(2), "chunking": {"min_size": 10}, "api": {"listen": "nope"}})
     assert set(found) == {"chunking.min_size", "api.listen"}
+    for port in ("0", "65536", "99999"):
+        bad = problems({"peers": peers(2), "api": {"listen": f"127.0.0.1:{port}"}})
+        assert "between 1 and 65535" in bad["api.listen"], port
 
 
 # --- item 13: what validates must run; what cannot run is refused with its key ----------
