@@ -91,8 +91,10 @@ def make_private_dirs(path: str | Path) -> Path:
         try:
             os.mkdir(directory, PRIVATE_DIR_MODE)
         except FileExistsError:
-            if not directory.is_dir():
-                raise
+            if not directory.is_dir():  # a file in the way: say what cannot be made
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)
+                ) from None
             continue  # created by someone else meanwhile: not ours to change
         os.chmod(directory, PRIVATE_DIR_MODE)
     return path

@@ -97,7 +97,7 @@ def seal_v1_blob(keys: MasterKeys, name: str, payload: bytes) -> bytes:
 def plant_unpadded_files(config: Path, files: dict[str, list[bytes]]) -> None:
     """Old-format chunks (2 replicas) and v1 manifests under old ns-precision names."""
     cfg = load_config(config)
-    keys = KeyStore(cfg.vault.state_dir, cfg.vault.id, []).load().unlock(PW_VALUE)[0]
+    keys = KeyStore(cfg.vault.state_dir, cfg.vault.id, []).open(PW_VALUE).keys
     peers = build_peers(cfg)
     for i, (rel, chunks) in enumerate(files.items()):
         refs = []
