@@ -1,8 +1,10 @@
 """Run the `chunkvault` CLI as a subprocess and measure its peak memory (RSS).
 
-``os.wait4`` returns the resource usage of exactly that child, so other processes the test
-session started (moto servers, earlier CLI runs) cannot blur the figure, as they would in
-``getrusage(RUSAGE_CHILDREN)``.
+Not ``ru_maxrss``: Linux carries a process's high-water mark across ``exec``, so a child
+forked from a large pytest process reports at least pytest's RSS (seen: 360 MiB late in
+the suite for a restore that peaked at 90 MiB). The child reports ``VmHWM`` of its own
+address space (``/proc/self/status``, reset by ``exec``) at exit instead: the CLI runs
+through a two-line wrapper around the same ``main`` the installed command calls.
 """
 
 from __future__ import annotations
@@ -10,19 +12,33 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
-from support.cli import CLI
+_WRAPPER = """
+import atexit, os, sys
+def _report():
+    with open("/proc/self/status") as status:
+        hwm = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["CV_TEST_PEAK_FILE"], "w") as out:
+        out.write(hwm)
+atexit.register(_report)
+from chunkvault.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def run_cli_measured(
     config: Path, *args: str, env: dict[str, str], timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess[str], int]:
     """Like ``support.cli.run_cli``; also returns the child's peak RSS in bytes."""
+    peak_file = tempfile.NamedTemporaryFile(delete=False)  # noqa: SIM115 - read after exit
+    peak_file.close()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | env
-    command = [CLI, "--config", str(config), *args]
+    full_env["CV_TEST_PEAK_FILE"] = peak_file.name
+    command = [sys.executable, "-c", _WRAPPER, "--config", str(config), *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env
@@ -39,7 +55,7 @@ def run_cli_measured(
         timer = threading.Timer(timeout, expire)
         timer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            _, status, _usage = os.wait4(proc.pid, 0)
             with lock:
                 state["reaped"] = True
                 proc.returncode = os.waitstatus_to_exitcode(status)
@@ -51,4 +67,8 @@ def run_cli_measured(
     if state["killed"]:
         raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
     result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
-    return result, usage.ru_maxrss * 1024  # Linux reports KiB
+    try:
+        peak_kib = int(Path(peak_file.name).read_text() or 0)
+    finally:
+        os.unlink(peak_file.name)
+    return result, peak_kib * 1024
