@@ -164,17 +164,21 @@ def _labels(config: Path) -> list[str]:
     return [s["label"] for s in local_ring(config)["slots"] if "superseded_by" not in s]
 
 
-def _kill_after_first_save(config: Path, old: str, new: str) -> None:
-    """Run `key passwd` and SIGKILL it the moment its first keyring save lands locally."""
-    path = config.parent / "state" / "keyring.json"
-    before = path.read_bytes()
-    proc = subprocess.Popen(
+def _start_passwd(config: Path, old: str, new: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [CLI, "--config", str(config), "key", "passwd"],
         env={k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")}
         | env(old, new),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _kill_after_first_save(config: Path, old: str, new: str) -> None:
+    """Run `key passwd` and SIGKILL it the moment its first keyring save lands locally."""
+    path = config.parent / "state" / "keyring.json"
+    before = path.read_bytes()
+    proc = _start_passwd(config, old, new)
     deadline = time.monotonic() + 30
     while path.read_bytes() == before and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -210,13 +214,7 @@ def test_passwd_killed_at_random_points_never_accumulates_slots(vault):
     current = A
     for i, delay in enumerate((0.2, 0.5, 0.8, 1.1, 1.4, 1.7)):
         new = f"passphrase number {i}"
-        proc = subprocess.Popen(
-            [CLI, "--config", str(config), "key", "passwd"],
-            env={k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")}
-            | env(current, new),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _start_passwd(config, current, new)
         time.sleep(delay)
         proc.kill()
         proc.wait()
