@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,26 +75,29 @@ class Opened:
     slot: Slot
     source: str  # "local" or "peer <name>"
     copies: list[PeerCopy] = field(default_factory=list)  # empty when peers were not read
-    # Peers whose copy this passphrase opens but whose MAC or material fails: damaged or
-    # forged (whatever revision they claim), so safe to overwrite.
+    # Peers whose copy this passphrase opens but whose MAC or material fails, or an old
+    # format copy beside version 2 ones: damaged, forged or superseded whatever revision
+    # they claim, so safe to overwrite.
     refused: set[str] = field(default_factory=set)
+    # Peers holding the keyring of another vault with this vault.id: never overwritten.
+    foreign: set[str] = field(default_factory=set)
 
     def stale_peers(self) -> list[str]:
         """Peers that miss this keyring or hold an older, damaged or forged copy (never
         one with a higher revision: that may be newer than ours, see :meth:`newer`)."""
-        return [
-            c.peer
-            for c in self.copies
-            if c.ring is None
-            or c.peer in self.refused
-            or c.ring.revision < self.ring.revision
-            or (c.ring.revision == self.ring.revision and c.ring.to_json() != self.ring.to_json())
-        ]
+        return [c.peer for c in self.copies if c.peer not in self.foreign and self._stale(c)]
+
+    def _stale(self, copy: PeerCopy) -> bool:
+        if copy.ring is None or copy.peer in self.refused:
+            return True
+        if copy.ring.revision != self.ring.revision:
+            return copy.ring.revision < self.ring.revision
+        return copy.ring.to_json() != self.ring.to_json()
 
     def newer(self) -> list[str]:
         return [f"{c.peer} (revision {c.ring.revision})" for c in self.copies
                 if c.ring is not None and c.ring.revision > self.ring.revision
-                and c.peer not in self.refused]  # fmt: skip
+                and c.peer not in self.refused and c.peer not in self.foreign]  # fmt: skip
 
 
 class KeyStore:
@@ -174,12 +177,15 @@ class KeyStore:
         local = self.load_local()
         copies = self.peer_copies() if consult_peers or local is None else []
         candidates: list[tuple[str, Keyring]] = [("local", local)] if local else []
+        foreign: set[str] = set()
+        refused: set[str] = set()
         for copy in copies:
             if copy.ring is None:
                 continue
             if local is not None and copy.ring.vault_uuid != local.vault_uuid:
                 log.warning("peer %s holds the keyring of another vault named %r; ignored",
                             copy.peer, self.vault_id)  # fmt: skip
+                foreign.add(copy.peer)
                 continue
             candidates.append((f"peer {copy.peer}", copy.ring))
         if not candidates:
@@ -189,13 +195,13 @@ class KeyStore:
             if legacy:
                 log.warning("ignoring old-format keyring on %s: newer copies exist",
                             ", ".join(legacy))  # fmt: skip
+                refused.update(source.removeprefix("peer ") for source in legacy)
             candidates = [c for c in candidates if c[1].authenticated]
         # Highest claimed revision first; the first that opens and authenticates is the
         # highest authenticated one. Local first among equals (no download needed).
         candidates.sort(key=lambda c: (c[1].revision, c[0] == "local"), reverse=True)
         cache = KdfCache()
         failures: list[KeyringCorrupted] = []
-        refused: set[str] = set()
         for source, ring in candidates:
             try:
                 keys, slot = ring.unlock(passphrase, cache)
@@ -215,7 +221,7 @@ class KeyStore:
             if source != "local":
                 log.info("keyring revision %d loaded from %s", ring.revision, source)
                 self.save_local(ring)
-            opened = Opened(ring, keys, slot, source, copies, refused)
+            opened = Opened(ring, keys, slot, source, copies, refused, foreign)
             if opened.newer():
                 log.warning("peer(s) %s hold a keyring this passphrase does not open; using "
                             "revision %d", ", ".join(opened.newer()), ring.revision)  # fmt: skip
@@ -237,11 +243,13 @@ class KeyStore:
     def save_local(self, ring: Keyring) -> None:
         atomic_write(self.path, encode(ring))
 
-    def save(self, ring: Keyring) -> list[str]:
-        """Store locally (atomically), then on every peer. Returns the peers that failed:
-        the local copy is authoritative and the next save retries them."""
+    def save(self, ring: Keyring, only: Collection[str] | None = None) -> list[str]:
+        """Store locally (atomically), then on every peer (or those named in ``only``).
+        Returns the peers that failed: the local copy is authoritative and the next save
+        retries them."""
         data = encode(ring)
         self.save_local(ring)
+        targets = [p for p in self.peers if only is None or p.name in only]
 
         def push(peer: Peer) -> str | None:
             try:
@@ -251,5 +259,5 @@ class KeyStore:
                 return f"{peer.name} ({exc.message})"
             return None
 
-        with ThreadPoolExecutor(max_workers=max(1, len(self.peers))) as pool:
-            return [failed for failed in pool.map(push, self.peers) if failed]
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            return [failed for failed in pool.map(push, targets) if failed]

@@ -58,7 +58,7 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
             click.echo("finished an interrupted passphrase change: old slot removed", err=True)
         stale = opened.stale_peers()
         if stale:
-            failed = unlocked.store.save(ring)
+            failed = unlocked.store.save(ring, only=stale)
             fixed = [p for p in stale if not any(f.startswith(p + " ") for f in failed)]
             if fixed:
                 click.echo(f"keyring copied to peer(s) {', '.join(fixed)}", err=True)
@@ -67,6 +67,12 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
                     f"passphrase OK, but the keyring is not on {', '.join(failed)}",
                     "rerun when the peers are up",
                 )
+        if opened.foreign:
+            raise ChunkvaultError(
+                f"passphrase OK, but peer(s) {', '.join(sorted(opened.foreign))} hold the "
+                f"keyring of another vault named {ring.vault_id!r}; left as it is",
+                "each vault needs its own vault.id (or bucket); check the peers' config",
+            )
         if opened.newer():
             raise ChunkvaultError(
                 f"passphrase OK for revision {ring.revision}, but peer(s) "

@@ -249,3 +249,16 @@ def test_keyring_json_is_strict_about_what_a_peer_may_send(vault):
     result = run_cli(config, "ls", env=env())
     assert result.returncode == 4 and "failed authentication" in result.stderr
     assert not (config.parent / "state" / "keyring.json").exists()
+
+
+def test_verify_leaves_another_vaults_keyring_alone(vault):
+    """A peer holding the keyring of another vault with this vault.id (a misconfigured
+    shared bucket) is reported, never overwritten."""
+    config, _ = vault
+    other = json.loads(peers_of(config)[2].get(KEY)) | {"vault_uuid": "ab" * 16}
+    body = json.dumps(other).encode()
+    peers_of(config)[2].put(KEY, body)
+    result = run_cli(config, "key", "verify", env=env())
+    assert result.returncode == 1
+    assert "p2 hold the keyring of another vault named 'test'" in result.stderr
+    assert peers_of(config)[2].get(KEY) == body
