@@ -17,12 +17,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import stat
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from wcmatch import glob
 
@@ -36,10 +37,19 @@ log = logging.getLogger(__name__)
 _FLAGS = glob.GLOBSTAR | glob.DOTGLOB
 
 
+# What to do with a file that already exists at the destination (restic >= 0.17's names).
+Overwrite = Literal["never", "if-changed", "always"]
+OVERWRITE_CHOICES: tuple[Overwrite, ...] = ("never", "if-changed", "always")
+
+
 @dataclass
 class RestoreReport:
     restored: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # Left as they are: identical content already there, or (--overwrite never) an
+    # existing file that differs, with why.
+    unchanged: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
 
 
@@ -82,9 +92,15 @@ def safe_parts(rel: str) -> list[str]:
 
 
 class Restorer:
-    def __init__(self, vault: Vault, progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        progress: Callable[[int], None] | None = None,
+        overwrite: Overwrite = "never",
+    ) -> None:
         self.vault = vault
         self.progress = progress
+        self.overwrite = overwrite
         self.read_ahead = max(2, vault.config.transfer.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.read_ahead, thread_name_prefix="fetch")
 
@@ -107,24 +123,52 @@ class Restorer:
             for version in versions:
                 try:
                     manifest = self.vault.manifests.read(version.manifest)
-                    self._restore_file(manifest, target_fd, safe_parts(manifest.path))
+                    kept = self._restore_file(manifest, target_fd, safe_parts(manifest.path))
                 except (ChunkvaultError, ManifestError, OSError) as exc:
                     message = _describe(exc, target)
                     report.failed[version.path] = message
                     log.error("cannot restore %s: %s", version.path, message)
                     continue
-                report.restored.append(version.path)
-                report.bytes += manifest.size
+                if kept is None:
+                    report.restored.append(version.path)
+                    report.bytes += manifest.size
+                elif kept == IDENTICAL:
+                    report.unchanged.append(version.path)
+                else:
+                    report.skipped[version.path] = kept
         finally:
             os.close(target_fd)
         return report
 
-    def _restore_file(self, manifest: Manifest, target_fd: int, parts: list[str]) -> None:
+    def _restore_file(self, manifest: Manifest, target_fd: int, parts: list[str]) -> str | None:
+        """Restore one file; None when written, else why the existing one was kept."""
         dir_fd = open_subdir(target_fd, parts[:-1], create=True)
         try:
-            self._write_into(manifest, dir_fd, parts[-1])
+            kept = self._keep_existing(manifest, dir_fd, parts[-1])
+            if kept is None:
+                self._write_into(manifest, dir_fd, parts[-1])
+            elif self.progress:
+                self.progress(manifest.size)
+            return kept
         finally:
             os.close(dir_fd)
+
+    def _keep_existing(self, manifest: Manifest, dir_fd: int, name: str) -> str | None:
+        """What ``--overwrite`` says about a file already at ``name``: None to write it,
+        else why it stays (:data:`IDENTICAL`, or how it differs)."""
+        if self.overwrite == "always":
+            return None
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None if self.overwrite == "if-changed" else "exists and is not a file"
+        if st.st_size == manifest.size and _sha256_in(dir_fd, name) == manifest.sha256:
+            if self.overwrite == "if-changed":  # same content: only its metadata to fix
+                _set_metadata(dir_fd, name, manifest)
+            return IDENTICAL
+        return None if self.overwrite == "if-changed" else "exists and differs"
 
     def _write_into(self, manifest: Manifest, dir_fd: int, name: str) -> None:
         """Temp file (O_EXCL, short random name) in the destination directory, verified,
@@ -170,6 +214,31 @@ class Restorer:
         if self.progress:
             self.progress(len(data))
         return len(data)
+
+
+IDENTICAL = "identical"
+
+
+def _sha256_in(dir_fd: int, name: str) -> str | None:
+    """SHA-256 of the regular file ``name`` in ``dir_fd`` (never through a symlink), or
+    None if it cannot be read."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _set_metadata(dir_fd: int, name: str, manifest: Manifest) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, manifest.mode & 0o7777)
+        os.utime(fd, ns=(manifest.mtime_ns, manifest.mtime_ns))
+    finally:
+        os.close(fd)
 
 
 def _describe(exc: Exception, target: Path) -> str:

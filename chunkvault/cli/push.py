@@ -6,6 +6,7 @@ import os
 import stat
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -17,16 +18,51 @@ from chunkvault.errors import ChunkvaultError
 from chunkvault.sizes import format_size
 
 
-def _relative(root: Path, given: str) -> str:
+def _real_parent(path: Path) -> Path:
+    """``path`` made absolute with its directories' symlinks resolved, but not its last
+    component: a symlink given by name stays a symlink (push does not follow it)."""
+    path = Path(os.path.abspath(path))
+    return Path(os.path.realpath(path.parent)) / path.name if path.name else Path(path)
+
+
+def scope_candidates(root: Path, given: str) -> list[str]:
+    """Where ``given`` may point inside the tree, as paths relative to ``root``, best
+    first: relative to the current directory (as a shell means it), then relative to the
+    tree itself (as `ls` shows paths). Raises if neither is inside the tree."""
     path = Path(given).expanduser()
-    path = (path if path.is_absolute() else Path.cwd() / path).resolve()
-    try:
-        rel = path.relative_to(root.resolve())
-    except ValueError:
+    tree = root.resolve()
+    found: list[str] = []
+    for candidate in [path] if path.is_absolute() else [Path.cwd() / path, tree / path]:
+        try:
+            rel = _real_parent(candidate).relative_to(tree)
+        except ValueError:
+            continue
+        text = "" if rel == Path(".") else rel.as_posix()
+        if text not in found:
+            found.append(text)
+    if not found:
         raise ChunkvaultError(
-            f"{given} is outside the watched tree {root}", "push only paths under watch.path"
-        ) from None
-    return "" if rel == Path(".") else rel.as_posix()
+            f"{given} is outside the watched tree {root}",
+            "give paths under watch.path, or relative to it as `chunkvault ls` shows them",
+        )
+    return found
+
+
+def resolve_scope(root: Path, given: str, stored: Callable[[str], bool]) -> str:
+    """The one scope ``given`` means: the first candidate that exists in the tree, else
+    the first one the vault stores something at or below (its deletion is pushed). A path
+    that is neither is an error, not a silent "nothing to do"."""
+    candidates = scope_candidates(root, given)
+    for rel in candidates:
+        if rel == "" or os.path.lexists(root / rel):
+            return rel
+    for rel in candidates:
+        if stored(rel):
+            return rel
+    raise ChunkvaultError(
+        f"{given} does not exist in the watched tree {root}, and nothing is stored there",
+        "check the name (`chunkvault ls` shows what is stored)",
+    )
 
 
 def walk(root: Path, rel_dir: str) -> dict[str, int]:
@@ -55,16 +91,27 @@ def walk(root: Path, rel_dir: str) -> dict[str, int]:
 @pass_cli
 def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) -> None:
     """Store new and changed files now (default: the whole watched tree). Files gone from
-    the tree are handled by their flow's on_delete (tombstone by default)."""
+    the tree are handled by their flow's on_delete (tombstone by default).
+
+    PATHS are files or directories in the watched tree, relative to the current directory
+    or to the tree itself (as `chunkvault ls` shows them). A path that exists in neither
+    place and holds nothing stored is an error."""
     from chunkvault.ingest import Ingestor
 
     cfg = cli.config
     root = cfg.watch.path
     if not root.is_dir():
         raise ChunkvaultError(f"watch.path {root} is not a directory", "fix watch.path")
-    scopes = [_relative(root, p) for p in paths] or [""]
+    for given in paths:
+        scope_candidates(root, given)  # outside the tree: say so before any unlock
     started = time.monotonic()
     with cli.writer("push"), cli.vault(passphrase_file, writer=True) as vault:
+        live = [v.path for v in vault.catalog.latest_all() if not v.deleted]
+
+        def stored(rel: str) -> bool:
+            return any(p == rel or p.startswith(rel + "/") for p in live)
+
+        scopes = [resolve_scope(root, given, stored) for given in paths] or [""]
         sizes = {rel: size for scope in scopes for rel, size in walk(root, scope).items()}
         files = sorted(sizes)
         present = set(files)

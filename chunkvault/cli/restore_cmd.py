@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.cli.progress import byte_progress
 from chunkvault.errors import ChunkvaultError
 from chunkvault.sizes import format_size
+
+if TYPE_CHECKING:
+    from chunkvault.restore import Overwrite
 
 
 @click.command()
@@ -24,6 +28,14 @@ from chunkvault.sizes import format_size
     help="Directory to restore into (created if missing).",
 )
 @click.option("--deleted", is_flag=True, help="Also restore deleted files (last content).")
+@click.option(
+    "--overwrite",
+    type=click.Choice(["never", "if-changed", "always"]),
+    default="never",
+    show_default=True,
+    help="A file already at the destination: never replace it (identical ones count as "
+    "restored), replace it if its content differs, or always rewrite it.",
+)
 @passphrase_option
 @pass_cli
 def restore(
@@ -31,9 +43,13 @@ def restore(
     patterns: tuple[str, ...],
     target: Path,
     deleted: bool,
+    overwrite: Overwrite,
     passphrase_file: Path | None,
 ) -> None:
-    """Restore files matching PATTERNs (globs, directories or paths; default: all)."""
+    """Restore files matching PATTERNs (globs, directories or paths; default: all).
+
+    Existing files at the destination are never replaced unless --overwrite says so: a
+    file that differs is kept and reported, so a restore cannot silently destroy an edit."""
     from chunkvault.restore import Restorer, select
 
     started = time.monotonic()
@@ -55,16 +71,26 @@ def restore(
                 "choose a directory you can write to with --to",
             ) from None
         with byte_progress("restore", sum(v.size for v in chosen)) as progress:
-            restorer = Restorer(vault, progress)
+            restorer = Restorer(vault, progress, overwrite)
             try:
                 report = restorer.restore(chosen, target)
             finally:
                 restorer.close()
+    for path, why in sorted(report.skipped.items()):
+        click.echo(f"kept: {path}: {why}", err=True)
     for path, error in sorted(report.failed.items()):
         click.echo(f"failed: {path}: {error}", err=True)
+    extra = "".join(
+        [
+            f", {len(report.unchanged)} already identical" if report.unchanged else "",
+            f", {len(report.skipped)} kept as they are (--overwrite if-changed replaces them)"
+            if report.skipped
+            else "",
+        ]
+    )
     click.echo(
         f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to {target} "
-        f"in {time.monotonic() - started:.1f}s"
+        f"in {time.monotonic() - started:.1f}s{extra}"
     )
     if report.failed and problem is not None:
         click.echo(f"error: {problem}", err=True)
@@ -73,7 +99,7 @@ def restore(
             f"{len(report.failed)} file(s) could not be restored: "
             + ", ".join(sorted(report.failed)[:5])
             + (" ..." if len(report.failed) > 5 else ""),
-            "check `chunkvault peers list`",
+            "each `failed:` line above says why",
         )
     if problem is not None:
         raise problem
