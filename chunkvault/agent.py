@@ -21,8 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from chunkvault.catalog.jobs import Job, JobQueue, Note
+from chunkvault.errors import ChunkvaultError
 from chunkvault.ingest import Ingestor, IngestResult
 from chunkvault.vault import Vault
+from chunkvault.watcher import unreadable
 from chunkvault.watcher.events import Change
 from chunkvault.watcher.scan import differences, scan_tree
 
@@ -87,6 +89,10 @@ class Agent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rescan_now = threading.Event()
+        self._full_rescan = False  # asked for by an overflow (under _pending_lock)
+        self._scoped: set[str] = set()  # dirs whose permissions changed (under _pending_lock)
+        self.unreadable = unreadable.UnreadableDirs()  # updated by the rescan thread only
+        self._unreadable_saved = False
         self._threads: list[threading.Thread] = []
         self._source: object | None = None
 
@@ -94,8 +100,6 @@ class Agent:
 
     def start(self) -> None:
         if not self.root.is_dir():
-            from chunkvault.errors import ChunkvaultError
-
             raise ChunkvaultError(f"watch.path {self.root} is not a directory", "fix watch.path")
         reset = self.jobs.reset_running()
         if reset:
@@ -172,7 +176,7 @@ class Agent:
 
     def _notes_for(self, change: Change) -> list[Note]:
         if change.kind == "rescan":
-            self._rescan_now.set()
+            self._ask_rescan(change.path)
             return []
         if change.kind in ("write", "closed"):
             if self.vault.rules.ignored(change.path):
@@ -199,8 +203,9 @@ class Agent:
     # --- rescans ---------------------------------------------------------------------------
 
     def rescan(self, under: str = "") -> tuple[int, int]:
-        tree = scan_tree(self.root, self.vault.rules.ignored, under)
-        changed, gone = differences(tree, self.vault.catalog.latest_all(), under)
+        found: set[str] = set()
+        tree = scan_tree(self.root, self.vault.rules.ignored, under, found)
+        changed, gone = differences(tree, self.vault.catalog.latest_all(), under, found)
         notes = [
             Note(p, "upsert", self.settle, False, None, tree[p].size, tree[p].mtime_ns)
             for p in changed
@@ -209,7 +214,35 @@ class Agent:
             self.jobs.note(notes)
             self._wake.set()
             log.info("rescan: %d changed, %d gone", len(changed), len(gone))
+        self._note_unreadable(found, under)
         return len(changed), len(gone)
+
+    def _note_unreadable(self, found: set[str], under: str) -> None:
+        """Warn once per directory that became unreadable (or readable again), not once per
+        scan, and keep the set in the catalog for `status`."""
+        new, readable = self.unreadable.update(found, under)
+        unreadable.report(new, readable)
+        if new or readable or not self._unreadable_saved:
+            unreadable.save(self.vault.catalog, self.unreadable.known)
+            self._unreadable_saved = True
+
+    def _ask_rescan(self, under: str) -> None:
+        """A rescan of the tree (events were lost) or of one directory whose permissions
+        changed. The latter only when that can change what a scan sees: the directory is or
+        holds one known to be unreadable, or cannot be listed now (so `chmod -R` over a big
+        readable tree costs nothing)."""
+        if under and self._listable(under) and not self.unreadable.concerns(under):
+            return
+        with self._pending_lock:
+            if under:
+                self._scoped.add(under)
+            else:
+                self._full_rescan = True
+        self._rescan_now.set()
+
+    def _listable(self, rel: str) -> bool:
+        path = self.root / rel
+        return os.access(path, os.R_OK | os.X_OK, effective_ids=True, follow_symlinks=False)
 
     def _rescan_loop(self) -> None:
         cfg = self.vault.config.watch
@@ -218,15 +251,20 @@ class Agent:
             period = min(cfg.poll_seconds, cfg.rescan_seconds or cfg.poll_seconds)
         next_at = time.monotonic() + period if period else float("inf")
         while not self._stop.is_set():
-            forced = self._rescan_now.wait(min(1.0, max(0.0, next_at - time.monotonic())))
+            self._rescan_now.wait(min(1.0, max(0.0, next_at - time.monotonic())))
             if self._stop.is_set():
                 return
-            if forced or time.monotonic() >= next_at:
-                self._rescan_now.clear()
+            self._rescan_now.clear()
+            with self._pending_lock:
+                full, self._full_rescan = self._full_rescan, False
+                scoped, self._scoped = self._scoped, set()
+            full = full or time.monotonic() >= next_at
+            for under in [""] if full else sorted(scoped):
                 try:
-                    self.rescan("")
+                    self.rescan(under)
                 except Exception:
                     log.exception("rescan failed")
+            if full:
                 next_at = time.monotonic() + period if period else float("inf")
 
     # --- working ---------------------------------------------------------------------------
