@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 RECORD_INTERVAL = 0.05
 MAX_BACKOFF = 300.0
 HOOK_TIMEOUT = 60.0
+STATE_CHECK_INTERVAL = 1.0
+
+
+class StateLost(ChunkvaultError):
+    """The state dir (catalog, queue, writer lock) was deleted or replaced under the agent."""
 
 
 @dataclass
@@ -95,6 +100,10 @@ class Agent:
         self._unreadable_saved = False
         self._threads: list[threading.Thread] = []
         self._source: object | None = None
+        # Set (once) when the agent cannot go on, e.g. its state dir was deleted; it has
+        # then stopped its threads, and calls on_fatal so that `run` exits with the error.
+        self.fatal: ChunkvaultError | None = None
+        self.on_fatal: Callable[[], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -113,6 +122,7 @@ class Agent:
         self.rescan("")  # startup reconciliation: what changed while we were down
         self._spawn("recorder", self._record_loop)
         self._spawn("rescan", self._rescan_loop)
+        self._spawn("state", self._state_loop)
         for i in range(self._workers):
             self._spawn(f"worker-{i}", self._work_loop)
         log.info("watching %s (%s), %d job(s) queued", self.root, self.mode, self.jobs.depth())
@@ -266,6 +276,38 @@ class Agent:
                     log.exception("rescan failed")
             if full:
                 next_at = time.monotonic() + period if period else float("inf")
+
+    # --- the state dir ---------------------------------------------------------------------
+
+    def _state_loop(self) -> None:
+        """Deleting the state dir (``rm -rf state``) does not stop SQLite: it would go on
+        committing to a file no other process can open, so nothing stored from then on would
+        show in `ls` or `status`, and the writer lock would be free for a second writer.
+        Stop instead (exit non-zero): the next start rebuilds the catalog from the peers,
+        which hold every manifest, and its startup scan queues whatever changed meanwhile."""
+        while not self._stop.wait(STATE_CHECK_INTERVAL):
+            problem = self.vault.state_lost()
+            if problem is None:
+                continue
+            state_dir = self.vault.config.vault.state_dir
+            self._fail(
+                StateLost(
+                    f"the state dir {state_dir} was changed under the running agent: {problem}; "
+                    "stopping, as nothing stored from now on would reach the catalog",
+                    "start the agent again (a supervisor restarts it by itself): it rebuilds "
+                    "the catalog from the peers; to restore on the side, use another state_dir",
+                )
+            )
+            return
+
+    def _fail(self, error: ChunkvaultError) -> None:
+        log.error("%s", error)
+        self.fatal = error  # before reading on_fatal: see run.py
+        self._stop.set()
+        self._wake.set()
+        callback = self.on_fatal
+        if callback is not None:
+            callback()
 
     # --- working ---------------------------------------------------------------------------
 

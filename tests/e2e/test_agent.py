@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -467,3 +468,38 @@ def test_unreadable_dirs_are_warned_once_counted_and_picked_up_when_readable(
     finally:
         daemon.stop()
     assert_restores(config, inbox, tmp_path, [*paths, "locked/sub/later.txt"])
+
+
+def test_deleting_the_state_dir_stops_the_agent_and_a_restart_stores_everything(
+    tmp_path, moto_peers
+):
+    """`rm -rf state` under a running agent: it must not go on committing to a catalog no
+    one can see. It stops with a clear message; the restart rebuilds from the peers."""
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"settle_seconds": 0.2, "rescan_seconds": 0},
+        api={"enabled": False},
+    )  # fmt: skip
+    (inbox / "before.txt").write_text("stored before the state dir went away\n")
+    daemon = Daemon(config, tmp_path / "agent.log")
+    daemon.start()
+    wait_for(lambda: in_vault(config, inbox, ["before.txt"]), what="the first file")
+    shutil.rmtree(tmp_path / "state")
+    (inbox / "after-state-rm.txt").write_text("written after the state dir was deleted\n")
+    assert daemon.proc is not None
+    code = daemon.proc.wait(timeout=10)
+    log = daemon.log.read_text()
+    assert code == 1, log
+    assert f"the state dir {tmp_path / 'state'} was changed under the running agent" in log
+    assert "catalog.db was deleted" in log and "start the agent again" in log
+    assert "Traceback" not in log
+
+    daemon.start()  # as a supervisor would: the catalog is rebuilt from the peers
+    try:
+        paths = ["before.txt", "after-state-rm.txt"]
+        wait_for(lambda: in_vault(config, inbox, paths), timeout=30, what="both files")
+    finally:
+        code, _took = daemon.stop()
+    assert code == 0
+    assert "catalog rebuilt from peers" in daemon.log.read_text()
+    assert_restores(config, inbox, tmp_path, paths)
