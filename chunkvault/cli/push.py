@@ -130,5 +130,5 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         raise PushIncomplete(
             f"{unreadable.count(len(blocked))} could not be read and "
             f"{'was' if len(blocked) == 1 else 'were'} skipped; everything else was stored",
-            "make them readable for this user (or add them to watch.ignore) and push again",
+            "make them readable for the user chunkvault runs as, and push again",
         )
