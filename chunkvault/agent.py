@@ -290,18 +290,20 @@ class Agent:
             if problem is None:
                 continue
             state_dir = self.vault.config.vault.state_dir
+            log.error("state dir %s changed under the running agent (%s): stopping",
+                      state_dir, problem)  # fmt: skip
             self._fail(
                 StateLost(
                     f"the state dir {state_dir} was changed under the running agent: {problem}; "
-                    "stopping, as nothing stored from now on would reach the catalog",
-                    "start the agent again (a supervisor restarts it by itself): it rebuilds "
-                    "the catalog from the peers; to restore on the side, use another state_dir",
+                    "it stopped, as nothing stored from then on would reach the catalog",
+                    "start it again, or let a supervisor restart it: it rebuilds the catalog "
+                    "from the peers; to restore beside a running agent, use a config with "
+                    "another vault.state_dir",
                 )
             )
             return
 
     def _fail(self, error: ChunkvaultError) -> None:
-        log.error("%s", error)
         self.fatal = error  # before reading on_fatal: see run.py
         self._stop.set()
         self._wake.set()

@@ -490,8 +490,9 @@ def test_deleting_the_state_dir_stops_the_agent_and_a_restart_stores_everything(
     code = daemon.proc.wait(timeout=10)
     log = daemon.log.read_text()
     assert code == 1, log
-    assert f"the state dir {tmp_path / 'state'} was changed under the running agent" in log
-    assert "catalog.db was deleted" in log and "start the agent again" in log
+    assert (f"error: the state dir {tmp_path / 'state'} was changed under the running agent: "
+            "catalog.db was deleted; it stopped") in log  # fmt: skip
+    assert "start it again, or let a supervisor restart it" in log
     assert "Traceback" not in log
 
     daemon.start()  # as a supervisor would: the catalog is rebuilt from the peers
