@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 import warnings
@@ -139,6 +140,16 @@ def translate(event: Any, root: str) -> Change | Op | None:
     if mask & pyinotify.IN_MODIFY:
         return Change("write", rel)
     return None
+
+
+def _unlistable(path: str) -> bool:
+    """A directory there that we may not list (read) or enter (search): a scan skips it."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False  # gone
+    return not os.access(path, os.R_OK | os.X_OK, effective_ids=True, follow_symlinks=False)
 
 
 def _limit_error() -> WatchLimitError:
@@ -397,9 +408,18 @@ class InotifySource:
             wd = self._add_watch(path, strict=strict)
             fresh = wd is not None and self._walked.get(wd) != path
             if wd is None or not (fresh or force):
+                if wd is None and emit and _unlistable(path):  # no read: no watch either
+                    self._emit(Change("rescan", path[len(self._prefix) :], is_dir=True))
                 continue
             if wd:
                 seen.add(wd)
+            if _unlistable(path):  # read but no search: names, but none of its files
+                # Left unlisted (not marked walked): the consumer's scan reports it, and its
+                # chmod (IN_ATTRIB) walks it.
+                if emit and path != self._root:
+                    self._emit(Change("rescan", path[len(self._prefix) :], is_dir=True))
+                continue
+            if wd:
                 self._walked[wd] = path
             try:
                 with os.scandir(path) as entries:

@@ -465,9 +465,28 @@ def test_unreadable_dirs_are_warned_once_counted_and_picked_up_when_readable(
                  timeout=15, what="the all-clear in the log")  # fmt: skip
         report = json.loads(run_cli(config, "status", "--json", env=PW).stdout)
         assert report["extra"]["unreadable_dirs"] == 0
+
+        # A tree moved in with an unreadable (0000) and an unsearchable (0444) dir: warned
+        # about at once, not when a rescan comes; no endless retries of files in them.
+        outside = tmp_path / "outside"
+        for name in ("noread", "nosearch"):
+            (outside / name).mkdir(parents=True)
+            (outside / name / "inside.txt").write_text("cannot be read by the agent\n")
+        (outside / "ok.txt").write_text("readable\n")
+        (outside / "noread").chmod(0)
+        (outside / "nosearch").chmod(0o444)
+        os.rename(outside, inbox / "moved")
+        wait_for(lambda: in_vault(config, inbox, ["moved/ok.txt"]), timeout=15, what="ok.txt")
+        wait_for(lambda: all(f"cannot read directory moved/{name} " in daemon.log.read_text()
+                             for name in ("noread", "nosearch")),
+                 timeout=15, what="warnings about the moved-in dirs")  # fmt: skip
+        report = json.loads(run_cli(config, "status", "--json", env=PW).stdout)
+        assert report["extra"]["unreadable"] == ["moved/noread", "moved/nosearch"]
+        time.sleep(1)
+        assert "inside.txt" not in daemon.log.read_text()  # no failed attempt, no retry
     finally:
         daemon.stop()
-    assert_restores(config, inbox, tmp_path, [*paths, "locked/sub/later.txt"])
+    assert_restores(config, inbox, tmp_path, [*paths, "locked/sub/later.txt", "moved/ok.txt"])
 
 
 def test_deleting_the_state_dir_stops_the_agent_and_a_restart_stores_everything(
