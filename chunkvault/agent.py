@@ -21,8 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from chunkvault.catalog.jobs import Job, JobQueue, Note
+from chunkvault.errors import ChunkvaultError
 from chunkvault.ingest import Ingestor, IngestResult
 from chunkvault.vault import Vault
+from chunkvault.watcher import unreadable
 from chunkvault.watcher.events import Change
 from chunkvault.watcher.scan import differences, scan_tree
 
@@ -30,6 +32,11 @@ log = logging.getLogger(__name__)
 RECORD_INTERVAL = 0.05
 MAX_BACKOFF = 300.0
 HOOK_TIMEOUT = 60.0
+STATE_CHECK_INTERVAL = 1.0
+
+
+class StateLost(ChunkvaultError):
+    """The state dir (catalog, queue, writer lock) was deleted or replaced under the agent."""
 
 
 @dataclass
@@ -87,15 +94,21 @@ class Agent:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._rescan_now = threading.Event()
+        self._full_rescan = False  # asked for by an overflow (under _pending_lock)
+        self._scoped: set[str] = set()  # dirs whose permissions changed (under _pending_lock)
+        self.unreadable = unreadable.UnreadableDirs()  # updated by the rescan thread only
+        self._unreadable_saved = False
         self._threads: list[threading.Thread] = []
         self._source: object | None = None
+        # Set (once) when the agent cannot go on, e.g. its state dir was deleted; it has
+        # then stopped its threads, and calls on_fatal so that `run` exits with the error.
+        self.fatal: ChunkvaultError | None = None
+        self.on_fatal: Callable[[], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         if not self.root.is_dir():
-            from chunkvault.errors import ChunkvaultError
-
             raise ChunkvaultError(f"watch.path {self.root} is not a directory", "fix watch.path")
         reset = self.jobs.reset_running()
         if reset:
@@ -109,6 +122,7 @@ class Agent:
         self.rescan("")  # startup reconciliation: what changed while we were down
         self._spawn("recorder", self._record_loop)
         self._spawn("rescan", self._rescan_loop)
+        self._spawn("state", self._state_loop)
         for i in range(self._workers):
             self._spawn(f"worker-{i}", self._work_loop)
         log.info("watching %s (%s), %d job(s) queued", self.root, self.mode, self.jobs.depth())
@@ -172,7 +186,7 @@ class Agent:
 
     def _notes_for(self, change: Change) -> list[Note]:
         if change.kind == "rescan":
-            self._rescan_now.set()
+            self._ask_rescan(change.path)
             return []
         if change.kind in ("write", "closed"):
             if self.vault.rules.ignored(change.path):
@@ -199,8 +213,9 @@ class Agent:
     # --- rescans ---------------------------------------------------------------------------
 
     def rescan(self, under: str = "") -> tuple[int, int]:
-        tree = scan_tree(self.root, self.vault.rules.ignored, under)
-        changed, gone = differences(tree, self.vault.catalog.latest_all(), under)
+        found: set[str] = set()
+        tree = scan_tree(self.root, self.vault.rules.ignored, under, found)
+        changed, gone = differences(tree, self.vault.catalog.latest_all(), under, found)
         notes = [
             Note(p, "upsert", self.settle, False, None, tree[p].size, tree[p].mtime_ns)
             for p in changed
@@ -209,7 +224,35 @@ class Agent:
             self.jobs.note(notes)
             self._wake.set()
             log.info("rescan: %d changed, %d gone", len(changed), len(gone))
+        self._note_unreadable(found, under)
         return len(changed), len(gone)
+
+    def _note_unreadable(self, found: set[str], under: str) -> None:
+        """Warn once per directory that became unreadable (or readable again), not once per
+        scan, and keep the set in the catalog for `status`."""
+        new, readable = self.unreadable.update(found, under)
+        unreadable.report(new, readable)
+        if new or readable or not self._unreadable_saved:
+            unreadable.save(self.vault.catalog, self.unreadable.known)
+            self._unreadable_saved = True
+
+    def _ask_rescan(self, under: str) -> None:
+        """A rescan of the tree (events were lost) or of one directory whose permissions
+        changed. The latter only when that can change what a scan sees: the directory is or
+        holds one known to be unreadable, or cannot be listed now (so `chmod -R` over a big
+        readable tree costs nothing)."""
+        if under and self._listable(under) and not self.unreadable.concerns(under):
+            return
+        with self._pending_lock:
+            if under:
+                self._scoped.add(under)
+            else:
+                self._full_rescan = True
+        self._rescan_now.set()
+
+    def _listable(self, rel: str) -> bool:
+        path = self.root / rel
+        return os.access(path, os.R_OK | os.X_OK, effective_ids=True, follow_symlinks=False)
 
     def _rescan_loop(self) -> None:
         cfg = self.vault.config.watch
@@ -218,16 +261,55 @@ class Agent:
             period = min(cfg.poll_seconds, cfg.rescan_seconds or cfg.poll_seconds)
         next_at = time.monotonic() + period if period else float("inf")
         while not self._stop.is_set():
-            forced = self._rescan_now.wait(min(1.0, max(0.0, next_at - time.monotonic())))
+            self._rescan_now.wait(min(1.0, max(0.0, next_at - time.monotonic())))
             if self._stop.is_set():
                 return
-            if forced or time.monotonic() >= next_at:
-                self._rescan_now.clear()
+            self._rescan_now.clear()
+            with self._pending_lock:
+                full, self._full_rescan = self._full_rescan, False
+                scoped, self._scoped = self._scoped, set()
+            full = full or time.monotonic() >= next_at
+            for under in [""] if full else sorted(scoped):
                 try:
-                    self.rescan("")
+                    self.rescan(under)
                 except Exception:
                     log.exception("rescan failed")
+            if full:
                 next_at = time.monotonic() + period if period else float("inf")
+
+    # --- the state dir ---------------------------------------------------------------------
+
+    def _state_loop(self) -> None:
+        """Deleting the state dir (``rm -rf state``) does not stop SQLite: it would go on
+        committing to a file no other process can open, so nothing stored from then on would
+        show in `ls` or `status`, and the writer lock would be free for a second writer.
+        Stop instead (exit non-zero): the next start rebuilds the catalog from the peers,
+        which hold every manifest, and its startup scan queues whatever changed meanwhile."""
+        while not self._stop.wait(STATE_CHECK_INTERVAL):
+            problem = self.vault.state_lost()
+            if problem is None:
+                continue
+            state_dir = self.vault.config.vault.state_dir
+            log.error("state dir %s changed under the running agent (%s): stopping",
+                      state_dir, problem)  # fmt: skip
+            self._fail(
+                StateLost(
+                    f"the state dir {state_dir} was changed under the running agent: {problem}; "
+                    "it stopped, as nothing stored from then on would reach the catalog",
+                    "start it again, or let a supervisor restart it: it rebuilds the catalog "
+                    "from the peers; to restore beside a running agent, use a config with "
+                    "another vault.state_dir",
+                )
+            )
+            return
+
+    def _fail(self, error: ChunkvaultError) -> None:
+        self.fatal = error  # before reading on_fatal: see run.py
+        self._stop.set()
+        self._wake.set()
+        callback = self.on_fatal
+        if callback is not None:
+            callback()
 
     # --- working ---------------------------------------------------------------------------
 

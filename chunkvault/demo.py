@@ -3,8 +3,12 @@
 stops all of it.
 
 The peers keep objects in memory, so every start is a fresh vault: ``.demo/state`` is
-reset each time. The passphrase is written to ``.demo/passphrase`` for convenience: that
-is for this demo only; a real vault's passphrase lives in your head or a password manager.
+reset each time. ``.demo/new-machine.yaml`` is the same vault with its own empty state dir,
+as a second machine would have: the tour restores with it from the peers alone, while the
+agent keeps its own state (deleting a running agent's state dir stops the agent).
+
+The passphrase is written to ``.demo/passphrase`` for convenience: that is for this demo
+only; a real vault's passphrase lives in your head or a password manager.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main() -> int:
     base = Path(".demo").resolve()
     inbox = Path("inbox").resolve()
     shutil.rmtree(base / "state", ignore_errors=True)
+    shutil.rmtree(base / "new-machine", ignore_errors=True)
     base.mkdir(exist_ok=True)
     inbox.mkdir(exist_ok=True)
     passphrase, token = base / "passphrase", base / "api-token"
@@ -59,6 +64,9 @@ def main() -> int:
     port = _port()
     data["api"] = {"listen": f"{HOST}:{port}", "token_file": str(token)}
     config.write_text(yaml.safe_dump(data, sort_keys=False))
+    other = {**data, "vault": {**data["vault"], "state_dir": str(base / "new-machine")}}
+    other["api"] = {"enabled": False}
+    (base / "new-machine.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
     env = dict(
         os.environ, CHUNKVAULT_CONFIG=str(config), CHUNKVAULT_PASSPHRASE_FILE=str(passphrase)
     )
@@ -104,7 +112,9 @@ Try, in another terminal in this directory:
   export CHUNKVAULT_CONFIG={rel} CHUNKVAULT_PASSPHRASE_FILE=.demo/passphrase
   cp -r docs inbox/                              # the agent chunks, encrypts, replicates
   .venv/bin/chunkvault ls                        # a second later: what the vault holds
-  .venv/bin/chunkvault restore --to /tmp/restored && diff -r inbox /tmp/restored
+  # a second machine: its own empty state dir, only the passphrase and the peers
+  .venv/bin/chunkvault --config .demo/new-machine.yaml restore --to /tmp/restored
+  diff -r inbox /tmp/restored && echo identical
   .venv/bin/chunkvault status
   TOKEN=$(cat .demo/api-token); head -c 122880 /dev/urandom > /tmp/c1
   curl -s -H "Authorization: Bearer $TOKEN" -X PUT --data-binary @/tmp/c1 http://{HOST}:{port}/chunks/c1

@@ -9,6 +9,9 @@ from typing import Any
 
 from chunkvault.catalog.jobs import JobQueue
 from chunkvault.vault import Vault
+from chunkvault.watcher import unreadable
+
+MAX_LISTED = 50  # unreadable dirs named in a status (the count is exact)
 
 
 @dataclass
@@ -60,6 +63,7 @@ def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = 
         }
         for j in jobs.pending()
     ]
+    blocked = unreadable.load(catalog)  # as the agent's (or push's) last scan found them
     return Status(
         peers=peer_rows(vault),
         queue_depth=jobs.depth(),
@@ -73,5 +77,7 @@ def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = 
             "pending": pending,
             "failing": failing,
             "last_errors": list(last_errors),
+            "unreadable_dirs": len(blocked),
+            "unreadable": blocked[:MAX_LISTED],
         },
     )

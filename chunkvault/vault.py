@@ -8,6 +8,7 @@ and chunk listings on the peers, so the peers alone are enough.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.staging import Staging
 from chunkvault.upload import UploadService
+from chunkvault.writerlock import LOCK_NAME
 
 log = logging.getLogger(__name__)
 CATALOG_NAME = "catalog.db"
@@ -65,6 +67,14 @@ def check_generation(state_dir: Path, keys: MasterKeys, what: str, record: bool 
         catalog.close()
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def version_row(manifest: Manifest, name: str, inode: int | None = None) -> VersionRow:
     """The catalog's row for a manifest stored under ``name``."""
     return VersionRow(
@@ -88,6 +98,11 @@ class Vault:
         self.keys = keys
         state = config.vault.state_dir
         self.catalog = Catalog(state / CATALOG_NAME)
+        self._state_files = {
+            name: identity
+            for name in (CATALOG_NAME, LOCK_NAME)
+            if (identity := _identity(state / name)) is not None
+        }  # the writer lock exists here when we hold it (writers open the vault under it)
         try:
             _enforce_generation(self.catalog, keys, "the keyring")
         except StaleKeyring:
@@ -113,6 +128,23 @@ class Vault:
     def close(self) -> None:
         self.service.close()
         self.catalog.close()
+
+    def state_lost(self) -> str | None:
+        """Why the catalog (or the writer lock) this vault has open is no longer the file at
+        its path in the state dir: deleted or replaced, e.g. by ``rm -rf`` of the state dir.
+        None while all is well (or when it cannot be told). One ``stat`` per file: cheap
+        enough to ask every second."""
+        state = self.config.vault.state_dir
+        for name, known in self._state_files.items():
+            try:
+                st = os.stat(state / name)
+            except (FileNotFoundError, NotADirectoryError):
+                return f"{name} was deleted"
+            except OSError:
+                continue  # e.g. its permissions changed: still the files we have open
+            if (st.st_dev, st.st_ino) != known:
+                return f"{name} was replaced by another file"
+        return None
 
     def sync_problems(self) -> ChunkvaultError | None:
         """What the last sync from the peers could not read, as the error `ls` and

@@ -18,6 +18,13 @@ from chunkvault.errors import ChunkvaultError
 from chunkvault.sizes import format_size
 
 
+class PushIncomplete(ChunkvaultError):
+    """Everything readable was stored, but some directories could not be read (restic says
+    "incomplete snapshot" with exit 3, which is our wrong passphrase)."""
+
+    exit_code = 6
+
+
 def _real_parent(path: Path) -> Path:
     """``path`` made absolute with its directories' symlinks resolved, but not its last
     component: a symlink given by name stays a symlink (push does not follow it)."""
@@ -65,24 +72,33 @@ def resolve_scope(root: Path, given: str, stored: Callable[[str], bool]) -> str:
     )
 
 
-def walk(root: Path, rel_dir: str) -> dict[str, int]:
+def walk(root: Path, rel_dir: str, unreadable: set[str] | None = None) -> dict[str, int]:
     """Regular files under ``root/rel_dir`` (or that one file) with their sizes, by relative
-    path. No symlink below ``root`` is followed: not a symlinked file, nor a directory."""
+    path. No symlink below ``root`` is followed: not a symlinked file, nor a directory.
+    Directories that cannot be read are skipped and added to ``unreadable``."""
     from chunkvault.fsutil import lstat_in_tree, open_dir
-    from chunkvault.watcher.scan import scan_tree
+    from chunkvault.watcher.scan import blocked_at, scan_tree
 
+    blocked = unreadable if unreadable is not None else set()
     if rel_dir:
         try:
             root_fd = open_dir(root)
             try:
                 st = lstat_in_tree(root_fd, rel_dir)
+            except PermissionError:  # a directory on the way: its files are not gone
+                blocked.add(blocked_at(root_fd, rel_dir))
+                return {}
             finally:
                 os.close(root_fd)
+        except PermissionError:
+            blocked.add("")
+            return {}
         except OSError:
             return {}  # gone (its catalog entries become deletions) or not in the tree
         if stat.S_ISREG(st.st_mode):
             return {rel_dir: st.st_size}
-    return {rel: state.size for rel, state in scan_tree(root, lambda _rel: False, rel_dir).items()}
+    tree = scan_tree(root, lambda _rel: False, rel_dir, blocked)
+    return {rel: state.size for rel, state in tree.items()}
 
 
 @click.command()
@@ -97,6 +113,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     or to the tree itself (as `chunkvault ls` shows them). A path that exists in neither
     place and holds nothing stored is an error."""
     from chunkvault.ingest import Ingestor
+    from chunkvault.watcher import unreadable
 
     cfg = cli.config
     root = cfg.watch.path
@@ -112,13 +129,24 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
             return any(p == rel or p.startswith(rel + "/") for p in live)
 
         scopes = [resolve_scope(root, given, stored) for given in paths] or [""]
-        sizes = {rel: size for scope in scopes for rel, size in walk(root, scope).items()}
+        blocked: set[str] = set()
+        sizes = {rel: size for scope in scopes for rel, size in walk(root, scope, blocked).items()}
+        for path in sorted(blocked):
+            click.echo(
+                f"warning: cannot read directory {unreadable.describe(path)} (permission "
+                "denied): skipped; what the vault holds from it is kept", err=True
+            )  # fmt: skip
+        known = unreadable.UnreadableDirs(unreadable.load(vault.catalog))
+        for scope in scopes:  # what this push looked at is now known (for `status`)
+            known.update((), scope)
+        known.add(blocked)
+        unreadable.save(vault.catalog, known.known)
         files = sorted(sizes)
         present = set(files)
         gone = [
             v.path
             for v in vault.catalog.latest_all()
-            if not v.deleted and v.path not in present
+            if not v.deleted and v.path not in present and not unreadable.within(v.path, blocked)
             and any(s == "" or v.path == s or v.path.startswith(s + "/") for s in scopes)
         ]  # fmt: skip
         total = sum(sizes.values())
@@ -144,4 +172,10 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     if counts["failed"]:
         raise ChunkvaultError(
             f"{counts['failed']} file(s) not stored", "see the lines above; rerun push to retry"
+        )
+    if blocked:
+        raise PushIncomplete(
+            f"{unreadable.count(len(blocked))} could not be read and "
+            f"{'was' if len(blocked) == 1 else 'were'} skipped; everything else was stored",
+            "make them readable for the user chunkvault runs as, and push again",
         )

@@ -66,10 +66,12 @@ def run(cli: CliContext, passphrase_file: Path | None) -> None:
             if cfg.api.enabled:
                 _serve(cli, vault, agent, registry)
             else:
-                _wait_for_signal()
+                _wait_for_signal(agent)
         finally:
             log.info("stopping: %d job(s) stay queued for the next start", agent.jobs.depth())
             agent.stop(STOP_TIMEOUT)
+    if agent.fatal is not None:  # e.g. the state dir was deleted: a supervisor restarts us
+        raise agent.fatal
     _exit_if_requests_hang()
 
 
@@ -91,8 +93,11 @@ def _exit_if_requests_hang() -> None:
         os._exit(0)
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(agent: Agent) -> None:
     stop = threading.Event()
+    agent.on_fatal = stop.set  # set before reading agent.fatal: see Agent._fail
+    if agent.fatal is not None:
+        return
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
@@ -125,6 +130,9 @@ def _serve(cli: CliContext, vault: Vault, agent: Agent, registry: CollectorRegis
             timeout_graceful_shutdown=2,
         )
     )
+    agent.on_fatal = lambda: setattr(server, "should_exit", True)  # uvicorn polls it
+    if agent.fatal is not None:
+        return
     # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handlers
     # it found. A stop request is our normal exit: let those be no-ops, so the agent and
     # the vault are closed and the exit code is 0.
@@ -134,7 +142,7 @@ def _serve(cli: CliContext, vault: Vault, agent: Agent, registry: CollectorRegis
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not server.started:
+    if not server.started and agent.fatal is None:
         raise ChunkvaultError(
             f"could not serve the API on {cfg.api.listen}", "is the port already in use?"
         )

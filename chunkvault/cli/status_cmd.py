@@ -45,6 +45,14 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
         f"{report.under_replicated} under-replicated (target {extra['replicas_target']} "
         f"replicas), queue {report.queue_depth}"
     )
+    if extra["unreadable_dirs"]:
+        from chunkvault.watcher.unreadable import count, describe
+
+        named = ", ".join(describe(d) for d in extra["unreadable"])
+        more = extra["unreadable_dirs"] - len(extra["unreadable"])
+        click.echo(f"warning: {count(extra['unreadable_dirs'])} in the tree cannot be read, so "
+                   f"their files are not stored: {named}" + (f" and {more} more" if more else ""),
+                   err=True)  # fmt: skip
     for m in missing or []:
         what = "deletion" if m.deleted else "newest version"
         how = "older versions are still there: rolled back" if m.older_listed else "lost"

@@ -19,7 +19,9 @@ class Change:
       out of it).
     - ``move``: a file or directory (``is_dir``) moved inside the tree from ``src`` to
       ``path``.
-    - ``rescan``: events may have been lost (queue overflow): rescan ``path`` ("" = all).
+    - ``rescan``: events may have been lost (queue overflow): rescan ``path`` ("" = all); or
+      the permissions of directory ``path`` may have changed (``is_dir``), so that a scan
+      may now see more, or less, of it.
     """
 
     kind: ChangeKind

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 import warnings
@@ -43,11 +44,13 @@ _UNKNOWN = "-unknown-path"  # pyinotify appends this to a watch path it lost tra
 _POLL_MS = 100  # how often the loop wakes to expire moves and notice stop()
 _RESYNC_GAP = 10.0  # seconds between two resyncs after renames we could not follow
 # IN_DONT_FOLLOW|IN_ONLYDIR: never watch through a symlink, even if a dir is swapped for one.
+# IN_ATTRIB: a directory we could not read (nor watch: that needs read permission) that is
+# chmod-ed readable is reported by its parent's watch; it is walked then.
 _MASK = (
     pyinotify.IN_CREATE | pyinotify.IN_MODIFY | pyinotify.IN_CLOSE_WRITE | pyinotify.IN_DELETE
     | pyinotify.IN_MOVED_FROM | pyinotify.IN_MOVED_TO | pyinotify.IN_DELETE_SELF
-    | pyinotify.IN_MOVE_SELF | pyinotify.IN_DONT_FOLLOW | pyinotify.IN_ONLYDIR
-    | pyinotify.IN_EXCL_UNLINK
+    | pyinotify.IN_MOVE_SELF | pyinotify.IN_ATTRIB | pyinotify.IN_DONT_FOLLOW
+    | pyinotify.IN_ONLYDIR | pyinotify.IN_EXCL_UNLINK
 )  # fmt: skip
 
 
@@ -65,7 +68,10 @@ class _QuietPyinotify(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
-        gone = msg.startswith("add_watch: cannot watch") and msg.endswith(("(ENOENT)", "(ENOTDIR)"))
+        # EACCES: an unreadable dir, which the agent's scans warn about once.
+        gone = msg.startswith("add_watch: cannot watch") and msg.endswith(
+            ("(ENOENT)", "(ENOTDIR)", "(EACCES)")
+        )
         return not (gone or msg.startswith(self._HANDLED))
 
 
@@ -76,7 +82,7 @@ logging.getLogger("pyinotify").addFilter(_QuietPyinotify())
 class Op:
     """A translated event that needs state (pairing moves, walking, watch bookkeeping)."""
 
-    kind: Literal["walk", "moved_from", "moved_to", "self"]
+    kind: Literal["walk", "moved_from", "moved_to", "self", "attrib"]
     path: str = ""
     is_dir: bool = False
     cookie: int = 0
@@ -127,13 +133,23 @@ def translate(event: Any, root: str) -> Change | Op | None:
         return Op("walk", rel, True) if is_dir else Change("write", rel)
     if mask & pyinotify.IN_DELETE:
         return Change("delete", rel, is_dir=is_dir)
-    if is_dir:
-        return None
+    if is_dir:  # its permissions may have changed: see _attrib
+        return Op("attrib", rel, True) if mask & pyinotify.IN_ATTRIB else None
     if mask & pyinotify.IN_CLOSE_WRITE:
         return Change("closed", rel)
     if mask & pyinotify.IN_MODIFY:
         return Change("write", rel)
     return None
+
+
+def _unlistable(path: str) -> bool:
+    """A directory there that we may not list (read) or enter (search): a scan skips it."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False  # gone
+    return not os.access(path, os.R_OK | os.X_OK, effective_ids=True, follow_symlinks=False)
 
 
 def _limit_error() -> WatchLimitError:
@@ -280,6 +296,8 @@ class InotifySource:
             return
         elif op.kind == "walk":
             self._watch_tree(self._prefix + op.path)
+        elif op.kind == "attrib":
+            self._attrib(op.path)
         elif op.kind == "moved_from":
             src, wds = self._prefix + op.path, []
             if op.is_dir:
@@ -328,6 +346,14 @@ class InotifySource:
                 # (it then appends _UNKNOWN) and a dir created then renamed before its
                 # IN_CREATE was handled has no watch: re-walk the moved dir to fix both.
                 self._refresh.append(new)
+
+    def _attrib(self, rel: str) -> None:
+        """A directory's attributes changed (chmod, chown, touch). If it just became readable,
+        it was neither watched nor listed: watch and list it (and what is below) now. The
+        consumer is asked to rescan it too: a scan says which dirs are unreadable, and
+        catches files in a dir that was listable but not searchable."""
+        self._watch_tree(self._prefix + rel)  # a no-op for a dir watched and listed
+        self._emit(Change("rescan", rel, is_dir=True))
 
     def _gone(self, pending: _Pending) -> None:
         """A MOVED_FROM without partner: the entry left the tree."""
@@ -382,9 +408,18 @@ class InotifySource:
             wd = self._add_watch(path, strict=strict)
             fresh = wd is not None and self._walked.get(wd) != path
             if wd is None or not (fresh or force):
+                if wd is None and emit and _unlistable(path):  # no read: no watch either
+                    self._emit(Change("rescan", path[len(self._prefix) :], is_dir=True))
                 continue
             if wd:
                 seen.add(wd)
+            if _unlistable(path):  # read but no search: names, but none of its files
+                # Left unlisted (not marked walked): the consumer's scan reports it, and its
+                # chmod (IN_ATTRIB) walks it.
+                if emit and path != self._root:
+                    self._emit(Change("rescan", path[len(self._prefix) :], is_dir=True))
+                continue
+            if wd:
                 self._walked[wd] = path
             try:
                 with os.scandir(path) as entries:

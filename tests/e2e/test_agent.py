@@ -5,35 +5,45 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from support.cli import CLI, init_vault, run_cli
 from support.moto_peers import unique_bucket
+from support.unprivileged import permissions_apply, preexec
 
 PW = {"CHUNKVAULT_PASSPHRASE": "agent passphrase"}
 
 
 class Daemon:
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, log: Path, env: dict[str, str] | None = None, restricted: bool = False
+    ) -> None:
         self.config = config
         self.log = log
         self.env = env
+        self.restricted = restricted  # file permissions apply to it, even as root
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = self.env or {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")}
         env = env | PW
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart's log
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [CLI, "--config", str(self.config), "run"], env=env, stdout=log, stderr=log
-            )
+                [CLI, "--config", str(self.config), "run"], env=env, stdout=log, stderr=log,
+                preexec_fn=preexec() if self.restricted else None,
+            )  # fmt: skip
         deadline = time.monotonic() + 30
-        while b"watching" not in self.log.read_bytes():
+        while b"watching" not in self.log.read_bytes()[offset:]:
             assert self.proc.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.05)
@@ -61,6 +71,12 @@ def agent(tmp_path: Path, moto_peers):
     if daemon.proc and daemon.proc.poll() is None:
         daemon.proc.kill()
         daemon.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def vault_files(config: Path, deleted: bool = False) -> dict[str, dict]:
@@ -387,3 +403,123 @@ def test_exec_hooks_get_a_minimal_environment_without_secrets(tmp_path, moto_pee
         "CHUNKVAULT_REL_PATH": "sub/hooked.txt",
         "CHUNKVAULT_EVENT": "stored",
     }
+
+
+def _set_watch(config: Path, **watch: object) -> None:
+    data = yaml.safe_load(config.read_text())
+    data["watch"].update(watch)
+    config.write_text(yaml.safe_dump(data))
+
+
+def test_unreadable_dirs_are_warned_once_counted_and_picked_up_when_readable(
+    tmp_path, moto_peers
+):
+    """The agent runs with file permissions applying to it (root reads everything)."""
+    if not permissions_apply(tmp_path):
+        pytest.skip("cannot run the agent with file permissions applying to it")
+    port = free_port()
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"settle_seconds": 0.2, "rescan_seconds": 1},
+        api={"listen": f"127.0.0.1:{port}", "token": "unreadable-token"},
+    )  # fmt: skip
+    (inbox / "locked" / "sub").mkdir(parents=True)
+    (inbox / "locked" / "old.txt").write_text("stored while readable\n")
+    assert run_cli(config, "push", env=PW).returncode == 0
+    (inbox / "locked").chmod(0)
+    daemon = Daemon(config, tmp_path / "agent.log", restricted=True)
+    daemon.start()
+    try:
+        # Rescans every second: still one warning, and nothing in it is marked deleted.
+        time.sleep(3.5)
+        log = daemon.log.read_text()
+        assert log.count("cannot read directory locked (permission denied)") == 1, log
+        assert vault_files(config, deleted=True)["locked/old.txt"]["deleted"] is False
+        report = json.loads(run_cli(config, "status", "--json", env=PW).stdout)
+        assert report["extra"]["unreadable_dirs"] == 1
+        assert report["extra"]["unreadable"] == ["locked"]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/status",
+            headers={"Authorization": "Bearer unreadable-token"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["extra"]["unreadable_dirs"] == 1
+    finally:
+        code, _took = daemon.stop()
+    assert code == 0, daemon.log.read_text()
+
+    # No periodic rescan from here on: only the chmod itself (IN_ATTRIB) can reveal the dir.
+    _set_watch(config, rescan_seconds=0)
+    daemon.start()
+    try:
+        (inbox / "locked" / "new.txt").write_text("written while unreadable to the agent\n")
+        (inbox / "locked" / "sub" / "deep.txt").write_text("deeper\n")
+        (inbox / "locked").chmod(0o755)
+        paths = ["locked/new.txt", "locked/sub/deep.txt", "locked/old.txt"]
+        wait_for(lambda: in_vault(config, inbox, paths), timeout=15, what="the dir picked up")
+        # Its subdirectories are watched now: a later change there is seen at once.
+        (inbox / "locked" / "sub" / "later.txt").write_text("after the pick-up\n")
+        wait_for(lambda: in_vault(config, inbox, ["locked/sub/later.txt"]), timeout=15,
+                 what="a change in a subdirectory of the picked-up dir")  # fmt: skip
+        wait_for(lambda: "directory locked is readable again" in daemon.log.read_text(),
+                 timeout=15, what="the all-clear in the log")  # fmt: skip
+        report = json.loads(run_cli(config, "status", "--json", env=PW).stdout)
+        assert report["extra"]["unreadable_dirs"] == 0
+
+        # A tree moved in with an unreadable (0000) and an unsearchable (0444) dir: warned
+        # about at once, not when a rescan comes; no endless retries of files in them.
+        outside = tmp_path / "outside"
+        for name in ("noread", "nosearch"):
+            (outside / name).mkdir(parents=True)
+            (outside / name / "inside.txt").write_text("cannot be read by the agent\n")
+        (outside / "ok.txt").write_text("readable\n")
+        (outside / "noread").chmod(0)
+        (outside / "nosearch").chmod(0o444)
+        os.rename(outside, inbox / "moved")
+        wait_for(lambda: in_vault(config, inbox, ["moved/ok.txt"]), timeout=15, what="ok.txt")
+        wait_for(lambda: all(f"cannot read directory moved/{name} " in daemon.log.read_text()
+                             for name in ("noread", "nosearch")),
+                 timeout=15, what="warnings about the moved-in dirs")  # fmt: skip
+        report = json.loads(run_cli(config, "status", "--json", env=PW).stdout)
+        assert report["extra"]["unreadable"] == ["moved/noread", "moved/nosearch"]
+        time.sleep(1)
+        assert "inside.txt" not in daemon.log.read_text()  # no failed attempt, no retry
+    finally:
+        daemon.stop()
+    assert_restores(config, inbox, tmp_path, [*paths, "locked/sub/later.txt", "moved/ok.txt"])
+
+
+def test_deleting_the_state_dir_stops_the_agent_and_a_restart_stores_everything(
+    tmp_path, moto_peers
+):
+    """`rm -rf state` under a running agent: it must not go on committing to a catalog no
+    one can see. It stops with a clear message; the restart rebuilds from the peers."""
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"settle_seconds": 0.2, "rescan_seconds": 0},
+        api={"enabled": False},
+    )  # fmt: skip
+    (inbox / "before.txt").write_text("stored before the state dir went away\n")
+    daemon = Daemon(config, tmp_path / "agent.log")
+    daemon.start()
+    wait_for(lambda: in_vault(config, inbox, ["before.txt"]), what="the first file")
+    shutil.rmtree(tmp_path / "state")
+    (inbox / "after-state-rm.txt").write_text("written after the state dir was deleted\n")
+    assert daemon.proc is not None
+    code = daemon.proc.wait(timeout=10)
+    log = daemon.log.read_text()
+    assert code == 1, log
+    assert (f"error: the state dir {tmp_path / 'state'} was changed under the running agent: "
+            "catalog.db was deleted; it stopped") in log  # fmt: skip
+    assert "start it again, or let a supervisor restart it" in log
+    assert "Traceback" not in log
+
+    daemon.start()  # as a supervisor would: the catalog is rebuilt from the peers
+    try:
+        paths = ["before.txt", "after-state-rm.txt"]
+        wait_for(lambda: in_vault(config, inbox, paths), timeout=30, what="both files")
+    finally:
+        code, _took = daemon.stop()
+    assert code == 0
+    assert "catalog rebuilt from peers" in daemon.log.read_text()
+    assert_restores(config, inbox, tmp_path, paths)

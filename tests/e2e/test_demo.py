@@ -1,16 +1,49 @@
-"""`make run`'s demo: local peers + vault + agent come up; a file in ./inbox round-trips."""
+"""`make run`'s demo: local peers + vault + agent come up; a file in ./inbox round-trips;
+the tour (README and printed) runs as written and leaves the agent working."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.cli import run_cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def readme_tour() -> str:
+    """The shell block of the README's "60-second tour"."""
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"## 60-second tour.*?```sh\n(.*?)```", text, re.S)
+    assert match, "README has no tour block"
+    return match.group(1)
+
+
+def printed_tour(output: str) -> str:
+    """The commands `make run` prints after "Try, in another terminal"."""
+    lines = output.split("Try, in another terminal in this directory:\n", 1)[1].splitlines()
+    return "\n".join(line[2:] for line in lines if line.startswith("  ")) + "\n"
+
+
+def run_tour(script: str, cwd: Path, wait: Callable[[], None]) -> None:
+    """Run a tour as a user would, from ``cwd`` (its /tmp paths go there), calling ``wait``
+    where the user waits ("a second later") before the restore step."""
+    lines = script.replace("/tmp/", f"{cwd}/tour-").replace("\\\n", "").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(".venv") and "restore" in line)
+    for part in (lines[:at], [lines[0], *lines[at:]]):  # lines[0]: the export line
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(part)], cwd=cwd,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert result.returncode == 0, (part, result.stdout, result.stderr)
+        if part[-1] != lines[-1]:
+            wait()
 
 
 @pytest.mark.slow
@@ -46,6 +79,33 @@ def test_demo_comes_up_and_a_dropped_file_restores(tmp_path: Path):
         assert (out / "a" / "b" / "dropped.bin").read_bytes() == (
             inbox / "a" / "b" / "dropped.bin"
         ).read_bytes()
+
+        # The tours, as written: they must restore "from the peers alone" without breaking
+        # the running agent (deleting its state dir did: it logged files as stored that
+        # `ls` never showed).
+        (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+        shutil.copytree(REPO / "docs", tmp_path / "docs")
+        docs = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "docs").rglob("*")
+                if p.is_file()]  # fmt: skip
+
+        def docs_stored() -> None:
+            deadline = time.monotonic() + 30
+            while not set(docs) <= set(run_cli(config, "ls", env=env, cwd=tmp_path).stdout
+                                       .split()):  # fmt: skip
+                assert proc.poll() is None, "the demo stopped during the tour"
+                assert time.monotonic() < deadline, "the tour's files never reached the vault"
+                time.sleep(0.3)
+
+        run_tour(readme_tour(), tmp_path, docs_stored)
+        shutil.rmtree(tmp_path / ".demo" / "new-machine", ignore_errors=True)  # a fresh demo
+        run_tour(printed_tour(text), tmp_path, docs_stored)
+        (inbox / "after-the-tour.txt").write_text("the agent still works\n")
+        deadline = time.monotonic() + 30
+        while "after-the-tour.txt" not in run_cli(config, "ls", env=env, cwd=tmp_path).stdout:
+            assert proc.poll() is None, "the demo stopped during the tour"
+            assert time.monotonic() < deadline, "a file written after the tour never shows"
+            time.sleep(0.3)
+        assert proc.poll() is None
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

@@ -141,6 +141,9 @@ def ev(mask: int, pathname: str | None = None, **extra: object) -> SimpleNamespa
         (ev(pyinotify.IN_MOVE_SELF, "/w/d-unknown-path", wd=5), Op("self", wd=5)),
         (ev(pyinotify.IN_DELETE_SELF, "/w", wd=1), Op("self", wd=1)),
         (ev(pyinotify.IN_IGNORED, "/w/d"), None),
+        (ev(pyinotify.IN_ATTRIB | pyinotify.IN_ISDIR, "/w/d"), Op("attrib", "d", True)),
+        (ev(pyinotify.IN_ATTRIB, "/w/f"), None),  # a file's mode: rescans compare it
+        (ev(pyinotify.IN_ATTRIB | pyinotify.IN_ISDIR, "/w"), None),  # the root itself
         (ev(pyinotify.IN_MODIFY | pyinotify.IN_ISDIR, "/w"), None),  # the root itself
         (ev(pyinotify.IN_CREATE, "/w"), None),
         (ev(pyinotify.IN_CREATE, "/wx/f"), None),  # not under the root
@@ -313,6 +316,18 @@ def test_ignore_applies_to_files_not_directories(root, watch):
     assert not [c for c in sink.items if c.path == "a.tmp"]
     assert Change("closed", "b.txt") in sink.items
     assert Change("delete", "x.tmp/keep.txt") in sink.items
+
+
+def test_chmod_of_a_directory_asks_for_a_rescan_of_it(root, watch):
+    # An unreadable dir is neither watched nor listed (run as a user: see the agent's e2e
+    # test); its chmod comes from the parent's watch, and the dir is rescanned.
+    write(root / "d/sub/f.txt")
+    sink = watch()
+    (root / "d" / "sub").chmod(0o700)
+    sink.wait_change(Change("rescan", "d/sub", is_dir=True))
+    (root / "d" / "sub" / "g.txt").write_text("still watched\n")
+    sink.wait_paths({"d/sub/g.txt"})
+    assert not [c for c in sink.items if c.kind == "rescan" and not c.path]
 
 
 def test_overflow_asks_for_rescan_and_watching_goes_on(root, watch):
