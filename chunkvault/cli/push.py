@@ -14,6 +14,7 @@ from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.cli.progress import byte_progress
 from chunkvault.errors import ChunkvaultError
+from chunkvault.names import show
 from chunkvault.sizes import format_size
 
 
@@ -88,7 +89,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     sent = sum(r.sent_bytes for r in results)
     for r in results:
         if r.action == "failed":
-            click.echo(f"failed: {r.path}: {r.error}", err=True)
+            click.echo(f"failed: {show(r.path)}: {r.error}", err=True)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing to do"
     click.echo(
         f"push: {summary}; {new_chunks} new chunk(s), {format_size(sent)} sent "

@@ -11,6 +11,7 @@ from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.cli.progress import byte_progress
 from chunkvault.errors import ChunkvaultError
+from chunkvault.names import show
 from chunkvault.sizes import format_size
 
 
@@ -61,9 +62,10 @@ def restore(
             finally:
                 restorer.close()
     for path, error in sorted(report.failed.items()):
-        click.echo(f"failed: {path}: {error}", err=True)
+        click.echo(f"failed: {show(path)}: {error}", err=True)
     click.echo(
-        f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to {target} "
+        f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to "
+        f"{show(str(target))} "
         f"in {time.monotonic() - started:.1f}s"
     )
     if report.failed and problem is not None:
@@ -71,9 +73,9 @@ def restore(
     if report.failed:
         raise ChunkvaultError(
             f"{len(report.failed)} file(s) could not be restored: "
-            + ", ".join(sorted(report.failed)[:5])
+            + ", ".join(show(p) for p in sorted(report.failed)[:5])
             + (" ..." if len(report.failed) > 5 else ""),
-            "check `chunkvault peers list`",
+            report.hint(),
         )
     if problem is not None:
         raise problem
