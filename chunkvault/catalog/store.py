@@ -152,17 +152,26 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
+        try:
+            self._open_schema()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_schema(self) -> None:
+        """Create the tables of a new catalog, convert an older one, refuse a newer one."""
         with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1:
-                _upgrade_paths(db)
-            elif version not in (0, SCHEMA_VERSION):
+            if version > SCHEMA_VERSION:
                 raise CatalogError(
-                    f"catalog {path} has schema {version}, this chunkvault knows up to "
+                    f"catalog {self.path} has schema {version}, this chunkvault knows up to "
                     f"{SCHEMA_VERSION}",
                     "a newer chunkvault wrote it: upgrade chunkvault",
                 )
+            for statement in SCHEMA.split(";"):
+                db.execute(statement)
+            if version == 1:
+                _upgrade_paths(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
