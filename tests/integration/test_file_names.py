@@ -232,3 +232,25 @@ def test_restore_patterns_and_push_paths_match_undecodable_names(names_vault, tm
         b"caf\xe9.txt": files[b"caf\xe9.txt"],
         b"long/" + b"\xe9" * 255: files[b"long/" + b"\xe9" * 255],
     }
+
+
+def test_a_failure_in_the_target_directory_does_not_point_at_the_peers(names_vault, tmp_path):
+    config, inbox = names_vault
+    long_name = "n" * 251 + ".txt"
+    (inbox / "d").mkdir()
+    (inbox / "d" / long_name).write_bytes(b"a long name\n")
+    (inbox / "ok.txt").write_bytes(b"fine\n")
+    assert run_cli(config, "push", env=PW).returncode == 0
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "d").write_bytes(b"a file where the directory belongs\n")
+
+    result = run_cli(config, "restore", "--to", str(target), env=PW)
+
+    assert result.returncode == 1, result.stderr
+    no_internal_error(result)
+    assert f"failed: d/{long_name}: {target / 'd'} is not a directory" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "peers list" not in last, last  # nothing is wrong with the peers
+    assert "target directory" in last, last
+    assert (target / "ok.txt").read_bytes() == b"fine\n"
