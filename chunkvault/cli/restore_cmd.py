@@ -45,7 +45,7 @@ def restore(
             raise problem
         if not chosen:
             raise ChunkvaultError(
-                "nothing matches" + (f" {' '.join(patterns)}" if patterns else ""),
+                "nothing matches" + (f" {' '.join(map(show, patterns))}" if patterns else ""),
                 "see `chunkvault ls` (add --deleted for deleted files)",
             )
         try:
