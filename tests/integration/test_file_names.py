@@ -115,20 +115,24 @@ def names_vault(tmp_path: Path, moto_peers):
     return init_vault(tmp_path, moto_peers.endpoints, unique_bucket(), PW)
 
 
+@pytest.mark.parametrize("unreadable_dir", [False, True], ids=["names", "unreadable-dir"])
 def test_odd_names_and_an_unreadable_directory_push_and_restore_byte_identical(
-    names_vault, tmp_path
+    names_vault, tmp_path, unreadable_dir
 ):
     """The acceptance of issue 9: push the whole tree, then on a "new machine" (an empty
     state dir) restore everything into an empty directory."""
     config, inbox = names_vault
     files = write_tree(inbox)
-    prefix = without_dac_override()
+    prefix = without_dac_override() if unreadable_dir else []
     if prefix is None:
         pytest.skip("cannot make a directory unreadable: running as root without setpriv")
     locked = inbox / "locked"
     (locked / "sub").mkdir(parents=True)
     (locked / "sub" / "secret.txt").write_bytes(b"cannot be read\n")
-    os.chmod(locked, 0)
+    if unreadable_dir:
+        os.chmod(locked, 0)
+    else:
+        files[b"locked/sub/secret.txt"] = b"cannot be read\n"  # readable after all
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
         pushed = subprocess.run(
