@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from chunkvault.catalog.jobs import Job, JobQueue, Note
 from chunkvault.errors import ChunkvaultError
 from chunkvault.ingest import Ingestor, IngestResult
+from chunkvault.names import show
 from chunkvault.vault import Vault
 from chunkvault.watcher import unreadable
 from chunkvault.watcher.events import Change
@@ -52,7 +53,8 @@ class AgentStats:
         with self.lock:
             self.processed[result.action] = self.processed.get(result.action, 0) + 1
             if result.error:
-                self.last_errors = [*self.last_errors[-9:], f"{result.path}: {result.error}"]
+                line = f"{show(result.path)}: {result.error}"  # JSON in /status: escaped
+                self.last_errors = [*self.last_errors[-9:], line]
 
 
 def hook_environment(

@@ -5,7 +5,7 @@ path, size, mtime, mode, plaintext SHA-256, and the ordered chunk list with size
 wrapped DEKs. Object names are opaque:
 
     <vault>/manifests/<path key>/<version key>
-    path key    = first 32 hex of HMAC-SHA256(id_key, b"path\\0" + utf-8 path)
+    path key    = first 32 hex of HMAC-SHA256(id_key, b"path\\0" + the path's bytes)
     version key = <created ns, 20 digits, whole seconds>-<8 random hex>   (sorts by time)
 
 so a peer learns how many versions a file has, never its name. :func:`parse_manifest_name`
@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chunkvault import names
 from chunkvault.backends.base import MalformedReply, NotFound, PeerError
 from chunkvault.backends.listing import show_key
 from chunkvault.backends.warn_once import WarnOnce
@@ -50,7 +51,10 @@ from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import rank
 
 log = logging.getLogger(__name__)
+#: Written for every manifest whose path is UTF-8 (``"path"``), so older versions read them.
 FORMAT_VERSION = 1
+#: Written only when the path's bytes are not UTF-8: ``"path_b64"`` holds them instead.
+FORMAT_RAW_PATH = 2
 KIND = "manifest"
 MiB = 1024 * 1024
 #: Largest sealed manifest read from or written to a peer (see the module docstring).
@@ -86,10 +90,14 @@ class Manifest:
     created_ns: int = field(default_factory=time.time_ns)
 
     def to_json(self) -> bytes:
+        path: dict[str, Any] = (
+            {"v": FORMAT_VERSION, "path": self.path}
+            if names.is_utf8(self.path)
+            else {"v": FORMAT_RAW_PATH, "path_b64": names.b64(self.path)}
+        )
         return json.dumps(
             {
-                "v": FORMAT_VERSION,
-                "path": self.path,
+                **path,
                 "size": self.size,
                 "mtime_ns": self.mtime_ns,
                 "mode": self.mode,
@@ -110,10 +118,13 @@ class Manifest:
         nothing in one may crash a reader either.)"""
         try:
             obj: dict[str, Any] = json.loads(data)
-            if obj["v"] != FORMAT_VERSION:
-                raise ManifestError(f"manifest format {obj['v']!r} is not supported")
+            if obj["v"] not in (FORMAT_VERSION, FORMAT_RAW_PATH) or isinstance(obj["v"], bool):
+                raise ManifestError(
+                    f"manifest format {obj['v']!r} is not supported",
+                    "a newer chunkvault wrote it: upgrade chunkvault",
+                )
             return cls(
-                path=_field(obj, "path", str),
+                path=_path(obj),
                 size=_int(obj, "size", 0),
                 mtime_ns=_int(obj, "mtime_ns"),
                 mode=_int(obj, "mode", 0),
@@ -142,6 +153,19 @@ def _field(obj: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def _path(obj: dict[str, Any]) -> str:
+    """Format 1 has ``path``; format 2 has ``path`` or, for a name that is not UTF-8,
+    ``path_b64`` (its bytes), never both."""
+    if obj["v"] == FORMAT_VERSION or "path_b64" not in obj:
+        return str(_field(obj, "path", str))
+    if "path" in obj:
+        raise ManifestError("manifest has both path and path_b64")
+    try:
+        return names.from_b64(_field(obj, "path_b64", str))
+    except ValueError:
+        raise ManifestError("manifest field path_b64 is not base64") from None
+
+
 def _int(obj: dict[str, Any], name: str, minimum: int = _INT64[0]) -> int:
     value = _field(obj, name, int)
     if not minimum <= value <= _INT64[1]:
@@ -164,7 +188,8 @@ def _chunk_ref(entry: Any) -> ChunkRef:
 
 
 def path_key(keys: MasterKeys, path: str) -> str:
-    return hmac.new(keys.id_key, b"path\0" + path.encode(), hashlib.sha256).hexdigest()[:32]
+    """Over the path's bytes: a UTF-8 name keeps the key it always had."""
+    return hmac.new(keys.id_key, b"path\0" + names.raw(path), hashlib.sha256).hexdigest()[:32]
 
 
 def manifests_prefix(vault_id: str) -> str:
@@ -226,8 +251,8 @@ class ManifestStore:
         body = seal_blob(self.keys, KIND, name, payload) if fits else b""
         if not fits or len(body) > MAX_MANIFEST_BYTES:
             raise ManifestError(
-                f"manifest for {manifest.path} ({len(manifest.chunks)} chunks) is over the "
-                f"{MAX_MANIFEST_BYTES // MiB} MiB manifest limit",
+                f"manifest for {names.show(manifest.path)} ({len(manifest.chunks)} chunks) is "
+                f"over the {MAX_MANIFEST_BYTES // MiB} MiB manifest limit",
                 "raise chunking.avg_size and chunking.max_size so large files have fewer chunks",
             )
         return body
@@ -254,7 +279,7 @@ class ManifestStore:
                 errors.append(f"{peer.name}: {exc.message}")
         if len(written) < self.minimum:
             raise ManifestError(
-                f"manifest for {manifest.path} stored on {len(written)} peer(s), need "
+                f"manifest for {names.show(manifest.path)} stored on {len(written)} peer(s), need "
                 f"{self.minimum}: {'; '.join(errors)}"
             )
         return name, written

@@ -27,6 +27,7 @@ from typing import BinaryIO, Literal
 
 from wcmatch import glob
 
+from chunkvault import names
 from chunkvault.catalog import VersionRow
 from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import SymlinkInPath, create_temp_in, open_dir, open_subdir
@@ -51,6 +52,16 @@ class RestoreReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     bytes: int = 0
+    local: set[str] = field(default_factory=set)  # failed here, in the target directory
+
+    def hint(self) -> str:
+        """Where to look for what made the failed files fail."""
+        if self.failed and set(self.failed) <= self.local:
+            return (
+                "each line above is a problem in the target directory, not with the peers: "
+                "fix it there, or restore into an empty directory"
+            )
+        return "check `chunkvault peers list`"
 
 
 def matches(path: str, patterns: Sequence[str]) -> bool:
@@ -86,8 +97,8 @@ def select(vault: Vault, patterns: Sequence[str], include_deleted: bool) -> list
 def safe_parts(rel: str) -> list[str]:
     """Manifests are authenticated, but a path must still never escape the target."""
     parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
-        raise ChunkvaultError(f"refusing to restore unsafe path {rel!r}")
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts or "\0" in rel:
+        raise ChunkvaultError(f"refusing to restore unsafe path {names.show(rel)}")
     return list(parts)
 
 
@@ -127,7 +138,9 @@ class Restorer:
                 except (ChunkvaultError, ManifestError, OSError) as exc:
                     message = _describe(exc, target)
                     report.failed[version.path] = message
-                    log.error("cannot restore %s: %s", version.path, message)
+                    if isinstance(exc, OSError):
+                        report.local.add(version.path)
+                    log.error("cannot restore %s: %s", names.show(version.path), message)
                     continue
                 if kept is None:
                     report.restored.append(version.path)
@@ -194,8 +207,8 @@ class Restorer:
                 out.flush()
                 if size != manifest.size or digest.hexdigest() != manifest.sha256:
                     raise ChunkvaultError(
-                        f"{manifest.path}: restored content does not match its manifest "
-                        f"({size} bytes, expected {manifest.size})"
+                        f"{names.show(manifest.path)}: restored content does not match its "
+                        f"manifest ({size} bytes, expected {manifest.size})"
                     )
                 os.fchmod(out.fileno(), manifest.mode & 0o7777)
                 os.utime(out.fileno(), ns=(manifest.mtime_ns, manifest.mtime_ns))
@@ -245,11 +258,11 @@ def _describe(exc: Exception, target: Path) -> str:
     """One line for a file that could not be restored."""
     if isinstance(exc, SymlinkInPath):
         return (
-            f"refusing to restore through symlink {target / str(exc.filename)} "
+            f"refusing to restore through symlink {names.show(str(target / exc.filename))} "
             "(remove it, or restore into an empty directory)"
         )
     if isinstance(exc, NotADirectoryError) and exc.filename:
-        return f"{target / str(exc.filename)} is not a directory"
+        return f"{names.show(str(target / exc.filename))} is not a directory"
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+        return f"{exc.strerror} (in {names.show(str(target))})"
     return str(exc)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chunkvault.catalog.jobs import JobQueue
+from chunkvault.names import json_fields
 from chunkvault.vault import Vault
 from chunkvault.watcher import unreadable
 
@@ -51,12 +52,13 @@ def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = 
     """The durable queue lives in the catalog, so this is right from the CLI too."""
     catalog = vault.catalog
     jobs = JobQueue(catalog)
-    failing = [
-        {"path": j.path, "attempts": j.attempts, "error": j.last_error} for j in jobs.failing()
+    failing = [  # a name need not be UTF-8: json_fields keeps the JSON valid and lossless
+        {**json_fields(j.path), "attempts": j.attempts, "error": j.last_error}
+        for j in jobs.failing()
     ]
     pending = [
         {
-            "path": j.path,
+            **json_fields(j.path),
             "kind": j.kind,
             "attempts": j.attempts,
             "waiting_s": round(time.time() - j.first_seen, 1),

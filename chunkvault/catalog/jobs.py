@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from chunkvault.catalog.store import Catalog
+from chunkvault.catalog.store import Catalog, path_of, path_value
 
 JobKind = Literal["upsert", "delete", "move"]
 
 JOBS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    path TEXT PRIMARY KEY,
+    path BLOB PRIMARY KEY,  -- the name's bytes, as versions.path (catalog.store)
     kind TEXT NOT NULL,
-    src TEXT,
+    src BLOB,
     due REAL NOT NULL,
     seen_size INTEGER,
     seen_mtime_ns INTEGER,
@@ -71,7 +71,8 @@ _COLUMNS = (
 
 
 def _job(row: tuple) -> Job:  # type: ignore[type-arg]
-    return Job(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]), row[7], row[8],
+    src = None if row[2] is None else path_of(row[2])  # paths are bytes: see catalog.store
+    return Job(path_of(row[0]), row[1], src, row[3], row[4], row[5], bool(row[6]), row[7], row[8],
                row[9], row[10])  # fmt: skip
 
 
@@ -90,12 +91,12 @@ class JobQueue:
             for n in notes:
                 if n.kind == "move" and n.src is not None:
                     pending = db.execute(
-                        "SELECT kind FROM jobs WHERE path = ?", (n.src,)
+                        "SELECT kind FROM jobs WHERE path = ?", (path_value(n.src),)
                     ).fetchone()
                     if pending is not None and pending[0] == "upsert":
                         # The source was never stored (written then renamed at once):
                         # the move is simply a new file at the destination.
-                        db.execute("DELETE FROM jobs WHERE path = ?", (n.src,))
+                        db.execute("DELETE FROM jobs WHERE path = ?", (path_value(n.src),))
                         n = Note(n.path, "upsert", n.delay, n.closed, None, n.size, n.mtime_ns)
                 # A repeat of what the row already says (a poll scan seeing the same pending
                 # file again) changes nothing: it must not push `due` back, or a file polled
@@ -110,7 +111,8 @@ class JobQueue:
                     "AND jobs.seen_size IS excluded.seen_size "
                     "AND jobs.seen_mtime_ns IS excluded.seen_mtime_ns "
                     "AND jobs.closed >= excluded.closed AND excluded.kind = 'upsert')",
-                    (n.path, n.kind, n.src, now + n.delay, n.size, n.mtime_ns, int(n.closed), now),
+                    (path_value(n.path), n.kind, None if n.src is None else path_value(n.src),
+                     now + n.delay, n.size, n.mtime_ns, int(n.closed), now),
                 )
 
     def take(self, limit: int, now: float | None = None) -> list[Job]:
@@ -127,8 +129,9 @@ class JobQueue:
     def done(self, job: Job) -> None:
         """Finished. If the path changed meanwhile (a newer note), keep that newer work."""
         with self.catalog.transaction() as db:
-            db.execute("DELETE FROM jobs WHERE path = ? AND version = ?", (job.path, job.version))
-            db.execute("UPDATE jobs SET running = 0 WHERE path = ?", (job.path,))
+            key = path_value(job.path)
+            db.execute("DELETE FROM jobs WHERE path = ? AND version = ?", (key, job.version))
+            db.execute("UPDATE jobs SET running = 0 WHERE path = ?", (key,))
 
     def defer(self, job: Job, delay: float, size: int | None, mtime_ns: int | None) -> None:
         """Not settled yet: look again after ``delay`` with the new observation."""
@@ -136,16 +139,16 @@ class JobQueue:
             db.execute(
                 "UPDATE jobs SET running = 0, due = ?, seen_size = ?, seen_mtime_ns = ? "
                 "WHERE path = ? AND version = ?",
-                (time.time() + delay, size, mtime_ns, job.path, job.version),
+                (time.time() + delay, size, mtime_ns, path_value(job.path), job.version),
             )
-            db.execute("UPDATE jobs SET running = 0 WHERE path = ?", (job.path,))
+            db.execute("UPDATE jobs SET running = 0 WHERE path = ?", (path_value(job.path),))
 
     def retry(self, job: Job, error: str, delay: float) -> None:
         with self.catalog.transaction() as db:
             db.execute(
                 "UPDATE jobs SET running = 0, attempts = attempts + 1, last_error = ?, "
                 "due = max(due, ?) WHERE path = ?",
-                (error[:500], time.time() + delay, job.path),
+                (error[:500], time.time() + delay, path_value(job.path)),
             )
 
     def reset_running(self) -> int:

@@ -6,6 +6,10 @@ peers, and :mod:`chunkvault.sync` rebuilds the catalog from them on a fresh mach
 
 One connection, guarded by a lock: writes are small and SQLite serialises writers anyway,
 and a single connection keeps transactions simple across worker threads.
+
+File paths are stored as BLOBs of the name's bytes (:func:`path_value`), not TEXT: a name
+need not be UTF-8, and SQLite text from Python must be. Byte order is UTF-8 text order, so
+``ORDER BY path`` sorts as before. Schema 1 (TEXT paths) is converted when first opened.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chunkvault import names
+from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import ensure_private_dir, open_private_file, tighten_private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -44,7 +50,7 @@ CREATE TABLE IF NOT EXISTS replicas (
 );
 CREATE TABLE IF NOT EXISTS versions (
     id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL,
+    path BLOB NOT NULL,
     manifest TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -69,6 +75,33 @@ CREATE TABLE IF NOT EXISTS api_chunks (
 """
 
 
+# Schema 1 held paths as TEXT (UTF-8 only); 2 holds the bytes. TEXT affinity keeps a BLOB
+# a BLOB, so converting the values is all it takes. The jobs table (catalog.jobs) may not
+# exist yet.
+_PATH_COLUMNS = {"versions": ("path",), "jobs": ("path", "src")}
+
+
+def path_value(path: str) -> bytes:
+    """How a file path is bound in SQL: its bytes (see the module docstring)."""
+    return names.raw(path)
+
+
+def path_of(value: bytes | str) -> str:
+    """A path read back from SQL (a TEXT value only from a catalog written by schema 1)."""
+    return names.from_raw(value) if isinstance(value, bytes) else value
+
+
+def _upgrade_paths(db: sqlite3.Connection) -> None:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    for table, columns in _PATH_COLUMNS.items():
+        if table in tables:
+            for column in columns:
+                db.execute(
+                    f"UPDATE {table} SET {column} = CAST({column} AS BLOB) "
+                    f"WHERE typeof({column}) = 'text'"
+                )
+
+
 def _make_private(path: Path) -> None:
     """The catalog lists every path and a plain SHA-256 of every file: owner only. SQLite
     creates the database 0644 (minus the umask) and gives its -wal/-shm the database's
@@ -79,6 +112,10 @@ def _make_private(path: Path) -> None:
         tighten_private_file(f"{path}{suffix}")
     tighten_private_file(path)
     os.close(open_private_file(path, os.O_RDONLY))
+
+
+class CatalogError(ChunkvaultError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -115,12 +152,27 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise RuntimeError(f"catalog {path} has schema {version}, expected {SCHEMA_VERSION}")
+        try:
+            self._open_schema()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_schema(self) -> None:
+        """Create the tables of a new catalog, convert an older one, refuse a newer one."""
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {self.path} has schema {version}, this chunkvault knows up to "
+                    f"{SCHEMA_VERSION}",
+                    "a newer chunkvault wrote it: upgrade chunkvault",
+                )
+            for statement in SCHEMA.split(";"):
+                db.execute(statement)
+            if version == 1:
+                _upgrade_paths(db)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -227,8 +279,8 @@ class Catalog:
             db.execute(
                 "INSERT OR IGNORE INTO versions (path, manifest, size, mtime_ns, mode, sha256, "
                 "deleted, created_ns, inode, chunk_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.path, row.manifest, row.size, row.mtime_ns, row.mode, row.sha256,
-                 int(row.deleted), row.created_ns, row.inode, row.chunk_count),
+                (path_value(row.path), row.manifest, row.size, row.mtime_ns, row.mode,
+                 row.sha256, int(row.deleted), row.created_ns, row.inode, row.chunk_count),
             )  # fmt: skip
 
     def _versions(self, where: str, args: Sequence[Any]) -> list[VersionRow]:
@@ -237,15 +289,17 @@ class Catalog:
             f"chunk_count, inode FROM versions {where}",
             args,
         )
-        return [VersionRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9])
-                for r in rows]  # fmt: skip
+        return [VersionRow(path_of(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8],
+                           r[9]) for r in rows]  # fmt: skip
 
     def latest(self, path: str) -> VersionRow | None:
-        rows = self._versions("WHERE path = ? ORDER BY created_ns DESC, id DESC LIMIT 1", (path,))
+        rows = self._versions(
+            "WHERE path = ? ORDER BY created_ns DESC, id DESC LIMIT 1", (path_value(path),)
+        )
         return rows[0] if rows else None
 
     def versions(self, path: str) -> list[VersionRow]:
-        return self._versions("WHERE path = ? ORDER BY created_ns, id", (path,))
+        return self._versions("WHERE path = ? ORDER BY created_ns, id", (path_value(path),))
 
     def latest_all(self) -> list[VersionRow]:
         """The newest version of every path (tombstones included), by path."""
@@ -260,16 +314,16 @@ class Catalog:
         return self._versions("ORDER BY path, created_ns, id", ())
 
     def version_count(self, path: str) -> int:
-        return int(self.query("SELECT count(*) FROM versions WHERE path = ?", (path,))[0][0])
+        rows = self.query("SELECT count(*) FROM versions WHERE path = ?", (path_value(path),))
+        return int(rows[0][0])
 
     def remove_versions(self, path: str) -> list[str]:
         """Forget every version of ``path``; returns their manifest names."""
         with self.transaction() as db:
-            names = [
-                r[0] for r in db.execute("SELECT manifest FROM versions WHERE path = ?", (path,))
-            ]
-            db.execute("DELETE FROM versions WHERE path = ?", (path,))
-        return names
+            key = (path_value(path),)
+            found = [r[0] for r in db.execute("SELECT manifest FROM versions WHERE path = ?", key)]
+            db.execute("DELETE FROM versions WHERE path = ?", key)
+        return found
 
     def has_manifest(self, name: str) -> bool:
         return bool(self.query("SELECT 1 FROM versions WHERE manifest = ?", (name,)))

@@ -1,4 +1,8 @@
-"""``chunkvault ls``: the files in the vault."""
+"""``chunkvault ls``: the files in the vault.
+
+Names are shown escaped (:func:`chunkvault.names.show`): one file is always one line.
+``--json`` is lossless: ``path`` is the name when it is UTF-8, else its display form next
+to ``path_b64``, the exact bytes (:func:`chunkvault.names.json_fields`)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import click
 
+from chunkvault import names
 from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.output import echo_json, table
 from chunkvault.cli.passphrase import passphrase_option
@@ -40,7 +45,7 @@ def ls(
 
     with cli.vault(passphrase_file) as vault:
         problem = vault.sync_problems()
-        rows = []
+        rows: list[tuple[str, dict[str, Any]]] = []
         for latest in vault.catalog.latest_all():
             if (latest.deleted and not deleted) or not matches(latest.path, patterns):
                 continue
@@ -48,7 +53,7 @@ def ls(
             live = [v for v in history if not v.deleted]
             shown = live[-1] if live else latest  # a deleted file shows its last content
             row = {
-                "path": latest.path,
+                **names.json_fields(latest.path),
                 "size": shown.size,
                 "mtime": _iso(shown.mtime_ns),
                 "mtime_ns": shown.mtime_ns,
@@ -63,21 +68,26 @@ def ls(
                      "sha256": v.sha256, "deleted": v.deleted}
                     for v in history
                 ]  # fmt: skip
-            rows.append(row)
+            rows.append((latest.path, row))
     if as_json:
-        echo_json(rows)
+        echo_json([row for _path, row in rows])
     else:
         _print_table(rows)
     if problem is not None:
         raise problem
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """One line per file; with ``--versions``, one line per version below it, indented,
+    with when it was stored (``@ ...``) in the PATH column and its own size and mtime (a
+    deletion has none: ``-``) in theirs."""
     lines = []
-    for r in rows:
-        state = "deleted" if r["deleted"] else ""
-        lines.append([r["path"], format_size(r["size"]), r["mtime"], r["versions"], state])
+    for path, r in rows:
+        deleted = "yes" if r["deleted"] else ""
+        lines.append([names.show(path), format_size(r["size"]), r["mtime"], r["versions"], deleted])
         for v in r.get("history", []):
-            mark = "(deleted)" if v["deleted"] else format_size(v["size"])
-            lines.append([f"  @ {v['created']}", mark, v["mtime"], "", ""])
-    click.echo(table(["PATH", "SIZE", "MTIME", "VERSIONS", ""], lines))
+            if v["deleted"]:
+                lines.append([f"  @ {v['created']}", None, None, "", "yes"])
+            else:
+                lines.append([f"  @ {v['created']}", format_size(v["size"]), v["mtime"], "", ""])
+    click.echo(table(["PATH", "SIZE", "MTIME", "VERSIONS", "DELETED"], lines))

@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from rich.cells import cell_len
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns separated by two spaces, like `docker ps`."""
+    """Left-aligned columns separated by two spaces, like `docker ps`. Widths are terminal
+    cells, not characters: a wide (CJK) or combining character must not shift a column."""
     cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    widths = [max(cell_len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+        "  ".join(c + " " * (w - cell_len(c)) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
     )
 
 

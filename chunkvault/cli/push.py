@@ -15,6 +15,7 @@ from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.cli.progress import byte_progress
 from chunkvault.errors import ChunkvaultError
+from chunkvault.names import show
 from chunkvault.sizes import format_size
 
 
@@ -49,7 +50,7 @@ def scope_candidates(root: Path, given: str) -> list[str]:
             found.append(text)
     if not found:
         raise ChunkvaultError(
-            f"{given} is outside the watched tree {root}",
+            f"{show(given)} is outside the watched tree {show(str(root))}",
             "give paths under watch.path, or relative to it as `chunkvault ls` shows them",
         )
     return found
@@ -67,7 +68,8 @@ def resolve_scope(root: Path, given: str, stored: Callable[[str], bool]) -> str:
         if stored(rel):
             return rel
     raise ChunkvaultError(
-        f"{given} does not exist in the watched tree {root}, and nothing is stored there",
+        f"{show(given)} does not exist in the watched tree {show(str(root))}, and nothing is "
+        "stored there",
         "check the name (`chunkvault ls` shows what is stored)",
     )
 
@@ -163,7 +165,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     sent = sum(r.sent_bytes for r in results)
     for r in results:
         if r.action == "failed":
-            click.echo(f"failed: {r.path}: {r.error}", err=True)
+            click.echo(f"failed: {show(r.path)}: {r.error}", err=True)
     summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing to do"
     click.echo(
         f"push: {summary}; {new_chunks} new chunk(s), {format_size(sent)} sent "

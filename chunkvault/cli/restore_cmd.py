@@ -12,6 +12,7 @@ from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.cli.progress import byte_progress
 from chunkvault.errors import ChunkvaultError
+from chunkvault.names import show
 from chunkvault.sizes import format_size
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def restore(
             raise problem
         if not chosen:
             raise ChunkvaultError(
-                "nothing matches" + (f" {' '.join(patterns)}" if patterns else ""),
+                "nothing matches" + (f" {' '.join(map(show, patterns))}" if patterns else ""),
                 "see `chunkvault ls` (add --deleted for deleted files)",
             )
         try:
@@ -77,9 +78,9 @@ def restore(
             finally:
                 restorer.close()
     for path, why in sorted(report.skipped.items()):
-        click.echo(f"kept: {path}: {why}", err=True)
+        click.echo(f"kept: {show(path)}: {why}", err=True)
     for path, error in sorted(report.failed.items()):
-        click.echo(f"failed: {path}: {error}", err=True)
+        click.echo(f"failed: {show(path)}: {error}", err=True)
     extra = "".join(
         [
             f", {len(report.unchanged)} already identical" if report.unchanged else "",
@@ -89,17 +90,17 @@ def restore(
         ]
     )
     click.echo(
-        f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to {target} "
-        f"in {time.monotonic() - started:.1f}s{extra}"
+        f"restore: {len(report.restored)} file(s), {format_size(report.bytes)} to "
+        f"{show(str(target))} in {time.monotonic() - started:.1f}s{extra}"
     )
     if report.failed and problem is not None:
         click.echo(f"error: {problem}", err=True)
     if report.failed:
         raise ChunkvaultError(
             f"{len(report.failed)} file(s) could not be restored: "
-            + ", ".join(sorted(report.failed)[:5])
+            + ", ".join(show(p) for p in sorted(report.failed)[:5])
             + (" ..." if len(report.failed) > 5 else ""),
-            "each `failed:` line above says why",
+            report.hint(),
         )
     if problem is not None:
         raise problem

@@ -12,6 +12,7 @@ from chunkvault.backends.base import PeerError
 from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.output import echo_json, table
 from chunkvault.cli.passphrase import passphrase_option
+from chunkvault.names import json_fields, show
 
 
 @click.command()
@@ -33,7 +34,7 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
     report.extra["missing_latest"] = (
         None
         if missing is None
-        else [{"path": m.path, "deleted": m.deleted, "older_listed": m.older_listed}
+        else [{**json_fields(m.path), "deleted": m.deleted, "older_listed": m.older_listed}
               for m in missing]
     )  # fmt: skip
     if as_json:
@@ -56,7 +57,7 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
     for m in missing or []:
         what = "deletion" if m.deleted else "newest version"
         how = "older versions are still there: rolled back" if m.older_listed else "lost"
-        click.echo(f"warning: the {what} of {m.path} is on no peer ({how}); "
+        click.echo(f"warning: the {what} of {show(m.path)} is on no peer ({how}); "
                    "a fresh machine would not see it", err=True)  # fmt: skip
     click.echo(
         table(

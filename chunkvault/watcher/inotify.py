@@ -19,9 +19,13 @@ Why more than a translation of events:
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import os
 import stat
+import struct
+import termios
 import threading
 import time
 import warnings
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from chunkvault import names
 from chunkvault.errors import ChunkvaultError
 from chunkvault.watcher.events import Change, ChangeSink
 
@@ -76,6 +81,43 @@ class _QuietPyinotify(logging.Filter):
 
 
 logging.getLogger("pyinotify").addFilter(_QuietPyinotify())
+
+_EVENT_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (+ name)
+
+
+class _Notifier(pyinotify.Notifier):
+    """pyinotify decodes each name as strict UTF-8: one name that is not (``caf\\xe9.txt``
+    in Latin-1) raises and loses every event read with it. Here names are decoded as the
+    os module does (:func:`os.fsdecode`), so each maps back to its exact bytes."""
+
+    def read_events(self) -> None:
+        available = array.array("i", [0])
+        fcntl.ioctl(self._fd, termios.FIONREAD, available, True)
+        data = os.read(self._fd, available[0]) if available[0] > 0 else b""
+        offset = 0
+        while offset + _EVENT_HEADER.size <= len(data):
+            wd, mask, cookie, length = _EVENT_HEADER.unpack_from(data, offset)
+            offset += _EVENT_HEADER.size
+            name = os.fsdecode(data[offset : offset + length].rstrip(b"\0"))
+            offset += length
+            self._eventq.append(pyinotify._RawEvent(wd, mask, cookie, name))
+
+
+def _watch_by_bytes(wm: pyinotify.WatchManager) -> None:
+    """pyinotify encodes a watched path as strict UTF-8, so a directory whose name is not
+    UTF-8 could not be watched: give the kernel the path's own bytes (os.fsencode)."""
+    wrapper = wm._inotify_wrapper
+    libc = getattr(wrapper, "_libc", None)  # the ctypes binding (the C extension has none)
+    if libc is None:
+        return
+    add_watch = wrapper._inotify_add_watch
+
+    def by_bytes(fd: int, path: str, mask: int) -> int:
+        if names.is_utf8(path):
+            return int(add_watch(fd, path, mask))
+        return int(libc.inotify_add_watch(fd, os.fsencode(path), mask))
+
+    wrapper._inotify_add_watch = by_bytes
 
 
 @dataclass(frozen=True)
@@ -204,6 +246,7 @@ class InotifySource:
             raise RuntimeError("InotifySource.start() called twice")
         try:
             self._wm = wm = pyinotify.WatchManager()
+            _watch_by_bytes(wm)
         except OSError as exc:
             raise WatchLimitError(
                 f"cannot create an inotify instance: {exc}",
@@ -214,7 +257,7 @@ class InotifySource:
             if self._root_wd < 0:
                 raise ChunkvaultError(f"cannot watch {self._root}", "is it a readable directory?")
             self._watch_tree(self._root, emit=False, strict=True)
-            self._notifier = pyinotify.Notifier(wm, default_proc_fun=self._on_event)
+            self._notifier = _Notifier(wm, default_proc_fun=self._on_event)
             self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
             self._thread.start()
         except BaseException:
@@ -387,8 +430,8 @@ class InotifySource:
                     log.error("%s; new directories are now only seen by rescans", _limit_error())
                 return 0
             return None
-        except UnicodeError:  # pyinotify cannot encode undecodable (surrogate-escaped) names
-            log.warning("not watching %r: name is not valid in the file system encoding", path)
+        except UnicodeError:  # only without ctypes (see _watch_by_bytes)
+            log.warning("not watching %s: its name is not UTF-8", names.show(path))
             return None
         return ret.get(path)
 

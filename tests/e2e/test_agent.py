@@ -3,6 +3,7 @@ CLI as subprocesses. Every change must reach the vault and restore byte-identica
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -523,3 +524,62 @@ def test_deleting_the_state_dir_stops_the_agent_and_a_restart_stores_everything(
     assert code == 0
     assert "catalog rebuilt from peers" in daemon.log.read_text()
     assert_restores(config, inbox, tmp_path, paths)
+
+
+def vault_names(config: Path) -> dict[bytes, dict]:
+    """`ls --json` by each file's exact name (bytes)."""
+    result = run_cli(config, "ls", "--json", env=PW)
+    assert result.returncode == 0, result.stderr
+    return {
+        base64.b64decode(e["path_b64"]) if "path_b64" in e else e["path"].encode(): e
+        for e in json.loads(result.stdout)
+    }
+
+
+def test_names_that_are_not_utf8_reach_the_vault_and_logs_stay_one_line(tmp_path, moto_peers):
+    """A Latin-1 name once broke every rescan and lost the inotify events read with it."""
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        watch={"settle_seconds": 0.3, "rescan_seconds": 1}, api={"enabled": False},
+    )  # fmt: skip
+    top = os.fsencode(inbox)
+    files: dict[bytes, bytes] = {}
+
+    def write(rel: bytes, data: bytes) -> None:
+        os.makedirs(os.path.dirname(top + b"/" + rel), exist_ok=True)
+        with open(top + b"/" + rel, "wb") as f:
+            f.write(data)
+        files[rel] = data
+
+    write(b"before-caf\xe9.txt", b"there before the agent started\n")  # the startup scan
+    write(b"old-\xff/inner.txt", b"in a directory that is not UTF-8\n")
+    log = tmp_path / "agent.log"
+    daemon = Daemon(config, log)
+    daemon.start()
+    try:
+        write(b"live-caf\xe9.txt", b"written while the agent runs\n")  # inotify
+        os.mkdir(top + b"/new-\xfe")  # a directory inotify must watch by its bytes
+        write(b"new-\xfe/deeper-\xe9.bin", os.urandom(100_000))
+        write(b"line\nbreak.txt", b"a newline in the name\n")
+        write(b"plain.txt", b"read in the same batch as the others\n")
+        os.rename(top + b"/before-caf\xe9.txt", top + b"/renamed-\xe9.txt")
+        files[b"renamed-\xe9.txt"] = files.pop(b"before-caf\xe9.txt")
+
+        wait_for(lambda: set(vault_names(config)) == set(files), what="every name stored")
+        time.sleep(2.5)  # at least two periodic rescans over the odd names
+    finally:
+        code, _ = daemon.stop()
+    assert code == 0
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "failed" not in text, text
+    assert "not watching" not in text, text
+    stored = [line for line in text.splitlines() if " stored " in line or " moved " in line]
+    assert any(r"stored live-caf\xe9.txt" in line for line in stored), text
+    assert any(r"stored line\nbreak.txt (" in line for line in stored), text  # one line
+
+    out = tmp_path / "restored"
+    result = run_cli(config, "restore", "--to", str(out), env=PW)
+    assert result.returncode == 0, result.stderr
+    for rel, data in files.items():
+        with open(os.fsencode(out) + b"/" + rel, "rb") as f:
+            assert f.read() == data, rel

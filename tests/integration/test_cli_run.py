@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
@@ -104,7 +105,7 @@ def start_daemon(tmp_path: Path, moto_peers):
         config = write_config(
             tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
             api={"listen": f"127.0.0.1:{port}", "token": TOKEN, **(api or {})},
-            watch={"path": str(tmp_path / "inbox")}, **sections,
+            watch={"path": str(tmp_path / "inbox"), **sections.pop("watch", {})}, **sections,
         )  # fmt: skip
         assert run_cli(config, "init", env=PW).returncode == 0
         if before_run is not None:
@@ -403,3 +404,33 @@ def test_staging_is_private_whatever_the_umask(start_daemon):
     assert d.put("private", b"p" * 5000)[0] == 201
     assert (d.staging.stat().st_mode & 0o777) == 0o700
     assert (d.staging / "c-private").stat().st_mode & 0o777 == 0o600
+
+
+def test_status_names_pending_files_whatever_their_names(start_daemon):
+    """A job for a name that is not UTF-8 once made /status answer 500."""
+    daemon = start_daemon(watch={"settle_seconds": 60, "rescan_seconds": 0})
+    inbox = os.fsencode(daemon.inbox)
+    with contextlib.ExitStack() as still_open:  # no close-write: they wait to settle
+        for name in (b"caf\xe9.txt", b"new\nline.txt"):
+            f = still_open.enter_context(open(inbox + b"/" + name, "wb"))
+            f.write(b"still being written\n")
+            f.flush()
+
+        def pending() -> list[dict]:
+            code, body = daemon.call("GET", "/status")
+            assert code == 200, body
+            return json.loads(body)["extra"]["pending"]
+
+        deadline = time.monotonic() + 20
+        while len(pending()) < 2:
+            assert time.monotonic() < deadline, pending()
+            time.sleep(0.2)
+        entries = pending()
+        cli = run_cli(daemon.config, "status", "--json", env=PW)
+    assert {e["path"] for e in entries} == {r"caf\xe9.txt", "new\nline.txt"}
+    latin = next(e for e in entries if "path_b64" in e)
+    assert latin["path_b64"] == "Y2Fm6S50eHQ="  # the exact bytes
+    assert cli.returncode == 0, cli.stderr
+    assert {e["path"] for e in json.loads(cli.stdout)["extra"]["pending"]} == {
+        r"caf\xe9.txt", "new\nline.txt",
+    }  # fmt: skip

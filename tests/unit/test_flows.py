@@ -1,3 +1,5 @@
+import os
+
 from chunkvault.config import parse_config
 from chunkvault.flows import FlowRules
 
@@ -48,3 +50,13 @@ def test_path_patterns_in_ignore():
     r = rules(watch={"ignore": ["cache/**", "*.o"]})
     assert r.ignored("cache/a/b") and r.ignored("src/x.o")
     assert not r.ignored("src/cache.txt")
+
+
+def test_names_that_are_not_utf8_or_hold_newlines_match_like_any_other():
+    r = rules(flows=[{"match": "photos/**", "on_delete": "keep"}, {"match": "**"}])
+    latin = os.fsdecode(b"photos/\xff/caf\xe9.jpg")
+    assert r.flow(latin).on_delete == "keep"
+    assert r.ignored(os.fsdecode(b"caf\xe9.txt.swp"))
+    assert not r.ignored(os.fsdecode(b"caf\xe9.txt"))
+    assert r.ignored("new\nline.tmp") and not r.ignored("new\nline.txt")
+    assert r.flow("odd\x01\x1b[7m.txt").rule == "**"

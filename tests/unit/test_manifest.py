@@ -1,8 +1,11 @@
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -95,6 +98,59 @@ def test_rewrapped_changes_only_the_wrapping():
     again = m.rewrapped(k, gen)
     assert again.chunks[0].wrapped_dek != m.chunks[0].wrapped_dek
     assert (again.path, again.size, again.sha256) == (m.path, m.size, m.sha256)
+
+
+def test_a_utf8_path_is_written_as_format_1_exactly_as_before():
+    m = sample(keys())
+    obj = json.loads(m.to_json())
+    assert (obj["v"], obj["path"]) == (1, "photos/2024/holiday café.jpg")
+    assert "path_b64" not in obj
+    # What older versions wrote (format 1, "path") reads as it always did.
+    assert Manifest.from_json(m.to_json()).path == m.path
+
+
+@given(st.binary(min_size=1, max_size=300))
+@settings(max_examples=50)
+def test_any_path_bytes_round_trip_through_the_manifest(raw):
+    m = replace(sample(K), path=os.fsdecode(raw))
+    obj = json.loads(m.to_json())
+    assert Manifest.from_json(m.to_json()) == m
+    assert os.fsencode(Manifest.from_json(m.to_json()).path) == raw
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:  # not UTF-8: format 2 with the bytes, never a "path"
+        assert obj["v"] == 2 and "path" not in obj
+        assert base64.b64decode(obj["path_b64"]) == raw
+    else:
+        assert obj["v"] == 1 and "path_b64" not in obj
+
+
+def test_path_keys_hash_the_name_bytes_so_utf8_names_keep_theirs():
+    k = keys()
+    utf8 = "photos/café.jpg"
+    old_key = hmac.new(k.id_key, b"path\0" + utf8.encode(), hashlib.sha256).hexdigest()[:32]
+    assert path_key(k, utf8) == old_key  # what every existing vault's names use
+    latin = os.fsdecode(b"photos/caf\xe9.jpg")
+    raw_key = hmac.new(k.id_key, b"path\0photos/caf\xe9.jpg", hashlib.sha256).hexdigest()[:32]
+    assert path_key(k, latin) == raw_key != old_key
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"v": 1, "path_b64": "YQ=="},  # format 1 has no path_b64
+        {"v": 2, "path": "a", "path_b64": "YQ=="},  # both
+        {"v": 2, "path_b64": "not base64!"},
+        {"v": 2, "path_b64": 7},
+        {"v": 2},
+        {"v": True, "path": "a"},
+    ],
+)
+def test_bad_path_fields_are_manifest_errors(body):
+    obj = json.loads(sample(K).to_json())
+    del obj["path"]
+    with pytest.raises(ManifestError):
+        Manifest.from_json(json.dumps(obj | body).encode())
 
 
 def test_malformed_manifest_json():
