@@ -26,13 +26,6 @@ class PushIncomplete(ChunkvaultError):
     exit_code = 6
 
 
-def _real_parent(path: Path) -> Path:
-    """``path`` made absolute with its directories' symlinks resolved, but not its last
-    component: a symlink given by name stays a symlink (push does not follow it)."""
-    path = Path(os.path.abspath(path))
-    return Path(os.path.realpath(path.parent)) / path.name if path.name else Path(path)
-
-
 def scope_candidates(root: Path, given: str) -> list[str]:
     """Where ``given`` may point inside the tree, as paths relative to ``root``, best
     first: relative to the current directory (as a shell means it), then relative to the
@@ -42,7 +35,9 @@ def scope_candidates(root: Path, given: str) -> list[str]:
     found: list[str] = []
     for candidate in [path] if path.is_absolute() else [Path.cwd() / path, tree / path]:
         try:
-            rel = _real_parent(candidate).relative_to(tree)
+            # Fully resolved: a symlink given by name means its target, which must be in
+            # the tree too (nothing below the tree is followed later).
+            rel = candidate.resolve().relative_to(tree)
         except ValueError:
             continue
         text = "" if rel == Path(".") else rel.as_posix()
