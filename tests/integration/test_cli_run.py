@@ -90,7 +90,8 @@ class Daemon:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path, moto_peers):
-    """``start(api=..., umask=..., **sections) -> Daemon``; stopped after the test."""
+    """``start(api=..., umask=..., **sections) -> Daemon``; stopped after the test.
+    ``start.again(daemon)`` runs a stopped daemon's vault again (same config and port)."""
     started: list[subprocess.Popen[str]] = []
 
     def start(
@@ -109,6 +110,9 @@ def start_daemon(tmp_path: Path, moto_peers):
         assert run_cli(config, "init", env=PW).returncode == 0
         if before_run is not None:
             before_run(tmp_path / "state" / "staging")
+        return launch(config, port, umask)
+
+    def launch(config: Path, port: int, umask: int = -1) -> Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
         proc = subprocess.Popen(
             [CLI, "--config", str(config), "run"], env=env, umask=umask,
@@ -128,6 +132,11 @@ def start_daemon(tmp_path: Path, moto_peers):
             time.sleep(0.1)
         return Daemon(proc, base, config, tmp_path)
 
+    def again(daemon: Daemon) -> Daemon:
+        assert daemon.proc.poll() is not None, "stop the daemon first"
+        return launch(daemon.config, int(daemon.base.rsplit(":", 1)[1]))
+
+    start.again = again  # type: ignore[attr-defined]
     try:
         yield start
     finally:
@@ -206,6 +215,36 @@ def test_sigterm_stops_the_daemon_cleanly(daemon):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - started < 10
+
+
+# --- issue 9 item 8: Ctrl-C printed uvicorn's CancelledError traceback ------------------
+
+# How a stop arrives. A terminal's Ctrl-C reaches the whole process group and `make run`
+# forwards one more, so the daemon often gets a second SIGINT while it is shutting down.
+STOPS: list[tuple[tuple[int, float], ...]] = [
+    ((signal.SIGINT, 0), (signal.SIGINT, 0)),
+    ((signal.SIGINT, 0), (signal.SIGINT, 0)),
+    ((signal.SIGINT, 0), (signal.SIGINT, 0.05), (signal.SIGINT, 0.05)),
+    ((signal.SIGINT, 0), (signal.SIGINT, 0.3)),  # while the vault closes, or later
+    ((signal.SIGINT, 0), (signal.SIGINT, 0.6)),
+    ((signal.SIGTERM, 0), (signal.SIGINT, 0)),
+    ((signal.SIGINT, 0),),
+]
+
+
+def test_every_ctrl_c_stops_the_daemon_cleanly(start_daemon):
+    d = start_daemon()
+    for i, signals in enumerate(STOPS):
+        if i:
+            d = start_daemon.again(d)
+        for sig, after in signals:
+            time.sleep(after)
+            if d.proc.poll() is None:
+                d.proc.send_signal(sig)
+        output, _ = d.proc.communicate(timeout=15)
+        assert d.proc.returncode == 0, (signals, output)
+        assert "Traceback" not in output and "Error" not in output, (signals, output)
+        assert "stopping: 0 job(s)" in output  # the agent was stopped, not abandoned
 
 
 def test_run_refuses_an_open_api(tmp_path, moto_peers):
