@@ -90,7 +90,8 @@ class Daemon:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path, moto_peers):
-    """``start(api=..., umask=..., **sections) -> Daemon``; stopped after the test.
+    """``start(api=..., umask=..., endpoints=..., **sections) -> Daemon`` (``endpoints``:
+    peers other than the shared ``moto_peers``); stopped after the test.
     ``start.again(daemon)`` runs a stopped daemon's vault again (same config and port)."""
     started: list[subprocess.Popen[str]] = []
 
@@ -98,12 +99,13 @@ def start_daemon(tmp_path: Path, moto_peers):
         api: dict | None = None,
         umask: int = -1,
         before_run: Callable[[Path], None] | None = None,
+        endpoints: list[str] | None = None,
         **sections: dict,
     ) -> Daemon:
         port = free_port()
         (tmp_path / "inbox").mkdir(exist_ok=True)
         config = write_config(
-            tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
+            tmp_path / "cv.yaml", endpoints or moto_peers.endpoints, unique_bucket(),
             api={"listen": f"127.0.0.1:{port}", "token": TOKEN, **(api or {})},
             watch={"path": str(tmp_path / "inbox")}, **sections,
         )  # fmt: skip
@@ -215,6 +217,49 @@ def test_sigterm_stops_the_daemon_cleanly(daemon):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - started < 10
+
+
+# --- issue 9 item 3: a dead peer shown as up; under-replicated ------------------------
+
+
+def test_daemon_status_sees_a_killed_peer_like_the_cli(start_daemon, moto_peer_factory):
+    servers = [moto_peer_factory() for _ in range(3)]
+    d = start_daemon(endpoints=[s.endpoint for s in servers])
+    for i in range(10):
+        (d.inbox / f"f{i}.bin").write_bytes(os.urandom(20_000))  # one chunk each
+
+    def status() -> dict[str, Any]:
+        code, body = d.call("GET", "/status")
+        assert code == 200, body
+        report: dict[str, Any] = json.loads(body)
+        return report
+
+    wait_for(lambda: status()["extra"]["chunks"] == 10 and status()["queue_depth"] == 0,
+             what="the agent to store the files")  # fmt: skip
+    before = status()
+    assert [p["up"] for p in before["peers"]] == [True, True, True]
+    assert before["under_replicated"] == 0
+    held = {p["name"]: p["chunks"] for p in before["peers"]}
+    victim = max(held, key=lambda name: held[name])
+    assert held[victim] > 0
+
+    servers[int(victim[1:])].kill()
+    # The daemon does no peer I/O while idle: GET /status itself finds the peer dead (its
+    # probes are at most PROBE_MAX_AGE = 5 s old).
+    wait_for(lambda: not status()["peers"][int(victim[1:])]["up"], timeout=20,
+             what="GET /status to see the killed peer down")  # fmt: skip
+    after = status()
+    assert {p["name"]: p["up"] for p in after["peers"]} == {n: n != victim for n in held}
+    assert after["under_replicated"] == held[victim]
+    # The CLI, beside the running daemon, says the same.
+    cli_status = run_cli(d.config, "status", "--json", env=PW)
+    assert cli_status.returncode == 0, cli_status.stderr
+    cli_report = json.loads(cli_status.stdout)
+    listed = run_cli(d.config, "peers", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    for rows in (cli_report["peers"], json.loads(listed.stdout)):
+        assert {p["name"]: p["up"] for p in rows} == {n: n != victim for n in held}
+    assert cli_report["under_replicated"] == held[victim]
 
 
 # --- issue 9 item 8: Ctrl-C printed uvicorn's CancelledError traceback ------------------
