@@ -185,7 +185,8 @@ def test_seed_upload_example_over_http(daemon):
     assert object_count(config) == stored
     other = json.dumps({"chunks": [{"id": "c1", "size_in_KB": 120}], "request_id": "1234"})
     status, err = call(base, "POST", "/upload", other.encode(), content_type="application/json")
-    assert status == 409 and "error" in json.loads(err)
+    assert status == 409
+    assert json.loads(err) == {"error": "request_id already used with another body: 1234"}
     # The stored bytes come back decrypted; details name the peers.
     assert call(base, "GET", "/chunks/c3") == (200, blobs["c3"])
     status, detail = call(base, "GET", "/upload/1234")
