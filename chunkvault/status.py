@@ -57,7 +57,7 @@ def vault_status(
         peers=peers,
         queue_depth=jobs.depth(),
         in_flight=in_flight,
-        # Replicas on peers that are not up now do not count: that is what needs repair.
+        # Replicas on peers that are not up now do not count: what is really below R.
         under_replicated=catalog.under_replicated(
             target, on_peers=[p["name"] for p in peers if p["up"]]
         ),

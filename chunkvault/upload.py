@@ -61,7 +61,7 @@ def stored_reason(written: int, target: int) -> str:
     return (
         "stored"
         if written >= target
-        else f"stored on {written} of {target} peers (repair will add the rest)"
+        else f"stored on {written} of {target} peers (under-replicated)"  # no repair yet
     )
 
 

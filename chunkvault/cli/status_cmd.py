@@ -1,4 +1,4 @@
-"""``chunkvault status``: peers up/down, what the vault holds, what needs repair."""
+"""``chunkvault status``: peers up/down, what the vault holds, what is under-replicated."""
 
 from __future__ import annotations
 
