@@ -6,23 +6,35 @@ decides it again."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from chunkvault.backends.health import SLOW_PROBE_SECONDS
 from chunkvault.peerset import PlacedPeer
 
 #: ``GET /status``: a probe younger than this is current enough (a dashboard polling every
 #: second must not send every peer a request per poll). The CLI always probes now.
 PROBE_MAX_AGE = 5.0
+#: ``GET /status`` waits this long for probes at most: by then a peer that has not
+#: answered is reported as not up, and its probe goes on in the background.
+PROBE_WAIT = SLOW_PROBE_SECONDS + 0.5
+#: Name prefix of the probe threads (the daemon does not wait for them on exit).
+PROBE_THREAD_PREFIX = "probe"
 
 
-def check_peers(peers: Sequence[PlacedPeer], max_age: float = 0.0) -> None:
+def check_peers(
+    peers: Sequence[PlacedPeer], max_age: float = 0.0, budget: float | None = None
+) -> None:
     """Probe every peer whose state is older than ``max_age`` (0: every peer), all at
-    once: one slow peer must not serialise the others."""
+    once: one slow peer must not serialise the others. Waits for every probe, or at most
+    ``budget`` seconds."""
     if not peers:
         return
-    with ThreadPoolExecutor(max_workers=len(peers), thread_name_prefix="probe") as pool:
-        list(pool.map(lambda placed: placed.peer.check(max_age), peers))
+    pool = ThreadPoolExecutor(max_workers=len(peers), thread_name_prefix=PROBE_THREAD_PREFIX)
+    try:
+        wait([pool.submit(placed.peer.check, max_age) for placed in peers], timeout=budget)
+    finally:
+        pool.shutdown(wait=budget is None)
 
 
 def peer_row(placed: PlacedPeer) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chunkvault.catalog.jobs import JobQueue
-from chunkvault.peerhealth import PROBE_MAX_AGE, check_peers, peer_row
+from chunkvault.peerhealth import PROBE_MAX_AGE, PROBE_WAIT, check_peers, peer_row
 from chunkvault.vault import Vault
 
 
@@ -33,11 +33,13 @@ def vault_status(
     in_flight: int = 0,
     last_errors: Sequence[str] = (),
     probe_max_age: float = PROBE_MAX_AGE,
+    probe_budget: float | None = PROBE_WAIT,
 ) -> Status:
     """The durable queue lives in the catalog, so this is right from the CLI too. Peers
-    whose health is older than ``probe_max_age`` are probed first (the CLI passes 0)."""
+    whose health is older than ``probe_max_age`` are probed first, waiting at most
+    ``probe_budget`` seconds (the CLI passes 0 and None: every peer, to the end)."""
     catalog = vault.catalog
-    check_peers(vault.peers, probe_max_age)
+    check_peers(vault.peers, probe_max_age, probe_budget)
     peers = peer_rows(vault)
     target = vault.config.replication.replicas
     jobs = JobQueue(catalog)

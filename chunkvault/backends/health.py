@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: A key no one writes: ``stat`` of it is the cheapest round trip (S3: one HEAD -> 404).
 PROBE_KEY = "chunkvault-probe/no-such-object"
+#: A peer that has not answered a :meth:`HealthPeer.check` probe for this long is not up
+#: (a hung peer takes its timeouts times its retries to fail; nobody should wait that long
+#: to be told it is not answering).
+SLOW_PROBE_SECONDS = 5.0
 
 
 class HealthPeer(WrappingPeer):
@@ -68,21 +72,33 @@ class HealthPeer(WrappingPeer):
         self._last_latency: float | None = None
         self._refused: str | None = None  # why the last probe was refused, until a success
         self._probed_at: float | None = None  # clock() when the last probe completed
+        self._probe_since: float | None = None  # clock() when the check() probe in flight began
         self._probe_lock = threading.Lock()  # one check() probe at a time
 
     # -- state, for `status` and placement ---------------------------------------------------
 
     @property
     def is_up(self) -> bool:
-        """Neither marked down nor refusing its probe."""
-        return self._down_until is None and self._refused is None
+        """Neither marked down, nor refusing its probe, nor silent on one for too long."""
+        return self._down_until is None and self._refused is None and self._silent_for() is None
 
     @property
     def error(self) -> str | None:
         """Why the peer is not up (None when it is)."""
         if self._refused is not None:
             return self._refused
-        return None if self._down_until is None else self._last_error
+        if self._down_until is not None:
+            return self._last_error
+        silent = self._silent_for()
+        return None if silent is None else f"no answer to a probe for {silent:.0f}s"
+
+    def _silent_for(self) -> float | None:
+        """Seconds the check() probe in flight has waited, once that is too long."""
+        since = self._probe_since
+        if since is None:
+            return None
+        waited = self._clock() - since
+        return waited if waited >= SLOW_PROBE_SECONDS else None
 
     @property
     def consecutive_failures(self) -> int:
@@ -256,12 +272,22 @@ class HealthPeer(WrappingPeer):
         ``max_age`` seconds ago or the peer is in its cool-off (``max_age`` > 0 only: it
         is known to be down, and the next request after the cool-off probes it).
 
-        Never raises a peer error: the outcome is the state. Concurrent callers share
-        one probe (they wait for it), so a busy ``GET /status`` does not multiply them."""
-        with self._probe_lock:
+        Never raises a peer error: the outcome is the state. One probe at a time: with
+        ``max_age`` > 0 a caller that finds one in flight returns at once (the state is as
+        current as it gets, and a busy ``GET /status`` does not pile up threads behind a
+        hung peer); with 0 it waits for that probe and then sends its own."""
+        if not self._probe_lock.acquire(blocking=max_age <= 0):
+            return
+        try:
             if max_age > 0:
                 probed = self._probed_at
                 if self.down_for > 0 or (probed is not None and self._clock() - probed < max_age):
                     return
-            with contextlib.suppress(PeerError):  # recorded: is_up and error say what
-                self.probe()
+            self._probe_since = self._clock()
+            try:
+                with contextlib.suppress(PeerError):  # recorded: is_up and error say what
+                    self.probe()
+            finally:
+                self._probe_since = None
+        finally:
+            self._probe_lock.release()

@@ -122,7 +122,8 @@ def _exit_if_requests_hang() -> None:
     (SQLite transactions), so leave without waiting for them."""
     import os
 
-    prefixes = ("replica_", "chunk_", "api-chunk_")  # our executors' thread names
+    # Our executors' thread names (peerhealth's probes: "probe_").
+    prefixes = ("replica_", "chunk_", "api-chunk_", "probe_")
     deadline = time.monotonic() + 1.0  # idle pool threads leave at once; busy ones do not
     for thread in threading.enumerate():
         if thread.name.startswith(prefixes):

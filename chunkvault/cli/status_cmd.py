@@ -22,7 +22,7 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
     from chunkvault.status import vault_status
 
     with cli.vault(passphrase_file) as vault:
-        report = vault_status(vault, probe_max_age=0)  # every peer probed now
+        report = vault_status(vault, probe_max_age=0, probe_budget=None)  # probed now
         missing = missing_latest(vault)
     report.extra["missing_latest"] = (
         None

@@ -24,6 +24,7 @@ from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
+from chunkvault.peerhealth import PROBE_MAX_AGE, PROBE_WAIT
 
 PW = {"CHUNKVAULT_PASSPHRASE": "daemon passphrase"}
 TOKEN = "test-token-123"
@@ -261,6 +262,25 @@ def test_daemon_status_sees_a_killed_peer_like_the_cli(start_daemon, moto_peer_f
     for rows in (cli_report["peers"], json.loads(listed.stdout)):
         assert {p["name"]: p["up"] for p in rows} == {n: n != victim for n in held}
     assert cli_report["under_replicated"] == held[victim]
+
+
+def test_daemon_status_answers_promptly_beside_a_hung_peer(start_daemon, moto_peer_factory):
+    servers = [moto_peer_factory() for _ in range(2)]
+    # A hung peer's probe fails only after 2 attempts x 20 s: /status must not wait for it.
+    d = start_daemon(endpoints=[s.endpoint for s in servers], transfer={"timeout_seconds": 20})
+    code, body = d.call("GET", "/status")
+    assert code == 200 and [p["up"] for p in json.loads(body)["peers"]] == [True, True]
+    servers[1].stop()  # SIGSTOP: connections are accepted, nothing answers
+    time.sleep(PROBE_MAX_AGE)  # the probes of the first call age out
+    for _ in range(2):  # the first call starts the probe; the second finds it in flight
+        started = time.monotonic()
+        code, body = d.call("GET", "/status", timeout=60)
+        took = time.monotonic() - started
+        assert code == 200 and took < PROBE_WAIT + 2, took
+        p0, p1 = json.loads(body)["peers"]
+        assert p0["up"] and not p1["up"]
+        assert p1["error"].startswith("no answer to a probe for"), p1
+    servers[1].cont()
 
 
 # --- issue 9 item 8: Ctrl-C printed uvicorn's CancelledError traceback ------------------

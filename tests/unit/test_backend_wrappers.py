@@ -22,6 +22,7 @@ from chunkvault.backends import (
     RetryPeer,
     TransientError,
 )
+from chunkvault.backends.health import SLOW_PROBE_SECONDS
 
 
 class FakeClock:
@@ -412,11 +413,13 @@ def test_health_check_probes_unless_fresh_or_cooling_off() -> None:
     assert peer.is_up and len(mem.calls) == 4
 
 
-def test_health_check_shares_one_probe_between_callers() -> None:
-    peer, mem, _ = health_peer()
+def test_health_check_sends_one_probe_at_a_time() -> None:
+    peer, mem, clock = health_peer()
     entered, release = threading.Event(), threading.Event()
+    probes: list[str] = []
 
     def hook(op: str) -> None:
+        probes.append(op)
         entered.set()
         release.wait(5)
 
@@ -425,12 +428,21 @@ def test_health_check_shares_one_probe_between_callers() -> None:
     first.start()
     try:
         assert entered.wait(5)
-        second = threading.Thread(target=peer.check, kwargs={"max_age": 5})
-        second.start()
+        # A GET /status caller does not queue up behind the probe in flight...
+        assert in_thread(lambda: peer.check(max_age=5))
+        assert probes == ["stat"]
+        # ...and a hung peer is not up once its probe has waited SLOW_PROBE_SECONDS.
+        assert peer.is_up
+        clock.advance(SLOW_PROBE_SECONDS)
+        assert not peer.is_up and peer.error == "no answer to a probe for 5s"
+        assert peer.down_for == 0  # a verdict for status, not a cool-off for traffic
+        # The CLI's check (max_age 0) waits for it, then probes itself.
+        cli = threading.Thread(target=peer.check)
+        cli.start()
         time.sleep(0.05)
-        assert second.is_alive()  # waits for the probe in flight instead of sending one
+        assert cli.is_alive() and probes == ["stat"]
     finally:
         release.set()
         first.join()
-    second.join()
-    assert mem.calls == ["stat"] and peer.is_up
+    cli.join()
+    assert probes == ["stat", "stat"] and peer.is_up and peer.error is None
