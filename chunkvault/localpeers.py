@@ -221,6 +221,20 @@ def demo_config(endpoints: list[str], base: Path, watch: Path) -> dict[str, obje
     }
 
 
+def create_buckets(config: dict[str, object]) -> None:
+    """What `chunkvault peers init` does, so the peers are ready to use (`peers test`)."""
+    from chunkvault.backends.stack import build_peers
+    from chunkvault.config import parse_config
+
+    peers = build_peers(parse_config(config))
+    try:
+        for peer in peers:
+            peer.create_container()
+    finally:
+        for peer in peers:
+            peer.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run N local S3 peers until Ctrl-C, with a config for them written to ``--config``."""
     parser = argparse.ArgumentParser(
@@ -240,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         config = demo_config([s.endpoint for s in servers], base, args.watch.resolve())
+        create_buckets(config)  # before the config appears: whoever reads it can use them
         args.config.write_text(yaml.safe_dump(config, sort_keys=False))
         for server in servers:
             print(f"S3 peer on {server.endpoint} (pid {server.pid})")
-        print(f"config for them: {args.config}  (objects live in memory; Ctrl-C stops them)")
+        print(f"config for them: {args.config}  (buckets created; objects live in memory; "
+              "Ctrl-C stops them)")  # fmt: skip
         sys.stdout.flush()
         while not stop.wait(0.5):
             dead = [s for s in servers if s.process.poll() is not None]

@@ -9,6 +9,7 @@ from typing import Any
 
 from chunkvault.catalog.jobs import JobQueue
 from chunkvault.names import json_fields
+from chunkvault.peerhealth import PROBE_MAX_AGE, PROBE_WAIT, check_peers, peer_row
 from chunkvault.vault import Vault
 from chunkvault.watcher import unreadable
 
@@ -25,32 +26,26 @@ class Status:
 
 
 def peer_rows(vault: Vault) -> list[dict[str, Any]]:
+    """One row per peer (:func:`chunkvault.peerhealth.peer_row`) with the chunks the
+    catalog records there."""
     counts = vault.catalog.replica_counts()
-    rows = []
-    for placed in vault.peers:
-        peer = placed.peer
-        rows.append(
-            {
-                "name": peer.name,
-                "kind": peer.kind,
-                "location": peer.location,
-                "weight": placed.weight,
-                "zone": placed.zone,
-                "up": peer.is_up,
-                "consecutive_failures": peer.consecutive_failures,
-                "last_error": peer.last_error,
-                "latency_ms": None
-                if peer.last_latency is None
-                else round(peer.last_latency * 1000, 1),
-                "chunks": counts.get(peer.name, 0),
-            }
-        )
-    return rows
+    return [peer_row(placed) | {"chunks": counts.get(placed.name, 0)} for placed in vault.peers]
 
 
-def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = ()) -> Status:
-    """The durable queue lives in the catalog, so this is right from the CLI too."""
+def vault_status(
+    vault: Vault,
+    in_flight: int = 0,
+    last_errors: Sequence[str] = (),
+    probe_max_age: float = PROBE_MAX_AGE,
+    probe_budget: float | None = PROBE_WAIT,
+) -> Status:
+    """The durable queue lives in the catalog, so this is right from the CLI too. Peers
+    whose health is older than ``probe_max_age`` are probed first, waiting at most
+    ``probe_budget`` seconds (the CLI passes 0 and None: every peer, to the end)."""
     catalog = vault.catalog
+    check_peers(vault.peers, probe_max_age, probe_budget)
+    peers = peer_rows(vault)
+    target = vault.config.replication.replicas
     jobs = JobQueue(catalog)
     failing = [  # a name need not be UTF-8: json_fields keeps the JSON valid and lossless
         {**json_fields(j.path), "attempts": j.attempts, "error": j.last_error}
@@ -67,15 +62,18 @@ def vault_status(vault: Vault, in_flight: int = 0, last_errors: Sequence[str] = 
     ]
     blocked = unreadable.load(catalog)  # as the agent's (or push's) last scan found them
     return Status(
-        peers=peer_rows(vault),
+        peers=peers,
         queue_depth=jobs.depth(),
         in_flight=in_flight,
-        under_replicated=catalog.under_replicated(vault.config.replication.replicas),
+        # Replicas on peers that are not up now do not count: what is really below R.
+        under_replicated=catalog.under_replicated(
+            target, on_peers=[p["name"] for p in peers if p["up"]]
+        ),
         extra={
             "vault": vault.config.vault.id,
             "chunks": catalog.chunk_count(),
             "files": sum(1 for v in catalog.latest_all() if not v.deleted),
-            "replicas_target": vault.config.replication.replicas,
+            "replicas_target": target,
             "pending": pending,
             "failing": failing,
             "last_errors": list(last_errors),

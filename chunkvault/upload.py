@@ -61,7 +61,7 @@ def stored_reason(written: int, target: int) -> str:
     return (
         "stored"
         if written >= target
-        else f"stored on {written} of {target} peers (repair will add the rest)"
+        else f"stored on {written} of {target} peers (under-replicated)"  # no repair yet
     )
 
 
@@ -213,9 +213,8 @@ class UploadService:
             if recorded is not None:
                 canonical, response = recorded
                 if canonical != request.canonical():
-                    raise RequestConflict(
-                        f"request_id {request.request_id!r} was used with another body"
-                    )
+                    # The bare id: the API leads with what went wrong (api/app.py).
+                    raise RequestConflict(request.request_id)
                 return _response_from_json(response, replayed=True)
             outcomes = list(self._chunk_pool.map(self._upload_one, request.chunks))
             chunk_map = {o.id: cid for o, cid in outcomes if o.send == "OK" and cid}

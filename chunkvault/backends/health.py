@@ -7,10 +7,18 @@ exactly one call (the probe) goes through; success -> *up*, failure -> *down* ag
 Only :class:`TransientError` counts as a failure. :class:`NotFound` and
 :class:`PermanentError` are answers: the peer is alive, and a missing key or a refused
 request must not take a healthy peer out of rotation.
+
+An explicit :meth:`HealthPeer.probe` is a deliberate check that has already been retried,
+so its verdict counts at once: a failed probe marks the peer down, and a probe the peer
+refuses (no bucket, bad credentials) shows it as not up until a request succeeds.
+:attr:`HealthPeer.is_up` is then the one answer to "is this peer up" that `status`,
+`peers list`, ``GET /status`` and the metrics all report; :meth:`HealthPeer.check` is how
+they refresh it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,6 +30,7 @@ from chunkvault.backends.base import (
     ObjectInfo,
     Peer,
     PeerDown,
+    PeerError,
     PermanentError,
     TransientError,
 )
@@ -32,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: A key no one writes: ``stat`` of it is the cheapest round trip (S3: one HEAD -> 404).
 PROBE_KEY = "chunkvault-probe/no-such-object"
+#: A peer that has not answered a :meth:`HealthPeer.check` probe for this long is not up
+#: (a hung peer takes its timeouts times its retries to fail; nobody should wait that long
+#: to be told it is not answering).
+SLOW_PROBE_SECONDS = 5.0
 
 
 class HealthPeer(WrappingPeer):
@@ -57,12 +70,35 @@ class HealthPeer(WrappingPeer):
         self._probing = False  # a half-open probe call is in flight
         self._last_error: str | None = None
         self._last_latency: float | None = None
+        self._refused: str | None = None  # why the last probe was refused, until a success
+        self._probed_at: float | None = None  # clock() when the last probe completed
+        self._probe_since: float | None = None  # clock() when the check() probe in flight began
+        self._probe_lock = threading.Lock()  # one check() probe at a time
 
     # -- state, for `status` and placement ---------------------------------------------------
 
     @property
     def is_up(self) -> bool:
-        return self._down_until is None
+        """Neither marked down, nor refusing its probe, nor silent on one for too long."""
+        return self._down_until is None and self._refused is None and self._silent_for() is None
+
+    @property
+    def error(self) -> str | None:
+        """Why the peer is not up (None when it is)."""
+        if self._refused is not None:
+            return self._refused
+        if self._down_until is not None:
+            return self._last_error
+        silent = self._silent_for()
+        return None if silent is None else f"no answer to a probe for {silent:.0f}s"
+
+    def _silent_for(self) -> float | None:
+        """Seconds the check() probe in flight has waited, once that is too long."""
+        since = self._probe_since
+        if since is None:
+            return None
+        waited = self._clock() - since
+        return waited if waited >= SLOW_PROBE_SECONDS else None
 
     @property
     def consecutive_failures(self) -> int:
@@ -70,7 +106,8 @@ class HealthPeer(WrappingPeer):
 
     @property
     def last_error(self) -> str | None:
-        """The most recent transient failure; kept after recovery, for diagnostics."""
+        """The most recent transient failure or refused probe; kept after recovery, for
+        diagnostics."""
         return self._last_error
 
     @property
@@ -102,35 +139,45 @@ class HealthPeer(WrappingPeer):
             self.name, f"marked down after {failures} consecutive failures ({when}): {error}"
         )
 
-    def _answered(self, probe: bool, latency: float | None) -> None:
+    def _answered(self, probe: bool, latency: float | None, *, served: bool = True) -> None:
+        """``served``: the request did what was asked (or found nothing): a refusal of an
+        earlier probe no longer holds. A refused request (PermanentError) is not that."""
         with self._lock:
             if probe:
                 self._probing = False
             was_down = self._down_until is not None
             self._failures = 0
             self._down_until = None
+            if served:
+                self._refused = None
             if latency is not None:
                 self._last_latency = latency
         if was_down:
             log.info("peer %s is back up", self.name)
 
-    def _failed(self, exc: TransientError, *, probe: bool = False, rearm: bool = False) -> None:
+    def _failed(self, exc: TransientError, *, probe: bool = False, checked: bool = False) -> None:
+        """``checked``: the failure of an explicit :meth:`probe`, whose caller reports the
+        state itself (so it is logged at INFO: `status` shows it in its table)."""
         with self._lock:
             if probe:
                 self._probing = False
             self._failures += 1
             self._last_error = exc.message
-            # A failed probe re-arms the cool-off; a failure that completes while already
-            # down (a call admitted before) must not push the next probe further away.
+            if checked:
+                self._probed_at = self._clock()
+            # A failed probe (half-open or explicit) re-arms the cool-off; a failure that
+            # completes while already down (a call admitted before) must not push the next
+            # probe further away.
             mark = (
                 probe
-                or rearm
+                or checked
                 or (self._down_until is None and self._failures >= self.down_after_failures)
             )
             if mark:
                 self._down_until = self._clock() + self.down_seconds
         if mark:
-            log.warning(
+            log.log(
+                logging.INFO if checked else logging.WARNING,
                 "peer %s marked down for %.0fs after %d failures: %s",
                 self.name,
                 self.down_seconds,
@@ -152,8 +199,11 @@ class HealthPeer(WrappingPeer):
         start = self._clock()
         try:
             result = fn()
-        except (NotFound, PermanentError):
+        except NotFound:
             self._answered(probe, self._clock() - start)
+            raise
+        except PermanentError:
+            self._answered(probe, self._clock() - start, served=False)
             raise
         except TransientError as exc:
             self._failed(exc, probe=probe)
@@ -175,8 +225,11 @@ class HealthPeer(WrappingPeer):
                     self._answered(probe, None)
                     answered, probe = True, False
                 yield info
-        except (NotFound, PermanentError):
+        except NotFound:
             self._answered(probe, None)
+            raise
+        except PermanentError:
+            self._answered(probe, None, served=False)
             raise
         except TransientError as exc:
             self._failed(exc, probe=probe)
@@ -190,22 +243,51 @@ class HealthPeer(WrappingPeer):
     def probe(self) -> float:
         """One cheap request, even while down; update the state; return its latency.
 
-        Raises the peer's error if it fails (after the inner retries). A missing object is
-        the expected answer.
+        Raises the peer's error if it fails (after the inner retries): a transient one
+        marks the peer down at once (the retries already happened), a refusal keeps it
+        from being up until a request succeeds. A missing object is the expected answer.
         """
-        with self._lock:
-            down = self._down_until is not None
         start = self._clock()
         try:
             self.inner.stat(PROBE_KEY)
         except NotFound:
             pass
-        except PermanentError:
-            self._answered(False, self._clock() - start)
+        except PermanentError as exc:
+            self._answered(False, self._clock() - start, served=False)
+            with self._lock:
+                self._refused = self._last_error = exc.message
+                self._probed_at = self._clock()
             raise
         except TransientError as exc:
-            self._failed(exc, rearm=down)
+            self._failed(exc, checked=True)
             raise
         latency = self._clock() - start
         self._answered(False, latency)
+        with self._lock:
+            self._probed_at = self._clock()
         return latency
+
+    def check(self, max_age: float = 0.0) -> None:
+        """Make the state current: probe now, unless a probe completed less than
+        ``max_age`` seconds ago or the peer is in its cool-off (``max_age`` > 0 only: it
+        is known to be down, and the next request after the cool-off probes it).
+
+        Never raises a peer error: the outcome is the state. One probe at a time: with
+        ``max_age`` > 0 a caller that finds one in flight returns at once (the state is as
+        current as it gets, and a busy ``GET /status`` does not pile up threads behind a
+        hung peer); with 0 it waits for that probe and then sends its own."""
+        if not self._probe_lock.acquire(blocking=max_age <= 0):
+            return
+        try:
+            if max_age > 0:
+                probed = self._probed_at
+                if self.down_for > 0 or (probed is not None and self._clock() - probed < max_age):
+                    return
+            self._probe_since = self._clock()
+            try:
+                with contextlib.suppress(PeerError):  # recorded: is_up and error say what
+                    self.probe()
+            finally:
+                self._probe_since = None
+        finally:
+            self._probe_lock.release()

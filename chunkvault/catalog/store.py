@@ -264,11 +264,17 @@ class Catalog:
         rows = self.query("SELECT peer, count(*) FROM replicas WHERE state = 'ok' GROUP BY peer")
         return {peer: n for peer, n in rows}
 
-    def under_replicated(self, target: int) -> int:
+    def under_replicated(self, target: int, on_peers: Sequence[str] | None = None) -> int:
+        """Chunks with fewer than ``target`` replicas, counting only those on ``on_peers``
+        (the peers up now) when given: a dead peer's copies do not count."""
+        where, args = "", []
+        if on_peers is not None:
+            where = f" AND r.peer IN ({', '.join('?' * len(on_peers))})"
+            args = list(on_peers)
         rows = self.query(
             "SELECT count(*) FROM chunks c WHERE (SELECT count(*) FROM replicas r "
-            "WHERE r.chunk_id = c.id AND r.state = 'ok') < ?",
-            (target,),
+            f"WHERE r.chunk_id = c.id AND r.state = 'ok'{where}) < ?",
+            (*args, target),
         )
         return int(rows[0][0])
 

@@ -10,7 +10,7 @@ import click
 
 from chunkvault.cli.context import CliContext, Unlocked, pass_cli
 from chunkvault.cli.output import echo_json, table
-from chunkvault.cli.passphrase import new_passphrase, passphrase_option
+from chunkvault.cli.passphrase import NEW_PASSPHRASE_HELP, new_passphrase, passphrase_option
 from chunkvault.crypto.keyring import Keyring, KeyringCorrupted
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
@@ -125,7 +125,7 @@ def list_slots(cli: CliContext, as_json: bool) -> None:
     )
 
 
-@key.command()
+@key.command(epilog=NEW_PASSPHRASE_HELP)
 @click.option("--label", required=True, help="Name of the new slot (e.g. 'laptop', 'paper').")
 @passphrase_option
 @pass_cli
@@ -138,7 +138,7 @@ def add(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
     click.echo(f"slot {label!r} added; {len(ring.slots)} slot(s) now")
 
 
-@key.command()
+@key.command(epilog=NEW_PASSPHRASE_HELP)
 @passphrase_option
 @pass_cli
 def passwd(cli: CliContext, passphrase_file: Path | None) -> None:

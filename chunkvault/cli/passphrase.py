@@ -20,6 +20,14 @@ from chunkvault.errors import ChunkvaultError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The end of `--help` of every command that asks for a new passphrase.
+NEW_PASSPHRASE_HELP = (
+    "The new passphrase is read from $CHUNKVAULT_NEW_PASSPHRASE_FILE (its final newline is "
+    "ignored), else taken from $CHUNKVAULT_NEW_PASSPHRASE, else asked for twice on the "
+    "terminal. The current one comes from --passphrase-file, $CHUNKVAULT_PASSPHRASE_FILE, "
+    "$CHUNKVAULT_PASSPHRASE or a prompt."
+)
+
 
 def _from_file(path: Path | str, source: str) -> str:
     try:

@@ -42,29 +42,12 @@ def peers() -> None:
 @pass_cli
 def list_peers(cli: CliContext, as_json: bool) -> None:
     """Show every peer with its weight, zone, and whether it answers now."""
-    cfg = cli.config
+    from chunkvault.peerhealth import check_peers, peer_row
+    from chunkvault.peerset import open_peer_set
 
-    def probe(peer: HealthPeer) -> dict[str, object]:
-        pc = cfg.peer(peer.name)
-        row: dict[str, object] = {
-            "name": peer.name,
-            "kind": peer.kind,
-            "location": peer.location,
-            "weight": pc.weight,
-            "zone": pc.zone,
-            "up": True,
-            "latency_ms": None,
-            "error": None,
-        }
-        try:
-            row["latency_ms"] = round(peer.probe() * 1000, 1)
-        except PeerError as exc:
-            row["up"] = False
-            row["error"] = exc.message
-        return row
-
-    with cli.peers() as stack:
-        rows = _each(stack, probe)
+    with open_peer_set(cli.config) as placed:
+        check_peers(placed)  # the same probe and verdict as `status` and GET /status
+        rows = [peer_row(p) for p in placed]
     if as_json:
         echo_json(rows)
         return

@@ -1,14 +1,12 @@
-"""``chunkvault status``: peers up/down, what the vault holds, what needs repair."""
+"""``chunkvault status``: peers up/down, what the vault holds, what is under-replicated."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from chunkvault.backends.base import PeerError
 from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.output import echo_json, table
 from chunkvault.cli.passphrase import passphrase_option
@@ -25,11 +23,7 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
     from chunkvault.status import vault_status
 
     with cli.vault(passphrase_file) as vault:
-        for placed in vault.peers:
-            # A failure is recorded by the health tracker and shown as down below.
-            with contextlib.suppress(PeerError):
-                placed.peer.probe()
-        report = vault_status(vault)
+        report = vault_status(vault, probe_max_age=0, probe_budget=None)  # probed now
         missing = missing_latest(vault)
     report.extra["missing_latest"] = (
         None

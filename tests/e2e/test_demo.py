@@ -108,7 +108,10 @@ def test_demo_comes_up_and_a_dropped_file_restores(tmp_path: Path):
         assert proc.poll() is None
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            # Ctrl-C in a terminal: SIGINT to the whole process group, the demo and its
+            # agent (which the demo then sends a second one). Our own session: only what
+            # this test started.
+            os.killpg(proc.pid, signal.SIGINT)
         try:
             code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -118,3 +121,4 @@ def test_demo_comes_up_and_a_dropped_file_restores(tmp_path: Path):
         proc.stdout.close()
     assert code == 0, rest
     assert "demo stopped" in rest
+    assert "Traceback" not in rest and "Error" not in rest, rest  # the agent's output too

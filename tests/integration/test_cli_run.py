@@ -25,6 +25,7 @@ from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
+from chunkvault.peerhealth import PROBE_MAX_AGE, PROBE_WAIT
 
 PW = {"CHUNKVAULT_PASSPHRASE": "daemon passphrase"}
 TOKEN = "test-token-123"
@@ -91,25 +92,31 @@ class Daemon:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path, moto_peers):
-    """``start(api=..., umask=..., **sections) -> Daemon``; stopped after the test."""
+    """``start(api=..., umask=..., endpoints=..., **sections) -> Daemon`` (``endpoints``:
+    peers other than the shared ``moto_peers``); stopped after the test.
+    ``start.again(daemon)`` runs a stopped daemon's vault again (same config and port)."""
     started: list[subprocess.Popen[str]] = []
 
     def start(
         api: dict | None = None,
         umask: int = -1,
         before_run: Callable[[Path], None] | None = None,
+        endpoints: list[str] | None = None,
         **sections: dict,
     ) -> Daemon:
         port = free_port()
         (tmp_path / "inbox").mkdir(exist_ok=True)
         config = write_config(
-            tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket(),
+            tmp_path / "cv.yaml", endpoints or moto_peers.endpoints, unique_bucket(),
             api={"listen": f"127.0.0.1:{port}", "token": TOKEN, **(api or {})},
             watch={"path": str(tmp_path / "inbox"), **sections.pop("watch", {})}, **sections,
         )  # fmt: skip
         assert run_cli(config, "init", env=PW).returncode == 0
         if before_run is not None:
             before_run(tmp_path / "state" / "staging")
+        return launch(config, port, umask)
+
+    def launch(config: Path, port: int, umask: int = -1) -> Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
         proc = subprocess.Popen(
             [CLI, "--config", str(config), "run"], env=env, umask=umask,
@@ -129,6 +136,11 @@ def start_daemon(tmp_path: Path, moto_peers):
             time.sleep(0.1)
         return Daemon(proc, base, config, tmp_path)
 
+    def again(daemon: Daemon) -> Daemon:
+        assert daemon.proc.poll() is not None, "stop the daemon first"
+        return launch(daemon.config, int(daemon.base.rsplit(":", 1)[1]))
+
+    start.again = again  # type: ignore[attr-defined]
     try:
         yield start
     finally:
@@ -175,7 +187,8 @@ def test_seed_upload_example_over_http(daemon):
     assert object_count(config) == stored
     other = json.dumps({"chunks": [{"id": "c1", "size_in_KB": 120}], "request_id": "1234"})
     status, err = call(base, "POST", "/upload", other.encode(), content_type="application/json")
-    assert status == 409 and "error" in json.loads(err)
+    assert status == 409
+    assert json.loads(err) == {"error": "request_id already used with another body: 1234"}
     # The stored bytes come back decrypted; details name the peers.
     assert call(base, "GET", "/chunks/c3") == (200, blobs["c3"])
     status, detail = call(base, "GET", "/upload/1234")
@@ -207,6 +220,98 @@ def test_sigterm_stops_the_daemon_cleanly(daemon):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - started < 10
+
+
+# --- issue 9 item 3: a dead peer shown as up; under-replicated ------------------------
+
+
+def test_daemon_status_sees_a_killed_peer_like_the_cli(start_daemon, moto_peer_factory):
+    servers = [moto_peer_factory() for _ in range(3)]
+    d = start_daemon(endpoints=[s.endpoint for s in servers])
+    for i in range(10):
+        (d.inbox / f"f{i}.bin").write_bytes(os.urandom(20_000))  # one chunk each
+
+    def status() -> dict[str, Any]:
+        code, body = d.call("GET", "/status")
+        assert code == 200, body
+        report: dict[str, Any] = json.loads(body)
+        return report
+
+    wait_for(lambda: status()["extra"]["chunks"] == 10 and status()["queue_depth"] == 0,
+             what="the agent to store the files")  # fmt: skip
+    before = status()
+    assert [p["up"] for p in before["peers"]] == [True, True, True]
+    assert before["under_replicated"] == 0
+    held = {p["name"]: p["chunks"] for p in before["peers"]}
+    victim = max(held, key=lambda name: held[name])
+    assert held[victim] > 0
+
+    servers[int(victim[1:])].kill()
+    # The daemon does no peer I/O while idle: GET /status itself finds the peer dead (its
+    # probes are at most PROBE_MAX_AGE = 5 s old).
+    wait_for(lambda: not status()["peers"][int(victim[1:])]["up"], timeout=20,
+             what="GET /status to see the killed peer down")  # fmt: skip
+    after = status()
+    assert {p["name"]: p["up"] for p in after["peers"]} == {n: n != victim for n in held}
+    assert after["under_replicated"] == held[victim]
+    # The CLI, beside the running daemon, says the same.
+    cli_status = run_cli(d.config, "status", "--json", env=PW)
+    assert cli_status.returncode == 0, cli_status.stderr
+    cli_report = json.loads(cli_status.stdout)
+    listed = run_cli(d.config, "peers", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    for rows in (cli_report["peers"], json.loads(listed.stdout)):
+        assert {p["name"]: p["up"] for p in rows} == {n: n != victim for n in held}
+    assert cli_report["under_replicated"] == held[victim]
+
+
+def test_daemon_status_answers_promptly_beside_a_hung_peer(start_daemon, moto_peer_factory):
+    servers = [moto_peer_factory() for _ in range(2)]
+    # A hung peer's probe fails only after 2 attempts x 20 s: /status must not wait for it.
+    d = start_daemon(endpoints=[s.endpoint for s in servers], transfer={"timeout_seconds": 20})
+    code, body = d.call("GET", "/status")
+    assert code == 200 and [p["up"] for p in json.loads(body)["peers"]] == [True, True]
+    servers[1].stop()  # SIGSTOP: connections are accepted, nothing answers
+    time.sleep(PROBE_MAX_AGE)  # the probes of the first call age out
+    for _ in range(2):  # the first call starts the probe; the second finds it in flight
+        started = time.monotonic()
+        code, body = d.call("GET", "/status", timeout=60)
+        took = time.monotonic() - started
+        assert code == 200 and took < PROBE_WAIT + 2, took
+        p0, p1 = json.loads(body)["peers"]
+        assert p0["up"] and not p1["up"]
+        assert p1["error"].startswith("no answer to a probe for"), p1
+    servers[1].cont()
+
+
+# --- issue 9 item 8: Ctrl-C printed uvicorn's CancelledError traceback ------------------
+
+# How a stop arrives. A terminal's Ctrl-C reaches the whole process group and `make run`
+# forwards one more, so the daemon often gets a second SIGINT while it is shutting down.
+STOPS: list[tuple[tuple[int, float], ...]] = [
+    ((signal.SIGINT, 0), (signal.SIGINT, 0)),
+    ((signal.SIGINT, 0), (signal.SIGINT, 0)),
+    ((signal.SIGINT, 0), (signal.SIGINT, 0.05), (signal.SIGINT, 0.05)),
+    ((signal.SIGINT, 0), (signal.SIGINT, 0.3)),  # while the vault closes, or later
+    ((signal.SIGINT, 0), (signal.SIGINT, 0.6)),
+    ((signal.SIGTERM, 0), (signal.SIGINT, 0)),
+    ((signal.SIGINT, 0),),
+]
+
+
+def test_every_ctrl_c_stops_the_daemon_cleanly(start_daemon):
+    d = start_daemon()
+    for i, signals in enumerate(STOPS):
+        if i:
+            d = start_daemon.again(d)
+        for sig, after in signals:
+            time.sleep(after)
+            if d.proc.poll() is None:
+                d.proc.send_signal(sig)
+        output, _ = d.proc.communicate(timeout=15)
+        assert d.proc.returncode == 0, (signals, output)
+        assert "Traceback" not in output and "Error" not in output, (signals, output)
+        assert "stopping: 0 job(s)" in output  # the agent was stopped, not abandoned
 
 
 def test_run_refuses_an_open_api(tmp_path, moto_peers):

@@ -126,7 +126,8 @@ def test_a_symlink_at_the_final_name_is_replaced_not_written_through(tmp_path, m
     chosen = tmp_path / "chosen"
     chosen.symlink_to(real)  # --to itself may be a symlink: that is the user's choice
 
-    result = run_cli(config, "restore", "--to", str(chosen), env=PW)
+    # The default (--overwrite never) keeps an existing symlink: test_restore_overwrite.py.
+    result = run_cli(config, "restore", "--to", str(chosen), "--overwrite", "if-changed", env=PW)
 
     assert result.returncode == 0, result.stderr
     assert snapshot(victim) == before

@@ -41,3 +41,23 @@ def test_api_chunks_of_either_id_domain_read_back(tmp_path):
         assert backend.read_chunk("old") == b"uploaded long ago"
     finally:
         vault.close()
+
+
+def test_a_reused_request_id_is_a_409_that_says_it_once(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from chunkvault.api.app import create_app
+
+    vault = open_vault(tmp_path)
+    auth = {"Authorization": "Bearer token-for-409"}
+    try:
+        with TestClient(create_app(VaultBackend(vault), "token-for-409")) as client:
+            assert client.put("/chunks/c1", content=b"x" * 2048, headers=auth).status_code == 201
+            first = {"chunks": [{"id": "c1", "size_in_KB": 2}], "request_id": "1234"}
+            assert client.post("/upload", json=first, headers=auth).status_code == 200
+            other = {"chunks": [{"id": "c1", "size_in_KB": 3}], "request_id": "1234"}
+            r = client.post("/upload", json=other, headers=auth)
+        assert r.status_code == 409
+        assert r.json() == {"error": "request_id already used with another body: 1234"}
+    finally:
+        vault.close()

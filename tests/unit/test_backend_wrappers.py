@@ -22,6 +22,7 @@ from chunkvault.backends import (
     RetryPeer,
     TransientError,
 )
+from chunkvault.backends.health import SLOW_PROBE_SECONDS
 
 
 class FakeClock:
@@ -361,9 +362,87 @@ def test_health_explicit_probe() -> None:
     assert mem.calls[-1] == "stat"
 
 
-def test_health_probe_of_an_uncreated_container_is_an_answer() -> None:
+def test_health_probe_of_an_uncreated_container_is_an_answer_but_not_up() -> None:
     mem = MemoryPeer(created=False)
     peer = HealthPeer(mem, 1, 30, clock=FakeClock())
     with pytest.raises(PermanentError, match="peers init"):
         peer.probe()
-    assert peer.is_up
+    # An answer: nothing is marked down, requests still go through...
+    assert peer.down_for == 0 and peer.consecutive_failures == 0
+    # ...but a peer that refuses its probe is not up, and says why.
+    assert not peer.is_up and "peers init" in (peer.error or "")
+    with pytest.raises(PermanentError):
+        peer.put("a", b"x")  # refused again: still not up
+    assert not peer.is_up
+    assert mem.create_container()
+    peer.put("a", b"x")
+    assert peer.is_up and peer.error is None
+
+
+def test_health_one_failed_probe_marks_the_peer_down() -> None:
+    # `status` saw a killed peer as up: its one failed probe was 1 of 3 failures. A probe
+    # has been retried already (RetryPeer is inside); its verdict counts at once.
+    peer, mem, _ = health_peer(failures=3, seconds=30)
+    mem.down = True
+    with pytest.raises(TransientError):
+        peer.probe()
+    assert not peer.is_up and peer.down_for == 30
+    assert "peer is down" in (peer.error or "")
+    with pytest.raises(PeerDown):
+        peer.get("a")
+
+
+def test_health_check_probes_unless_fresh_or_cooling_off() -> None:
+    peer, mem, clock = health_peer(failures=3, seconds=30)
+    peer.check()  # max_age 0: always probes
+    assert mem.calls == ["stat"] and peer.is_up
+    peer.check(max_age=5)
+    assert mem.calls == ["stat"]  # probed 0 s ago
+    clock.advance(5)
+    peer.check(max_age=5)
+    assert mem.calls == ["stat"] * 2
+    mem.down = True
+    clock.advance(5)
+    peer.check(max_age=5)  # fails: down, no exception
+    assert not peer.is_up and mem.calls == ["stat"] * 3
+    clock.advance(10)
+    mem.down = False
+    peer.check(max_age=5)  # in its cool-off: known down, not probed
+    assert not peer.is_up and len(mem.calls) == 3
+    peer.check()  # max_age 0 (the CLI): probes anyway, and it is back
+    assert peer.is_up and len(mem.calls) == 4
+
+
+def test_health_check_sends_one_probe_at_a_time() -> None:
+    peer, mem, clock = health_peer()
+    entered, release = threading.Event(), threading.Event()
+    probes: list[str] = []
+
+    def hook(op: str) -> None:
+        probes.append(op)
+        entered.set()
+        release.wait(5)
+
+    mem.hook = hook
+    first = threading.Thread(target=peer.check, kwargs={"max_age": 5})
+    first.start()
+    try:
+        assert entered.wait(5)
+        # A GET /status caller does not queue up behind the probe in flight...
+        assert in_thread(lambda: peer.check(max_age=5))
+        assert probes == ["stat"]
+        # ...and a hung peer is not up once its probe has waited SLOW_PROBE_SECONDS.
+        assert peer.is_up
+        clock.advance(SLOW_PROBE_SECONDS)
+        assert not peer.is_up and peer.error == "no answer to a probe for 5s"
+        assert peer.down_for == 0  # a verdict for status, not a cool-off for traffic
+        # The CLI's check (max_age 0) waits for it, then probes itself.
+        cli = threading.Thread(target=peer.check)
+        cli.start()
+        time.sleep(0.05)
+        assert cli.is_alive() and probes == ["stat"]
+    finally:
+        release.set()
+        first.join()
+    cli.join()
+    assert probes == ["stat", "stat"] and peer.is_up and peer.error is None
