@@ -33,6 +33,25 @@ class Unlocked:
     passphrase: str = field(repr=False)
     opened: Opened | None = field(default=None, repr=False)
 
+    def copy_to_stale_peers(self, ring: Keyring | None = None) -> None:
+        """Store the keyring on peers that miss it or hold an older, damaged or forged copy
+        (a peer just added, one that was down at a change); exit 1 naming those it could
+        not reach."""
+        from chunkvault.errors import ChunkvaultError
+
+        stale = self.opened.stale_peers() if self.opened else []
+        if not stale:
+            return
+        failed = self.store.save(ring or self.ring, only=stale)
+        fixed = [p for p in stale if not any(f.startswith(p + " ") for f in failed)]
+        if fixed:
+            click.echo(f"keyring copied to peer(s) {', '.join(fixed)}", err=True)
+        if failed:
+            raise ChunkvaultError(
+                f"passphrase OK, but the keyring is not on {', '.join(failed)}",
+                "rerun when the peers are up",
+            )
+
 
 @dataclass
 class CliContext:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,12 +14,22 @@ from chunkvault.cli.passphrase import current_passphrase, passphrase_option
 from chunkvault.crypto.keyring import Keyring
 from chunkvault.errors import ChunkvaultError
 
+if TYPE_CHECKING:
+    from chunkvault.backends.health import HealthPeer
+
 
 @click.command()
 @click.option("--label", default="default", show_default=True, help="Label of the first slot.")
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="If the vault already exists (here or on a peer), check that the passphrase opens "
+    "it, copy its keyring to peers that miss it, and exit 0 instead of refusing: for "
+    "scripts and compose's one-shot init.",
+)
 @passphrase_option
 @pass_cli
-def init(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
+def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | None) -> None:
     """Create a new vault: keyring (locally and on every peer), state dir and buckets.
 
     Refuses to touch a vault that already exists here or on any peer.
@@ -26,6 +37,8 @@ def init(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
     cfg = cli.config
     with cli.writer("init"), cli.peers() as peers:
         store = cli.keystore(peers)
+        if if_missing and store.path.exists():
+            return _already_there(cli, peers, passphrase_file, "here")
         if store.path.exists():
             raise ChunkvaultError(
                 f"vault {cfg.vault.id!r} is already initialised here ({store.path})",
@@ -47,6 +60,8 @@ def init(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
                 "init needs every peer; check `chunkvault peers list`",
             )
         existing = [c.peer for c in copies if not c.missing]
+        if existing and if_missing:
+            return _already_there(cli, peers, passphrase_file, "on " + ", ".join(existing))
         if existing:
             raise ChunkvaultError(
                 f"vault {cfg.vault.id!r} already exists on peer(s) {', '.join(existing)}; "
@@ -76,4 +91,17 @@ def init(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
         "Keep the passphrase safe: without it nobody, including you, can decrypt the data. "
         "A paper backup of the keyring: `chunkvault key export --paper`.",
         err=True,
+    )
+
+
+def _already_there(
+    cli: CliContext, peers: list[HealthPeer], passphrase_file: Path | None, where: str
+) -> None:
+    """``--if-missing`` on an existing vault: it must open with this passphrase, and every
+    peer gets the keyring (what ``key verify`` does)."""
+    unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
+    unlocked.copy_to_stale_peers()  # e.g. a peer added since: it gets the keyring too
+    click.echo(
+        f"vault {cli.config.vault.id!r} already exists {where}; the passphrase opens it "
+        f"(keyring revision {unlocked.ring.revision}): nothing to do."
     )

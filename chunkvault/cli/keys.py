@@ -56,17 +56,7 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
             ring = ring.without_superseded(unlocked.keys)
             _saved(cli, unlocked, ring)
             click.echo("finished an interrupted passphrase change: old slot removed", err=True)
-        stale = opened.stale_peers()
-        if stale:
-            failed = unlocked.store.save(ring, only=stale)
-            fixed = [p for p in stale if not any(f.startswith(p + " ") for f in failed)]
-            if fixed:
-                click.echo(f"keyring copied to peer(s) {', '.join(fixed)}", err=True)
-            if failed:
-                raise ChunkvaultError(
-                    f"passphrase OK, but the keyring is not on {', '.join(failed)}",
-                    "rerun when the peers are up",
-                )
+        unlocked.copy_to_stale_peers(ring)
         if opened.foreign:
             raise ChunkvaultError(
                 f"passphrase OK, but peer(s) {', '.join(sorted(opened.foreign))} hold the "

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from support.cli import run_cli, write_config
 from support.moto_peers import unique_bucket
 
@@ -91,6 +92,47 @@ def test_init_creates_keyring_here_and_on_every_peer_and_refuses_to_overwrite(va
     assert not state.exists() or not (state / "keyring.json").exists()
     for peer in peers_of(vault):
         assert json.loads(peer.get("test/keyring")) == local
+
+
+def test_init_if_missing_checks_the_passphrase_of_an_existing_vault(vault, tmp_path):
+    """compose's one-shot init runs on every `up`: exit 0 when the vault is there and opens,
+    refuse a passphrase that does not open it, never write a new keyring over it."""
+    state = tmp_path / "state"
+    local = (state / "keyring.json").read_bytes()
+    again = run_cli(vault, "init", "--if-missing", env=PW)
+    assert again.returncode == 0, again.stderr
+    assert "already exists here" in again.stdout and "nothing to do" in again.stdout
+    shutil.rmtree(state)  # a new machine: the vault is only on the peers
+    wrong = run_cli(vault, "init", "--if-missing", env={"CHUNKVAULT_PASSPHRASE": "wrong"})
+    assert wrong.returncode != 0 and "passphrase" in wrong.stderr.lower(), wrong.stderr
+    fresh = run_cli(vault, "init", "--if-missing", env=PW)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "already exists on p0, p1, p2" in fresh.stdout
+    assert (state / "keyring.json").read_bytes() == local
+    for peer in peers_of(vault):
+        assert peer.get("test/keyring") == local
+
+
+def test_init_if_missing_gives_a_new_peer_the_keyring(vault, tmp_path, moto_peer_factory):
+    """Adding a fourth peer in compose: peers-init makes its bucket, the one-shot init
+    (--if-missing) copies the keyring to it."""
+    data = yaml.safe_load(vault.read_text())
+    data["peers"].append(
+        {**data["peers"][0], "name": "p3", "endpoint": moto_peer_factory().endpoint}
+    )
+    vault.write_text(yaml.safe_dump(data))
+    assert run_cli(vault, "peers", "init").returncode == 0
+    result = run_cli(vault, "init", "--if-missing", env=PW)
+    assert result.returncode == 0, result.stderr
+    assert "keyring copied to peer(s) p3" in result.stderr
+    local = (tmp_path / "state" / "keyring.json").read_bytes()
+    assert peers_of(vault)[3].get("test/keyring") == local
+
+
+def test_init_if_missing_creates_a_missing_vault(tmp_path, moto_peers):
+    config = write_config(tmp_path / "cv.yaml", moto_peers.endpoints, unique_bucket())
+    result = run_cli(config, "init", "--if-missing", env=PW)
+    assert result.returncode == 0 and "initialised" in result.stdout, result.stderr
 
 
 def test_wrong_passphrase_is_one_line_and_changes_nothing(vault):
