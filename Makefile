@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format clean peers
+.PHONY: install run test lint format clean peers image-offline test-container
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,20 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check chunkvault tests
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/python -m pytest
+
+# chunkvault:latest with no image registry and no network in the build: a debootstrap base
+# image, a wheelhouse made here, docker build --network none (container/build-offline.sh).
+# Installs docker.io and debootstrap and starts dockerd if needed (root).
+image-offline:
+	PYTHON=$(PYTHON) container/build-offline.sh
+
+# The container tier: image-offline, then tests/container against that image (CI runs it).
+test-container: $(STAMP)
+	PYTHON=$(PYTHON) container/test-container.sh
 
 # Three local S3 peers (moto) on loopback and a config for them in .demo/; Ctrl-C stops them.
 peers: $(STAMP)
@@ -33,4 +44,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix chunkvault tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build wheels *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -13,7 +13,7 @@ from chunkvault.demo import _print_tour
 from chunkvault.upload import stored_reason
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "compose" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def curl_commands(text: str) -> list[str]:
