@@ -11,6 +11,7 @@ secrets) are resolved against the directory of the config file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -141,8 +142,18 @@ class TransferConfig(_Model):
     retries: int = Field(3, ge=0, le=20, description="retries after the first attempt")
     down_after_failures: int = Field(3, ge=1)
     down_seconds: float = Field(30.0, ge=0)
+    # Plaintext bytes read but not yet durable, across every file in flight: what bounds
+    # memory in push, the agent and restore (not a count of chunks).
+    max_inflight_bytes: int = 64 * MiB
 
-    _sizes = _size_validator("segment_size")
+    _sizes = _size_validator("segment_size", "max_inflight_bytes")
+
+    @field_validator("max_inflight_bytes")
+    @classmethod
+    def _budget_bounds(cls, value: int) -> int:
+        if not MiB <= value <= 64 * 1024 * MiB:
+            raise ValueError(f"must be between 1MiB and 64GiB, got {value}")
+        return value
 
     @field_validator("segment_size")
     @classmethod
@@ -407,6 +418,18 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
                 f"is {minimum}, more than replication.replicas ({replicas})",
             )
         )
+    budget = as_int(section("transfer").get("max_inflight_bytes"))
+    largest = section("chunking").get("max_size", ChunkingConfig.model_fields["max_size"].default)
+    with contextlib.suppress(ValueError, TypeError):
+        largest = parse_size(largest)
+        if budget is not None and budget < largest:
+            problems.append(
+                (
+                    "transfer.max_inflight_bytes",
+                    f"is {budget} bytes, less than chunking.max_size ({largest}): "
+                    "a chunk of the largest size would never fit",
+                )
+            )
     flows = data.get("flows") if isinstance(data.get("flows"), list) else []
     for i, rule in enumerate(flows):
         count = as_int(rule.get("replicas")) if isinstance(rule, Mapping) else None

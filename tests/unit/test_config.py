@@ -91,6 +91,22 @@ def test_cross_field_checks_name_their_keys():
     assert "duplicate" in found["peers[1].name"]
 
 
+def test_inflight_byte_budget_is_a_size_that_fits_the_largest_chunk():
+    cfg = parse_config({"peers": peers(2)})
+    assert cfg.transfer.max_inflight_bytes == 64 * 1024 * 1024
+    cfg = parse_config({"peers": peers(2), "transfer": {"max_inflight_bytes": "32MiB"}})
+    assert cfg.transfer.max_inflight_bytes == 32 * 1024 * 1024
+    found = problems({"peers": peers(2), "transfer": {"max_inflight_bytes": "4MiB"}})
+    assert "chunking.max_size" in found["transfer.max_inflight_bytes"]
+    found = problems({"peers": peers(2), "transfer": {"max_inflight_bytes": 1000}})
+    assert "between 1MiB and 64GiB" in found["transfer.max_inflight_bytes"]
+    small = {"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"}
+    cfg = parse_config(
+        {"peers": peers(2), "chunking": small, "transfer": {"max_inflight_bytes": "1MiB"}}
+    )
+    assert cfg.transfer.max_inflight_bytes == cfg.chunking.max_size
+
+
 def test_flow_replicas_cannot_exceed_peers():
     found = problems({"peers": peers(2), "flows": [{"match": "**", "replicas": 3}]})
     assert set(found) == {"flows[0].replicas"}
