@@ -422,7 +422,7 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     largest = section("chunking").get("max_size", ChunkingConfig.model_fields["max_size"].default)
     with contextlib.suppress(ValueError, TypeError):
         largest = parse_size(largest)
-        if budget is not None and budget < largest:
+        if budget is not None and MiB <= budget < largest:  # else its own check speaks
             problems.append(
                 (
                     "transfer.max_inflight_bytes",
