@@ -12,14 +12,14 @@ from pathlib import Path
 MiB = 1024 * 1024
 # Words for the text corpus: a fixed vocabulary, so the corpus compresses like prose or
 # source code (zstd-3 gets ~3x on it) and is the same on every machine.
-_WORDS = (
+_WORDS = str.split(
     "the of and to in is that for it as with was on be by this are from at or an which "
     "chunk vault peer replica restore push manifest catalog encrypt key passphrase object "
     "bucket file directory version agent watch settle upload segment placement weight zone "
     "def return import class self none true false if else for while yield lambda async await "
     "data value index count size offset length buffer stream read write open close error "
     "alpha beta gamma delta epsilon lorem ipsum dolor sit amet consectetur adipiscing elit"
-).split()
+)
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ def verify_tree(expected: dict[str, FileState], restored: Path, what: str) -> No
     problems = tree_differences(expected, tree_state(restored))
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise VerifyError(f"{what}: restored tree is not identical: {'; '.join(problems[:3])}{more}")
+        listed = "; ".join(problems[:3])
+        raise VerifyError(f"{what}: restored tree is not identical: {listed}{more}")
 
 
 class VerifyError(RuntimeError):

@@ -88,9 +88,7 @@ def kdf_rows() -> list[Row]:
     return rows
 
 
-def chunker(
-    size: int, min_size: int, avg_size: int, max_size: int, seed: int = 21
-) -> list[Row]:
+def chunker(size: int, min_size: int, avg_size: int, max_size: int, seed: int = 21) -> list[Row]:
     """FastCDC with the given sizes and fixed-size at ``avg_size``, over random data."""
     data = random.Random(seed).randbytes(size)
     rows = []
@@ -111,9 +109,10 @@ def compression(size: int, levels: list[int], block: int = 4 * MiB) -> list[Row]
     """zstd at each level on the text corpus and on random data: ratio, compress and
     decompress MB/s, per ``block`` (as chunks are compressed one at a time)."""
     _check_sizes(size, block)
+    low, high = ZSTD_LEVELS
     for level in levels:
-        if not ZSTD_LEVELS[0] <= level <= ZSTD_LEVELS[1]:
-            raise ValueError(f"zstd level {level} is out of range {ZSTD_LEVELS[0]}..{ZSTD_LEVELS[1]}")
+        if not low <= level <= high:
+            raise ValueError(f"zstd level {level} is out of range {low}..{high}")
     samples = {
         "text": text_block(random.Random(22), block),
         "random": random.Random(23).randbytes(block),
