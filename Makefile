@@ -35,7 +35,7 @@ image-offline:
 test-container: $(STAMP)
 	PYTHON=$(PYTHON) container/test-container.sh
 
-# Side-by-side benchmark (not part of `make test`; ~25 min): chunkvault vs raw boto3, restic
+# Side-by-side benchmark (not part of `make test`; ~8 min): chunkvault vs raw boto3, restic
 # and rclone on fresh local moto peers; writes docs/benchmarks.md and docs/benchmarks/*.png.
 # Installs Debian's restic and rclone if missing (root, or sudo) and the `bench` extra
 # (matplotlib). BENCH_SCALE=0.1 makes a quick smaller run for development.

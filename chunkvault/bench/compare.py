@@ -239,7 +239,8 @@ METHOD = """
 - **Peak RSS**: the child's own `VmHWM` from `/proc/PID/status`, sampled every 10 ms
   while it runs (a high-water mark, so only growth in the last 10 ms could be missed).
   Not `ru_maxrss`: Linux carries the harness's own high-water mark into a child across
-  `exec`.
+  `exec`. "RSS does not grow with file size" compares the push of the one big file with
+  the push of the tree of 4 MiB files (goal: at most 1.25x).
 - **Agent latency**: `chunkvault run` (R=2 with min_replicas 2, so a stored file is
   durable at R; settle_seconds 1) on an empty tree; after a warm-up file is stored, the
   small text files (4-64 KiB) are written as one burst, and the wall clock is read right

@@ -74,6 +74,7 @@ def throwaway_config(source: Path, workdir: Path, vault_id: str) -> Path:
     raw["watch"] = {**(raw.get("watch") or {}), "path": str(workdir / "data")}
     raw["api"] = {"enabled": False}
     raw.pop("flows", None)  # the user's rules may ignore or exec on the generated names
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

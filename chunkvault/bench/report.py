@@ -22,6 +22,9 @@ from typing import Any
 
 MB = 1_000_000
 MiB = 1024 * 1024
+# "RSS does not grow with file size": pushing one big file may peak at most this much above
+# pushing a tree of chunk-sized files (the same pipeline, one file vs many).
+RSS_GROWTH = 1.25
 Results = dict[str, Any]
 Row = dict[str, Any]
 
@@ -101,6 +104,18 @@ def targets(results: Results) -> list[dict[str, Any]]:
             "ratio": _ratio(mine, restic), "goal": "<= 160 MiB",
             "holds": None if mine is None else mine <= 160 * MiB,
         })  # fmt: skip
+        small = results.get("datasets", {}).get("random")
+        tree_rss = (row(small["rows"], "cv_push") or {}).get("peak_rss") if small else None
+        if tree_rss:
+            growth = _ratio(mine, tree_rss)
+            out.append({
+                "target": "RSS does not grow with file size: push of one "
+                          f"{_size(big['bytes'])} file vs a tree of "
+                          f"{_size(small['bytes'] // small['files'])} files",
+                "measured": _fmt_rss(mine), "reference": f"tree {_fmt_rss(tree_rss)}",
+                "ratio": growth, "goal": f"<= {RSS_GROWTH:g}x",
+                "holds": None if growth is None else growth <= RSS_GROWTH,
+            })  # fmt: skip
     agent = results.get("agent")
     if agent and agent.get("p99") is not None:
         limit = agent["settle_seconds"] + 2
