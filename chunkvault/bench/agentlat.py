@@ -7,7 +7,8 @@ write N small files into the watched tree as one burst, take the wall clock righ
 each ``close()``, and pair each file with its log line: latency = log time - close time
 (same clock, same machine). Settling (``watch.settle_seconds``) is part of it, on
 purpose: it is what a user waits for. A warm-up file, written and waited for first,
-makes sure the agent is watching before the clock starts."""
+makes sure the agent is watching before the clock starts. Afterwards ``chunkvault ls``
+must list every file (the log line is checked against the vault)."""
 
 from __future__ import annotations
 
@@ -116,7 +117,10 @@ def measure(vault: VaultUnderTest, inbox: Path, workdir: Path, files: int, seed:
     try:
         (inbox / "warm-up.txt").write_bytes(b"warm up\n")
         if "warm-up.txt" not in agent.wait_for({"warm-up.txt"}, 120):
-            raise AgentBenchError("the agent did not store a warm-up file within 120 s")
+            raise AgentBenchError(
+                "the agent did not store a warm-up file within 120 s (no JSON log line "
+                f"'stored warm-up.txt' in {agent.log})"
+            )
         closed: dict[str, float] = {}
         for i in range(files):
             rel = f"burst/small-{i:04d}.txt"
@@ -132,6 +136,10 @@ def measure(vault: VaultUnderTest, inbox: Path, workdir: Path, files: int, seed:
             f"{len(missing)} of {files} files not stored within {timeout:.0f} s "
             f"(first: {missing[0]})"
         )
+    listed = vault.run("ls", "--json").check("chunkvault ls")
+    in_vault = {entry["path"] for entry in json.loads(listed.stdout)}
+    if not set(closed) <= in_vault:  # the log said stored: the vault must agree
+        raise AgentBenchError(f"{len(set(closed) - in_vault)} logged files are not in `ls`")
     latencies = [found[rel] - closed[rel] for rel in closed]
     return {
         "files": files,
