@@ -40,6 +40,7 @@ def throughput(dataset: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
     bars = ax.barh(labels, values, color=[COLOURS.get(r["tool"], "#555555") for r in rows])
     ax.bar_label(bars, fmt="%.0f", padding=3, fontsize=8)
+    ax.set_xlim(0, max(values, default=1) * 1.12 or 1)  # room for the labels
     ax.invert_yaxis()
     ax.set_xlabel("MB/s (10^6 bytes of the dataset per second; higher is better)")
     ax.set_title(dataset.get("label", ""), fontsize=10)
@@ -59,6 +60,7 @@ def peak_rss(dataset: dict[str, Any], path: Path) -> None:
         color=[COLOURS.get(r["tool"], "#555555") for r in rows],
     )
     ax.bar_label(bars, fmt="%.0f MiB", padding=3, fontsize=8)
+    ax.set_xlim(0, max([r["peak_rss"] / MiB for r in rows] + [160]) * 1.18)
     ax.axvline(160, color="red", linestyle="--", linewidth=1, label="goal for push: 160 MiB")
     ax.invert_yaxis()
     ax.set_xlabel("peak RSS, MiB (lower is better)")

@@ -2,6 +2,7 @@
 fresh local moto peers and the same data, written to docs/benchmarks.md with charts.
 
     python -m chunkvault.bench.compare [--scale 0.1] [--out docs/benchmarks.md]
+    python -m chunkvault.bench.compare --render docs/benchmarks/results.json  # redraw only
 
 Every tool gets peers of its own, started for it and stopped after it (moto keeps objects
 in memory and never gives memory back, so a tool measured after another would run
@@ -372,7 +373,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", default="random,text,big,agent",
                         help="comma-separated parts: random,text,big,agent")  # fmt: skip
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="RESULTS_JSON",
+        help="only redraw the page and charts from a saved results.json",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        # Formatting changes without a new run: the figures stay those of that run.
+        results = json.loads(args.render.read_text())
+        write_outputs(results, args.out)
+        return 0
     only = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = only - {"random", "text", "big", "agent"}
     if unknown or not only:

@@ -290,3 +290,16 @@ def test_charts_and_page_are_written(tmp_path: Path) -> None:
         assert (out.parent / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({path})" in out.read_text()
     assert json.loads((out.parent / "benchmarks" / "results.json").read_text())["scale"] == 1.0
+
+
+def test_render_redraws_from_saved_results_without_running(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    first = tmp_path / "a" / "benchmarks.md"
+    first.parent.mkdir()
+    compare.write_outputs(sample_results(), first)
+    again = tmp_path / "b" / "benchmarks.md"
+    again.parent.mkdir()
+    saved = first.parent / "benchmarks" / "results.json"
+    assert compare.main(["--render", str(saved), "--out", str(again)]) == 0
+    assert again.read_text() == first.read_text()
+    assert (again.parent / "benchmarks" / "random.png").exists()
