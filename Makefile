@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format clean peers image-offline test-container
+.PHONY: install run test lint format clean peers image-offline test-container bench
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ image-offline:
 # The container tier: image-offline, then tests/container against that image (CI runs it).
 test-container: $(STAMP)
 	PYTHON=$(PYTHON) container/test-container.sh
+
+# Side-by-side benchmark (not part of `make test`; ~8 min): chunkvault vs raw boto3, restic
+# and rclone on fresh local moto peers; writes docs/benchmarks.md and docs/benchmarks/*.png.
+# Installs Debian's restic and rclone if missing (root, or sudo) and the `bench` extra
+# (matplotlib). BENCH_SCALE=0.1 makes a quick smaller run for development.
+BENCH_SCALE ?= 1
+bench: $(STAMP)
+	@command -v restic >/dev/null && command -v rclone >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq restic rclone; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(BIN)/python -m chunkvault.bench.compare --scale $(BENCH_SCALE)
 
 # Three local S3 peers (moto) on loopback and a config for them in .demo/; Ctrl-C stops them.
 peers: $(STAMP)

@@ -14,6 +14,7 @@ import click
 from chunkvault import __version__
 from chunkvault.backends.base import PeerError
 from chunkvault.cli import (
+    bench,
     config_cmd,
     init_cmd,
     keys,
@@ -82,6 +83,7 @@ cli.add_command(run.run)
 cli.add_command(keys.key)
 cli.add_command(config_cmd.config)
 cli.add_command(peers.peers)
+cli.add_command(bench.bench)
 
 
 def _fail(message: str, code: int) -> int:
