@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -105,3 +106,16 @@ def test_read_raises_only_chunk_unavailable_whatever_peers_serve(bodies, metadat
         mem.put(chunk_key(VAULT, chunk_id), body, metadata)
     with pytest.raises(ChunkUnavailable):
         reader_over(mems).read(chunk_id, plain_size=len(data))
+
+
+def test_the_unavailable_hint_promises_no_command_that_does_not_exist() -> None:
+    from chunkvault.cli.main import cli
+
+    mems = [MemoryPeer("p0")]
+    with pytest.raises(ChunkUnavailable) as err:
+        reader_over(mems).read("ab" * 32, plain_size=10)
+    hint = err.value.hint or ""
+    assert "peers list" in hint  # what works today
+    for planned in ("check", "repair"):
+        if planned not in cli.commands and re.search(rf"\b{planned}\b", hint):
+            assert "planned" in hint, hint
