@@ -130,10 +130,14 @@ class Restorer:
         self._manifest_pool = ThreadPoolExecutor(
             max_workers=min(4, self.workers), thread_name_prefix="manifest"
         )
+        # Finishing a file (read back, hash, fsync, rename) waits on the disk: done apart,
+        # so the fetch workers keep the peers busy meanwhile. Open files bound its queue.
+        self._finisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finish")
 
     def close(self) -> None:
         self._manifest_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True)
+        self._finisher.shutdown(wait=True)
 
     def restore(self, versions: Sequence[VersionRow], target: Path) -> RestoreReport:
         """Restore into ``target``: the directory itself may be a symlink (the user chose
@@ -252,9 +256,22 @@ class Restorer:
             self.budget.release(charge)
             try:
                 if job.piece_done():
-                    self._settle(run, index, job)
+                    run.submitted()
+                    try:
+                        self._finisher.submit(self._settle_counted, run, index, job)
+                    except BaseException:
+                        run.done()
+                        raise
             finally:
                 run.done()
+
+    def _settle_counted(self, run: _Run, index: int, job: TargetFile) -> None:
+        try:
+            self._settle(run, index, job)
+        except BaseException as exc:  # a bug: report it from the scheduling thread
+            run.fatal = run.fatal or exc
+        finally:
+            run.done()
 
     def _settle(self, run: _Run, index: int, job: TargetFile) -> None:
         """Every piece of ``job`` is in (or given up on): rename it into place, or drop it."""

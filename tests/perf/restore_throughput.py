@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,11 @@ def digest(root: Path) -> dict[str, tuple[str, int, int]]:
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             out[path.relative_to(root).as_posix()] = (sha, st.st_mode & 0o7777, st.st_mtime_ns)
     return out
+
+
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cli(
@@ -115,8 +121,11 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--restore-pythonpath", action="append", default=[],
                         help="also restore with this copy of the package (repeatable)")  # fmt: skip
-    parser.add_argument("--py-spy", metavar="FILE",
-                        help="profile the first restore with py-spy (collapsed stacks to FILE)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        help="profile the first restore with py-spy (collapsed stacks to FILE)",
+    )
     args = parser.parse_args()
     size = parse_size(args.file_size)
     servers = start_servers(3)
@@ -153,11 +162,18 @@ def main() -> None:
             spy = ["py-spy", "record", "--format", "raw", "--threads", "-o", args.py_spy, "--"]
             profile = spy if args.py_spy and pythonpath is None else None
             restore = ["restore", "--to", str(out)]
+            cpu = cpu_of_children()
             elapsed = cli(config, *restore, pythonpath=pythonpath, prefix=profile)
+            report[f"{label}_cpu_s"] = round(cpu_of_children() - cpu, 2)
             if digest(out) != want:
                 raise SystemExit(f"{label}: the restored tree differs from the original")
             report[f"{label}_s"] = round(elapsed, 2)
             report[f"{label}_MBps"] = round(total / elapsed / MB, 1)
+        # The fixed cost: the same command restoring one file of the tree (start, KDF, catalog).
+        one = sorted(want)[0]
+        report["restore_one_file_s"] = round(
+            cli(config, "restore", one, "--to", str(work / "one")), 2
+        )
         got, elapsed = raw_get_ceiling([s.endpoint for s in servers], bucket, args.threads)
         report["raw_get_bytes"] = got
         report["raw_get_MBps"] = round(got / elapsed / MB, 1)
