@@ -260,8 +260,9 @@ def open_regular_in_tree(dir_fd: int, rel: str) -> int | None:
 def create_temp_in(dir_fd: int, prefix: str = ".cv-", suffix: str = ".tmp") -> tuple[int, str]:
     """A new empty 0600 file in ``dir_fd`` under a short random name: ``mkstemp`` relative to
     a directory fd (which the standard library's lacks). O_EXCL|O_NOFOLLOW: a planted file
-    or symlink of the same name makes it pick another name, never write through it."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    or symlink of the same name makes it pick another name, never write through it.
+    Opened read-write, so what was written can be read back through the same fd."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _ in range(_TEMP_ATTEMPTS):
         name = f"{prefix}{secrets.token_hex(6)}{suffix}"
         try:

@@ -1,8 +1,10 @@
 """Read one chunk back: best replica first, verify, fall back on any error or corruption.
 
-Order of replicas: the peers the catalog says hold it, in rendezvous rank order, then the
-remaining peers in rank order (after failovers a replica may sit anywhere; on a fresh
-machine the catalog may not know). Up peers before down ones.
+Order of replicas (:mod:`chunkvault.replica_choice`): up peers before down ones; the peers
+the catalog says hold it before the rest (after failovers a replica may sit anywhere; on a
+fresh machine the catalog may not know); then the peer expected to answer soonest (its reads
+in flight and its usual time per read), a peer whose last read failed last; ties in
+rendezvous rank order.
 
 Which wrapped DEK: the one the caller knows (catalog or manifest) first, which costs no
 extra request; if it does not open the body, the object's own metadata (a stat).
@@ -20,6 +22,7 @@ problem of each kind per peer is logged once (:class:`WarnOnce`), not once per c
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from chunkvault.backends.base import MalformedReply, NotFound, PeerError
@@ -31,8 +34,17 @@ from chunkvault.errors import ChunkvaultError
 from chunkvault.layout import LayoutError, chunk_key, parse_chunk_metadata
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import rank
+from chunkvault.replica_choice import ReplicaChooser
 
 log = logging.getLogger(__name__)
+
+
+#: What a user can do today when no replica of a chunk can be read.
+UNAVAILABLE_HINT = (
+    "`chunkvault peers list` shows which peers are down: once they are back, run the same "
+    "restore again (files already restored count as identical); replicas reported damaged "
+    "above are lost on those peers (a `check` command that finds them is planned)"
+)
 
 
 class ChunkUnavailable(ChunkvaultError):
@@ -56,12 +68,11 @@ class ChunkReader:
         self.catalog = catalog
         self.max_chunk_size = max_chunk_size
         self._warnings = WarnOnce(log)
+        self.chooser = ReplicaChooser()
 
     def _order(self, chunk_id: str) -> list[PlacedPeer]:
-        ranked = rank(chunk_id, self.peers)
         holders = set(self.catalog.replicas(chunk_id)) if self.catalog else set()
-        # Stable sort: (down last, known holders first), rank order within each group.
-        return sorted(ranked, key=lambda p: (not p.peer.is_up, p.name not in holders))
+        return self.chooser.order(rank(chunk_id, self.peers), holders)
 
     def read(
         self, chunk_id: str, wrapped_deks: Sequence[bytes] = (), plain_size: int | None = None
@@ -77,8 +88,10 @@ class ChunkReader:
         problems: list[str] = []
         for placed in self._order(chunk_id):
             peer = placed.peer
+            started = time.monotonic()
             try:
-                body = peer.get(key, max_size=limit)
+                with self.chooser.reading(peer.name):
+                    body = peer.get(key, max_size=limit)
             except NotFound:
                 continue
             except MalformedReply as exc:
@@ -86,17 +99,21 @@ class ChunkReader:
                     peer.name, "malformed chunks", "peer %s: %s", peer.name, exc.message
                 )
                 problems.append(f"{peer.name}: {exc.message}")
+                self.chooser.failed(peer.name)
                 continue
             except PeerError as exc:
                 problems.append(f"{peer.name}: {exc.message}")
+                self.chooser.failed(peer.name)
                 continue
             data = self._open(chunk_id, body, deks, placed, key, problems)
             if data is not None:
+                self.chooser.succeeded(peer.name, time.monotonic() - started)
                 return data
+            self.chooser.failed(peer.name)
         raise ChunkUnavailable(
             f"chunk {chunk_id[:16]}: no readable replica"
             + (f" ({'; '.join(problems)})" if problems else " (not found on any peer)"),
-            "check `chunkvault peers list`; `chunkvault check` finds damaged replicas",
+            UNAVAILABLE_HINT,
         )
 
     def _open(

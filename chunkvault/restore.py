@@ -1,46 +1,49 @@
-"""Restore files byte-identical from the peers.
+"""Restore files byte-identical from the peers, many chunks and many files at once.
 
-Each file is rebuilt from its manifest: chunks are fetched (several at once, bounded) from
-the best-ranked healthy replica with fallback to the next on any error or corruption,
-written in order to a temp file next to the destination, checked against the manifest's
-size and SHA-256, given its mode and mtime, and renamed into place. A file that cannot be
+Each file is rebuilt from its manifest (:mod:`chunkvault.restore_plan` says which chunks go
+where). Chunks of every file in flight are fetched concurrently (``transfer.concurrency``
+workers; the reader picks each chunk's replica by health and latency and falls back to the
+next on any error or corruption), and each is written at its offsets into the file's temp
+file (:mod:`chunkvault.restore_target`), which is verified and renamed into place once
+complete. Memory is bounded by ``transfer.max_inflight_bytes``: a chunk's size is taken from
+the budget before it is fetched and given back once it is written, so a restore holds that
+many plaintext bytes at most, whatever the size or number of files. A file that cannot be
 restored is reported and the others go on.
-
-The target is someone's directory and may hold planted symlinks: every directory below it
-is opened (or made) relative to its parent's fd with O_NOFOLLOW, the temp file is created
-O_EXCL under a random name, and all changes go through those fds (see ``fsutil``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
-import stat
+import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Literal
 
 from wcmatch import glob
 
 from chunkvault import names
+from chunkvault.bytebudget import ByteBudget
 from chunkvault.catalog import VersionRow
 from chunkvault.errors import ChunkvaultError
-from chunkvault.fsutil import SymlinkInPath, create_temp_in, open_dir, open_subdir
-from chunkvault.manifest import Manifest, ManifestError
+from chunkvault.fsutil import SymlinkInPath, open_dir
+from chunkvault.manifest import Manifest
+from chunkvault.restore_plan import Fetch, plan_fetches
+from chunkvault.restore_target import (
+    IDENTICAL,
+    OVERWRITE_CHOICES,
+    Overwrite,
+    TargetFile,
+    open_target,
+)
 from chunkvault.vault import Vault
+
+__all__ = ["OVERWRITE_CHOICES", "Overwrite", "RestoreReport", "Restorer", "select"]
 
 log = logging.getLogger(__name__)
 _FLAGS = glob.GLOBSTAR | glob.DOTGLOB
-
-
-# What to do with a file that already exists at the destination (restic >= 0.17's names).
-Overwrite = Literal["never", "if-changed", "always"]
-OVERWRITE_CHOICES: tuple[Overwrite, ...] = ("never", "if-changed", "always")
 
 
 @dataclass
@@ -103,6 +106,8 @@ def safe_parts(rel: str) -> list[str]:
 
 
 class Restorer:
+    """Restore many files at once; one instance per command (:meth:`close` at the end)."""
+
     def __init__(
         self,
         vault: Vault,
@@ -112,17 +117,32 @@ class Restorer:
         self.vault = vault
         self.progress = progress
         self.overwrite = overwrite
-        self.read_ahead = max(2, vault.config.transfer.concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=self.read_ahead, thread_name_prefix="fetch")
+        transfer = vault.config.transfer
+        self.workers = max(2, transfer.concurrency)
+        self.budget = ByteBudget(transfer.max_inflight_bytes)
+        # Each file in flight holds two fds (its directory and its temp file): enough files
+        # to keep every worker busy with small ones, far below any fd limit.
+        self.max_open_files = max(16, 4 * self.workers)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore")
+        # Manifests are read ahead of the files being scheduled, a few at once: one at a
+        # time, each a round trip, they kept the chunk workers waiting on small files.
+        self.manifest_read_ahead = self.workers
+        self._manifest_pool = ThreadPoolExecutor(
+            max_workers=min(4, self.workers), thread_name_prefix="manifest"
+        )
+        # Finishing a file (read back, hash, fsync, rename) waits on the disk: done apart,
+        # so the fetch workers keep the peers busy meanwhile. Open files bound its queue.
+        self._finisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="finish")
 
     def close(self) -> None:
+        self._manifest_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True)
+        self._finisher.shutdown(wait=True)
 
     def restore(self, versions: Sequence[VersionRow], target: Path) -> RestoreReport:
         """Restore into ``target``: the directory itself may be a symlink (the user chose
         it), but nothing below it is followed, so a symlink planted in the target can
         neither redirect a file outside it nor have a victim file written through it."""
-        report = RestoreReport()
         try:
             target_fd = open_dir(target)
         except OSError as exc:
@@ -130,128 +150,215 @@ class Restorer:
                 f"cannot open the restore target {target}: {exc.strerror}",
                 "choose a directory you can write to",
             ) from None
+        run = _Run(target, self.max_open_files)
+        manifests = self._read_ahead(versions)
         try:
-            for version in versions:
-                try:
-                    manifest = self.vault.manifests.read(version.manifest)
-                    kept = self._restore_file(manifest, target_fd, safe_parts(manifest.path))
-                except (ChunkvaultError, ManifestError, OSError) as exc:
-                    message = _describe(exc, target)
-                    report.failed[version.path] = message
-                    if isinstance(exc, OSError):
-                        report.local.add(version.path)
-                    log.error("cannot restore %s: %s", names.show(version.path), message)
-                    continue
-                if kept is None:
-                    report.restored.append(version.path)
-                    report.bytes += manifest.size
-                elif kept == IDENTICAL:
-                    report.unchanged.append(version.path)
-                else:
-                    report.skipped[version.path] = kept
+            for index, version, manifest in manifests:
+                self._start(run, index, version, manifest, target_fd)
+                if run.fatal is not None:
+                    break
+        except BaseException:
+            run.cancelled = True  # workers still queued skip their fetch
+            raise
         finally:
+            manifests.close()
+            run.wait_idle()
+            run.discard_open()
             os.close(target_fd)
-        return report
+        if run.fatal is not None:
+            raise run.fatal
+        return run.report(versions)
 
-    def _restore_file(self, manifest: Manifest, target_fd: int, parts: list[str]) -> str | None:
-        """Restore one file; None when written, else why the existing one was kept."""
-        dir_fd = open_subdir(target_fd, parts[:-1], create=True)
+    def _read_ahead(
+        self, versions: Sequence[VersionRow]
+    ) -> Generator[tuple[int, VersionRow, Future[Manifest]], None, None]:
+        """Each version with its manifest being read, ``manifest_read_ahead`` ahead."""
+        window: deque[tuple[int, VersionRow, Future[Manifest]]] = deque()
         try:
-            kept = self._keep_existing(manifest, dir_fd, parts[-1])
-            if kept is None:
-                self._write_into(manifest, dir_fd, parts[-1])
-            elif self.progress:
+            for index, version in enumerate(versions):
+                read = self._manifest_pool.submit(self.vault.manifests.read, version.manifest)
+                window.append((index, version, read))
+                if len(window) > self.manifest_read_ahead:
+                    yield window.popleft()
+            while window:
+                yield window.popleft()
+        finally:
+            for _, _, read in window:
+                read.cancel()
+
+    def _start(
+        self,
+        run: _Run,
+        index: int,
+        version: VersionRow,
+        reading: Future[Manifest],
+        target_fd: int,
+    ) -> None:
+        """Open one file and queue its fetches (waiting for room in the byte budget)."""
+        run.open_slots.acquire()
+        try:
+            manifest = reading.result()
+            parts = safe_parts(manifest.path)
+            fetches = plan_fetches(manifest)
+            job = open_target(manifest, target_fd, parts, self.overwrite, len(fetches))
+        except (ChunkvaultError, OSError) as exc:
+            run.open_slots.release()
+            run.outcome(index, exc)
+            return
+        except BaseException:
+            run.open_slots.release()
+            raise
+        if isinstance(job, str):
+            run.open_slots.release()
+            run.outcome(index, job)
+            if self.progress:
                 self.progress(manifest.size)
-            return kept
-        finally:
-            os.close(dir_fd)
+            return
+        run.track(job)
+        if not fetches:
+            self._settle(run, index, job)
+            return
+        for fetch in fetches:
+            if job.error is not None or run.cancelled:  # no use fetching the rest
+                if job.piece_done():
+                    self._settle(run, index, job)
+                continue
+            charge = self.budget.acquire(fetch.size)
+            run.submitted()
+            try:
+                self._pool.submit(self._fetch, run, index, job, fetch, charge)
+            except BaseException:
+                self.budget.release(charge)
+                run.done()
+                raise
 
-    def _keep_existing(self, manifest: Manifest, dir_fd: int, name: str) -> str | None:
-        """What ``--overwrite`` says about a file already at ``name``: None to write it,
-        else why it stays (:data:`IDENTICAL`, or how it differs)."""
-        if self.overwrite == "always":
-            return None
+    def _fetch(self, run: _Run, index: int, job: TargetFile, fetch: Fetch, charge: int) -> None:
+        """Worker: read one chunk from the best replica, write it at its offsets."""
         try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None if self.overwrite == "if-changed" else "exists and is not a file"
-        if st.st_size == manifest.size and _sha256_in(dir_fd, name) == manifest.sha256:
-            if self.overwrite == "if-changed":  # same content: only its metadata to fix
-                _set_metadata(dir_fd, name, manifest)
-            return IDENTICAL
-        return None if self.overwrite == "if-changed" else "exists and differs"
-
-    def _write_into(self, manifest: Manifest, dir_fd: int, name: str) -> None:
-        """Temp file (O_EXCL, short random name) in the destination directory, verified,
-        given its mode and mtime through the fd, renamed over ``name`` (a symlink there is
-        replaced, never written through), directory fsynced."""
-        fd, tmp = create_temp_in(dir_fd, prefix=".cv-restore-")
-        renamed = False
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                window: deque[Future[bytes]] = deque()
-                for ref in manifest.chunks:
-                    window.append(
-                        self._pool.submit(
-                            self.vault.reader.read, ref.id, [ref.wrapped_dek], ref.size
+            if job.error is None and not run.cancelled:
+                try:
+                    data = self.vault.reader.read(fetch.chunk_id, [fetch.wrapped_dek], fetch.size)
+                    if len(data) != fetch.size:
+                        raise ChunkvaultError(
+                            f"chunk {fetch.chunk_id[:16]} has {len(data)} bytes, its manifest "
+                            f"says {fetch.size}"
                         )
-                    )
-                    if len(window) >= self.read_ahead:
-                        size += self._write(out, window.popleft().result(), digest)
-                while window:
-                    size += self._write(out, window.popleft().result(), digest)
-                out.flush()
-                if size != manifest.size or digest.hexdigest() != manifest.sha256:
-                    raise ChunkvaultError(
-                        f"{names.show(manifest.path)}: restored content does not match its "
-                        f"manifest ({size} bytes, expected {manifest.size})"
-                    )
-                os.fchmod(out.fileno(), manifest.mode & 0o7777)
-                os.utime(out.fileno(), ns=(manifest.mtime_ns, manifest.mtime_ns))
-                os.fsync(out.fileno())
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            renamed = True
-            os.fsync(dir_fd)
+                    job.write(data, fetch.offsets)
+                    if self.progress:
+                        self.progress(len(data) * len(fetch.offsets))
+                    del data
+                except (ChunkvaultError, OSError) as exc:
+                    job.fail(exc)
+        except BaseException as exc:  # a bug: fail this file, stop queueing, report it
+            job.fail(ChunkvaultError(f"internal error: {exc!r}"))
+            run.fatal = run.fatal or exc
         finally:
-            if not renamed:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dir_fd)
+            self.budget.release(charge)
+            try:
+                if job.piece_done():
+                    run.submitted()
+                    try:
+                        self._finisher.submit(self._settle_counted, run, index, job)
+                    except BaseException:
+                        run.done()
+                        raise
+            finally:
+                run.done()
 
-    def _write(self, out: BinaryIO, data: bytes, digest: hashlib._Hash) -> int:
-        out.write(data)
-        digest.update(data)
-        if self.progress:
-            self.progress(len(data))
-        return len(data)
+    def _settle_counted(self, run: _Run, index: int, job: TargetFile) -> None:
+        try:
+            self._settle(run, index, job)
+        except BaseException as exc:  # a bug: report it from the scheduling thread
+            run.fatal = run.fatal or exc
+        finally:
+            run.done()
+
+    def _settle(self, run: _Run, index: int, job: TargetFile) -> None:
+        """Every piece of ``job`` is in (or given up on): rename it into place, or drop it."""
+        try:
+            if job.error is None and not run.cancelled:
+                try:
+                    job.finish()
+                    run.outcome(index, None)
+                except (ChunkvaultError, OSError) as exc:
+                    run.outcome(index, exc)
+            else:
+                job.discard()
+                if job.error is not None:
+                    run.outcome(index, job.error)
+        finally:
+            run.untrack(job)
 
 
-IDENTICAL = "identical"
+class _Run:
+    """The shared state of one :meth:`Restorer.restore` call, between the scheduling
+    thread and the workers."""
 
+    def __init__(self, target: Path, max_open_files: int) -> None:
+        self.target = target
+        self.open_slots = threading.BoundedSemaphore(max_open_files)
+        self.cancelled = False
+        self.fatal: BaseException | None = None
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._open: set[TargetFile] = set()
+        # index of a version -> None (restored), a str (kept, why) or the error
+        self._outcomes: dict[int, str | Exception | None] = {}
 
-def _sha256_in(dir_fd: int, name: str) -> str | None:
-    """SHA-256 of the regular file ``name`` in ``dir_fd`` (never through a symlink), or
-    None if it cannot be read."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    def submitted(self) -> None:
+        with self._cond:
+            self._pending += 1
 
+    def done(self) -> None:
+        with self._cond:
+            self._pending -= 1
+            self._cond.notify_all()
 
-def _set_metadata(dir_fd: int, name: str, manifest: Manifest) -> None:
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    try:
-        os.fchmod(fd, manifest.mode & 0o7777)
-        os.utime(fd, ns=(manifest.mtime_ns, manifest.mtime_ns))
-    finally:
-        os.close(fd)
+    def wait_idle(self) -> None:
+        with self._cond:
+            while self._pending:
+                self._cond.wait()
+
+    def track(self, job: TargetFile) -> None:
+        with self._cond:
+            self._open.add(job)
+
+    def untrack(self, job: TargetFile) -> None:
+        with self._cond:
+            self._open.discard(job)
+        self.open_slots.release()
+
+    def discard_open(self) -> None:
+        """Files left unfinished by an interruption: their temp files go."""
+        with self._cond:
+            left, self._open = list(self._open), set()
+        for job in left:
+            job.discard()
+
+    def outcome(self, index: int, result: str | Exception | None) -> None:
+        with self._cond:
+            self._outcomes[index] = result
+
+    def report(self, versions: Sequence[VersionRow]) -> RestoreReport:
+        report = RestoreReport()
+        for index, version in enumerate(versions):
+            if index not in self._outcomes:
+                continue
+            result = self._outcomes[index]
+            if result is None:
+                report.restored.append(version.path)
+                report.bytes += version.size
+            elif result == IDENTICAL:
+                report.unchanged.append(version.path)
+            elif isinstance(result, str):
+                report.skipped[version.path] = result
+            else:
+                message = _describe(result, self.target)
+                report.failed[version.path] = message
+                if isinstance(result, OSError):
+                    report.local.add(version.path)
+                log.error("cannot restore %s: %s", names.show(version.path), message)
+        return report
 
 
 def _describe(exc: Exception, target: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,16 +46,18 @@ def test_an_oversized_replica_is_refused_at_the_plaintext_size_and_another_is_re
     reader = reader_over(mems)
     plaintexts = [os.urandom(1000 + i) for i in range(6)]
     liars = set()
-    for data in plaintexts:
-        chunk_id, _ = store(mems, data)
-        liar = ranked_first(reader, chunk_id, mems)
-        liars.add(liar.name)
-        # One byte more than any sealing of 1000+i bytes can be.
-        liar.plant(chunk_key(VAULT, chunk_id), bytes(sealed_size_limit(len(data)) + 1))
     with caplog.at_level(logging.WARNING, "chunkvault"):
         for data in plaintexts:
+            chunk_id, _ = store(mems, data)
+            # The replica the reader will ask first lies (planted just before the read:
+            # which one that is depends on what earlier reads taught the reader).
+            liar = ranked_first(reader, chunk_id, mems)
+            liars.add(liar.name)
+            # One byte more than any sealing of 1000+i bytes can be.
+            liar.plant(chunk_key(VAULT, chunk_id), bytes(sealed_size_limit(len(data)) + 1))
             # No DEK given: the good replica's own metadata supplies it (one stat).
             assert reader.read(K.chunk_id(data), plain_size=len(data)) == data
+    assert len(liars) < len(plaintexts)  # some liar was asked twice
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == len(liars), warned  # once per peer, not once per chunk
     assert all("more than the" in w for w in warned)
@@ -105,3 +108,16 @@ def test_read_raises_only_chunk_unavailable_whatever_peers_serve(bodies, metadat
         mem.put(chunk_key(VAULT, chunk_id), body, metadata)
     with pytest.raises(ChunkUnavailable):
         reader_over(mems).read(chunk_id, plain_size=len(data))
+
+
+def test_the_unavailable_hint_promises_no_command_that_does_not_exist() -> None:
+    from chunkvault.cli.main import cli
+
+    mems = [MemoryPeer("p0")]
+    with pytest.raises(ChunkUnavailable) as err:
+        reader_over(mems).read("ab" * 32, plain_size=10)
+    hint = err.value.hint or ""
+    assert "peers list" in hint  # what works today
+    for planned in ("check", "repair"):
+        if planned not in cli.commands and re.search(rf"\b{planned}\b", hint):
+            assert "planned" in hint, hint

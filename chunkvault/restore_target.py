@@ -1,0 +1,172 @@
+"""One file being restored into the target directory: the I/O, none of the scheduling.
+
+The target is someone's directory and may hold planted symlinks: the file's directory is
+opened (or made) relative to the target's fd with O_NOFOLLOW, the temp file is created
+O_EXCL under a short random name in it, and every change goes through those fds (see
+``fsutil``). Chunks are written at their offsets (``os.pwrite``) in whatever order they
+arrive; once all are in, the temp file is read back and checked against the manifest's
+size and SHA-256, given its mode and mtime, fsynced and renamed over the final name. A
+process killed at any line leaves at most a ``.cv-restore-*.tmp`` file: never a partial
+file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import threading
+from typing import Literal
+
+from chunkvault import names
+from chunkvault.errors import ChunkvaultError
+from chunkvault.fsutil import create_temp_in, open_subdir
+from chunkvault.manifest import Manifest
+
+# What to do with a file that already exists at the destination (restic >= 0.17's names).
+Overwrite = Literal["never", "if-changed", "always"]
+OVERWRITE_CHOICES: tuple[Overwrite, ...] = ("never", "if-changed", "always")
+IDENTICAL = "identical"
+TEMP_PREFIX = ".cv-restore-"
+_READ_BACK = 1024 * 1024
+
+
+class TargetFile:
+    """A temp file next to the final name, filled at offsets, then verified and renamed.
+
+    Thread-safe: chunks may be written from several threads at once; :meth:`finish` runs
+    once, after the last write, and :meth:`discard` cleans up a file that will not finish."""
+
+    def __init__(self, manifest: Manifest, dir_fd: int, name: str, pieces: int) -> None:
+        self.manifest = manifest
+        self.dir_fd = dir_fd
+        self.name = name
+        self.fd, self.tmp = create_temp_in(dir_fd, prefix=TEMP_PREFIX)
+        self._left = pieces
+        self._lock = threading.Lock()
+        self.error: Exception | None = None  # the first reason this file cannot finish
+        self._closed = False
+
+    def write(self, data: bytes, offsets: tuple[int, ...]) -> None:
+        view = memoryview(data)
+        for offset in offsets:
+            done = 0
+            while done < len(view):  # a short write is legal: carry on from where it ended
+                done += os.pwrite(self.fd, view[done:], offset + done)
+
+    def piece_done(self) -> bool:
+        """Count one piece as settled (written, or given up on); True for the last one."""
+        with self._lock:
+            self._left -= 1
+            return self._left == 0
+
+    def fail(self, exc: Exception) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+
+    def finish(self) -> None:
+        """Verify, set mode and mtime, fsync, rename into place; the fds are closed after."""
+        manifest = self.manifest
+        try:
+            size = os.fstat(self.fd).st_size
+            if size != manifest.size or _digest_fd(self.fd, size) != manifest.sha256:
+                raise ChunkvaultError(
+                    f"{names.show(manifest.path)}: restored content does not match its "
+                    f"manifest ({size} bytes, expected {manifest.size})"
+                )
+            os.fchmod(self.fd, manifest.mode & 0o7777)
+            os.utime(self.fd, ns=(manifest.mtime_ns, manifest.mtime_ns))
+            os.fsync(self.fd)
+            # A symlink at the final name is replaced, never written through.
+            os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            self.tmp = ""
+            os.fsync(self.dir_fd)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temp file (unless renamed) and close the fds; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self.tmp:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.tmp, dir_fd=self.dir_fd)
+        finally:
+            os.close(self.fd)
+            os.close(self.dir_fd)
+
+
+def open_target(
+    manifest: Manifest, target_fd: int, parts: list[str], overwrite: Overwrite, pieces: int
+) -> TargetFile | str:
+    """The file's :class:`TargetFile`, or why the file already there stays (``--overwrite``):
+    :data:`IDENTICAL`, or how it differs."""
+    dir_fd = open_subdir(target_fd, parts[:-1], create=True)
+    try:
+        kept = keep_existing(manifest, dir_fd, parts[-1], overwrite)
+        if kept is not None:
+            os.close(dir_fd)
+            return kept
+        return TargetFile(manifest, dir_fd, parts[-1], pieces)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(dir_fd)
+        raise
+
+
+def keep_existing(manifest: Manifest, dir_fd: int, name: str, overwrite: Overwrite) -> str | None:
+    """What ``--overwrite`` says about a file already at ``name``: None to write it, else
+    why it stays (:data:`IDENTICAL`, or how it differs)."""
+    if overwrite == "always":
+        return None
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None if overwrite == "if-changed" else "exists and is not a file"
+    if st.st_size == manifest.size and _sha256_in(dir_fd, name) == manifest.sha256:
+        if overwrite == "if-changed":  # same content: only its metadata to fix
+            _set_metadata(dir_fd, name, manifest)
+        return IDENTICAL
+    return None if overwrite == "if-changed" else "exists and differs"
+
+
+def _digest_fd(fd: int, size: int) -> str:
+    """SHA-256 of the first ``size`` bytes of ``fd``, read back (from the page cache)."""
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(_READ_BACK, size - offset), offset)
+        if not block:
+            break
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
+
+
+def _sha256_in(dir_fd: int, name: str) -> str | None:
+    """SHA-256 of the regular file ``name`` in ``dir_fd`` (never through a symlink), or
+    None if it cannot be read."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _set_metadata(dir_fd: int, name: str, manifest: Manifest) -> None:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, manifest.mode & 0o7777)
+        os.utime(fd, ns=(manifest.mtime_ns, manifest.mtime_ns))
+    finally:
+        os.close(fd)
