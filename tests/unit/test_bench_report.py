@@ -278,7 +278,6 @@ def test_purge_refuses_a_vault_it_did_not_create(tmp_path: Path) -> None:
 
 
 def test_charts_and_page_are_written(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     results = sample_results()
     results["datasets"]["text"] = dict(results["datasets"]["random"], label="text")
     out = tmp_path / "docs" / "benchmarks.md"
@@ -293,7 +292,6 @@ def test_charts_and_page_are_written(tmp_path: Path) -> None:
 
 
 def test_render_redraws_from_saved_results_without_running(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     first = tmp_path / "a" / "benchmarks.md"
     first.parent.mkdir()
     compare.write_outputs(sample_results(), first)
