@@ -144,8 +144,9 @@ class UploadService:
             # wrapped DEK stays valid.
             dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known else None
             sealed = seal_chunk(
-                keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek
-            )
+                keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek,
+                chunk_id=chunk_id,
+            )  # fmt: skip
             written, errors = self._write_replicas(
                 chunk_id, sealed.body, chunk_metadata(sealed), target
             )

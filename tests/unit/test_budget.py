@@ -54,9 +54,8 @@ def test_many_threads_never_exceed_the_limit() -> None:
     lock = threading.Lock()
 
     def work(n: int) -> None:
-        with budget.holding(100 + n % 7):
-            with lock:
-                seen.append(budget.held)
+        with budget.holding(100 + n % 7), lock:
+            seen.append(budget.held)
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(work, range(400)))
