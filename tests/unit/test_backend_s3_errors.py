@@ -31,7 +31,7 @@ from chunkvault.backends import (
     S3Peer,
     TransientError,
 )
-from chunkvault.backends.s3 import classify_error
+from chunkvault.backends.s3errors import classify_error
 from chunkvault.config import PeerConfig, TransferConfig
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
