@@ -175,9 +175,11 @@ class Ingestor:
                     budget.release(want - len(chunk))
                 digest.update(chunk)
                 read += len(chunk)
+                size = len(chunk)
                 self.pipeline.store(batch, chunk, replicas=flow.replicas, compress=flow.compress)
+                del chunk  # the worker's now: not held here while waiting for budget
                 if self.progress:
-                    self.progress(len(chunk))
+                    self.progress(size)
             after = os.fstat(f.fileno())
             if (
                 (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)

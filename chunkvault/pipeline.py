@@ -15,7 +15,10 @@ settled; files complete in any order.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
@@ -24,6 +27,23 @@ from chunkvault.budget import ByteBudget
 from chunkvault.upload import StoredChunk, UploadService
 
 log = logging.getLogger(__name__)
+# glibc mallopt(M_MMAP_THRESHOLD): buffers at least this big get their own mapping, given
+# back to the system when freed. Left to glibc, the threshold rises to the largest buffer
+# freed so far (up to 32 MiB), after which chunk-sized buffers come from per-thread arenas
+# that keep freed memory: peak RSS then grew to ~2x what the byte budget allows.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1024 * 1024
+
+
+def return_big_buffers_to_the_system() -> None:
+    """Pin glibc's mmap threshold (once per process; nothing elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to pin
+        pass
 
 
 class FileBatch:
@@ -89,6 +109,7 @@ class ChunkPipeline:
     def __init__(self, service: UploadService, budget_bytes: int, workers: int) -> None:
         self.service = service
         self.budget = ByteBudget(budget_bytes)
+        return_big_buffers_to_the_system()
         # The queue of this pool never holds more than the budget's bytes: every chunk in
         # it was paid for by its reader before it was read.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
