@@ -103,9 +103,7 @@ def proxied_vault(
         proxy = hostile_proxy_factory(server.endpoint)
         proxy.add(recorder)
         proxies.append(proxy)
-    return init_vault(
-        tmp_path, [p.endpoint for p in proxies], unique_bucket(), PW, **sections
-    )
+    return init_vault(tmp_path, [p.endpoint for p in proxies], unique_bucket(), PW, **sections)
 
 
 def write_files(root: Path, sizes: dict[str, int], seed: int = 7) -> dict[str, bytes]:
@@ -165,9 +163,7 @@ def test_byte_budget_bounds_memory_not_the_file_size(tmp_path: Path, moto_peers)
     assert hashlib.sha256((out / "big.bin").read_bytes()).digest() == digest.digest()
 
 
-def push_killed_when(
-    config: Path, recorder: PutRecorder, hold: Callable[[str, int], bool]
-) -> None:
+def push_killed_when(config: Path, recorder: PutRecorder, hold: Callable[[str, int], bool]) -> None:
     """Start `chunkvault push`, SIGKILL it while a PUT chosen by ``hold`` is stored
     upstream but not yet answered, and reap it."""
     recorder.chunk_puts = recorder.manifest_puts = 0
