@@ -156,7 +156,7 @@ def test_client_settings() -> None:
     config = peer.client.meta.config
     assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert (config.connect_timeout, config.read_timeout) == (3, 3)
-    assert config.s3 == {"addressing_style": "path"}
+    assert config.s3 == {"addressing_style": "path", "payload_signing_enabled": False}
     assert config.signature_version == "s3v4"
     assert config.request_checksum_calculation == "when_required"
     assert config.response_checksum_validation == "when_required"
