@@ -96,7 +96,13 @@ class Ingestor:
         """Queue ``rel`` for storing; the future is done once its version is committed
         (or the file failed, was unchanged, ignored or gone)."""
         result: Future[IngestResult] = Future()
-        self._readers.submit(self._read_file, rel, result)
+        task = self._readers.submit(self._read_file, rel, result)
+
+        def dropped(task: Future[None]) -> None:  # by close() before it started
+            if task.cancelled():
+                result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
+
+        task.add_done_callback(dropped)
         return result
 
     def _read_file(self, rel: str, result: Future[IngestResult]) -> None:

@@ -42,7 +42,9 @@ from chunkvault.upload_requests import (
 )
 
 log = logging.getLogger(__name__)
-_STRIPES = 64
+# Many stripes: a chunk holds its stripe while its replicas are written, and with a
+# pipeline of chunks in flight two unrelated chunks on one stripe would wait for each other.
+_STRIPES = 1024
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,11 @@ class UploadService:
         self.catalog = catalog
         self.staging = staging
         self._api_keys: DomainKeys | None = None
-        # Replica writes of all chunks share this pool; LimitPeer caps each peer.
+        # Replica writes of all chunks share this pool (every replica of every chunk in
+        # flight at once); LimitPeer caps each peer.
+        replicas = max(2, config.replication.replicas)
         self._replica_pool = ThreadPoolExecutor(
-            max_workers=max(2, config.transfer.concurrency * 2), thread_name_prefix="replica"
+            max_workers=config.transfer.concurrency * replicas, thread_name_prefix="replica"
         )
         self._chunk_pool = ThreadPoolExecutor(
             max_workers=config.transfer.concurrency, thread_name_prefix="api-chunk"
