@@ -121,8 +121,10 @@ class ChunkPipeline:
         of ``batch``; the bytes go back to the budget when the chunk is settled."""
         index = batch._add()
         size = len(data)
-        future = self._pool.submit(self._store_one, data, replicas, compress)
-        del data  # the worker holds the only reference: freed as soon as it is sealed
+        # In a box the worker empties: once the caller lets go too, the worker holds the
+        # only reference and frees the plaintext as soon as it is sealed.
+        future = self._pool.submit(self._store_one, [data], size, replicas, compress)
+        del data
 
         def settled(done: Future[StoredChunk]) -> None:
             self.budget.release(size)
@@ -130,12 +132,14 @@ class ChunkPipeline:
 
         future.add_done_callback(settled)
 
-    def _store_one(self, data: bytes, replicas: int | None, compress: bool | None) -> StoredChunk:
+    def _store_one(
+        self, box: list[bytes], size: int, replicas: int | None, compress: bool | None
+    ) -> StoredChunk:
         try:
-            return self.service.store_chunk(data, replicas=replicas, compress=compress)
+            return self.service.store_chunk_from(box, replicas=replicas, compress=compress)
         except Exception as exc:  # a bug: fail this chunk's file, keep the pipeline going
             log.exception("storing a chunk failed")
-            return _failed(len(data), f"internal error: {type(exc).__name__}: {exc}")
+            return _failed(size, f"internal error: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         """Stop: waiting readers give up, queued chunks are dropped (their files fail and

@@ -129,6 +129,22 @@ class UploadService:
     ) -> StoredChunk:
         """Store one chunk. ``keys`` selects the id-key domain (default: the vault's, for
         the watched tree); KEKs are the same in every domain."""
+        return self.store_chunk_from([data], replicas=replicas, compress=compress, keys=keys)
+
+    def store_chunk_from(
+        self,
+        box: list[bytes],
+        *,
+        replicas: int | None = None,
+        compress: bool | None = None,
+        keys: MasterKeys | None = None,
+    ) -> StoredChunk:
+        """:meth:`store_chunk` of the one chunk in ``box``, taken out of it: when the box
+        held the only reference (the push pipeline), the plaintext is freed as soon as it
+        is sealed, not when the replicas are written, so a chunk in flight costs its
+        memory once, not twice."""
+        data = box.pop()
+        size = len(data)
         keys = keys or self.keys
         target = replicas or self.config.replication.replicas
         target = min(target, len(self.peers))
@@ -141,7 +157,7 @@ class UploadService:
             have = self.catalog.replicas(chunk_id) if known else []
             if known and len(have) >= minimum:
                 return StoredChunk(
-                    chunk_id, len(data), known.wrapped_dek, tuple(have), True, "deduplicated",
+                    chunk_id, size, known.wrapped_dek, tuple(have), True, "deduplicated",
                     target=target,
                 )  # fmt: skip
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
@@ -151,6 +167,7 @@ class UploadService:
                 keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek,
                 chunk_id=chunk_id,
             )  # fmt: skip
+            del data
             written, errors = self._write_replicas(
                 chunk_id, sealed.body, chunk_metadata(sealed), target
             )
@@ -159,7 +176,7 @@ class UploadService:
             if written:
                 self.catalog.record_chunk(
                     ChunkRow(
-                        chunk_id, len(data), len(sealed.body), wrapped, sealed.generation,
+                        chunk_id, size, len(sealed.body), wrapped, sealed.generation,
                         sealed.body_sha256,
                     ),
                     written,
@@ -170,7 +187,7 @@ class UploadService:
         else:
             reason = f"stored on {len(written)} peer(s), need {minimum}: " + "; ".join(errors)
         return StoredChunk(
-            chunk_id, len(data), wrapped, tuple(written), ok, reason,
+            chunk_id, size, wrapped, tuple(written), ok, reason,
             len(sealed.body) * len(written), target,
         )  # fmt: skip
 

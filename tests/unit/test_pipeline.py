@@ -18,7 +18,8 @@ class SlowService:
         self.now = 0
         self.most = 0
 
-    def store_chunk(self, data: bytes, **_: Any) -> StoredChunk:
+    def store_chunk_from(self, box: list[bytes], **_: Any) -> StoredChunk:
+        data = box.pop()
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
