@@ -173,7 +173,6 @@ class Vault:
         if self.catalog.get_meta(SYNCED) is None:
             added = self.sync_from_peers()
             log.info("catalog rebuilt from peers: %d version(s)", added)
-        self.recover_pending()
 
     # --- committing a version exactly once -------------------------------------------------
 
@@ -216,7 +215,8 @@ class Vault:
         manifest found on a peer is complete (it is written only after all its chunks are
         durable): it is brought to R copies under the same name and added to the catalog.
         One on no peer was never written: forgotten, so its file is stored again. One that
-        cannot be told (a peer is down) stays pending for the next open."""
+        cannot be told (a peer is down) stays pending for the next open. Only a writer
+        (holding the writer lock) may call it: a pending name may be a commit in flight."""
         added = 0
         for name in self.pending():
             if self.catalog.has_manifest(name):
