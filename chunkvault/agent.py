@@ -78,7 +78,7 @@ class Agent:
         self,
         vault: Vault,
         *,
-        workers: int = 2,
+        workers: int | None = None,
         on_result: Callable[[IngestResult, float], None] | None = None,
     ) -> None:
         self.vault = vault
@@ -90,7 +90,10 @@ class Agent:
         self.ingestor = Ingestor(vault)
         self.stats = AgentStats()
         self.on_result = on_result
-        self._workers = workers
+        # Workers only wait for their file: the data goes through the ingestor's one
+        # shared pipeline, bounded by its byte budget, so a worker per concurrent transfer
+        # lets that many files overlap (an idle worker costs a sleeping thread).
+        self._workers = workers or cfg.transfer.concurrency
         self._pending: list[Change] = []
         self._pending_lock = threading.Lock()
         self._stop = threading.Event()

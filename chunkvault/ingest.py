@@ -1,12 +1,16 @@
-"""The file pipeline: one file -> chunks -> the upload service -> manifest -> catalog.
+"""Files into the vault: one file -> chunks -> the chunk pipeline -> manifest -> catalog.
 
-Chunking and hashing run in the calling thread while up to ``transfer.concurrency``
-chunks are being sealed and written in worker threads, so reading the file, encryption and
-network I/O overlap, and memory stays bounded (in-flight chunks x ``max_size``).
+Reader threads open, chunk and hash files; each chunk is handed to the shared
+:class:`~chunkvault.pipeline.ChunkPipeline` (seal and put in worker threads) and the
+reader goes on with the next chunk or file without waiting, so chunks of many files are
+in flight at once. The plaintext read and not yet durable is bounded by
+``transfer.max_inflight_bytes``: a reader takes a chunk's bytes from the byte budget before
+reading it, and they come back when the chunk is durable (or was stored already).
 
 A file that changes while it is read (size, mtime or inode differ afterwards) is read
 again; a version is committed only when every chunk reached ``min_replicas`` peers and
-the manifest is stored.
+the manifest is stored (:meth:`Vault.commit`, exactly once even across a SIGKILL). Files
+commit in whatever order their chunks become durable.
 """
 
 from __future__ import annotations
@@ -16,20 +20,21 @@ import logging
 import os
 import stat
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Literal
 
+from chunkvault.budget import BudgetClosed
 from chunkvault.catalog import VersionRow
 from chunkvault.chunking import Chunker
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import Flow
 from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_in_tree
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
+from chunkvault.pipeline import ChunkPipeline, FileBatch
 from chunkvault.upload import StoredChunk
-from chunkvault.vault import Vault, version_row
+from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
 Action = Literal["stored", "unchanged", "ignored", "deleted", "kept", "purged", "moved", "failed"]
@@ -52,6 +57,10 @@ class _Changed(Exception):
 
 
 class Ingestor:
+    """Stores files through one shared pipeline: :meth:`submit` from one thread (push) or
+    :meth:`ingest` from many (the agent's workers) feed the same readers, chunk workers
+    and byte budget."""
+
     def __init__(self, vault: Vault, progress: Callable[[int], None] | None = None) -> None:
         self.vault = vault
         cfg = vault.config
@@ -59,21 +68,60 @@ class Ingestor:
         self.chunker = Chunker(
             cfg.chunking.mode, cfg.chunking.min_size, cfg.chunking.avg_size, cfg.chunking.max_size
         )
-        self.in_flight = cfg.transfer.concurrency
-        self._pool = ThreadPoolExecutor(max_workers=self.in_flight, thread_name_prefix="chunk")
+        self.max_chunk = cfg.chunking.avg_size if cfg.chunking.mode == "fixed" else (
+            cfg.chunking.max_size
+        )  # fmt: skip
+        concurrency = cfg.transfer.concurrency
+        self.pipeline = ChunkPipeline(
+            vault.service, cfg.transfer.max_inflight_bytes, workers=concurrency
+        )
+        # Reading and chunking is local and quick next to sealing and putting: a few
+        # readers keep the chunk workers fed, and small files do not queue behind a big one.
+        self._readers = ThreadPoolExecutor(
+            max_workers=max(2, min(4, concurrency // 2)), thread_name_prefix="read"
+        )
         self.progress = progress
 
     def close(self) -> None:
-        # Queued chunks are dropped: a half-stored file is simply stored again next time.
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # Queued work is dropped: a half-stored file is simply stored again next time.
+        self.pipeline.close()
+        self._readers.shutdown(wait=False, cancel_futures=True)
 
     def ingest(self, rel: str) -> IngestResult:
-        """Store the current content of ``rel`` (relative to watch.path) if it changed.
+        """Store the current content of ``rel`` (relative to watch.path) if it changed;
+        returns once it is committed (or failed)."""
+        return self.submit(rel).result()
 
-        The file is opened one component at a time from watch.path, never through a
+    def submit(self, rel: str) -> Future[IngestResult]:
+        """Queue ``rel`` for storing; the future is done once its version is committed
+        (or the file failed, was unchanged, ignored or gone)."""
+        result: Future[IngestResult] = Future()
+        task = self._readers.submit(self._read_file, rel, result)
+
+        def dropped(task: Future[None]) -> None:  # by close() before it started
+            if task.cancelled():
+                result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
+
+        task.add_done_callback(dropped)
+        return result
+
+    def _read_file(self, rel: str, result: Future[IngestResult]) -> None:
+        """The file is opened one component at a time from watch.path, never through a
         symlink (see ``fsutil.open_regular_in_tree``): a directory swapped for a symlink
         after the event makes the path "not a regular file in the tree", so nothing outside
         the tree is ever read."""
+        try:
+            outcome = self._read_attempts(rel, result)
+        except BudgetClosed:
+            outcome = IngestResult(rel, "failed", error="stopped before it was stored")
+        except BaseException as exc:  # a bug: the caller sees it, the reader lives on
+            result.set_exception(exc)
+            return
+        if outcome is not None:
+            result.set_result(outcome)
+
+    def _read_attempts(self, rel: str, result: Future[IngestResult]) -> IngestResult | None:
+        """None when the file was handed to the pipeline (``result`` is set on commit)."""
         flow = self.vault.rules.flow(rel)
         if flow.ignore:
             return IngestResult(rel, "ignored")
@@ -90,7 +138,8 @@ class Ingestor:
                         st = os.fstat(f.fileno())
                         if attempt == 0 and _unchanged(latest, st):
                             return IngestResult(rel, "unchanged", size=st.st_size)
-                        return self._store(rel, f, root_fd, flow)
+                        self._read(rel, f, root_fd, flow, result)
+                        return None
                 finally:
                     os.close(root_fd)
             except _Changed:
@@ -98,65 +147,105 @@ class Ingestor:
                 time.sleep(0.2)
             except (FileNotFoundError, NotADirectoryError):
                 return self.delete(rel)
-            except (ManifestError, ChunkvaultError) as exc:
-                return IngestResult(rel, "failed", error=str(exc))
             except OSError as exc:
                 return IngestResult(rel, "failed", error=f"cannot read: {exc.strerror}")
         return IngestResult(rel, "failed", error=error)
 
-    def _store(self, rel: str, f: BinaryIO, root_fd: int, flow: Flow) -> IngestResult:
+    def _read(
+        self, rel: str, f: BinaryIO, root_fd: int, flow: Flow, result: Future[IngestResult]
+    ) -> None:
+        """Read and chunk the file into the pipeline; raise _Changed if it changed."""
         digest = hashlib.sha256()
-        window: deque[Future[StoredChunk]] = deque()
-        stored: list[StoredChunk] = []
+        batch = FileBatch()
         before = os.fstat(f.fileno())
-        for chunk in self.chunker.split(f):
-            digest.update(chunk)
-            window.append(
-                self._pool.submit(
-                    self.vault.service.store_chunk,
-                    chunk,
-                    replicas=flow.replicas,
-                    compress=flow.compress,
-                )
-            )
-            if self.progress:
-                self.progress(len(chunk))
-            if len(window) >= self.in_flight:
-                stored.append(window.popleft().result())
-        stored.extend(pending.result() for pending in window)
-        after = os.fstat(f.fileno())
-        if (
-            (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
-            or sum(s.plain_size for s in stored) != before.st_size
-            or not _still_at(root_fd, rel, before)
-        ):
-            raise _Changed()
+        budget = self.pipeline.budget
+        chunks = self.chunker.split(f)
+        read = 0
+        try:
+            while True:
+                # Pay before reading: at most the rest of the file, at most one chunk.
+                want = max(1, min(self.max_chunk, before.st_size - read))
+                budget.acquire(want)
+                try:
+                    chunk = next(chunks, None)
+                except BaseException:
+                    budget.release(want)
+                    raise
+                if chunk is None:
+                    budget.release(want)
+                    break
+                if len(chunk) > want:  # the file grew: pay the difference (without holding
+                    budget.release(want)  # a part, so two growing files cannot deadlock)
+                    budget.acquire(len(chunk))
+                else:
+                    budget.release(want - len(chunk))
+                digest.update(chunk)
+                read += len(chunk)
+                size = len(chunk)
+                self.pipeline.store(batch, chunk, replicas=flow.replicas, compress=flow.compress)
+                del chunk  # the worker's now: not held here while waiting for budget
+                if self.progress:
+                    self.progress(size)
+            after = os.fstat(f.fileno())
+            if (
+                (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
+                or read != before.st_size
+                or not _still_at(root_fd, rel, before)
+            ):
+                raise _Changed()
+        except BaseException:
+            batch.abandon()
+            raise
+        batch.finish(lambda stored: self._complete(rel, before, digest.hexdigest(), stored, result))
+
+    def _complete(
+        self,
+        rel: str,
+        st: os.stat_result,
+        sha256: str,
+        stored: list[StoredChunk],
+        result: Future[IngestResult],
+    ) -> None:
+        """Every chunk of the file is settled: commit it, or fail it if any chunk failed.
+        Runs in the chunk worker that settled the last chunk."""
+        try:
+            result.set_result(self._commit_file(rel, st, sha256, stored))
+        except BaseException as exc:  # a bug: the caller sees it
+            result.set_exception(exc)
+
+    def _commit_file(
+        self, rel: str, st: os.stat_result, sha256: str, stored: list[StoredChunk]
+    ) -> IngestResult:
         failed = [s for s in stored if not s.ok]
         if failed:
-            raise ChunkvaultError(
-                f"{len(failed)} of {len(stored)} chunk(s) not stored: {failed[0].reason}"
+            return IngestResult(
+                rel,
+                "failed",
+                error=f"{len(failed)} of {len(stored)} chunk(s) not stored: {failed[0].reason}",
             )
         manifest = Manifest(
             path=rel,
-            size=before.st_size,
-            mtime_ns=before.st_mtime_ns,
-            mode=before.st_mode,
-            sha256=digest.hexdigest(),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            mode=st.st_mode,
+            sha256=sha256,
             chunks=tuple(ChunkRef(s.chunk_id, s.plain_size, s.wrapped_dek) for s in stored),
         )
-        self._commit(manifest, inode=before.st_ino)
+        try:
+            self._commit(manifest, inode=st.st_ino)
+        except (ManifestError, ChunkvaultError) as exc:
+            return IngestResult(rel, "failed", error=str(exc))
         return IngestResult(
             rel,
             "stored",
-            size=before.st_size,
+            size=st.st_size,
             chunks=len(stored),
             new_chunks=sum(1 for s in stored if s.reason != "deduplicated"),
             sent_bytes=sum(s.sent_bytes for s in stored),
         )
 
     def _commit(self, manifest: Manifest, inode: int | None = None) -> None:
-        name, _peers = self.vault.manifests.write(manifest)
-        self.vault.catalog.add_version(version_row(manifest, name, inode))
+        self.vault.commit(manifest, inode)
 
     def delete(self, rel: str) -> IngestResult:
         """The file is gone: apply its flow's ``on_delete``."""

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from wcmatch import glob
 
 from chunkvault import names
-from chunkvault.bytebudget import ByteBudget
+from chunkvault.budget import ByteBudget
 from chunkvault.catalog import VersionRow
 from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import SymlinkInPath, open_dir
@@ -223,7 +223,8 @@ class Restorer:
                 if job.piece_done():
                     self._settle(run, index, job)
                 continue
-            charge = self.budget.acquire(fetch.size)
+            charge = fetch.size
+            self.budget.acquire(charge)  # a chunk over the whole budget waits to go alone
             run.submitted()
             try:
                 self._pool.submit(self._fetch, run, index, job, fetch, charge)

@@ -42,7 +42,9 @@ from chunkvault.upload_requests import (
 )
 
 log = logging.getLogger(__name__)
-_STRIPES = 64
+# Many stripes: a chunk holds its stripe while its replicas are written, and with a
+# pipeline of chunks in flight two unrelated chunks on one stripe would wait for each other.
+_STRIPES = 1024
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,11 @@ class UploadService:
         self.catalog = catalog
         self.staging = staging
         self._api_keys: DomainKeys | None = None
-        # Replica writes of all chunks share this pool; LimitPeer caps each peer.
+        # Replica writes of all chunks share this pool (every replica of every chunk in
+        # flight at once); LimitPeer caps each peer.
+        replicas = max(2, config.replication.replicas)
         self._replica_pool = ThreadPoolExecutor(
-            max_workers=max(2, config.transfer.concurrency * 2), thread_name_prefix="replica"
+            max_workers=config.transfer.concurrency * replicas, thread_name_prefix="replica"
         )
         self._chunk_pool = ThreadPoolExecutor(
             max_workers=config.transfer.concurrency, thread_name_prefix="api-chunk"
@@ -125,6 +129,22 @@ class UploadService:
     ) -> StoredChunk:
         """Store one chunk. ``keys`` selects the id-key domain (default: the vault's, for
         the watched tree); KEKs are the same in every domain."""
+        return self.store_chunk_from([data], replicas=replicas, compress=compress, keys=keys)
+
+    def store_chunk_from(
+        self,
+        box: list[bytes],
+        *,
+        replicas: int | None = None,
+        compress: bool | None = None,
+        keys: MasterKeys | None = None,
+    ) -> StoredChunk:
+        """:meth:`store_chunk` of the one chunk in ``box``, taken out of it: when the box
+        held the only reference (the push pipeline), the plaintext is freed as soon as it
+        is sealed, not when the replicas are written, so a chunk in flight costs its
+        memory once, not twice."""
+        data = box.pop()
+        size = len(data)
         keys = keys or self.keys
         target = replicas or self.config.replication.replicas
         target = min(target, len(self.peers))
@@ -137,15 +157,17 @@ class UploadService:
             have = self.catalog.replicas(chunk_id) if known else []
             if known and len(have) >= minimum:
                 return StoredChunk(
-                    chunk_id, len(data), known.wrapped_dek, tuple(have), True, "deduplicated",
+                    chunk_id, size, known.wrapped_dek, tuple(have), True, "deduplicated",
                     target=target,
                 )  # fmt: skip
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
             # wrapped DEK stays valid.
             dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known else None
             sealed = seal_chunk(
-                keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek
-            )
+                keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek,
+                chunk_id=chunk_id,
+            )  # fmt: skip
+            del data
             written, errors = self._write_replicas(
                 chunk_id, sealed.body, chunk_metadata(sealed), target
             )
@@ -154,7 +176,7 @@ class UploadService:
             if written:
                 self.catalog.record_chunk(
                     ChunkRow(
-                        chunk_id, len(data), len(sealed.body), wrapped, sealed.generation,
+                        chunk_id, size, len(sealed.body), wrapped, sealed.generation,
                         sealed.body_sha256,
                     ),
                     written,
@@ -165,7 +187,7 @@ class UploadService:
         else:
             reason = f"stored on {len(written)} peer(s), need {minimum}: " + "; ".join(errors)
         return StoredChunk(
-            chunk_id, len(data), wrapped, tuple(written), ok, reason,
+            chunk_id, size, wrapped, tuple(written), ok, reason,
             len(sealed.body) * len(written), target,
         )  # fmt: skip
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from chunkvault.backends.base import PeerError
+from chunkvault.backends.base import NotFound, PeerError
 from chunkvault.catalog import Catalog, ChunkRow, VersionRow
 from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
@@ -21,7 +21,7 @@ from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix
-from chunkvault.manifest import Manifest, ManifestError, ManifestStore
+from chunkvault.manifest import Manifest, ManifestError, ManifestStore, new_manifest_name
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.staging import Staging
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
 GENERATION_FLOOR = "max_key_generation"
+# Catalog meta key prefix of a manifest being written (see Vault.commit).
+PENDING = "pending_manifest:"
 
 
 class StaleKeyring(ChunkvaultError):
@@ -171,6 +173,85 @@ class Vault:
         if self.catalog.get_meta(SYNCED) is None:
             added = self.sync_from_peers()
             log.info("catalog rebuilt from peers: %d version(s)", added)
+
+    # --- committing a version exactly once -------------------------------------------------
+
+    def commit(self, manifest: Manifest, inode: int | None = None) -> str:
+        """Store ``manifest`` on the peers and add it to the catalog, exactly once even if
+        the process is killed at any line: its name is recorded as pending first, so a
+        manifest that reached a peer but not the catalog is found by
+        :meth:`recover_pending` at the next open instead of being written again as a
+        second version of the same content. Raises ManifestError if under min_replicas."""
+        name = new_manifest_name(self.config.vault.id, self.keys, manifest)
+        self.catalog.set_meta(PENDING + name, "1")
+        try:
+            self.manifests.write(manifest, name)
+        except ManifestError:
+            # Take back the copies that were written: no stray version of a failed commit.
+            try:
+                self.manifests.delete(name)
+            except ManifestError as exc:
+                log.warning("%s stays pending: %s", name, exc)
+            else:
+                self._clear_pending(name)
+            raise
+        self.catalog.add_version(version_row(manifest, name, inode))
+        self._clear_pending(name)
+        return name
+
+    def _clear_pending(self, name: str) -> None:
+        with self.catalog.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (PENDING + name,))
+
+    def pending(self) -> list[str]:
+        """Manifest names whose commit was cut short (by a kill or a failed delete)."""
+        rows = self.catalog.query(
+            "SELECT key FROM meta WHERE substr(key, 1, ?) = ?", (len(PENDING), PENDING)
+        )
+        return sorted(str(key)[len(PENDING) :] for (key,) in rows)
+
+    def recover_pending(self) -> int:
+        """Finish or drop every commit a kill cut short; returns the versions added. A
+        manifest found on a peer is complete (it is written only after all its chunks are
+        durable): it is brought to R copies under the same name and added to the catalog.
+        One on no peer was never written: forgotten, so its file is stored again. One that
+        cannot be told (a peer is down) stays pending for the next open. Only a writer
+        (holding the writer lock) may call it: a pending name may be a commit in flight."""
+        added = 0
+        for name in self.pending():
+            if self.catalog.has_manifest(name):
+                self._clear_pending(name)
+                continue
+            try:
+                manifest = self.manifests.read(name)
+            except ManifestError as exc:
+                if self._absent_everywhere(name):
+                    self._clear_pending(name)
+                else:
+                    log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
+                continue
+            try:
+                self.manifests.write(manifest, name)
+            except ManifestError as exc:
+                log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
+                continue
+            self.catalog.add_version(version_row(manifest, name))
+            self._clear_pending(name)
+            added += 1
+        if added:
+            log.info("%d interrupted commit(s) completed", added)
+        return added
+
+    def _absent_everywhere(self, name: str) -> bool:
+        for placed in self.peers:
+            try:
+                placed.peer.stat(name)
+            except NotFound:
+                continue
+            except PeerError:
+                return False
+            return False
+        return True
 
     def sync_from_peers(self) -> int:
         """Add every manifest and chunk replica the peers hold that the catalog lacks.

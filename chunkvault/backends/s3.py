@@ -5,9 +5,13 @@ names containing dots), SigV4, explicit timeouts, no botocore retries (``retry.p
 them), and no aws-chunked/CRC trailers (several S3 clones mishandle them; integrity is
 ours: AES-GCM tags and stored SHA-256).
 
-Every exception leaves through :func:`classify_error`, the one place that decides
-NotFound / PermanentError / MalformedReply / TransientError, and never puts credentials in
-a message.
+Every exception leaves through :func:`~chunkvault.backends.s3errors.classify_error`, the
+one place that decides NotFound / PermanentError / MalformedReply / TransientError, and
+never puts credentials in a message.
+
+The client is made on first use (a command that never talks to the peer, like ``ls`` or
+a no-change ``push``, never imports boto3), with a connection pool sized to the peer's
+concurrency, and reused for every request after.
 
 Replies are not trusted: ``get`` checks Content-Length against the caller's cap and then
 reads at most cap + 1 bytes (the header may lie or be absent); a reply botocore cannot
@@ -20,24 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any, TypeVar
-
-import boto3
-import urllib3.exceptions
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    SSLError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.parsers import ResponseParserError
 
 from chunkvault.backends.base import (
     DEFAULT_MAX_GET,
@@ -46,7 +36,6 @@ from chunkvault.backends.base import (
     NotFound,
     ObjectInfo,
     Peer,
-    PeerError,
     PermanentError,
     TransientError,
     validate_key,
@@ -62,93 +51,30 @@ log = logging.getLogger(__name__)
 
 MAX_PARTS = 10_000
 INIT_HINT = "run `chunkvault peers init`"
-_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
-_AUTH = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-     "InvalidToken", "AllAccessDisabled", "InvalidSecurity"}
-)  # fmt: skip
-_TRANSIENT_CODES = frozenset(
-    {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "RequestThrottled",
-     "ThrottledException", "RequestLimitExceeded", "TooManyRequestsException",
-     "BandwidthLimitExceeded", "InternalError", "ServiceUnavailable", "OperationAborted",
-     # The upload vanished under us (aborted by a lifecycle rule): a fresh put can work.
-     "NoSuchUpload"}
-)  # fmt: skip
-# Dead peer: EndpointConnectionError and ConnectTimeoutError (ConnectionError); hung peer:
-# ReadTimeoutError; ConnectionClosedError and ResponseStreamingError (a body cut short) are
-# HTTPClientErrors; raw urllib3 and socket errors can escape while a body streams.
-_TRANSIENT_NETWORK = (
-    BotoConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    urllib3.exceptions.HTTPError,
-    OSError,
-)
-# botocore parses replies with int() and dateutil and post-processes them in handlers that
-# index fields: a crafted reply raises ValueError, KeyError or TypeError (ResponseParserError
-# for XML it cannot read) out of the API call. Inside a call they can only be about the reply.
-_UNPARSEABLE = (ResponseParserError, ValueError, LookupError, TypeError)
-#: What a boto3 call can raise that is about the peer rather than a bug of ours.
-S3_ERRORS = (ClientError, BotoCoreError, urllib3.exceptions.HTTPError, OSError, *_UNPARSEABLE)
 #: Truncated listing pages in a row that hold no key. Real servers may return a few (AWS
 #: skipping delete markers); an endless run is a peer that never finishes.
 MAX_EMPTY_PAGES = 100
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def classify_error(
-    exc: BaseException, peer: str, action: str, secrets: Iterable[str] = ()
-) -> PeerError:
-    """Map a boto3/botocore/urllib3 exception to NotFound, PermanentError or TransientError.
-
-    ``action`` says what was attempted ("get <key>"). ``secrets`` are masked from the
-    message (a server could echo anything back).
-    """
-    cls: type[PeerError] = PermanentError
-    if isinstance(exc, ClientError):
-        code = error_code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        text = str(exc.response.get("Error", {}).get("Message", "")).strip()
-        detail = (f"{code} (HTTP {status})" if code else f"HTTP {status}") + (
-            f": {text}" if text else ""
-        )
-        if code in _NOT_FOUND:
-            cls = NotFound
-        elif code == "NoSuchBucket":
-            detail += f"; {INIT_HINT}"
-        elif code in _AUTH:
-            detail += "; check the peer's access_key/secret_key and the bucket policy"
-        elif code == "RequestTimeTooSkewed":
-            detail += "; check this machine's clock"
-        elif code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
-            cls = TransientError
-    elif isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        detail = f"{exc}; set access_key/secret_key for the peer or AWS_* in the environment"
-    elif isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        detail = f"{exc}; install the CA certificate or set verify_tls: false"
-    elif isinstance(exc, _TRANSIENT_NETWORK):
-        cls, detail = TransientError, f"{type(exc).__name__}: {exc}"
-    elif isinstance(exc, _UNPARSEABLE):
-        cls, detail = MalformedReply, f"unparseable reply: {type(exc).__name__}: {exc}"
-    else:  # ParamValidationError and other botocore errors are bugs or config errors
-        detail = f"{type(exc).__name__}: {exc}"
-    message = f"{action}: {detail}"
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return cls(peer, message)
+# Clients of every peer come from one boto3 session (its loader parses the S3 service
+# model once, not once per peer); creating clients from one session is not thread-safe,
+# and peers create theirs on first use from any thread, hence the lock.
+_session: Any = None
+_session_lock = threading.Lock()
 
 
 def make_client(peer: PeerConfig, transfer: TransferConfig) -> Any:
     """A boto3 S3 client configured for one peer."""
+    global _session
+    import boto3
+    from botocore.config import Config as BotoConfig
+
     in_flight = transfer.peer_concurrency or transfer.concurrency
     config = BotoConfig(
         region_name=peer.region,
         signature_version="s3v4",
-        s3={"addressing_style": "path"},
+        # No SHA-256 of every body for the signature (UNSIGNED-PAYLOAD): it cost a full
+        # pass over each replica's body, and what we store is authenticated by us anyway
+        # (AES-GCM tags, the body's SHA-256 in its metadata, checked on every read).
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
         connect_timeout=transfer.timeout_seconds,
         read_timeout=transfer.timeout_seconds,
         # Exactly one attempt per call: retrying is RetryPeer's job, done once, in one
@@ -168,15 +94,17 @@ def make_client(peer: PeerConfig, transfer: TransferConfig) -> Any:
             "aws_access_key_id": peer.access_key.get_secret_value(),
             "aws_secret_access_key": peer.secret_key.get_secret_value(),
         }  # else boto3's default chain: env, shared files, instance roles
-    # A session per peer: creating clients from boto3's default session is not thread-safe.
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=peer.endpoint,
-        # None keeps boto3's default (and AWS_CA_BUNDLE); False disables verification.
-        verify=None if peer.verify_tls else False,
-        config=config,
-        **credentials,
-    )
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(
+            "s3",
+            endpoint_url=peer.endpoint,
+            # None keeps boto3's default (and AWS_CA_BUNDLE); False disables verification.
+            verify=None if peer.verify_tls else False,
+            config=config,
+            **credentials,
+        )
 
 
 def _etag(response: Mapping[str, Any]) -> str:
@@ -202,7 +130,18 @@ class S3Peer(Peer):
             s.get_secret_value() for s in (peer.access_key, peer.secret_key) if s is not None
         )
         self._bucket_seen = False
-        self.client = client if client is not None else make_client(peer, transfer)
+        self._config = (peer, transfer)
+        self._client = client
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The peer's one client, made on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = make_client(*self._config)
+        return self._client
 
     @property
     def location(self) -> str:
@@ -211,8 +150,12 @@ class S3Peer(Peer):
     def _do(self, action: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except S3_ERRORS as exc:
-            raise classify_error(exc, self.name, action, self._secrets) from exc
+        except Exception as exc:
+            from chunkvault.backends.s3errors import S3_ERRORS, classify_error
+
+            if isinstance(exc, S3_ERRORS):
+                raise classify_error(exc, self.name, action, self._secrets) from exc
+            raise
 
     def _check_bucket(self, action: str) -> None:
         """HEAD answers 404 without a body for a missing key AND a missing bucket."""
@@ -240,6 +183,10 @@ class S3Peer(Peer):
             args["CreateBucketConfiguration"] = {"LocationConstraint": region}
 
         def create() -> bool:
+            from botocore.exceptions import ClientError
+
+            from chunkvault.backends.s3errors import error_code
+
             try:
                 self.client.create_bucket(**args)
             except ClientError as exc:
@@ -294,6 +241,8 @@ class S3Peer(Peer):
             return _etag(self._do(action, complete))
         except BaseException:
             # Parts of an unfinished upload are stored (and billed) until aborted.
+            from chunkvault.backends.s3errors import S3_ERRORS
+
             try:
                 self.client.abort_multipart_upload(**common)
             except S3_ERRORS as exc:
@@ -404,4 +353,5 @@ class S3Peer(Peer):
         return self.stat(key)
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()

@@ -136,6 +136,8 @@ class CliContext:
             try:
                 if sync:
                     vault.ensure_synced()
+                if writer:  # commits a kill cut short (read-only commands leave them be)
+                    vault.recover_pending()
                 yield vault
             finally:
                 vault.close()

@@ -4,6 +4,7 @@ the traceback."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -13,18 +14,6 @@ import click
 
 from chunkvault import __version__
 from chunkvault.backends.base import PeerError
-from chunkvault.cli import (
-    bench,
-    config_cmd,
-    init_cmd,
-    keys,
-    ls,
-    peers,
-    push,
-    restore_cmd,
-    run,
-    status_cmd,
-)
 from chunkvault.cli.context import CliContext
 from chunkvault.config import ConfigError, default_config_path
 from chunkvault.errors import ChunkvaultError
@@ -34,8 +23,42 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's fault
 
 _debug = False
 
+# Each command's module is imported only when that command runs (or --help lists them):
+# `chunkvault ls` need not load the agent, the API or the restore machinery.
+COMMANDS: dict[str, str] = {
+    "init": "chunkvault.cli.init_cmd:init",
+    "push": "chunkvault.cli.push:push",
+    "ls": "chunkvault.cli.ls:ls",
+    "restore": "chunkvault.cli.restore_cmd:restore",
+    "status": "chunkvault.cli.status_cmd:status",
+    "run": "chunkvault.cli.run:run",
+    "key": "chunkvault.cli.keys:key",
+    "config": "chunkvault.cli.config_cmd:config",
+    "peers": "chunkvault.cli.peers:peers",
+    "bench": "chunkvault.cli.bench:bench",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are ``module:attribute`` strings, imported on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", prog_name="chunkvault")
 @click.option(
     "--config",
@@ -72,18 +95,6 @@ def cli(
         debug=debug,
         passphrase_file=passphrase_file,
     )
-
-
-cli.add_command(init_cmd.init)
-cli.add_command(push.push)
-cli.add_command(ls.ls)
-cli.add_command(restore_cmd.restore)
-cli.add_command(status_cmd.status)
-cli.add_command(run.run)
-cli.add_command(keys.key)
-cli.add_command(config_cmd.config)
-cli.add_command(peers.peers)
-cli.add_command(bench.bench)
 
 
 def _fail(message: str, code: int) -> int:

@@ -152,7 +152,12 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         with byte_progress("push", total) as progress:
             ingestor = Ingestor(vault, progress)
             try:
-                results = [ingestor.ingest(f) for f in files] + [ingestor.delete(p) for p in gone]
+                # Every file goes into the pipeline at once (the byte budget, not the file
+                # count, bounds memory); they commit in any order. Deletions are manifest
+                # writes only: done here meanwhile.
+                pending = [ingestor.submit(f) for f in files]
+                deleted = [ingestor.delete(p) for p in gone]
+                results = [p.result() for p in pending] + deleted
             finally:
                 ingestor.close()
     counts = Counter(r.action for r in results)

@@ -55,6 +55,9 @@ WRAPPED_DEK_BYTES = 1 + 4 + NONCE_BYTES + DEK_BYTES + TAG_BYTES
 # Keep zstd output only when it saves at least this fraction: decompressing costs time
 # on restore, and incompressible data (media, archives) grows slightly when "compressed".
 MIN_SAVING = 0.03
+# Incompressible chunks are told by compressing this much of their start (see
+# _sample_compresses).
+SAMPLE_BYTES = 64 * 1024
 # A chunk never decompresses beyond this; guards restore against decompression bombs.
 MAX_PLAINTEXT = 1024 * 1024 * 1024
 
@@ -145,10 +148,22 @@ def rewrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes, generation: int)
 def _maybe_compress(plaintext: bytes, level: int) -> tuple[int, bytes]:
     if len(plaintext) < 64:
         return ENCODING_RAW, plaintext
+    if len(plaintext) > SAMPLE_BYTES and not _sample_compresses(plaintext):
+        return ENCODING_RAW, plaintext
     packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(plaintext)
     if len(packed) <= len(plaintext) * (1 - MIN_SAVING):
         return ENCODING_ZSTD, packed
     return ENCODING_RAW, plaintext
+
+
+def _sample_compresses(plaintext: bytes) -> bool:
+    """Whether the first SAMPLE_BYTES shrink by MIN_SAVING at zstd's fastest level: a
+    chunk of media or ciphertext is then stored raw after compressing 64 KiB, not all of
+    it. Only the choice is made here; a chunk that passes is still kept compressed only if
+    the whole of it saves MIN_SAVING, so the stored format is the same either way."""
+    sample = memoryview(plaintext)[:SAMPLE_BYTES]
+    packed = zstandard.ZstdCompressor(level=1).compress(sample)
+    return len(packed) <= len(sample) * (1 - MIN_SAVING)
 
 
 def seal_chunk(
@@ -158,12 +173,15 @@ def seal_chunk(
     compress: bool = True,
     level: int = 3,
     dek: bytes | None = None,
+    chunk_id: str | None = None,
     _nonces: tuple[bytes, bytes] | None = None,
 ) -> SealedChunk:
     """Encrypt one chunk under a fresh random DEK, or under ``dek`` when re-replicating a
     chunk whose wrapped DEK manifests already hold (a fresh nonce keeps GCM safe).
-    ``_nonces`` exists only for the format's test vectors; never pass it otherwise."""
-    chunk_id = keys.chunk_id(plaintext)
+    ``chunk_id``: ``keys.chunk_id(plaintext)`` when the caller has it already (one keyed
+    hash of the chunk, not two). ``_nonces`` exists only for the format's test vectors;
+    never pass it otherwise."""
+    chunk_id = chunk_id or keys.chunk_id(plaintext)
     encoding, payload = _maybe_compress(plaintext, level) if compress else (ENCODING_RAW, plaintext)
     dek = dek or os.urandom(DEK_BYTES)
     data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))

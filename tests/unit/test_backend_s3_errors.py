@@ -31,7 +31,7 @@ from chunkvault.backends import (
     S3Peer,
     TransientError,
 )
-from chunkvault.backends.s3 import classify_error
+from chunkvault.backends.s3errors import classify_error
 from chunkvault.config import PeerConfig, TransferConfig
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -156,7 +156,7 @@ def test_client_settings() -> None:
     config = peer.client.meta.config
     assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert (config.connect_timeout, config.read_timeout) == (3, 3)
-    assert config.s3 == {"addressing_style": "path"}
+    assert config.s3 == {"addressing_style": "path", "payload_signing_enabled": False}
     assert config.signature_version == "s3v4"
     assert config.request_checksum_calculation == "when_required"
     assert config.response_checksum_validation == "when_required"

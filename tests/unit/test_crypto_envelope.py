@@ -305,3 +305,37 @@ def test_blobs_are_padded_and_small_ones_look_alike():
     blob = seal_blob(keys, "manifest", "n", big)
     assert open_blob(keys, "manifest", "n", blob) == big
     assert len(blob) < (1 + 65 + 12 + 4 + 50_020 + 16) * 1.0625
+
+
+def test_incompressible_chunk_skips_zstd_after_a_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Random (media-like) data is stored raw after compressing only a 64 KiB sample, not
+    the whole chunk; compressible data is still compressed, in the same format."""
+    from chunkvault.crypto import envelope
+
+    compressed: list[int] = []
+    real = zstandard.ZstdCompressor
+
+    class Counting:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._inner = real(*args, **kwargs)
+
+        def compress(self, data: bytes | memoryview) -> bytes:
+            compressed.append(len(data))
+            return self._inner.compress(data)
+
+    monkeypatch.setattr(envelope.zstandard, "ZstdCompressor", Counting)
+    keys = MasterKeys.generate(UUID)
+    noise = os.urandom(4 * 1024 * 1024)
+    sealed = seal_chunk(keys, noise)
+    assert not sealed.compressed
+    assert compressed == [envelope.SAMPLE_BYTES]  # the sample only
+    assert open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek) == noise
+
+    compressed.clear()
+    text = b"the same line of text, again and again\n" * 100_000
+    sealed = seal_chunk(keys, text)
+    assert sealed.compressed
+    assert compressed == [envelope.SAMPLE_BYTES, len(text)]
+    assert open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek) == text

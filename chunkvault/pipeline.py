@@ -1,0 +1,159 @@
+"""The chunk stage of the push pipeline, shared by every file in flight.
+
+    reader threads (ingest.py)            chunk workers (here)
+    open -> chunk -> sha256 ──chunk──>    id -> dedup -> seal -> put R replicas
+       budget.acquire(bytes)                 budget.release(bytes) once durable
+                                          last chunk of a file settled -> on_done(file)
+
+Readers never wait for their own file's chunks: they hand each chunk to the workers and
+go on reading (the next chunk, or the next file), so chunks of many files are in flight
+at once. What bounds memory is the byte budget (``transfer.max_inflight_bytes``) of
+plaintext read and not yet durable, not a count of chunks or files. A file completes
+(see :class:`FileBatch`) when it was read to the end *and* every one of its chunks is
+settled; files complete in any order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+
+from chunkvault.budget import ByteBudget
+from chunkvault.upload import StoredChunk, UploadService
+
+log = logging.getLogger(__name__)
+# glibc mallopt(M_MMAP_THRESHOLD): buffers at least this big get their own mapping, given
+# back to the system when freed. Left to glibc, the threshold rises to the largest buffer
+# freed so far (up to 32 MiB), after which chunk-sized buffers come from per-thread arenas
+# that keep freed memory: peak RSS then grew to ~2x what the byte budget allows.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1024 * 1024
+
+
+def return_big_buffers_to_the_system() -> None:
+    """Pin glibc's mmap threshold (once per process; nothing elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to pin
+        pass
+
+
+class FileBatch:
+    """The chunks of one read of one file, in file order. ``on_done`` runs once, in the
+    thread that settles the last chunk (or in :meth:`finish` if that comes last), with
+    every chunk's outcome; an abandoned batch (the file changed while read) never runs it.
+    """
+
+    def __init__(self) -> None:
+        self._results: list[StoredChunk | None] = []
+        self._pending = 0
+        self._finished = False
+        self._abandoned = False
+        self._on_done: Callable[[list[StoredChunk]], None] | None = None
+        self._lock = threading.Lock()
+
+    def _add(self) -> int:
+        with self._lock:
+            self._results.append(None)
+            self._pending += 1
+            return len(self._results) - 1
+
+    def _settle(self, index: int, stored: StoredChunk) -> None:
+        with self._lock:
+            self._results[index] = stored
+            self._pending -= 1
+            ready = self._ready()
+        if ready is not None:
+            ready()
+
+    def _ready(self) -> Callable[[], None] | None:
+        """Under the lock: the completion to run now, at most once."""
+        if not self._finished or self._pending or self._abandoned or self._on_done is None:
+            return None
+        on_done, self._on_done = self._on_done, None
+        results = [r for r in self._results if r is not None]
+        return lambda: on_done(results)
+
+    def finish(self, on_done: Callable[[list[StoredChunk]], None]) -> None:
+        """Reading is over: call ``on_done`` once every chunk added so far is settled."""
+        with self._lock:
+            self._finished = True
+            self._on_done = on_done
+            ready = self._ready()
+        if ready is not None:
+            ready()
+
+    def abandon(self) -> None:
+        """Forget this read; chunks still in flight finish (and free their bytes) unseen."""
+        with self._lock:
+            self._abandoned = True
+            self._on_done = None
+
+    @property
+    def chunks(self) -> int:
+        with self._lock:
+            return len(self._results)
+
+
+class ChunkPipeline:
+    """Chunk workers over one :class:`UploadService`, bounded by one byte budget."""
+
+    def __init__(self, service: UploadService, budget_bytes: int, workers: int) -> None:
+        self.service = service
+        self.budget = ByteBudget(budget_bytes)
+        return_big_buffers_to_the_system()
+        # The queue of this pool never holds more than the budget's bytes: every chunk in
+        # it was paid for by its reader before it was read.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
+
+    def store(
+        self, batch: FileBatch, data: bytes, *, replicas: int | None, compress: bool | None
+    ) -> None:
+        """Store ``data`` (whose bytes the caller took from the budget) as the next chunk
+        of ``batch``; the bytes go back to the budget when the chunk is settled."""
+        index = batch._add()
+        size = len(data)
+        # In a box the worker empties: once the caller lets go too, the worker holds the
+        # only reference and frees the plaintext as soon as it is sealed.
+        future = self._pool.submit(self._store_one, [data], size, replicas, compress)
+        del data
+
+        def settled(done: Future[StoredChunk]) -> None:
+            self.budget.release(size)
+            batch._settle(index, _outcome(done, size))
+
+        future.add_done_callback(settled)
+
+    def _store_one(
+        self, box: list[bytes], size: int, replicas: int | None, compress: bool | None
+    ) -> StoredChunk:
+        try:
+            return self.service.store_chunk_from(box, replicas=replicas, compress=compress)
+        except Exception as exc:  # a bug: fail this chunk's file, keep the pipeline going
+            log.exception("storing a chunk failed")
+            return _failed(size, f"internal error: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        """Stop: waiting readers give up, queued chunks are dropped (their files fail and
+        are stored again next time; nothing half-stored is ever committed)."""
+        self.budget.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _failed(size: int, reason: str) -> StoredChunk:
+    return StoredChunk("", size, b"", (), False, reason)
+
+
+def _outcome(done: Future[StoredChunk], size: int) -> StoredChunk:
+    try:
+        return done.result()
+    except CancelledError:
+        return _failed(size, "stopped before it was stored")

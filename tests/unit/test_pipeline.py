@@ -1,0 +1,121 @@
+"""The chunk stage: per-file batches complete once, in any order; the budget comes back."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from chunkvault.pipeline import ChunkPipeline, FileBatch
+from chunkvault.upload import StoredChunk
+
+
+class SlowService:
+    """store_chunk waits for ``gate``; records the largest number of chunks at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def store_chunk_from(self, box: list[bytes], **_: Any) -> StoredChunk:
+        data = box.pop()
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        self.gate.wait(10)
+        with self.lock:
+            self.now -= 1
+        if data.startswith(b"bad"):
+            return StoredChunk("", len(data), b"", (), False, "refused")
+        return StoredChunk(f"id-{data[:4].hex()}", len(data), b"k", ("p",), True, "stored")
+
+
+def collect() -> tuple[list[list[StoredChunk]], threading.Event, Any]:
+    done: list[list[StoredChunk]] = []
+    event = threading.Event()
+
+    def on_done(stored: list[StoredChunk]) -> None:
+        done.append(stored)
+        event.set()
+
+    return done, event, on_done
+
+
+def test_a_file_completes_once_when_read_and_every_chunk_is_settled() -> None:
+    service = SlowService()
+    pipeline = ChunkPipeline(service, 1000, workers=4)  # type: ignore[arg-type]
+    try:
+        batch = FileBatch()
+        done, event, on_done = collect()
+        for part in (b"aaaa", b"bbbb", b"cccc"):
+            pipeline.budget.acquire(len(part))
+            pipeline.store(batch, part, replicas=None, compress=None)
+        batch.finish(on_done)
+        assert not event.wait(0.1)  # chunks still in flight
+        service.gate.set()
+        assert event.wait(5)
+        assert len(done) == 1
+        assert [s.chunk_id for s in done[0]] == ["id-61616161", "id-62626262", "id-63636363"]
+        assert service.most == 3  # all three were being stored at once
+        assert pipeline.budget.held == 0
+    finally:
+        pipeline.close()
+
+
+def test_an_empty_file_completes_at_once_and_an_abandoned_one_never() -> None:
+    service = SlowService()
+    service.gate.set()
+    pipeline = ChunkPipeline(service, 1000, workers=2)  # type: ignore[arg-type]
+    try:
+        empty = FileBatch()
+        done, _event, on_done = collect()
+        empty.finish(on_done)
+        assert done == [[]]
+
+        changed = FileBatch()
+        pipeline.budget.acquire(4)
+        pipeline.store(changed, b"dddd", replicas=None, compress=None)
+        changed.abandon()
+        _late, late_event, late_done = collect()
+        changed.finish(late_done)
+        assert not late_event.wait(0.2)
+        assert pipeline.budget.held == 0  # its chunk's bytes came back anyway
+    finally:
+        pipeline.close()
+
+
+def test_a_failed_chunk_is_reported_with_its_file_only() -> None:
+    service = SlowService()
+    service.gate.set()
+    pipeline = ChunkPipeline(service, 1000, workers=2)  # type: ignore[arg-type]
+    try:
+        good, bad = FileBatch(), FileBatch()
+        good_done, good_event, on_good = collect()
+        bad_done, bad_event, on_bad = collect()
+        for batch, part in ((good, b"good"), (bad, b"bad!"), (good, b"more")):
+            pipeline.budget.acquire(len(part))
+            pipeline.store(batch, part, replicas=None, compress=None)
+        good.finish(on_good)
+        bad.finish(on_bad)
+        assert good_event.wait(5) and bad_event.wait(5)
+        assert all(s.ok for s in good_done[0]) and len(good_done[0]) == 2
+        assert [s.ok for s in bad_done[0]] == [False]
+    finally:
+        pipeline.close()
+
+
+def test_close_settles_queued_chunks_as_failed() -> None:
+    service = SlowService()
+    pipeline = ChunkPipeline(service, 1000, workers=1)  # type: ignore[arg-type]
+    batch = FileBatch()
+    done, event, on_done = collect()
+    for part in (b"aaaa", b"bbbb", b"cccc"):
+        pipeline.budget.acquire(len(part))
+        pipeline.store(batch, part, replicas=None, compress=None)
+    batch.finish(on_done)
+    pipeline.close()  # one chunk is being stored, two are queued: those are dropped
+    service.gate.set()
+    assert event.wait(5)
+    reasons = [s.reason for s in done[0]]
+    assert reasons.count("stopped before it was stored") == 2
