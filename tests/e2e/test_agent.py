@@ -417,7 +417,7 @@ def test_unreadable_dirs_are_warned_once_counted_and_picked_up_when_readable(
 ):
     """The agent runs with file permissions applying to it (root reads everything)."""
     if not permissions_apply(tmp_path):
-        pytest.skip("cannot run the agent with file permissions applying to it")
+        pytest.fail("cannot run the agent with file permissions applying to it (prctl refused)")
     port = free_port()
     config, inbox = init_vault(
         tmp_path, moto_peers.endpoints, unique_bucket(), PW,

@@ -22,7 +22,7 @@ PW = {"CHUNKVAULT_PASSPHRASE": "unreadable dirs passphrase"}
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
     if not permissions_apply(tmp_path):
-        pytest.skip("cannot run the CLI with file permissions applying to it")
+        pytest.fail("cannot run the CLI with file permissions applying to it (prctl refused)")
     yield tmp_path
     for path in tmp_path.rglob("*"):  # give back what the test locked
         if path.is_dir() and not path.is_symlink():
