@@ -4,6 +4,7 @@ restore (each a measured child process), plus the throwaway vault behind
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shutil
 import sys
@@ -17,6 +18,8 @@ import yaml
 from chunkvault.bench.data import MiB, random_tree, tree_state, verify_tree
 from chunkvault.bench.micro import mb_per_s
 from chunkvault.bench.procs import Measured, clean_env, run_measured
+
+log = logging.getLogger(__name__)
 
 
 def cli_command() -> list[str]:
@@ -96,8 +99,12 @@ def purge_vault(config: Path) -> int:
             for info in list(peer.list(cfg.vault.id + "/")):
                 peer.delete(info.key)
                 deleted += 1
-        except PeerError:
-            pass  # cleanup is best effort; the run's own result was already decided
+        except PeerError as exc:
+            # The run's own result stands; say what is left so it can be removed by hand.
+            log.warning(
+                "benchmark objects left on peer %s under %s/: %s",
+                peer.name, cfg.vault.id, exc.message,
+            )  # fmt: skip
         finally:
             peer.close()
     return deleted
