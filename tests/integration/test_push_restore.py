@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -160,7 +161,12 @@ def test_chunks_spread_evenly_over_equal_peers(tmp_path, moto_peers):
     assert total >= 250, total  # a few hundred chunks
     mean = total / 3
     assert len(counts) == 3
-    assert all(abs(n - mean) <= 0.2 * mean for n in counts.values()), counts
+    # Chunk ids are keyed per vault, so each chunk lands on a random peer: the
+    # count per peer is binomial. Five standard deviations (~35% of the mean
+    # here) never flakes yet fails any real skew; the tight bound on many ids
+    # is the pure placement test's job (tests/unit/test_placement.py).
+    sigma = math.sqrt(total * (1 / 3) * (2 / 3))
+    assert all(abs(n - mean) <= 5 * sigma for n in counts.values()), counts
 
 
 def test_versions_deletes_and_restore_of_deleted_files(tree_vault, tmp_path):
