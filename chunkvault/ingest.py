@@ -73,8 +73,9 @@ class Ingestor:
         )  # fmt: skip
         concurrency = cfg.transfer.concurrency
         self.pipeline = ChunkPipeline(
-            vault.service, cfg.transfer.max_inflight_bytes, workers=concurrency
-        )
+            vault.service, cfg.transfer.max_inflight_bytes, workers=concurrency,
+            max_chunk=self.max_chunk,
+        )  # fmt: skip
         # Reading and chunking is local and quick next to sealing and putting: a few
         # readers keep the chunk workers fed, and small files do not queue behind a big one.
         self._readers = ThreadPoolExecutor(
@@ -159,31 +160,38 @@ class Ingestor:
         batch = FileBatch()
         before = os.fstat(f.fileno())
         budget = self.pipeline.budget
-        chunks = self.chunker.split(f)
+        chunks = self.chunker.views(f)
+        pipeline = self.pipeline
         read = 0
         try:
             while True:
-                # Pay before reading: at most the rest of the file, at most one chunk.
-                want = max(1, min(self.max_chunk, before.st_size - read))
-                budget.acquire(want)
+                # Pay before reading: the buffer for at most the rest of the file, at most
+                # one chunk.
+                charge = pipeline.charge(max(1, min(self.max_chunk, before.st_size - read)))
+                budget.acquire(charge)
                 try:
                     chunk = next(chunks, None)
                 except BaseException:
-                    budget.release(want)
+                    budget.release(charge)
                     raise
                 if chunk is None:
-                    budget.release(want)
+                    budget.release(charge)
                     break
-                if len(chunk) > want:  # the file grew: pay the difference (without holding
-                    budget.release(want)  # a part, so two growing files cannot deadlock)
-                    budget.acquire(len(chunk))
-                else:
-                    budget.release(want - len(chunk))
-                digest.update(chunk)
-                read += len(chunk)
                 size = len(chunk)
-                self.pipeline.store(batch, chunk, replicas=flow.replicas, compress=flow.compress)
-                del chunk  # the worker's now: not held here while waiting for budget
+                need = pipeline.charge(size)
+                if need > charge:  # the file grew: pay the difference (without holding
+                    budget.release(charge)  # a part, so two growing files cannot deadlock)
+                    budget.acquire(need)
+                else:
+                    budget.release(charge - need)
+                digest.update(chunk)
+                read += size
+                buf = pipeline.take(chunk)
+                del chunk  # a view of the chunker's buffer: valid only until the next
+                pipeline.store(
+                    batch, buf, size, need, replicas=flow.replicas, compress=flow.compress
+                )
+                del buf  # the worker's now
                 if self.progress:
                     self.progress(size)
             after = os.fstat(f.fileno())

@@ -1,16 +1,18 @@
 """The chunk stage of the push pipeline, shared by every file in flight.
 
     reader threads (ingest.py)            chunk workers (here)
-    open -> chunk -> sha256 ──chunk──>    id -> dedup -> seal -> put R replicas
-       budget.acquire(bytes)                 budget.release(bytes) once durable
+    open -> chunk -> sha256 ──buffer──>   id -> dedup -> seal in place -> put R replicas
+       budget.acquire(charge)                budget.release(charge), buffer back to the
+       copy the chunk into a buffer          pool, once durable
                                           last chunk of a file settled -> on_done(file)
 
 Readers never wait for their own file's chunks: they hand each chunk to the workers and
 go on reading (the next chunk, or the next file), so chunks of many files are in flight
 at once. What bounds memory is the byte budget (``transfer.max_inflight_bytes``) of
-plaintext read and not yet durable, not a count of chunks or files. A file completes
-(see :class:`FileBatch`) when it was read to the end *and* every one of its chunks is
-settled; files complete in any order.
+buffers holding chunks read and not yet durable, not a count of chunks or files. Each
+chunk lives in one buffer from the read to the last replica (:mod:`chunkvault.buffers`).
+A file completes (see :class:`FileBatch`) when it was read to the end *and* every one of
+its chunks is settled; files complete in any order.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from chunkvault.budget import ByteBudget
+from chunkvault.buffers import BufferPool
+from chunkvault.crypto.envelope import PLAIN_OFFSET, sealed_size_limit
 from chunkvault.upload import StoredChunk, UploadService
 
 log = logging.getLogger(__name__)
@@ -104,39 +108,55 @@ class FileBatch:
 
 
 class ChunkPipeline:
-    """Chunk workers over one :class:`UploadService`, bounded by one byte budget."""
+    """Chunk workers over one :class:`UploadService`, bounded by one byte budget, with
+    one reused buffer per chunk in flight (:mod:`chunkvault.buffers`)."""
 
-    def __init__(self, service: UploadService, budget_bytes: int, workers: int) -> None:
+    def __init__(
+        self, service: UploadService, budget_bytes: int, workers: int, max_chunk: int
+    ) -> None:
         self.service = service
         self.budget = ByteBudget(budget_bytes)
+        self.buffers = BufferPool(sealed_size_limit(max_chunk))
         return_big_buffers_to_the_system()
         # The queue of this pool never holds more than the budget's bytes: every chunk in
         # it was paid for by its reader before it was read.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
 
+    def charge(self, size: int) -> int:
+        """What a chunk of ``size`` plaintext bytes costs the budget: the buffer it will
+        be read into and sealed in (:meth:`take`)."""
+        return self.buffers.capacity(sealed_size_limit(size))
+
+    def take(self, chunk: memoryview | bytes) -> bytearray:
+        """A buffer holding ``chunk`` where :meth:`store` wants it (the one copy of the
+        chunk a push makes)."""
+        size = len(chunk)
+        buf = self.buffers.take(sealed_size_limit(size))
+        buf[PLAIN_OFFSET : PLAIN_OFFSET + size] = chunk
+        return buf
+
     def store(
-        self, batch: FileBatch, data: bytes, *, replicas: int | None, compress: bool | None
-    ) -> None:
-        """Store ``data`` (whose bytes the caller took from the budget) as the next chunk
-        of ``batch``; the bytes go back to the budget when the chunk is settled."""
+        self, batch: FileBatch, buf: bytearray, size: int, charge: int, *,
+        replicas: int | None, compress: bool | None,
+    ) -> None:  # fmt: skip
+        """Store the chunk in ``buf`` (from :meth:`take`, its ``charge`` taken from the
+        budget by the caller) as the next chunk of ``batch``; the buffer and the bytes go
+        back once the chunk is settled."""
         index = batch._add()
-        size = len(data)
-        # In a box the worker empties: once the caller lets go too, the worker holds the
-        # only reference and frees the plaintext as soon as it is sealed.
-        future = self._pool.submit(self._store_one, [data], size, replicas, compress)
-        del data
+        future = self._pool.submit(self._store_one, buf, size, replicas, compress)
 
         def settled(done: Future[StoredChunk]) -> None:
-            self.budget.release(size)
+            self.buffers.give(buf)
+            self.budget.release(charge)
             batch._settle(index, _outcome(done, size))
 
         future.add_done_callback(settled)
 
     def _store_one(
-        self, box: list[bytes], size: int, replicas: int | None, compress: bool | None
+        self, buf: bytearray, size: int, replicas: int | None, compress: bool | None
     ) -> StoredChunk:
         try:
-            return self.service.store_chunk_from(box, replicas=replicas, compress=compress)
+            return self.service.store_in_place(buf, size, replicas=replicas, compress=compress)
         except Exception as exc:  # a bug: fail this chunk's file, keep the pipeline going
             log.exception("storing a chunk failed")
             return _failed(size, f"internal error: {type(exc).__name__}: {exc}")

@@ -26,7 +26,12 @@ from chunkvault.backends.base import PeerError
 from chunkvault.catalog import Catalog, ChunkRow
 from chunkvault.config import Config
 from chunkvault.crypto.domains import DomainKeys, api_chunk_keys
-from chunkvault.crypto.envelope import seal_chunk, unwrap_dek
+from chunkvault.crypto.envelope import (
+    PLAIN_OFFSET,
+    seal_chunk_into,
+    sealed_size_limit,
+    unwrap_dek,
+)
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.layout import chunk_key, chunk_metadata
 from chunkvault.peerset import PlacedPeer
@@ -121,7 +126,7 @@ class UploadService:
 
     def store_chunk(
         self,
-        data: bytes,
+        data: bytes | memoryview,
         *,
         replicas: int | None = None,
         compress: bool | None = None,
@@ -129,29 +134,32 @@ class UploadService:
     ) -> StoredChunk:
         """Store one chunk. ``keys`` selects the id-key domain (default: the vault's, for
         the watched tree); KEKs are the same in every domain."""
-        return self.store_chunk_from([data], replicas=replicas, compress=compress, keys=keys)
+        size = len(data)
+        buf = bytearray(sealed_size_limit(size))
+        buf[PLAIN_OFFSET : PLAIN_OFFSET + size] = data
+        del data
+        return self.store_in_place(buf, size, replicas=replicas, compress=compress, keys=keys)
 
-    def store_chunk_from(
+    def store_in_place(
         self,
-        box: list[bytes],
+        buf: bytearray,
+        size: int,
         *,
         replicas: int | None = None,
         compress: bool | None = None,
         keys: MasterKeys | None = None,
     ) -> StoredChunk:
-        """:meth:`store_chunk` of the one chunk in ``box``, taken out of it: when the box
-        held the only reference (the push pipeline), the plaintext is freed as soon as it
-        is sealed, not when the replicas are written, so a chunk in flight costs its
-        memory once, not twice."""
-        data = box.pop()
-        size = len(data)
+        """:meth:`store_chunk` of the ``size`` plaintext bytes at ``buf[PLAIN_OFFSET:]``,
+        sealed in place and sent from ``buf`` (``len(buf) >= sealed_size_limit(size)``):
+        the push pipeline's one buffer per chunk. ``buf`` is the caller's again once this
+        returns."""
         keys = keys or self.keys
         target = replicas or self.config.replication.replicas
         target = min(target, len(self.peers))
         minimum = min(self.config.replication.min_replicas, target)
         if compress is None:
             compress = self.config.chunking.compression == "zstd"
-        chunk_id = keys.chunk_id(data)
+        chunk_id = keys.chunk_id(memoryview(buf)[PLAIN_OFFSET : PLAIN_OFFSET + size])
         with self._stripe(self._chunk_locks, chunk_id):
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
@@ -163,11 +171,10 @@ class UploadService:
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
             # wrapped DEK stays valid.
             dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known else None
-            sealed = seal_chunk(
-                keys, data, compress=compress, level=self.config.chunking.zstd_level, dek=dek,
-                chunk_id=chunk_id,
+            sealed = seal_chunk_into(
+                keys, buf, size, compress=compress, level=self.config.chunking.zstd_level,
+                dek=dek, chunk_id=chunk_id,
             )  # fmt: skip
-            del data
             written, errors = self._write_replicas(
                 chunk_id, sealed.body, chunk_metadata(sealed), target
             )
@@ -192,7 +199,7 @@ class UploadService:
         )  # fmt: skip
 
     def _write_replicas(
-        self, chunk_id: str, body: bytes, metadata: dict[str, str], target: int
+        self, chunk_id: str, body: bytes | memoryview, metadata: dict[str, str], target: int
     ) -> tuple[list[str], list[str]]:
         """Write to the top-ranked distinct peers; replace failures with the next ranked."""
         key = chunk_key(self.vault_id, chunk_id)

@@ -161,8 +161,7 @@ class Vault:
         more = len(self.unreadable) - len(shown)
         return ChunkvaultError(
             f"{len(self.unreadable)} stored file version(s) could not be read, so their files "
-            f"are left out: {'; '.join(shown)}"
-            + (f"; and {more} more" if more > 0 else ""),
+            f"are left out: {'; '.join(shown)}" + (f"; and {more} more" if more > 0 else ""),
             "check `chunkvault peers list` and `chunkvault key verify`; versions listed only "
             "by one peer that no other peer holds may be that peer's forgeries",
         )

@@ -45,6 +45,9 @@ MiB = 1024 * 1024
 #: ``get``'s cap when the caller gives none: above every object chunkvault writes for which
 #: callers pass no tighter bound (the keyring, ``peers test``'s 12 MiB probes).
 DEFAULT_MAX_GET = 64 * MiB
+# What put takes: the push pipeline sends a view of a reused buffer (chunkvault/buffers.py),
+# so a backend copies what it keeps and never holds the body after put returns.
+Buffer = bytes | bytearray | memoryview
 #: Most objects one ``list`` call yields. A peer that lists more is treated as listing
 #: without end (MalformedReply). 1M chunk objects are 2 TiB on one peer at the default
 #: 2 MiB average chunk size; 1M manifests are 1M file versions held by one peer.
@@ -160,8 +163,9 @@ class Peer(ABC):
         """Create the bucket / root directory if missing. True if it was created."""
 
     @abstractmethod
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
-        """Store ``body`` at ``key`` atomically (readers see the old or the new object)."""
+    def put(self, key: str, body: Buffer, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+        """Store ``body`` at ``key`` atomically (readers see the old or the new object).
+        ``body`` may be reused by the caller once this returns: keep a copy, not it."""
 
     @abstractmethod
     def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:

@@ -44,6 +44,7 @@ from typing import Any
 from chunkvault.backends.base import (
     DEFAULT_MAX_GET,
     MAX_LISTING,
+    Buffer,
     MalformedReply,
     NotFound,
     ObjectInfo,
@@ -190,7 +191,7 @@ class FilesystemPeer(Peer):
         fsync_dir(str(self.root.parent))
         return True
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(self, key: str, body: Buffer, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
         action = f"put {key}"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from chunkvault.backends.base import (
     DEFAULT_MAX_GET,
     MAX_LISTING,
+    Buffer,
     MalformedReply,
     NotFound,
     ObjectInfo,
@@ -147,7 +148,7 @@ class MemoryPeer(Peer):
             created, self._created = not self._created, True
         return created
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(self, key: str, body: Buffer, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
         self._request("put")

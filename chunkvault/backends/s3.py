@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from chunkvault.backends.base import (
     DEFAULT_MAX_GET,
     MAX_LISTING,
+    Buffer,
     MalformedReply,
     NotFound,
     ObjectInfo,
@@ -199,19 +200,20 @@ class S3Peer(Peer):
         self._bucket_seen = True
         return created
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(self, key: str, body: Buffer, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
         if len(body) <= self.segment_size:
             put = partial(
-                self.client.put_object, Bucket=self.bucket, Key=key, Body=body, Metadata=meta
-            )
+                self.client.put_object, Bucket=self.bucket, Key=key, Body=_sendable(body),
+                Metadata=meta,
+            )  # fmt: skip
             etag = _etag(self._do(f"put {key}", put))
         else:
             etag = self._put_multipart(key, body, meta)
         return ObjectInfo(key, len(body), etag, meta)
 
-    def _put_multipart(self, key: str, body: bytes, meta: dict[str, str]) -> str:
+    def _put_multipart(self, key: str, body: Buffer, meta: dict[str, str]) -> str:
         # Parts go up one after another: a put is one request slot in LimitPeer, so the
         # per-peer cap stays true, and parallelism comes from concurrent chunks instead.
         # Bodies are whole chunks (a few segments at most), so little is lost.
@@ -230,7 +232,7 @@ class S3Peer(Peer):
                 upload = partial(
                     self.client.upload_part,
                     PartNumber=number,
-                    Body=body[offset : offset + size],
+                    Body=_sendable(memoryview(body)[offset : offset + size]),
                     **common,
                 )
                 etag = self._do(f"{action} part {number}", upload)["ETag"]
@@ -355,3 +357,38 @@ class S3Peer(Peer):
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+class BufferBody:
+    """A read-only file over a buffer, for botocore, which takes bytes, bytearray or a
+    file as a body, but no memoryview: the push pipeline sends views of reused buffers
+    (chunkvault/buffers.py), and copying each into bytes would cost a fresh chunk-sized
+    buffer per put. http.client sends it block by block (no copy of the whole); seek and
+    tell let botocore size it and rewind it."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view.cast("B") if view.format != "B" else view
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int = -1) -> memoryview:
+        end = len(self._view)
+        if size is not None and size >= 0:
+            end = min(self._pos + size, end)
+        piece = self._view[self._pos : end]
+        self._pos = end
+        return piece
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, min(base + offset, len(self._view)))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _sendable(body: Buffer) -> bytes | bytearray | BufferBody:
+    return BufferBody(body) if isinstance(body, memoryview) else body

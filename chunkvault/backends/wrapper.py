@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from chunkvault.backends.base import (
     DEFAULT_MAX_GET,
+    Buffer,
     ObjectInfo,
     Peer,
     validate_key,
@@ -56,7 +57,7 @@ class WrappingPeer(Peer):
     def create_container(self) -> bool:
         return self._call("create_container", self.inner.create_container)
 
-    def put(self, key: str, body: bytes, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def put(self, key: str, body: Buffer, metadata: Mapping[str, str] | None = None) -> ObjectInfo:
         validate_key(key)
         meta = validate_metadata(metadata)
         return self._call("put", lambda: self.inner.put(key, body, meta))

@@ -111,8 +111,16 @@ class JobQueue:
                     "AND jobs.seen_size IS excluded.seen_size "
                     "AND jobs.seen_mtime_ns IS excluded.seen_mtime_ns "
                     "AND jobs.closed >= excluded.closed AND excluded.kind = 'upsert')",
-                    (path_value(n.path), n.kind, None if n.src is None else path_value(n.src),
-                     now + n.delay, n.size, n.mtime_ns, int(n.closed), now),
+                    (
+                        path_value(n.path),
+                        n.kind,
+                        None if n.src is None else path_value(n.src),
+                        now + n.delay,
+                        n.size,
+                        n.mtime_ns,
+                        int(n.closed),
+                        now,
+                    ),
                 )
 
     def take(self, limit: int, now: float | None = None) -> list[Job]:

@@ -25,14 +25,15 @@ import hashlib
 import hmac
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chunkvault.crypto.material import MasterKeys, MaterialError
-from chunkvault.crypto.padding import PaddingError, pad, padded_size, unpad
+from chunkvault.crypto.padding import LENGTH_BYTES, PaddingError, pad, padded_size, unpad
 
 # Chunk envelope version (also the `cv-v` object metadata). Padding arrived as a flag
 # rather than a new version: the header layout is the same, and AAD_chunk binds flags.
@@ -74,10 +75,15 @@ def sealed_size_limit(plain_size: int) -> int:
     return HEADER_BYTES + padded_size(1 + plain_size, CHUNK_FLOOR) + TAG_BYTES  # 1: encoding
 
 
+# Where a chunk's plaintext goes in the buffer :func:`seal_chunk_into` seals in place:
+# after the header, the padding's length field and the encoding byte.
+PLAIN_OFFSET = HEADER_BYTES + LENGTH_BYTES + 1
+
+
 @dataclass(frozen=True)
 class SealedChunk:
     chunk_id: str
-    body: bytes
+    body: bytes | memoryview  # a view into the sealing buffer for seal_chunk_into
     wrapped_dek: bytes
     generation: int
     plain_size: int
@@ -85,10 +91,12 @@ class SealedChunk:
 
     @property
     def nonce(self) -> bytes:
-        return self.body[2:HEADER_BYTES]
+        return bytes(self.body[2:HEADER_BYTES])
 
-    @property
+    @cached_property
     def body_sha256(self) -> str:
+        # Cached: the catalog and the object metadata both want it, and it is a full
+        # pass over the body.
         return hashlib.sha256(self.body).hexdigest()
 
 
@@ -145,7 +153,7 @@ def rewrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes, generation: int)
     return wrap_dek(keys, chunk_id, unwrap_dek(keys, chunk_id, wrapped), generation)
 
 
-def _maybe_compress(plaintext: bytes, level: int) -> tuple[int, bytes]:
+def _maybe_compress(plaintext: bytes | memoryview, level: int) -> tuple[int, bytes | memoryview]:
     if len(plaintext) < 64:
         return ENCODING_RAW, plaintext
     if len(plaintext) > SAMPLE_BYTES and not _sample_compresses(plaintext):
@@ -156,7 +164,7 @@ def _maybe_compress(plaintext: bytes, level: int) -> tuple[int, bytes]:
     return ENCODING_RAW, plaintext
 
 
-def _sample_compresses(plaintext: bytes) -> bool:
+def _sample_compresses(plaintext: bytes | memoryview) -> bool:
     """Whether the first SAMPLE_BYTES shrink by MIN_SAVING at zstd's fastest level: a
     chunk of media or ciphertext is then stored raw after compressing 64 KiB, not all of
     it. Only the choice is made here; a chunk that passes is still kept compressed only if
@@ -168,7 +176,7 @@ def _sample_compresses(plaintext: bytes) -> bool:
 
 def seal_chunk(
     keys: MasterKeys,
-    plaintext: bytes,
+    plaintext: bytes | memoryview,
     *,
     compress: bool = True,
     level: int = 3,
@@ -180,20 +188,62 @@ def seal_chunk(
     chunk whose wrapped DEK manifests already hold (a fresh nonce keeps GCM safe).
     ``chunk_id``: ``keys.chunk_id(plaintext)`` when the caller has it already (one keyed
     hash of the chunk, not two). ``_nonces`` exists only for the format's test vectors;
-    never pass it otherwise."""
+    never pass it otherwise. The body is bytes of its own: the push pipeline seals in a
+    reused buffer instead (:func:`seal_chunk_into`)."""
+    size = len(plaintext)
+    buf = bytearray(sealed_size_limit(size))
+    buf[PLAIN_OFFSET : PLAIN_OFFSET + size] = plaintext
+    sealed = seal_chunk_into(
+        keys, buf, size, compress=compress, level=level, dek=dek, chunk_id=chunk_id,
+        _nonces=_nonces,
+    )  # fmt: skip
+    return replace(sealed, body=bytes(sealed.body))
+
+
+def seal_chunk_into(
+    keys: MasterKeys,
+    buf: bytearray,
+    size: int,
+    *,
+    compress: bool = True,
+    level: int = 3,
+    dek: bytes | None = None,
+    chunk_id: str | None = None,
+    _nonces: tuple[bytes, bytes] | None = None,
+) -> SealedChunk:
+    """:func:`seal_chunk` of the ``size`` plaintext bytes at ``buf[PLAIN_OFFSET:]``, in
+    place: the body is a view of ``buf`` (valid while ``buf`` is not reused), which must
+    hold at least ``sealed_size_limit(size)`` bytes. No copy of the chunk is made unless
+    it compresses: one buffer carries it from the file to the peers."""
+    if len(buf) < sealed_size_limit(size):
+        raise ValueError(f"a buffer of {len(buf)} bytes cannot seal {size} bytes in place")
+    view = memoryview(buf)
+    plaintext = view[PLAIN_OFFSET : PLAIN_OFFSET + size]
     chunk_id = chunk_id or keys.chunk_id(plaintext)
     encoding, payload = _maybe_compress(plaintext, level) if compress else (ENCODING_RAW, plaintext)
+    payload_size = len(payload)
+    if encoding == ENCODING_ZSTD:  # smaller than the plaintext: it fits where that was
+        view[PLAIN_OFFSET : PLAIN_OFFSET + payload_size] = payload
+    del payload, plaintext
+    # The padded inner = length:4 | encoding:1 | payload | zeros (crypto/padding.py),
+    # written around the payload already in place.
+    inner = padded_size(1 + payload_size, CHUNK_FLOOR)
+    struct.pack_into(">IB", buf, HEADER_BYTES, 1 + payload_size, encoding)
+    view[PLAIN_OFFSET + payload_size : HEADER_BYTES + inner] = bytes(
+        HEADER_BYTES + inner - PLAIN_OFFSET - payload_size
+    )
     dek = dek or os.urandom(DEK_BYTES)
     data_nonce, wrap_nonce = _nonces or (os.urandom(NONCE_BYTES), os.urandom(NONCE_BYTES))
+    buf[0:2] = bytes([VERSION, FLAG_PADDED])
+    buf[2:HEADER_BYTES] = data_nonce
     aad = chunk_aad(keys.vault_uuid, chunk_id, FLAG_PADDED)
-    sealed = AESGCM(dek).encrypt(
-        data_nonce, pad(bytes([encoding]), payload, floor=CHUNK_FLOOR), aad
+    end = HEADER_BYTES + inner + TAG_BYTES
+    # In place (OpenSSL's GCM allows input == output): no second chunk-sized buffer.
+    AESGCM(dek).encrypt_into(
+        data_nonce, view[HEADER_BYTES : HEADER_BYTES + inner], aad, view[HEADER_BYTES:end]
     )
-    body = bytes([VERSION, FLAG_PADDED]) + data_nonce + sealed
     wrapped = wrap_dek(keys, chunk_id, dek, nonce=wrap_nonce)
-    return SealedChunk(
-        chunk_id, body, wrapped, keys.current, len(plaintext), encoding == ENCODING_ZSTD
-    )
+    return SealedChunk(chunk_id, view[:end], wrapped, keys.current, size, encoding == ENCODING_ZSTD)
 
 
 def _encoded_payload(chunk_id: str, flags: int, decrypted: bytes) -> tuple[int, bytes | memoryview]:

@@ -365,9 +365,7 @@ class Keyring:
         chain = self._chain(slot)
         label = next((s.label for s in self.slots if s.id in chain and s.active), slot.label)
         new = self._make_slot(keys, new_passphrase, label, kdf)
-        marked = tuple(
-            replace(s, superseded_by=new.id) if s.id in chain else s for s in self.slots
-        )
+        marked = tuple(replace(s, superseded_by=new.id) if s.id in chain else s for s in self.slots)
         added = self._with_slots((*marked, new), keys)
         final = added._with_slots(tuple(s for s in added.slots if s.id not in chain), keys)
         return added, final

@@ -120,6 +120,7 @@ def start_agent(vault: Vault, name: str) -> None:
         "--health-interval", "1s", "--health-start-period", "1s",
         IMAGE,
     )  # fmt: skip
+
     def started() -> bool:
         running = docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip()
         assert running == "true", f"the agent exited: {logs(name)}"

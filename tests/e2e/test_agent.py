@@ -412,9 +412,7 @@ def _set_watch(config: Path, **watch: object) -> None:
     config.write_text(yaml.safe_dump(data))
 
 
-def test_unreadable_dirs_are_warned_once_counted_and_picked_up_when_readable(
-    tmp_path, moto_peers
-):
+def test_unreadable_dirs_are_warned_once_counted_and_picked_up_when_readable(tmp_path, moto_peers):
     """The agent runs with file permissions applying to it (root reads everything)."""
     if not permissions_apply(tmp_path):
         pytest.fail("cannot run the agent with file permissions applying to it (prctl refused)")

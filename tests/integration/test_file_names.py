@@ -72,9 +72,7 @@ def fresh_machine_config(tmp_path: Path, config: Path) -> Path:
 
 def no_internal_error(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode != 70, result.stderr
-    assert "internal error" not in result.stderr and "Traceback" not in result.stderr, (
-        result.stderr
-    )
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def without_dac_override() -> list[str] | None:

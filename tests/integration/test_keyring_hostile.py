@@ -219,9 +219,10 @@ def test_passwd_killed_at_random_points_never_accumulates_slots(vault):
         proc.kill()
         proc.wait()
         assert len(_labels(config)) == 1 and len(local_ring(config)["slots"]) <= 2
-        if run_cli(config, "key", "list").returncode == 0 and run_cli(
-            config, "ls", env=env(new)
-        ).returncode == 0:
+        if (
+            run_cli(config, "key", "list").returncode == 0
+            and run_cli(config, "ls", env=env(new)).returncode == 0
+        ):
             current = new
     done = run_cli(config, "key", "passwd", env=env(current, "at last, done"))
     assert done.returncode == 0, done.stderr

@@ -14,6 +14,8 @@ from support.cli import CLI, run_cli, write_config
 from support.moto_peers import unique_bucket
 
 PW = {"CHUNKVAULT_PASSPHRASE": "private state passphrase"}
+
+
 def cli_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
 

@@ -156,3 +156,50 @@ def test_fixed_mode_checks_only_its_one_size():
     assert chunks_of(Chunker("fixed", avg_size=low), data)[0] == data[:low]
     with pytest.raises(ValueError, match=r"chunking\.avg_size: must be 1 KiB\.\.16 MiB in fixed"):
         Chunker("fixed", avg_size=100)
+
+
+class Trickle(io.RawIOBase):
+    """A stream that returns at most ``step`` bytes per read, as pipes and sockets do."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data, self._pos, self._step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = min(len(b), self._step, len(self._data) - self._pos)
+        b[:n] = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 200_000),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([(64, 256, 1024), (256, 1024, 4096), (1024, 4096, 16384)]),
+    st.sampled_from([1 << 20, 1000, 4097]),
+)
+def test_cut_points_are_exactly_those_of_pyfastcdc_cut_stream(size, seed, sizes, step):
+    """The reused window must cut where pyfastcdc's own streaming does: otherwise chunks
+    of files stored before would not deduplicate against the same content now."""
+    low, avg, high = sizes
+    data = random.Random(seed).randbytes(size)
+    expected = [bytes(c.data) for c in FastCDC(avg, min_size=low, max_size=high).cut_stream(
+        io.BytesIO(data))]  # fmt: skip
+    chunker = Chunker("cdc", min_size=low, avg_size=avg, max_size=high)
+    assert [bytes(v) for v in chunker.views(Trickle(data, step))] == expected
+    assert chunks_of(chunker, data) == expected  # and again, in the now reused window
+
+
+def test_windows_are_reused_across_streams_and_given_back_when_abandoned():
+    chunker = Chunker("cdc", min_size=256, avg_size=1024, max_size=4096)
+    data = random.Random(3).randbytes(50_000)
+    for _ in range(3):
+        assert b"".join(chunks_of(chunker, data)) == data
+    views = chunker.views(io.BytesIO(data))
+    next(views)
+    views.close()  # a file that changed while read: its reader stops early
+    assert b"".join(chunks_of(chunker, data)) == data
+    assert chunker._windows.slabs == 1

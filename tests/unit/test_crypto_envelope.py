@@ -17,6 +17,7 @@ from chunkvault.crypto.envelope import (
     FLAG_PADDED,
     FLAG_ZSTD,
     HEADER_BYTES,
+    PLAIN_OFFSET,
     TAG_BYTES,
     EnvelopeError,
     blob_generation,
@@ -25,6 +26,7 @@ from chunkvault.crypto.envelope import (
     rewrap_dek,
     seal_blob,
     seal_chunk,
+    seal_chunk_into,
     seal_packed_blob,
     sealed_size_limit,
     wrapped_generation,
@@ -339,3 +341,25 @@ def test_incompressible_chunk_skips_zstd_after_a_sample(
     assert sealed.compressed
     assert compressed == [envelope.SAMPLE_BYTES, len(text)]
     assert open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek) == text
+
+
+@pytest.mark.parametrize(
+    "plain", [PLAIN, b"abc" * 20_000, os.urandom(70_000)], ids=["floor", "zstd", "raw"]
+)
+def test_sealing_in_a_reused_buffer_is_byte_identical_to_sealing_afresh(plain):
+    """The push pipeline seals in slabs that held other chunks: stale bytes in the
+    padding or past the body must never reach the output."""
+    keys = fixed_keys()
+    fresh = seal_chunk(keys, plain, dek=DEK, _nonces=(DATA_NONCE, WRAP_NONCE))
+    buf = bytearray(b"\xee" * (sealed_size_limit(len(plain)) + 4096))  # a dirty slab
+    buf[PLAIN_OFFSET : PLAIN_OFFSET + len(plain)] = plain
+    sealed = seal_chunk_into(keys, buf, len(plain), dek=DEK, _nonces=(DATA_NONCE, WRAP_NONCE))
+    assert bytes(sealed.body) == fresh.body
+    assert sealed.body_sha256 == hashlib.sha256(fresh.body).hexdigest()
+    assert open_chunk(keys, sealed.chunk_id, bytes(sealed.body), sealed.wrapped_dek) == plain
+
+
+def test_sealing_in_place_refuses_a_buffer_too_small():
+    keys = fixed_keys()
+    with pytest.raises(ValueError, match="cannot seal"):
+        seal_chunk_into(keys, bytearray(100), 100)

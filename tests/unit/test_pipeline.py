@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from chunkvault.crypto.envelope import PLAIN_OFFSET
 from chunkvault.pipeline import ChunkPipeline, FileBatch
 from chunkvault.upload import StoredChunk
 
@@ -18,8 +19,8 @@ class SlowService:
         self.now = 0
         self.most = 0
 
-    def store_chunk_from(self, box: list[bytes], **_: Any) -> StoredChunk:
-        data = box.pop()
+    def store_in_place(self, buf: bytearray, size: int, **_: Any) -> StoredChunk:
+        data = bytes(buf[PLAIN_OFFSET : PLAIN_OFFSET + size])
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
@@ -29,6 +30,13 @@ class SlowService:
         if data.startswith(b"bad"):
             return StoredChunk("", len(data), b"", (), False, "refused")
         return StoredChunk(f"id-{data[:4].hex()}", len(data), b"k", ("p",), True, "stored")
+
+
+def store(pipeline: ChunkPipeline, batch: FileBatch, part: bytes) -> None:
+    """What a reader does: pay the buffer's charge, copy the chunk in, hand it over."""
+    charge = pipeline.charge(len(part))
+    pipeline.budget.acquire(charge)
+    pipeline.store(batch, pipeline.take(part), len(part), charge, replicas=None, compress=None)
 
 
 def collect() -> tuple[list[list[StoredChunk]], threading.Event, Any]:
@@ -44,13 +52,12 @@ def collect() -> tuple[list[list[StoredChunk]], threading.Event, Any]:
 
 def test_a_file_completes_once_when_read_and_every_chunk_is_settled() -> None:
     service = SlowService()
-    pipeline = ChunkPipeline(service, 1000, workers=4)  # type: ignore[arg-type]
+    pipeline = ChunkPipeline(service, 100_000, workers=4, max_chunk=64)  # type: ignore[arg-type]
     try:
         batch = FileBatch()
         done, event, on_done = collect()
         for part in (b"aaaa", b"bbbb", b"cccc"):
-            pipeline.budget.acquire(len(part))
-            pipeline.store(batch, part, replicas=None, compress=None)
+            store(pipeline, batch, part)
         batch.finish(on_done)
         assert not event.wait(0.1)  # chunks still in flight
         service.gate.set()
@@ -59,6 +66,14 @@ def test_a_file_completes_once_when_read_and_every_chunk_is_settled() -> None:
         assert [s.chunk_id for s in done[0]] == ["id-61616161", "id-62626262", "id-63636363"]
         assert service.most == 3  # all three were being stored at once
         assert pipeline.budget.held == 0
+        # Their buffers came back and are reused: three more chunks make no new ones.
+        _again, again_event, on_again = collect()
+        batch = FileBatch()
+        for part in (b"dddd", b"eeee", b"ffff"):
+            store(pipeline, batch, part)
+        batch.finish(on_again)
+        assert again_event.wait(5)
+        assert pipeline.buffers.slabs == 3
     finally:
         pipeline.close()
 
@@ -66,7 +81,7 @@ def test_a_file_completes_once_when_read_and_every_chunk_is_settled() -> None:
 def test_an_empty_file_completes_at_once_and_an_abandoned_one_never() -> None:
     service = SlowService()
     service.gate.set()
-    pipeline = ChunkPipeline(service, 1000, workers=2)  # type: ignore[arg-type]
+    pipeline = ChunkPipeline(service, 100_000, workers=2, max_chunk=64)  # type: ignore[arg-type]
     try:
         empty = FileBatch()
         done, _event, on_done = collect()
@@ -74,8 +89,7 @@ def test_an_empty_file_completes_at_once_and_an_abandoned_one_never() -> None:
         assert done == [[]]
 
         changed = FileBatch()
-        pipeline.budget.acquire(4)
-        pipeline.store(changed, b"dddd", replicas=None, compress=None)
+        store(pipeline, changed, b"dddd")
         changed.abandon()
         _late, late_event, late_done = collect()
         changed.finish(late_done)
@@ -88,14 +102,13 @@ def test_an_empty_file_completes_at_once_and_an_abandoned_one_never() -> None:
 def test_a_failed_chunk_is_reported_with_its_file_only() -> None:
     service = SlowService()
     service.gate.set()
-    pipeline = ChunkPipeline(service, 1000, workers=2)  # type: ignore[arg-type]
+    pipeline = ChunkPipeline(service, 100_000, workers=2, max_chunk=64)  # type: ignore[arg-type]
     try:
         good, bad = FileBatch(), FileBatch()
         good_done, good_event, on_good = collect()
         bad_done, bad_event, on_bad = collect()
         for batch, part in ((good, b"good"), (bad, b"bad!"), (good, b"more")):
-            pipeline.budget.acquire(len(part))
-            pipeline.store(batch, part, replicas=None, compress=None)
+            store(pipeline, batch, part)
         good.finish(on_good)
         bad.finish(on_bad)
         assert good_event.wait(5) and bad_event.wait(5)
@@ -107,12 +120,11 @@ def test_a_failed_chunk_is_reported_with_its_file_only() -> None:
 
 def test_close_settles_queued_chunks_as_failed() -> None:
     service = SlowService()
-    pipeline = ChunkPipeline(service, 1000, workers=1)  # type: ignore[arg-type]
+    pipeline = ChunkPipeline(service, 100_000, workers=1, max_chunk=64)  # type: ignore[arg-type]
     batch = FileBatch()
     done, event, on_done = collect()
     for part in (b"aaaa", b"bbbb", b"cccc"):
-        pipeline.budget.acquire(len(part))
-        pipeline.store(batch, part, replicas=None, compress=None)
+        store(pipeline, batch, part)
     batch.finish(on_done)
     pipeline.close()  # one chunk is being stored, two are queued: those are dropped
     service.gate.set()
