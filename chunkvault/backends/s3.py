@@ -390,5 +390,13 @@ class BufferBody:
         return self._pos
 
 
+# Below this a view is copied into bytes instead: cheap at that size (malloc's arenas, no
+# fresh pages), and botocore sends any file-like body with `Expect: 100-continue`, a round
+# trip per put that pays off only for big bodies (an error comes before the body is sent).
+COPY_BELOW = 1024 * 1024
+
+
 def _sendable(body: Buffer) -> bytes | bytearray | BufferBody:
-    return BufferBody(body) if isinstance(body, memoryview) else body
+    if not isinstance(body, memoryview):
+        return body
+    return bytes(body) if len(body) < COPY_BELOW else BufferBody(body)
