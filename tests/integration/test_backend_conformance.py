@@ -200,6 +200,21 @@ def test_segmented_put(peer: Peer, size: int, parts: int) -> None:
         assert st.multipart_parts == 0 and len(st.etag) == 64
 
 
+@pytest.mark.parametrize("size", [1000, 2 * MiB, SEGMENT + 1])
+def test_put_takes_a_view_of_a_reused_buffer_and_keeps_a_copy(peer: Peer, size: int) -> None:
+    """The push pipeline sends views of slabs it reuses right after put returns: what is
+    stored must be what was sent, never what the buffer holds later (small views, big
+    ones streamed from the buffer, and segmented ones)."""
+    body = payload(size)
+    slab = bytearray(size + 4096)
+    slab[100 : 100 + size] = body
+    info = peer.put("v/chunks/view", memoryview(slab)[100 : 100 + size], {"gen": "1"})
+    slab[:] = bytes(len(slab))  # the next chunk overwrites the slab
+    assert info.size == size
+    assert peer.get("v/chunks/view", max_size=size) == body
+    assert peer.stat("v/chunks/view").size == size
+
+
 LIST_KEYS = [
     "v/chunks/aa/aa01",
     "v/chunks/aa/aa02",
