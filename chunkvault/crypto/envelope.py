@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chunkvault.crypto.material import MasterKeys, MaterialError
-from chunkvault.crypto.padding import LENGTH_BYTES, PaddingError, pad, padded_size, unpad
+from chunkvault.crypto.padding import PaddingError, pad, padded_size, unpad
 
 # Chunk envelope version (also the `cv-v` object metadata). Padding arrived as a flag
 # rather than a new version: the header layout is the same, and AAD_chunk binds flags.
@@ -225,6 +225,8 @@ def _unpad_view(padded: memoryview) -> memoryview:
     """:func:`~chunkvault.crypto.padding.unpad` over a view, without copying the payload
     (``unpad`` needs ``bytes.count``; only the padding is copied here to check it is zero:
     under 1/16 of a chunk past 1 KiB, under 1/32 past 64 KiB)."""
+    from chunkvault.crypto.padding import LENGTH_BYTES  # here: the imports above are sealing's
+
     if len(padded) < LENGTH_BYTES:
         raise PaddingError(f"padded payload too short ({len(padded)} bytes)")
     (size,) = struct.unpack_from(">I", padded)
