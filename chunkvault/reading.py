@@ -9,6 +9,13 @@ rendezvous rank order.
 Which wrapped DEK: the one the caller knows (catalog or manifest) first, which costs no
 extra request; if it does not open the body, the object's own metadata (a stat).
 
+Where to read: :meth:`ChunkReader.read_into` reads the body into the caller's buffer (a
+reused slab, see :mod:`chunkvault.buffers`), decrypts it in place and returns the plaintext
+as a view of it; :meth:`ChunkReader.read` is the same into a buffer of its own, copied out.
+In-place decryption spends the body when a data key does not open it (GCM writes before it
+knows the tag is bad), so the body is read again before the next key is tried: that only
+happens when the catalog's or manifest's key is stale, rare enough to cost a request.
+
 How much to read: a replica's body is capped at the largest body its plaintext size can
 seal to (``sealed_size_limit``), the size taken from the catalog or the caller (both come
 from authenticated manifests or our own writes, never from a peer's listing). Unknown, it
@@ -23,12 +30,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from chunkvault.backends.base import MalformedReply, NotFound, PeerError
 from chunkvault.backends.warn_once import WarnOnce
 from chunkvault.catalog import Catalog
-from chunkvault.crypto.envelope import MAX_PLAINTEXT, EnvelopeError, open_chunk, sealed_size_limit
+from chunkvault.crypto.envelope import (
+    MAX_PLAINTEXT,
+    EnvelopeError,
+    open_chunk_into,
+    sealed_size_limit,
+    unwrap_dek,
+)
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.layout import LayoutError, chunk_key, parse_chunk_metadata
@@ -79,19 +92,47 @@ class ChunkReader:
     ) -> bytes:
         """The chunk's plaintext, verified. ``wrapped_deks`` and ``plain_size`` are what the
         caller's manifest says. Raises only :class:`ChunkUnavailable`, whatever peers send."""
-        key = chunk_key(self.vault_id, chunk_id)
-        deks = list(wrapped_deks)
-        if self.catalog is not None and (row := self.catalog.chunk(chunk_id)) is not None:
-            deks.insert(0, row.wrapped_dek)
-            plain_size = row.plain_size
+        deks, known_size = self._known(chunk_id, wrapped_deks)
+        plain_size = plain_size if known_size is None else known_size
         limit = sealed_size_limit(self.max_chunk_size if plain_size is None else plain_size)
+        return bytes(self._read(chunk_id, deks, memoryview(bytearray(limit)), limit))
+
+    def read_into(
+        self,
+        chunk_id: str,
+        buf: bytearray | memoryview,
+        wrapped_deks: Sequence[bytes],
+        plain_size: int,
+    ) -> memoryview:
+        """The chunk's plaintext, verified, as a view of ``buf`` (of a new buffer if the
+        chunk is compressed): release it before reusing ``buf``. ``buf`` holds at least
+        ``sealed_size_limit(plain_size)`` bytes; ``plain_size`` comes from an authenticated
+        manifest. Raises only :class:`ChunkUnavailable`, whatever peers send."""
+        limit = sealed_size_limit(plain_size)
+        view = memoryview(buf)
+        if len(view) < limit:
+            raise ValueError(f"a buffer of {len(view)} bytes cannot hold a {limit}-byte body")
+        return self._read(chunk_id, self._known(chunk_id, wrapped_deks)[0], view, limit)
+
+    def _known(
+        self, chunk_id: str, wrapped_deks: Sequence[bytes]
+    ) -> tuple[list[bytes], int | None]:
+        """The wrapped DEKs to try, the catalog's (our own write) first, then the caller's;
+        and the plain size the catalog knows."""
+        deks = list(wrapped_deks)
+        if self.catalog is None or (row := self.catalog.chunk(chunk_id)) is None:
+            return deks, None
+        return [row.wrapped_dek, *deks], row.plain_size
+
+    def _read(self, chunk_id: str, deks: list[bytes], view: memoryview, limit: int) -> memoryview:
+        key = chunk_key(self.vault_id, chunk_id)
         problems: list[str] = []
         for placed in self._order(chunk_id):
             peer = placed.peer
             started = time.monotonic()
             try:
                 with self.chooser.reading(peer.name):
-                    body = peer.get(key, max_size=limit)
+                    size = peer.get_into(key, view, limit)
             except NotFound:
                 continue
             except MalformedReply as exc:
@@ -105,7 +146,7 @@ class ChunkReader:
                 problems.append(f"{peer.name}: {exc.message}")
                 self.chooser.failed(peer.name)
                 continue
-            data = self._open(chunk_id, body, deks, placed, key, problems)
+            data = self._open(chunk_id, view, size, limit, deks, placed, key, problems)
             if data is not None:
                 self.chooser.succeeded(peer.name, time.monotonic() - started)
                 return data
@@ -119,28 +160,51 @@ class ChunkReader:
     def _open(
         self,
         chunk_id: str,
-        body: bytes,
+        view: memoryview,
+        size: int,
+        limit: int,
         deks: list[bytes],
         placed: PlacedPeer,
         key: str,
         problems: list[str],
-    ) -> bytes | None:
-        for wrapped in dict.fromkeys(deks):  # unique, in order
-            try:
-                return open_chunk(self.keys, chunk_id, body, wrapped)
-            except EnvelopeError:
-                continue
+    ) -> memoryview | None:
+        """Open the body in ``view[:size]`` with each data key in turn (the object's own
+        metadata supplies the last one), reading the body again after a key that failed."""
+        error: Exception | None = None
+        tried: set[bytes] = set()
+        spent = False
         try:
-            meta = parse_chunk_metadata(placed.peer.stat(key).metadata)
-            return open_chunk(self.keys, chunk_id, body, meta.wrapped_dek)
-        except (PeerError, LayoutError, EnvelopeError) as exc:
-            self._warnings.warn(
-                placed.name,
-                "damaged chunks",
-                "chunk %s on %s is damaged: %s",
-                chunk_id[:12],
-                placed.name,
-                exc,
-            )
-            problems.append(f"{placed.name}: {exc}")
-            return None
+            for wrapped in self._candidates(deks, placed, key):
+                try:
+                    dek = unwrap_dek(self.keys, chunk_id, wrapped)
+                except EnvelopeError as exc:  # not this chunk's key: the body is untouched
+                    error = exc
+                    continue
+                if dek in tried:  # the same key wrapped twice (a rotation): no use
+                    continue
+                tried.add(dek)
+                if spent:
+                    size = placed.peer.get_into(key, view, limit)
+                try:
+                    return open_chunk_into(self.keys, chunk_id, view[:size], dek)
+                except EnvelopeError as exc:
+                    error, spent = exc, True
+        except (PeerError, LayoutError) as exc:
+            error = exc
+        self._warnings.warn(
+            placed.name,
+            "damaged chunks",
+            "chunk %s on %s is damaged: %s",
+            chunk_id[:12],
+            placed.name,
+            error,
+        )
+        problems.append(f"{placed.name}: {error}")
+        return None
+
+    @staticmethod
+    def _candidates(deks: list[bytes], placed: PlacedPeer, key: str) -> Iterator[bytes]:
+        """The wrapped DEKs to try: the known ones, then (a stat, only if those failed)
+        the one in the object's metadata."""
+        yield from dict.fromkeys(deks)  # unique, in order
+        yield parse_chunk_metadata(placed.peer.stat(key).metadata).wrapped_dek

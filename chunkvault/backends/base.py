@@ -10,6 +10,11 @@ Everything a peer sends may be crafted. The contract bounds what a reply can cos
 - ``get(key, max_size)`` never holds more than ``max_size + 1`` bytes of a body, whatever
   the peer declares; a larger body is :class:`MalformedReply`. Callers pass the size they
   expect (``crypto.envelope.sealed_size_limit`` for chunks, the manifest cap, ...).
+- ``get_into(key, buf, max_size)`` is ``get`` into the caller's buffer (restore reads each
+  chunk body into a reused slab: a fresh multi-MiB ``bytes`` per body cost more CPU in
+  page faults than decrypting it). Same rules: at most ``max_size`` bytes land in ``buf``,
+  a longer body is :class:`MalformedReply` (one byte past the cap is read to tell, never
+  into ``buf``), a body cut short of its declared length is the peer's error as in ``get``.
 - ``list(prefix)`` yields keys under ``prefix`` in strictly increasing order, at most
   :data:`MAX_LISTING` of them (``listing.py`` enforces it once for every backend); keys
   that are not valid object keys are skipped with one warning per listing.
@@ -120,6 +125,19 @@ def validate_max_size(max_size: int) -> int:
     return max_size
 
 
+def validate_buffer(buf: memoryview, max_size: int) -> memoryview:
+    """A ``get_into`` buffer: a writable byte view of at least ``max_size`` bytes (else our
+    bug, hence ValueError); returned as a flat ``B`` view."""
+    validate_max_size(max_size)
+    view = memoryview(buf)
+    if view.readonly or not view.c_contiguous:
+        raise ValueError("get_into needs a writable, contiguous buffer")
+    view = view.cast("B")
+    if len(view) < max_size:
+        raise ValueError(f"get_into buffer of {len(view)} bytes, under max_size {max_size}")
+    return view
+
+
 def validate_prefix(prefix: str) -> str:
     """A listing prefix is empty, or a key prefix (it may end in '/')."""
     if prefix:
@@ -173,6 +191,13 @@ class Peer(ABC):
         :class:`MalformedReply` if the body is larger than ``max_size`` bytes, having held
         at most ``max_size + 1`` of them in memory (also when the peer lies about the size).
         """
+
+    @abstractmethod
+    def get_into(self, key: str, buf: memoryview, max_size: int) -> int:
+        """Read the whole body into ``buf[:n]`` and return ``n``; ``buf`` holds at least
+        ``max_size`` bytes. Errors as :meth:`get`: :class:`NotFound`, :class:`MalformedReply`
+        for a body over ``max_size`` (``buf`` then holds junk), and whatever a cut body
+        raises in :meth:`get`. Bytes of ``buf`` past ``n`` are left as they were."""
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo:

@@ -39,7 +39,7 @@ import stat
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from chunkvault.backends.base import (
     DEFAULT_MAX_GET,
@@ -52,6 +52,7 @@ from chunkvault.backends.base import (
     PeerError,
     PermanentError,
     TransientError,
+    validate_buffer,
     validate_key,
     validate_max_size,
     validate_metadata,
@@ -223,6 +224,29 @@ class FilesystemPeer(Peer):
         validate_key(key)
         validate_max_size(max_size)
         action = f"get {key}"
+        with self._object_file(key, max_size, action) as f:
+            body = f.read(max_size + 1)  # the file may grow after the fstat
+        if len(body) > max_size:
+            raise MalformedReply(self.name, f"{action}: longer than the {max_size} bytes expected")
+        return body
+
+    def get_into(self, key: str, buf: memoryview, max_size: int) -> int:
+        validate_key(key)
+        view = validate_buffer(buf, max_size)[:max_size]
+        action = f"get {key}"
+        with self._object_file(key, max_size, action) as f:
+            done = 0
+            while done < max_size and (got := f.readinto(view[done:])):
+                done += got
+            grown = done == max_size and f.read(1)  # the file may grow after the fstat
+        if grown:
+            raise MalformedReply(self.name, f"{action}: longer than the {max_size} bytes expected")
+        return done
+
+    @contextlib.contextmanager
+    def _object_file(self, key: str, max_size: int, action: str) -> Iterator[IO[bytes]]:
+        """The object's file, open for reading, if it is a regular file of at most
+        ``max_size`` bytes; an OSError while it is read is classified like one opening it."""
         _, path, _ = self._paths(key)
         try:
             # O_NONBLOCK: a FIFO planted at the object's path must not hang the open.
@@ -239,14 +263,11 @@ class FilesystemPeer(Peer):
                 too_big = f"{st.st_size} bytes, more than the {max_size} expected"
                 raise MalformedReply(self.name, f"{action}: {too_big}")
             with open(fd, "rb", closefd=False) as f:
-                body = f.read(max_size + 1)  # the file may grow after the fstat
+                yield f
         except OSError as exc:
             raise self._error(exc, action) from exc
         finally:
             os.close(fd)
-        if len(body) > max_size:
-            raise MalformedReply(self.name, f"{action}: longer than the {max_size} bytes expected")
-        return body
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

@@ -32,6 +32,7 @@ from chunkvault.backends.base import (
     PeerError,
     PermanentError,
     TransientError,
+    validate_buffer,
     validate_key,
     validate_max_size,
     validate_metadata,
@@ -175,6 +176,13 @@ class MemoryPeer(Peer):
                 self.name, f"get {key}: {len(body)} bytes, more than the {max_size} expected"
             )
         return body
+
+    def get_into(self, key: str, buf: memoryview, max_size: int) -> int:
+        validate_key(key)
+        view = validate_buffer(buf, max_size)
+        body = self.get(key, max_size)
+        view[: len(body)] = body
+        return len(body)
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

@@ -39,6 +39,7 @@ from chunkvault.backends.base import (
     Peer,
     PermanentError,
     TransientError,
+    validate_buffer,
     validate_key,
     validate_max_size,
     validate_metadata,
@@ -55,6 +56,10 @@ INIT_HINT = "run `chunkvault peers init`"
 #: Truncated listing pages in a row that hold no key. Real servers may return a few (AWS
 #: skipping delete markers); an endless run is a peer that never finishes.
 MAX_EMPTY_PAGES = 100
+#: ``get_into`` reads a body in pieces of this size: http.client makes a fresh buffer per
+#: read, and pieces below glibc's mmap threshold (1 MiB, pinned by ``pipeline``) come from
+#: malloc's arenas, reused, where one read of a whole multi-MiB body faulted in fresh pages.
+READ_PIECE = 256 * 1024
 # Clients of every peer come from one boto3 session (its loader parses the S3 service
 # model once, not once per peer); creating clients from one session is not thread-safe,
 # and peers create theirs on first use from any thread, hence the lock.
@@ -254,6 +259,32 @@ class S3Peer(Peer):
     def get(self, key: str, max_size: int = DEFAULT_MAX_GET) -> bytes:
         validate_key(key)
         validate_max_size(max_size)
+        # Never more than max_size + 1 bytes, whatever the header said (or if absent).
+        return self._get(key, max_size, lambda stream: stream.read(max_size + 1), len)
+
+    def get_into(self, key: str, buf: memoryview, max_size: int) -> int:
+        validate_key(key)
+        view = validate_buffer(buf, max_size)[:max_size]
+
+        def read(stream: Any) -> int:
+            done = 0
+            while done < max_size:
+                piece = stream.read(min(READ_PIECE, max_size - done))
+                if not piece:
+                    return done
+                view[done : done + len(piece)] = piece
+                done += len(piece)
+            # Full: one byte more tells a longer body (it never lands in the buffer).
+            return done + len(stream.read(1))
+
+        return self._get(key, max_size, read, int)
+
+    def _get(
+        self, key: str, max_size: int, read: Callable[[Any], T], size: Callable[[T], int]
+    ) -> T:
+        """GET ``key``; ``read(stream)`` reads at most ``max_size + 1`` bytes of the body,
+        ``size`` says how many it read. Checks both against ``max_size`` and the declared
+        Content-Length."""
         action = f"get {key}"
         response = self._do(action, partial(self.client.get_object, Bucket=self.bucket, Key=key))
         stream = response["Body"]
@@ -263,14 +294,14 @@ class S3Peer(Peer):
                 raise MalformedReply(
                     self.name, f"{action}: {declared} bytes, more than the {max_size} expected"
                 )
-            # Never more than max_size + 1 bytes, whatever the header said (or if absent).
-            body: bytes = self._do(action, partial(stream.read, max_size + 1))
-            if len(body) > max_size:
+            body = self._do(action, partial(read, stream))
+            got = size(body)
+            if got > max_size:
                 raise MalformedReply(
                     self.name, f"{action}: body longer than the {max_size} bytes expected"
                 )
-            if declared is not None and len(body) != declared:
-                raise TransientError(self.name, f"{action}: got {len(body)} of {declared} bytes")
+            if declared is not None and got != declared:
+                raise TransientError(self.name, f"{action}: got {got} of {declared} bytes")
             return body
         finally:
             # Closes the connection without reading the rest of an oversized body.

@@ -18,6 +18,7 @@ from chunkvault.backends.base import (
     Buffer,
     ObjectInfo,
     Peer,
+    validate_buffer,
     validate_key,
     validate_max_size,
     validate_metadata,
@@ -66,6 +67,12 @@ class WrappingPeer(Peer):
         validate_key(key)
         validate_max_size(max_size)
         return self._call("get", lambda: self.inner.get(key, max_size))
+
+    def get_into(self, key: str, buf: memoryview, max_size: int) -> int:
+        # Every attempt (RetryPeer) rewrites the buffer from its start.
+        validate_key(key)
+        view = validate_buffer(buf, max_size)
+        return self._call("get", lambda: self.inner.get_into(key, view, max_size))
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

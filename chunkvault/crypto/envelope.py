@@ -246,12 +246,12 @@ def seal_chunk_into(
     return SealedChunk(chunk_id, view[:end], wrapped, keys.current, size, encoding == ENCODING_ZSTD)
 
 
-def _encoded_payload(chunk_id: str, flags: int, decrypted: bytes) -> tuple[int, bytes | memoryview]:
+def _encoded_payload(chunk_id: str, flags: int, decrypted: memoryview) -> tuple[int, memoryview]:
     """``(encoding, payload)`` of a decrypted body, padded or from before padding."""
     if flags != FLAG_PADDED:
         return (ENCODING_ZSTD if flags == FLAG_ZSTD else ENCODING_RAW), decrypted
     try:
-        inner = unpad(decrypted)
+        inner = _unpad_view(decrypted)
     except PaddingError as exc:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: {exc}") from None
     if not inner or inner[0] not in (ENCODING_RAW, ENCODING_ZSTD):
@@ -259,10 +259,8 @@ def _encoded_payload(chunk_id: str, flags: int, decrypted: bytes) -> tuple[int, 
     return inner[0], inner[1:]
 
 
-def open_chunk(
-    keys: MasterKeys, chunk_id: str, body: bytes, wrapped_dek: bytes, max_size: int = MAX_PLAINTEXT
-) -> bytes:
-    """Authenticate and decrypt a chunk; raise :class:`EnvelopeError` on any mismatch."""
+def _header_flags(chunk_id: str, body: bytes | memoryview) -> int:
+    """The flags of a chunk body whose header is valid; :class:`EnvelopeError` otherwise."""
     if len(body) < HEADER_BYTES + TAG_BYTES:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: object too short ({len(body)} bytes)")
     version, flags = body[0], body[1]
@@ -270,25 +268,72 @@ def open_chunk(
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unsupported format version {version}")
     if flags not in KNOWN_FLAGS:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown flags {flags:#04x}")
-    dek = unwrap_dek(keys, chunk_id, wrapped_dek)
+    return flags
+
+
+def _unpad_view(padded: memoryview) -> memoryview:
+    """:func:`~chunkvault.crypto.padding.unpad` over a view, without copying the payload
+    (``unpad`` needs ``bytes.count``; only the padding is copied here to check it is zero:
+    under 1/16 of a chunk past 1 KiB, under 1/32 past 64 KiB)."""
+    from chunkvault.crypto.padding import LENGTH_BYTES  # here: the imports above are sealing's
+
+    if len(padded) < LENGTH_BYTES:
+        raise PaddingError(f"padded payload too short ({len(padded)} bytes)")
+    (size,) = struct.unpack_from(">I", padded)
+    end = LENGTH_BYTES + size
+    if end > len(padded):
+        raise PaddingError(f"length field {size} exceeds the {len(padded)} bytes present")
+    tail = padded[end:]
+    if tail.tobytes().count(0) != len(tail):
+        raise PaddingError("padding bytes are not zero")
+    return padded[LENGTH_BYTES:end]
+
+
+def open_chunk_into(
+    keys: MasterKeys, chunk_id: str, body: memoryview, dek: bytes, max_size: int = MAX_PLAINTEXT
+) -> memoryview:
+    """Authenticate and decrypt a chunk *in place*; the plaintext, verified against its
+    id, as a view of ``body`` (of a new buffer for a zstd chunk). ``dek``: the unwrapped
+    data key (:func:`unwrap_dek`). Restore reads each body into a reused slab and writes
+    the file from this view: no fresh chunk-sized buffer on the way.
+
+    On :class:`EnvelopeError` the body may be overwritten with garbage (GCM decrypts
+    before the tag is known to be bad): read it again before trying another data key."""
+    flags = _header_flags(chunk_id, body)
+    sealed = body[HEADER_BYTES:]
+    decrypted = sealed[: len(sealed) - TAG_BYTES]
     try:
-        decrypted = AESGCM(dek).decrypt(
-            body[2:HEADER_BYTES], body[HEADER_BYTES:], chunk_aad(keys.vault_uuid, chunk_id, flags)
+        AESGCM(dek).decrypt_into(
+            body[2:HEADER_BYTES].tobytes(),
+            sealed,
+            chunk_aad(keys.vault_uuid, chunk_id, flags),
+            decrypted,
         )
     except InvalidTag:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: ciphertext failed authentication") from None
     encoding, packed = _encoded_payload(chunk_id, flags, decrypted)
-    if encoding == ENCODING_RAW:
-        payload = bytes(packed)
-    else:
+    payload = packed
+    if encoding == ENCODING_ZSTD:
         try:
-            payload = zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
+            payload = memoryview(
+                zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
+            )
         except zstandard.ZstdError as exc:
             raise EnvelopeError(f"chunk {chunk_id[:16]}: bad compressed payload: {exc}") from None
     # Defence in depth: the content must hash to its id (catches our own bugs, too).
-    if not hmac.compare_digest(keys.chunk_id(payload), chunk_id):
+    if not hmac.compare_digest(keys.chunk_id(payload), chunk_id):  # type: ignore[arg-type]
         raise EnvelopeError(f"chunk {chunk_id[:16]}: content does not match its id")
     return payload
+
+
+def open_chunk(
+    keys: MasterKeys, chunk_id: str, body: bytes, wrapped_dek: bytes, max_size: int = MAX_PLAINTEXT
+) -> bytes:
+    """Authenticate and decrypt a chunk; raise :class:`EnvelopeError` on any mismatch.
+    Copies: for callers holding a ``bytes`` body (restore uses :func:`open_chunk_into`)."""
+    _header_flags(chunk_id, body)
+    dek = unwrap_dek(keys, chunk_id, wrapped_dek)
+    return bytes(open_chunk_into(keys, chunk_id, memoryview(bytearray(body)), dek, max_size))
 
 
 # --- blobs: manifests and other small named objects --------------------------------------

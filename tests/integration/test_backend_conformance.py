@@ -316,6 +316,43 @@ def test_get_is_capped_at_max_size(peer: Peer) -> None:
         peer.get("v/none", max_size=0)
 
 
+@pytest.mark.parametrize("size", [0, 1, 1000, MiB + 7])
+def test_get_into_reads_the_whole_body_into_the_buffer(peer: Peer, size: int) -> None:
+    body = payload(size, seed=3)
+    peer.put("v/chunks/ab/into", body)
+    buf = bytearray(b"\x5a" * (size + 100))
+    for max_size in (size, size + 100):
+        assert peer.get_into("v/chunks/ab/into", memoryview(buf), max_size) == size
+        assert buf[:size] == body
+        assert buf[size:] == b"\x5a" * 100  # nothing past the body is touched
+
+
+def test_get_into_is_capped_at_max_size_like_get(peer: Peer) -> None:
+    body = payload(1000)
+    peer.put("v/chunks/ab/capped", body)
+    buf = bytearray(2000)
+    with pytest.raises(MalformedReply, match="999") as err:
+        peer.get_into("v/chunks/ab/capped", memoryview(buf), 999)
+    assert err.value.peer == peer.name
+    assert buf[999:] == bytes(1001)  # the byte that tells "longer" never lands in buf
+    peer.put("v/empty", b"")
+    assert peer.get_into("v/empty", memoryview(bytearray()), 0) == 0
+    with pytest.raises(NotFound):
+        peer.get_into("v/none", memoryview(buf), 10)
+
+
+@pytest.mark.parametrize(
+    "buf",
+    [bytearray(10), bytes(2000), memoryview(bytearray(4000))[::2]],
+    ids=["smaller-than-max", "read-only", "not-contiguous"],
+)
+def test_get_into_refuses_a_buffer_it_cannot_fill_before_io(fresh_peer: Peer, buf: Any) -> None:
+    with pytest.raises(ValueError):
+        fresh_peer.get_into("v/chunks/ab/x", buf, 1000)
+    with pytest.raises(ValueError):
+        wrap_peer(fresh_peer, TRANSFER).get_into("v/chunks/ab/x", buf, 1000)
+
+
 def test_delete(peer: Peer) -> None:
     peer.put("v/chunks/ab/gone", b"x", {"a": "b"})
     peer.put("v/chunks/ab/kept", b"y")
@@ -589,6 +626,71 @@ def test_s3_oversized_bodies_are_refused_without_reading_them(
     assert proxy.hits("huge_body") == 1
     proxy.clear()
     assert peer.get("v/chunks/ab/x", max_size=2000) == payload(1000)  # connection pool fine
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (huge_body(r"/chunks/", GiB), "1073741824 bytes, more than the 2000 expected"),
+        (huge_body(r"/chunks/", GiB, chunked=True), "longer than the 2000 bytes expected"),
+        (huge_body(r"/chunks/", 2001, chunked=True), "longer than the 2000 bytes expected"),
+    ],
+    ids=["declared", "chunked", "one-byte-over"],
+)
+def test_s3_get_into_refuses_oversized_bodies_without_reading_them(
+    liar: tuple[S3Peer, HostileProxy], rule: Any, expected: str
+) -> None:
+    peer, proxy = liar
+    peer.put("v/chunks/ab/x", payload(1000))
+    proxy.add(rule)
+    buf = bytearray(2000)
+    with bounded(seconds=5, megabytes=16), pytest.raises(MalformedReply, match=expected):
+        peer.get_into("v/chunks/ab/x", memoryview(buf), 2000)
+    assert proxy.hits("huge_body") == 1
+    proxy.clear()
+    assert peer.get_into("v/chunks/ab/x", memoryview(buf), 2000) == 1000
+    assert buf[:1000] == payload(1000)
+
+
+def test_s3_get_into_of_a_cut_body_is_the_peers_error_and_a_retry_rewrites_the_buffer(
+    liar: tuple[S3Peer, HostileProxy],
+) -> None:
+    peer, proxy = liar
+    peer.put("v/chunks/ab/x", payload(1000))
+    buf = bytearray(2000)
+    proxy.add(replace_body(r"/chunks/", b"\xee" * 600, content_length=1500))
+    with pytest.raises(TransientError):
+        peer.get_into("v/chunks/ab/x", memoryview(buf), 2000)
+    with pytest.raises(TransientError):  # declared 1500, 600 arrive: cut short
+        peer.get_into("v/chunks/ab/x", memoryview(buf), 2000)
+    proxy.clear()
+    # The first attempt gets 600 bytes of junk and a cut; the retry starts over at 0.
+    cut = replace_body(r"/chunks/", b"\xee" * 600, content_length=1500)
+    served: list[str] = []
+
+    def once(request: Request, forward: Any) -> Reply | None:
+        if served:
+            return None
+        reply = cut(request, forward)
+        if reply is not None:
+            served.append(request.key)
+        return reply
+
+    proxy.add(once)
+    retrying = wrap_peer(peer, TransferConfig(timeout_seconds=5, retries=1), sleep=lambda _: None)
+    buf[:] = b"\x11" * len(buf)
+    assert retrying.get_into("v/chunks/ab/x", memoryview(buf), 2000) == 1000
+    assert served and buf[:1000] == payload(1000) and buf[1000:] == b"\x11" * 1000
+
+
+def test_s3_get_into_of_an_understated_content_length_reads_only_what_it_declares(
+    liar: tuple[S3Peer, HostileProxy],
+) -> None:
+    peer, proxy = liar
+    peer.put("v/chunks/ab/x", payload(1000))
+    proxy.add(huge_body(r"/chunks/", GiB, content_length=10))
+    with bounded(seconds=5, megabytes=16):
+        assert peer.get_into("v/chunks/ab/x", memoryview(bytearray(2000)), 2000) == 10
 
 
 def test_s3_understated_content_length_reads_only_what_it_declares(

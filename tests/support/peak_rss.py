@@ -1,4 +1,5 @@
-"""Run the `chunkvault` CLI as a subprocess and measure its peak memory (RSS).
+"""Run the `chunkvault` CLI as a subprocess and measure its peak memory (RSS) and, with
+:func:`run_cli_usage`, its resource usage (``ru_minflt``: fresh pages it faulted in).
 
 Not ``ru_maxrss``: Linux carries a process's high-water mark across ``exec``, so a child
 forked from a large pytest process reports at least pytest's RSS (seen: 360 MiB late in
@@ -10,6 +11,7 @@ through a two-line wrapper around the same ``main`` the installed command calls.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -34,6 +36,14 @@ def run_cli_measured(
     config: Path, *args: str, env: dict[str, str], timeout: float = 120
 ) -> tuple[subprocess.CompletedProcess[str], int]:
     """Like ``support.cli.run_cli``; also returns the child's peak RSS in bytes."""
+    result, peak, _ = run_cli_usage(config, *args, env=env, timeout=timeout)
+    return result, peak
+
+
+def run_cli_usage(
+    config: Path, *args: str, env: dict[str, str], timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], int, resource.struct_rusage]:
+    """:func:`run_cli_measured`, plus the child's ``rusage`` (from ``wait4``)."""
     peak_file = tempfile.NamedTemporaryFile(delete=False)  # noqa: SIM115 - read after exit
     peak_file.close()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | env
@@ -55,7 +65,7 @@ def run_cli_measured(
         timer = threading.Timer(timeout, expire)
         timer.start()
         try:
-            _, status, _usage = os.wait4(proc.pid, 0)
+            _, status, usage = os.wait4(proc.pid, 0)
             with lock:
                 state["reaped"] = True
                 proc.returncode = os.waitstatus_to_exitcode(status)
@@ -71,4 +81,4 @@ def run_cli_measured(
         peak_kib = int(Path(peak_file.name).read_text() or 0)
     finally:
         os.unlink(peak_file.name)
-    return result, peak_kib * 1024
+    return result, peak_kib * 1024, usage

@@ -23,12 +23,14 @@ from chunkvault.crypto.envelope import (
     blob_generation,
     open_blob,
     open_chunk,
+    open_chunk_into,
     rewrap_dek,
     seal_blob,
     seal_chunk,
     seal_chunk_into,
     seal_packed_blob,
     sealed_size_limit,
+    unwrap_dek,
     wrapped_generation,
 )
 from chunkvault.crypto.material import MasterKeys
@@ -363,3 +365,74 @@ def test_sealing_in_place_refuses_a_buffer_too_small():
     keys = fixed_keys()
     with pytest.raises(ValueError, match="cannot seal"):
         seal_chunk_into(keys, bytearray(100), 100)
+
+
+# -- opening in place (restore: one buffer per chunk from GET to write) ---------------------
+
+
+def body_in_slab(body: bytes, slack: int = 100) -> tuple[bytearray, memoryview]:
+    slab = bytearray(body) + bytearray(b"\x77" * slack)
+    return slab, memoryview(slab)[: len(body)]
+
+
+@pytest.mark.parametrize("size", [0, 10, 5000, 300_000])
+def test_open_chunk_into_decrypts_in_place_and_returns_a_view_of_the_body(size):
+    keys = MasterKeys.generate(UUID)
+    data = os.urandom(size)
+    sealed = seal_chunk(keys, data)
+    assert not sealed.compressed
+    slab, body = body_in_slab(sealed.body)
+    dek = unwrap_dek(keys, sealed.chunk_id, sealed.wrapped_dek)
+    plain = open_chunk_into(keys, sealed.chunk_id, body, dek)
+    assert plain == data
+    assert plain.obj is slab  # no copy: the plaintext is where the ciphertext was
+    start = HEADER_BYTES + 4 + 1  # length field and encoding byte
+    assert slab[start : start + size] == data and slab[-100:] == b"\x77" * 100
+
+
+def test_open_chunk_into_decompresses_a_zstd_chunk_into_a_buffer_of_its_own():
+    keys = MasterKeys.generate(UUID)
+    sealed = seal_chunk(keys, PLAIN * 200)
+    assert sealed.compressed
+    slab, body = body_in_slab(sealed.body)
+    dek = unwrap_dek(keys, sealed.chunk_id, sealed.wrapped_dek)
+    plain = open_chunk_into(keys, sealed.chunk_id, body, dek)
+    assert plain == PLAIN * 200 and plain.obj is not slab
+
+
+def test_open_chunk_into_opens_the_unpadded_format_too():
+    keys = fixed_keys()
+    body = memoryview(bytearray.fromhex(VECTOR_BODY))
+    dek = unwrap_dek(keys, VECTOR_ID, bytes.fromhex(VECTOR_WRAPPED))
+    assert open_chunk_into(keys, VECTOR_ID, body, dek) == PLAIN
+
+
+def test_a_wrong_data_key_fails_and_spends_the_body():
+    """The reader relies on this: after a failed key the body must be read again."""
+    keys = MasterKeys.generate(UUID)
+    sealed = seal_chunk(keys, PLAIN * 10, compress=False)
+    _, body = body_in_slab(sealed.body)
+    with pytest.raises(EnvelopeError, match="failed authentication"):
+        open_chunk_into(keys, sealed.chunk_id, body, os.urandom(32))
+    assert bytes(body[:HEADER_BYTES]) == sealed.body[:HEADER_BYTES]  # header untouched
+    assert bytes(body) != sealed.body
+    dek = unwrap_dek(keys, sealed.chunk_id, sealed.wrapped_dek)
+    with pytest.raises(EnvelopeError):
+        open_chunk_into(keys, sealed.chunk_id, body, dek)  # the right key, too late
+
+
+@pytest.mark.parametrize(
+    ("inner", "message"),
+    [
+        (struct.pack(">I", len(PLAIN) + 2) + b"\0" + PLAIN, "exceeds"),
+        (struct.pack(">I", len(PLAIN) + 1) + b"\0" + PLAIN + b"\0\x01" + bytes(99), "not zero"),
+        (b"\0\0", "too short"),
+    ],
+)
+def test_open_chunk_into_refuses_malformed_padding_like_open_chunk(inner, message):
+    keys = fixed_keys()
+    sealed = seal_chunk(keys, PLAIN, compress=False, dek=DEK)
+    aad = b"chunkvault/chunk" + bytes([1, FLAG_PADDED]) + UUID + sealed.chunk_id.encode()
+    body = bytes([1, FLAG_PADDED]) + DATA_NONCE + AESGCM(DEK).encrypt(DATA_NONCE, inner, aad)
+    with pytest.raises(EnvelopeError, match=message):
+        open_chunk_into(keys, sealed.chunk_id, memoryview(bytearray(body)), DEK)

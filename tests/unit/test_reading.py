@@ -108,6 +108,69 @@ def test_read_raises_only_chunk_unavailable_whatever_peers_serve(bodies, metadat
         mem.put(chunk_key(VAULT, chunk_id), body, metadata)
     with pytest.raises(ChunkUnavailable):
         reader_over(mems).read(chunk_id, plain_size=len(data))
+    with pytest.raises(ChunkUnavailable):
+        reader_over(mems).read_into(chunk_id, bytearray(2000), [], len(data))
+
+
+def test_read_into_opens_the_chunk_in_the_callers_buffer():
+    mems = [MemoryPeer("p0")]
+    data = os.urandom(5000)
+    chunk_id, wrapped = store(mems, data)
+    slab = bytearray(sealed_size_limit(len(data)) + 10)
+    plain = reader_over(mems).read_into(chunk_id, slab, [wrapped], len(data))
+    assert plain == data and plain.obj is slab
+    with pytest.raises(ValueError, match="cannot hold"):
+        reader_over(mems).read_into(chunk_id, bytearray(100), [wrapped], len(data))
+
+
+def test_a_stale_first_key_spends_the_body_and_the_next_key_opens_it_read_again(tmp_path):
+    """The catalog's key (tried first) is of an older sealing of the same chunk: it unwraps
+    but does not open the body, and in-place decryption spends the body. The reader reads
+    it again before the manifest's key, which opens it; no stat is needed."""
+    mems = [MemoryPeer("p0")]
+    data = os.urandom(20_000)
+    chunk_id, fresh = store(mems, data)
+    stale = seal_chunk(K, data, compress=False)
+    assert stale.chunk_id == chunk_id and stale.wrapped_dek != fresh
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        body_size = len(mems[0].get(chunk_key(VAULT, chunk_id)))
+        catalog.record_chunk(
+            ChunkRow(chunk_id, len(data), body_size, stale.wrapped_dek, 1, ""), ["p0"]
+        )
+        mems[0].calls.clear()
+        slab = bytearray(sealed_size_limit(len(data)))
+        plain = reader_over(mems, catalog).read_into(chunk_id, slab, [fresh], len(data))
+        assert plain == data and plain.obj is slab
+        assert mems[0].calls == ["get", "get"]
+        # Only the object's own metadata holds the right key: one stat, one more read.
+        mems[0].calls.clear()
+        assert reader_over(mems, catalog).read(chunk_id, [stale.wrapped_dek]) == data
+        assert mems[0].calls == ["get", "stat", "get"]
+    finally:
+        catalog.close()
+
+
+def test_a_body_that_no_key_opens_is_damaged_on_that_peer_and_another_replica_is_read(caplog):
+    mems = [MemoryPeer(f"p{i}") for i in range(2)]
+    reader = reader_over(mems)
+    data = os.urandom(3000)
+    chunk_id, wrapped = store(mems, data)
+    # Same id, under a key nobody recorded, with the metadata (key) of the real replica.
+    forged = seal_chunk(K, data, compress=False)
+    first = ranked_first(reader, chunk_id, mems)
+    key = chunk_key(VAULT, chunk_id)
+    first.put(key, forged.body, first.stat(key).metadata)
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        plain = reader.read_into(chunk_id, bytearray(sealed_size_limit(3000)), [wrapped], 3000)
+    assert plain == data
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(
+        f"chunk {chunk_id[:12]} on {first.name} is damaged: chunk {chunk_id[:16]}: "
+        "ciphertext failed authentication"
+    )
+    # The known key, the stat (same key: not tried again, nor the body read again).
+    assert first.calls[-2:] == ["get", "stat"]
 
 
 def test_the_unavailable_hint_promises_no_command_that_does_not_exist() -> None:
