@@ -124,6 +124,12 @@ class ChunkingConfig(_Model):
 
     _sizes = _size_validator("min_size", "avg_size", "max_size")
 
+    @property
+    def largest_chunk(self) -> int:
+        """The largest chunk this chunking cuts: fixed mode cuts at avg_size and ignores
+        max_size."""
+        return self.avg_size if self.mode == "fixed" else self.max_size
+
     @model_validator(mode="after")
     def _chunker_accepts(self) -> ChunkingConfig:
         # The chunker's own check, so what validates here always builds a chunker.
@@ -419,14 +425,17 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         )
     budget = as_int(section("transfer").get("max_inflight_bytes"))
-    largest = section("chunking").get("max_size", ChunkingConfig.model_fields["max_size"].default)
+    # The largest chunk: max_size in cdc mode; fixed mode cuts every chunk at avg_size and
+    # ignores max_size (which may then hold anything, hypothesis found).
+    size_key = "avg_size" if section("chunking").get("mode") == "fixed" else "max_size"
+    largest = section("chunking").get(size_key, ChunkingConfig.model_fields[size_key].default)
     with contextlib.suppress(ValueError, TypeError):
         largest = parse_size(largest)
         if budget is not None and MiB <= budget < largest:  # else its own check speaks
             problems.append(
                 (
                     "transfer.max_inflight_bytes",
-                    f"is {budget} bytes, less than chunking.max_size ({largest}): "
+                    f"is {budget} bytes, less than chunking.{size_key} ({largest}): "
                     "a chunk of the largest size would never fit",
                 )
             )

@@ -68,9 +68,7 @@ class Ingestor:
         self.chunker = Chunker(
             cfg.chunking.mode, cfg.chunking.min_size, cfg.chunking.avg_size, cfg.chunking.max_size
         )
-        self.max_chunk = cfg.chunking.avg_size if cfg.chunking.mode == "fixed" else (
-            cfg.chunking.max_size
-        )  # fmt: skip
+        self.max_chunk = cfg.chunking.largest_chunk
         concurrency = cfg.transfer.concurrency
         self.pipeline = ChunkPipeline(
             vault.service, cfg.transfer.max_inflight_bytes, workers=concurrency,

@@ -127,7 +127,7 @@ class Restorer:
         self.budget = ByteBudget(transfer.max_inflight_bytes)
         # Slabs fit the body of the largest chunk the chunker makes; larger chunks (the
         # API's) get a buffer of their own.
-        self.buffers = BufferPool(sealed_size_limit(vault.config.chunking.max_size))
+        self.buffers = BufferPool(sealed_size_limit(vault.config.chunking.largest_chunk))
         # Each file in flight holds two fds (its directory and its temp file): enough files
         # to keep every worker busy with small ones, far below any fd limit.
         self.max_open_files = max(16, 4 * self.workers)

@@ -107,6 +107,19 @@ def test_inflight_byte_budget_is_a_size_that_fits_the_largest_chunk():
     assert cfg.transfer.max_inflight_bytes == cfg.chunking.max_size
 
 
+def test_in_fixed_mode_the_budget_is_checked_against_the_fixed_size_not_max_size():
+    """Fixed mode ignores max_size, so a leftover large one must not fail the budget
+    (hypothesis found this); the fixed size itself still must fit."""
+    fixed = {"mode": "fixed", "avg_size": "4MiB", "max_size": "100MiB"}
+    cfg = parse_config({"peers": peers(2), "chunking": fixed})
+    assert cfg.transfer.max_inflight_bytes == 64 * 1024 * 1024
+    found = problems(
+        {"peers": peers(2), "chunking": fixed | {"avg_size": "16MiB"},
+         "transfer": {"max_inflight_bytes": "8MiB"}}
+    )  # fmt: skip
+    assert "chunking.avg_size" in found["transfer.max_inflight_bytes"]
+
+
 def test_flow_replicas_cannot_exceed_peers():
     found = problems({"peers": peers(2), "flows": [{"match": "**", "replicas": 3}]})
     assert set(found) == {"flows[0].replicas"}
