@@ -174,6 +174,18 @@ def _sample_compresses(plaintext: bytes | memoryview) -> bool:
     return len(packed) <= len(sample) * (1 - MIN_SAVING)
 
 
+def bounded_decompress(frame: bytes | memoryview, max_size: int) -> bytes:
+    """zstd-decompress at most ``max_size`` bytes. python-zstandard honours
+    ``max_output_size`` only for frames that do not declare their size: a frame that
+    declares 1 GiB is decompressed into 1 GiB whatever the cap (measured). So the declared
+    size is checked first; a frame whose output differs from what it declares is an
+    error in zstd itself."""
+    declared = zstandard.frame_content_size(frame)
+    if declared > max_size:  # -1: not declared, and then max_output_size applies
+        raise zstandard.ZstdError(f"declares {declared} bytes, more than the {max_size} allowed")
+    return zstandard.ZstdDecompressor().decompress(frame, max_output_size=max_size)
+
+
 def seal_chunk(
     keys: MasterKeys,
     plaintext: bytes | memoryview,
@@ -315,9 +327,7 @@ def open_chunk_into(
     payload = packed
     if encoding == ENCODING_ZSTD:
         try:
-            payload = memoryview(
-                zstandard.ZstdDecompressor().decompress(packed, max_output_size=max_size)
-            )
+            payload = memoryview(bounded_decompress(packed, max_size))
         except zstandard.ZstdError as exc:
             raise EnvelopeError(f"chunk {chunk_id[:16]}: bad compressed payload: {exc}") from None
     # Defence in depth: the content must hash to its id (catches our own bugs, too).
@@ -401,7 +411,7 @@ def open_blob(
             _blob_aad(keys, kind, name, version),
         )
         frame = unpad(decrypted) if version >= 2 else decrypted
-        return zstandard.ZstdDecompressor().decompress(frame, max_output_size=max_size)
+        return bounded_decompress(frame, max_size)
     except InvalidTag:
         raise EnvelopeError(f"{kind} {name}: failed authentication") from None
     except PaddingError as exc:

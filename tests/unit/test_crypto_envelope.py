@@ -436,3 +436,19 @@ def test_open_chunk_into_refuses_malformed_padding_like_open_chunk(inner, messag
     body = bytes([1, FLAG_PADDED]) + DATA_NONCE + AESGCM(DEK).encrypt(DATA_NONCE, inner, aad)
     with pytest.raises(EnvelopeError, match=message):
         open_chunk_into(keys, sealed.chunk_id, memoryview(bytearray(body)), DEK)
+
+
+def test_a_frame_declaring_more_than_the_cap_is_refused_before_it_is_inflated():
+    """python-zstandard ignores max_output_size for frames that declare their size, so a
+    2 MiB frame opened with a 1 MiB cap used to come back whole (a key holder's bomb)."""
+    keys = MasterKeys.generate(UUID)
+    data = b"a" * (2 << 20)
+    sealed = seal_chunk(keys, data)
+    assert sealed.compressed
+    assert open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek) == data
+    with pytest.raises(EnvelopeError, match="declares"):
+        open_chunk(keys, sealed.chunk_id, sealed.body, sealed.wrapped_dek, max_size=1 << 20)
+    blob = seal_blob(keys, "manifest", "m", data)
+    assert open_blob(keys, "manifest", "m", blob) == data
+    with pytest.raises(EnvelopeError, match="declares"):
+        open_blob(keys, "manifest", "m", blob, max_size=1 << 20)
