@@ -186,7 +186,8 @@ class ChunkReader:
                 if spent:
                     size = placed.peer.get_into(key, view, limit)
                 try:
-                    return open_chunk_into(self.keys, chunk_id, view[:size], dek)
+                    # limit (the largest body of this size) also caps what zstd may inflate
+                    return open_chunk_into(self.keys, chunk_id, view[:size], dek, limit)
                 except EnvelopeError as exc:
                     error, spent = exc, True
         except (PeerError, LayoutError) as exc:
