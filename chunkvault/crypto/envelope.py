@@ -263,7 +263,7 @@ def _encoded_payload(chunk_id: str, flags: int, decrypted: memoryview) -> tuple[
     if flags != FLAG_PADDED:
         return (ENCODING_ZSTD if flags == FLAG_ZSTD else ENCODING_RAW), decrypted
     try:
-        inner = _unpad_view(decrypted)
+        inner = unpad(decrypted)
     except PaddingError as exc:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: {exc}") from None
     if not inner or inner[0] not in (ENCODING_RAW, ENCODING_ZSTD):
@@ -281,24 +281,6 @@ def _header_flags(chunk_id: str, body: bytes | memoryview) -> int:
     if flags not in KNOWN_FLAGS:
         raise EnvelopeError(f"chunk {chunk_id[:16]}: unknown flags {flags:#04x}")
     return flags
-
-
-def _unpad_view(padded: memoryview) -> memoryview:
-    """:func:`~chunkvault.crypto.padding.unpad` over a view, without copying the payload
-    (``unpad`` needs ``bytes.count``; only the padding is copied here to check it is zero:
-    under 1/16 of a chunk past 1 KiB, under 1/32 past 64 KiB)."""
-    from chunkvault.crypto.padding import LENGTH_BYTES  # here: the imports above are sealing's
-
-    if len(padded) < LENGTH_BYTES:
-        raise PaddingError(f"padded payload too short ({len(padded)} bytes)")
-    (size,) = struct.unpack_from(">I", padded)
-    end = LENGTH_BYTES + size
-    if end > len(padded):
-        raise PaddingError(f"length field {size} exceeds the {len(padded)} bytes present")
-    tail = padded[end:]
-    if tail.tobytes().count(0) != len(tail):
-        raise PaddingError("padding bytes are not zero")
-    return padded[LENGTH_BYTES:end]
 
 
 def open_chunk_into(

@@ -106,3 +106,15 @@ def test_readers_accept_any_zero_padding():
     # the policy can change without a format change.
     assert unpad(struct.pack(">I", 3) + b"abc") == b"abc"
     assert unpad(struct.pack(">I", 3) + b"abc" + bytes(5000)) == b"abc"
+
+
+def test_unpad_takes_a_view_of_a_reused_buffer_and_still_checks_every_padding_byte():
+    """Restore opens chunks in slabs: unpad gets a view, and returns a view of the same
+    buffer (no copy of the payload)."""
+    slab = bytearray(pad(b"payload", floor=FLOOR)) + b"\xff" * 10  # stale bytes past the end
+    view = memoryview(slab)[: len(slab) - 10]
+    inner = unpad(view)
+    assert inner == b"payload" and inner.obj is slab
+    slab[len(slab) - 11] = 1  # one padding byte not zero
+    with pytest.raises(PaddingError, match="not zero"):
+        unpad(view)
