@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from chunkvault.backends.base import PeerError
@@ -218,6 +218,10 @@ class UploadService:
             futures = {
                 p.name: self._replica_pool.submit(p.peer.put, key, body, metadata) for p in todo
             }
+            # Every put ends before any outcome is read: ``body`` is a view of a buffer the
+            # pipeline reuses once this returns, and a put raising an unexpected error
+            # must not leave a sibling still sending from it.
+            wait(futures.values())
             for name, future in futures.items():
                 try:
                     future.result()

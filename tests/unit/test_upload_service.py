@@ -247,3 +247,28 @@ def test_the_api_answer_is_the_same_for_new_and_already_stored_content(rig):
     assert (first.send, first.reason, first.peers) == (second.send, second.reason, second.peers)
     assert first.reason == "stored" and list(first.peers) == sorted(first.peers)
     assert rig.service.request_detail("r2").chunks[0].reason == "stored"
+
+
+def test_a_put_failing_with_a_bug_waits_for_its_sibling_before_the_buffer_is_freed(rig):
+    """The pipeline reuses a chunk's buffer as soon as storing it returns, so no replica
+    may still be sending from it then, even when another replica's put raised a bug."""
+    data = os.urandom(5000)
+    first, second = (p.name for p in choose(rig.keys.chunk_id(data), rig.placed, 2))
+    finished: list[float] = []
+    real_put = next(m for m in rig.memory if m.name == second).put
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in a backend")
+
+    def slow(key, body, metadata=None):
+        time.sleep(0.3)
+        info = real_put(key, body, metadata)
+        finished.append(time.monotonic())
+        return info
+
+    next(m for m in rig.memory if m.name == first).put = broken
+    next(m for m in rig.memory if m.name == second).put = slow
+    with pytest.raises(RuntimeError, match="a bug"):
+        rig.service.store_chunk(data)
+    returned = time.monotonic()
+    assert finished and finished[0] <= returned
