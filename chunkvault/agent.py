@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 
 from chunkvault.catalog.jobs import Job, JobQueue, Note
@@ -32,6 +33,9 @@ from chunkvault.watcher.scan import differences, scan_tree
 log = logging.getLogger(__name__)
 RECORD_INTERVAL = 0.05
 MAX_BACKOFF = 300.0
+#: Jobs a worker starts at once (and then waits for): enough for small files to share
+#: packs and manifest batches, few enough that one worker's slow file holds up little.
+JOBS_PER_TAKE = 32
 HOOK_TIMEOUT = 60.0
 STATE_CHECK_INTERVAL = 1.0
 
@@ -320,24 +324,44 @@ class Agent:
 
     def _work_loop(self) -> None:
         while not self._stop.is_set():
-            jobs = self.jobs.take(1)
+            jobs = self.jobs.take(JOBS_PER_TAKE)
             if not jobs:
                 due = self.jobs.next_due()
                 wait = 0.5 if due is None else min(0.5, max(0.01, due - time.time()))
                 self._wake.wait(wait)
                 self._wake.clear()
                 continue
-            try:
-                self._run(jobs[0])
-            except Exception as exc:  # keep the worker alive; the job is retried
-                log.exception("job %s failed", jobs[0].path)
-                self.jobs.retry(jobs[0], f"internal error: {exc}", self._backoff(jobs[0]))
+            # Every job's file goes into the pipeline before any is waited for: their small
+            # chunks share packs and their versions share a manifest batch.
+            started: dict[Future[IngestResult], Job] = {}
+            for job in jobs:
+                try:
+                    running = self._start(job)
+                except Exception as exc:  # keep the worker alive; the job is retried
+                    log.exception("job %s failed", job.path)
+                    self.jobs.retry(job, f"internal error: {exc}", self._backoff(job))
+                    continue
+                if running is not None:
+                    started[running] = job
+            for running in as_completed(started):  # each recorded as soon as it is durable
+                job = started[running]
+                try:
+                    result = running.result()
+                except Exception as exc:
+                    log.exception("job %s failed", job.path)
+                    self.jobs.retry(job, f"internal error: {exc}", self._backoff(job))
+                    continue
+                finally:
+                    with self.stats.lock:
+                        self.stats.in_flight -= 1
+                self._finish(job, result)
 
     @staticmethod
     def _backoff(job: Job) -> float:
         return min(MAX_BACKOFF, 2.0 ** min(job.attempts, 16))
 
-    def _run(self, job: Job) -> None:
+    def _start(self, job: Job) -> Future[IngestResult] | None:
+        """Start ``job``: its result once it is committed; None if it is deferred."""
         if job.kind == "upsert" and not job.closed:
             try:
                 st = os.stat(self.root / job.path, follow_symlinks=False)
@@ -346,20 +370,24 @@ class Agent:
                 seen = None
             if seen is not None and seen != (job.seen_size, job.seen_mtime_ns):
                 self.jobs.defer(job, self.settle, *seen)  # still changing
-                return
+                return None
+        if job.kind == "upsert":
+            running = self.ingestor.submit(job.path)
+        else:
+            running = Future()
+            try:
+                if job.kind == "delete":
+                    running.set_result(self.ingestor.delete(job.path))
+                else:
+                    assert job.src is not None
+                    running.set_result(self.ingestor.move(job.src, job.path))
+            except Exception as exc:
+                running.set_exception(exc)
         with self.stats.lock:
             self.stats.in_flight += 1
-        try:
-            if job.kind == "upsert":
-                result = self.ingestor.ingest(job.path)
-            elif job.kind == "delete":
-                result = self.ingestor.delete(job.path)
-            else:
-                assert job.src is not None
-                result = self.ingestor.move(job.src, job.path)
-        finally:
-            with self.stats.lock:
-                self.stats.in_flight -= 1
+        return running
+
+    def _finish(self, job: Job, result: IngestResult) -> None:
         self.stats.record(result)
         if result.action == "failed":
             log.warning("%s: %s (retrying)", job.path, result.error)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,12 +29,13 @@ from typing import BinaryIO, Literal
 from chunkvault.budget import BudgetClosed
 from chunkvault.catalog import VersionRow
 from chunkvault.chunking import Chunker
+from chunkvault.commits import Committed
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import Flow
 from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_in_tree
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.pipeline import ChunkPipeline, FileBatch
-from chunkvault.upload import StoredChunk
+from chunkvault.stored import StoredChunk
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,20 @@ class Ingestor:
             max_workers=max(2, min(4, concurrency // 2)), thread_name_prefix="read"
         )
         self.progress = progress
+        # Files submitted and not yet queued for a manifest batch: once there are none,
+        # the batch is written at once (nothing more will join it soon).
+        self._lock = threading.Lock()
+        self._uncommitted: set[Future[IngestResult]] = set()
+
+    def _handed_over(self, result: Future[IngestResult]) -> None:
+        """``result``'s file is queued for its batch, or done without one."""
+        with self._lock:
+            if result not in self._uncommitted:
+                return
+            self._uncommitted.discard(result)
+            if self._uncommitted:
+                return
+        self.vault.commits.flush()
 
     def close(self) -> None:
         # Queued work is dropped: a half-stored file is simply stored again next time.
@@ -95,6 +111,9 @@ class Ingestor:
         """Queue ``rel`` for storing; the future is done once its version is committed
         (or the file failed, was unchanged, ignored or gone)."""
         result: Future[IngestResult] = Future()
+        with self._lock:
+            self._uncommitted.add(result)
+        result.add_done_callback(self._handed_over)
         task = self._readers.submit(self._read_file, rel, result)
 
         def dropped(task: Future[None]) -> None:  # by close() before it started
@@ -157,6 +176,16 @@ class Ingestor:
         digest = hashlib.sha256()
         batch = FileBatch()
         before = os.fstat(f.fileno())
+        self.pipeline.reading()
+        try:
+            self._read_chunks(rel, f, root_fd, flow, result, digest, batch, before)
+        finally:
+            self.pipeline.read_done()
+
+    def _read_chunks(
+        self, rel: str, f: BinaryIO, root_fd: int, flow: Flow, result: Future[IngestResult],
+        digest: hashlib._Hash, batch: FileBatch, before: os.stat_result,
+    ) -> None:  # fmt: skip
         budget = self.pipeline.budget
         chunks = self.chunker.views(f)
         pipeline = self.pipeline
@@ -212,43 +241,50 @@ class Ingestor:
         stored: list[StoredChunk],
         result: Future[IngestResult],
     ) -> None:
-        """Every chunk of the file is settled: commit it, or fail it if any chunk failed.
-        Runs in the chunk worker that settled the last chunk."""
+        """Every chunk of the file is settled: queue its version for the next manifest
+        batch, or fail it if any chunk failed. Runs in the thread that settled the last
+        chunk; ``result`` is set once the batch is committed."""
         try:
-            result.set_result(self._commit_file(rel, st, sha256, stored))
+            failed = [s for s in stored if not s.ok]
+            if failed:
+                error = f"{len(failed)} of {len(stored)} chunk(s) not stored: {failed[0].reason}"
+                result.set_result(IngestResult(rel, "failed", error=error))
+                return
+            manifest = Manifest(
+                path=rel,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                mode=st.st_mode,
+                sha256=sha256,
+                chunks=tuple(
+                    ChunkRef(s.chunk_id, s.plain_size, s.wrapped_dek, s.pack, s.offset, s.length)
+                    for s in stored
+                ),
+            )
+            stored_result = IngestResult(
+                rel,
+                "stored",
+                size=st.st_size,
+                chunks=len(stored),
+                new_chunks=sum(1 for s in stored if s.reason != "deduplicated"),
+                sent_bytes=sum(s.sent_bytes for s in stored),
+            )
+            committing = self.vault.commit_later(manifest, inode=st.st_ino)
+            self._handed_over(result)
         except BaseException as exc:  # a bug: the caller sees it
             result.set_exception(exc)
+            return
 
-    def _commit_file(
-        self, rel: str, st: os.stat_result, sha256: str, stored: list[StoredChunk]
-    ) -> IngestResult:
-        failed = [s for s in stored if not s.ok]
-        if failed:
-            return IngestResult(
-                rel,
-                "failed",
-                error=f"{len(failed)} of {len(stored)} chunk(s) not stored: {failed[0].reason}",
-            )
-        manifest = Manifest(
-            path=rel,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            mode=st.st_mode,
-            sha256=sha256,
-            chunks=tuple(ChunkRef(s.chunk_id, s.plain_size, s.wrapped_dek) for s in stored),
-        )
-        try:
-            self._commit(manifest, inode=st.st_ino)
-        except (ManifestError, ChunkvaultError) as exc:
-            return IngestResult(rel, "failed", error=str(exc))
-        return IngestResult(
-            rel,
-            "stored",
-            size=st.st_size,
-            chunks=len(stored),
-            new_chunks=sum(1 for s in stored if s.reason != "deduplicated"),
-            sent_bytes=sum(s.sent_bytes for s in stored),
-        )
+        def committed(done: Future[Committed]) -> None:
+            exc = done.exception()
+            if exc is None:
+                result.set_result(stored_result)
+            elif isinstance(exc, ChunkvaultError):
+                result.set_result(IngestResult(rel, "failed", error=str(exc)))
+            else:
+                result.set_exception(exc)
+
+        committing.add_done_callback(committed)
 
     def _commit(self, manifest: Manifest, inode: int | None = None) -> None:
         self.vault.commit(manifest, inode)
@@ -263,9 +299,7 @@ class Ingestor:
             if flow.on_delete == "keep":
                 return IngestResult(rel, "kept")
             if flow.on_delete == "purge":
-                for name in self.vault.catalog.versions(rel):
-                    self.vault.manifests.delete(name.manifest)
-                self.vault.catalog.remove_versions(rel)
+                self.vault.purge(rel)
                 return IngestResult(rel, "purged")
             tombstone = Manifest(
                 path=rel,
@@ -300,7 +334,7 @@ class Ingestor:
             self.delete(src)
             return result
         try:
-            old = self.vault.manifests.read(latest.manifest)
+            old = self.vault.read_version(latest)
             self._commit(
                 replace(old, path=dst, mode=st.st_mode, created_ns=time.time_ns()),
                 inode=st.st_ino,

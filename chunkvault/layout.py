@@ -2,7 +2,8 @@
 
     <vault>/keyring                      key slots (JSON, docs/format.md)
     <vault>/chunks/<id[:2]>/<id>         one encrypted chunk (envelope body)
-    <vault>/manifests/...                encrypted file manifests
+    <vault>/packs/<id[:2]>/<id>          small chunks' bodies back to back (chunkvault.packs)
+    <vault>/manifests/...                encrypted file manifests and manifest batches
 
 Chunk metadata repeats what is needed to decrypt the body (wrapped DEK, generation,
 nonce) plus its SHA-256, so replicas can be verified without keys. Manifests carry the
@@ -39,6 +40,29 @@ def chunk_key(vault_id: str, chunk_id: str) -> str:
     if not _CHUNK_ID.fullmatch(chunk_id):
         raise LayoutError(f"not a chunk id: {chunk_id!r}")
     return f"{vault_id}/chunks/{chunk_id[:2]}/{chunk_id}"
+
+
+def packs_prefix(vault_id: str) -> str:
+    return f"{vault_id}/packs/"
+
+
+def pack_key(vault_id: str, pack_id: str) -> str:
+    if not _CHUNK_ID.fullmatch(pack_id):  # pack ids have the chunk ids' shape
+        raise LayoutError(f"not a pack id: {pack_id!r}")
+    return f"{vault_id}/packs/{pack_id[:2]}/{pack_id}"
+
+
+def pack_id_from_key(vault_id: str, key: str) -> str:
+    pack_id = key.rsplit("/", 1)[-1]
+    if not key.startswith(packs_prefix(vault_id)) or key != pack_key(vault_id, pack_id):
+        raise LayoutError(f"not a pack object key: {key!r}")
+    return pack_id
+
+
+def pack_metadata(version: int, sha256: str) -> dict[str, str]:
+    """A pack object's user metadata: its format version and SHA-256 (checked without
+    keys, like a chunk's). No key: the chunks' wrapped DEKs live in the manifests."""
+    return {META_VERSION: str(version), META_SHA256: sha256}
 
 
 def chunk_id_from_key(vault_id: str, key: str) -> str:

@@ -28,7 +28,8 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from chunkvault.budget import ByteBudget
 from chunkvault.buffers import BufferPool
 from chunkvault.crypto.envelope import PLAIN_OFFSET, sealed_size_limit
-from chunkvault.upload import StoredChunk, UploadService
+from chunkvault.stored import StoredChunk
+from chunkvault.upload import UploadService
 
 log = logging.getLogger(__name__)
 # glibc mallopt(M_MMAP_THRESHOLD): buffers at least this big get their own mapping, given
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 # that keep freed memory: peak RSS then grew to ~2x what the byte budget allows.
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1024 * 1024
+#: How long the pipeline stays empty before open packs are written (see _maybe_idle).
+IDLE_FLUSH_SECONDS = 0.05
 
 
 def return_big_buffers_to_the_system() -> None:
@@ -121,6 +124,12 @@ class ChunkPipeline:
         # The queue of this pool never holds more than the budget's bytes: every chunk in
         # it was paid for by its reader before it was read.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunk")
+        # Files being read and chunks not yet sealed: when both are none, open packs are
+        # written (see _maybe_idle). _quiet counts reads started, to tell a quiet spell.
+        self._idle = threading.Lock()
+        self._reading = 0
+        self._queued = 0
+        self._quiet = 0
 
     def charge(self, size: int) -> int:
         """What a chunk of ``size`` plaintext bytes costs the budget: the buffer it will
@@ -141,25 +150,74 @@ class ChunkPipeline:
     ) -> None:  # fmt: skip
         """Store the chunk in ``buf`` (from :meth:`take`, its ``charge`` taken from the
         budget by the caller) as the next chunk of ``batch``; the buffer and the bytes go
-        back once the chunk is settled."""
+        back once the chunk is sealed and sent (a small chunk's body is copied into its
+        pack), the chunk settles in ``batch`` once it is durable."""
         index = batch._add()
+        with self._idle:
+            self._queued += 1
         future = self._pool.submit(self._store_one, buf, size, replicas, compress)
 
-        def settled(done: Future[StoredChunk]) -> None:
+        def sent(done: Future[Future[StoredChunk]]) -> None:
             self.buffers.give(buf)
             self.budget.release(charge)
-            batch._settle(index, _outcome(done, size))
+            try:
+                durable = done.result()
+            except CancelledError:
+                batch._settle(index, _failed(size, "stopped before it was stored"))
+            else:
+                durable.add_done_callback(lambda d: batch._settle(index, _outcome(d, size)))
+            finally:
+                self._dequeued()
 
-        future.add_done_callback(settled)
+        future.add_done_callback(sent)
 
     def _store_one(
         self, buf: bytearray, size: int, replicas: int | None, compress: bool | None
-    ) -> StoredChunk:
+    ) -> Future[StoredChunk]:
         try:
-            return self.service.store_in_place(buf, size, replicas=replicas, compress=compress)
+            return self.service.start_in_place(buf, size, replicas=replicas, compress=compress)
         except Exception as exc:  # a bug: fail this chunk's file, keep the pipeline going
             log.exception("storing a chunk failed")
-            return _failed(size, f"internal error: {type(exc).__name__}: {exc}")
+            failed: Future[StoredChunk] = Future()
+            failed.set_result(_failed(size, f"internal error: {type(exc).__name__}: {exc}"))
+            return failed
+
+    # --- nothing more coming: write the open packs -----------------------------------------
+
+    def reading(self) -> None:
+        """A file is being read into the pipeline (until :meth:`read_done`)."""
+        with self._idle:
+            self._reading += 1
+            self._quiet += 1
+
+    def read_done(self) -> None:
+        with self._idle:
+            self._reading -= 1
+        self._maybe_idle()
+
+    def _dequeued(self) -> None:
+        with self._idle:
+            self._queued -= 1
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        """When no file is being read and no chunk waits to be sealed, small chunks in
+        open packs have nobody left to share a pack with: write them after a short quiet
+        spell (not at once: between two files of a push the pipeline is briefly empty,
+        and a flush there would make many small packs)."""
+        with self._idle:
+            if self._reading or self._queued:
+                return
+            mark = self._quiet
+        timer = threading.Timer(IDLE_FLUSH_SECONDS, self._flush_if_quiet, (mark,))
+        timer.daemon = True
+        timer.start()
+
+    def _flush_if_quiet(self, mark: int) -> None:
+        with self._idle:
+            if self._reading or self._queued or self._quiet != mark:
+                return
+        self.service.flush()
 
     def close(self) -> None:
         """Stop: waiting readers give up, queued chunks are dropped (their files fail and

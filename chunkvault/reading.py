@@ -31,8 +31,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
-from chunkvault.backends.base import MalformedReply, NotFound, PeerError
+from chunkvault.backends.base import MalformedReply, NotFound, Peer, PeerError
 from chunkvault.backends.warn_once import WarnOnce
 from chunkvault.catalog import Catalog
 from chunkvault.crypto.envelope import (
@@ -44,7 +45,7 @@ from chunkvault.crypto.envelope import (
 )
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
-from chunkvault.layout import LayoutError, chunk_key, parse_chunk_metadata
+from chunkvault.layout import LayoutError, chunk_key, pack_key, parse_chunk_metadata
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import rank
 from chunkvault.replica_choice import ReplicaChooser
@@ -83,19 +84,24 @@ class ChunkReader:
         self._warnings = WarnOnce(log)
         self.chooser = ReplicaChooser()
 
-    def _order(self, chunk_id: str) -> list[PlacedPeer]:
-        holders = set(self.catalog.replicas(chunk_id)) if self.catalog else set()
-        return self.chooser.order(rank(chunk_id, self.peers), holders)
+    def _order(self, where: _Where) -> list[PlacedPeer]:
+        if self.catalog is None:
+            holders: set[str] = set()
+        elif where.offset is None:
+            holders = set(self.catalog.replicas(where.placement_id))
+        else:
+            holders = set(self.catalog.pack_replicas(where.placement_id))
+        return self.chooser.order(rank(where.placement_id, self.peers), holders)
 
     def read(
         self, chunk_id: str, wrapped_deks: Sequence[bytes] = (), plain_size: int | None = None
     ) -> bytes:
         """The chunk's plaintext, verified. ``wrapped_deks`` and ``plain_size`` are what the
         caller's manifest says. Raises only :class:`ChunkUnavailable`, whatever peers send."""
-        deks, known_size = self._known(chunk_id, wrapped_deks)
+        deks, known_size, places = self._known(chunk_id, wrapped_deks, None)
         plain_size = plain_size if known_size is None else known_size
         limit = sealed_size_limit(self.max_chunk_size if plain_size is None else plain_size)
-        return bytes(self._read(chunk_id, deks, memoryview(bytearray(limit)), limit))
+        return bytes(self._read(chunk_id, deks, memoryview(bytearray(limit)), limit, places))
 
     def read_into(
         self,
@@ -103,36 +109,75 @@ class ChunkReader:
         buf: bytearray | memoryview,
         wrapped_deks: Sequence[bytes],
         plain_size: int,
+        packed: tuple[str, int, int] | None = None,
     ) -> memoryview:
         """The chunk's plaintext, verified, as a view of ``buf`` (of a new buffer if the
         chunk is compressed): release it before reusing ``buf``. ``buf`` holds at least
         ``sealed_size_limit(plain_size)`` bytes; ``plain_size`` comes from an authenticated
-        manifest. Raises only :class:`ChunkUnavailable`, whatever peers send."""
+        manifest. ``packed``: (pack id, offset, length) of a packed chunk's body, from the
+        same manifest. Raises only :class:`ChunkUnavailable`, whatever peers send."""
         limit = sealed_size_limit(plain_size)
         view = memoryview(buf)
         if len(view) < limit:
             raise ValueError(f"a buffer of {len(view)} bytes cannot hold a {limit}-byte body")
-        return self._read(chunk_id, self._known(chunk_id, wrapped_deks)[0], view, limit)
+        deks, _, places = self._known(chunk_id, wrapped_deks, packed)
+        return self._read(chunk_id, deks, view, limit, places)
 
     def _known(
-        self, chunk_id: str, wrapped_deks: Sequence[bytes]
-    ) -> tuple[list[bytes], int | None]:
+        self, chunk_id: str, wrapped_deks: Sequence[bytes], packed: tuple[str, int, int] | None
+    ) -> tuple[list[bytes], int | None, list[_Where]]:
         """The wrapped DEKs to try, the catalog's (our own write) first, then the caller's;
-        and the plain size the catalog knows."""
+        the plain size the catalog knows; where to read the body: the caller's place first,
+        then the catalog's if it differs (a chunk packed again since)."""
         deks = list(wrapped_deks)
+        places = [self._where(chunk_id, packed)]
         if self.catalog is None or (row := self.catalog.chunk(chunk_id)) is None:
-            return deks, None
-        return [row.wrapped_dek, *deks], row.plain_size
+            return deks, None, places
+        known = self._where(chunk_id, (row.pack, row.pack_offset, row.stored_size) if row.pack
+                            else None)  # fmt: skip
+        if known != places[0]:
+            places.append(known)
+        return [row.wrapped_dek, *deks], row.plain_size, places
 
-    def _read(self, chunk_id: str, deks: list[bytes], view: memoryview, limit: int) -> memoryview:
-        key = chunk_key(self.vault_id, chunk_id)
+    def _where(self, chunk_id: str, packed: tuple[str, int, int] | None) -> _Where:
+        if packed is None:
+            return _Where(chunk_key(self.vault_id, chunk_id), chunk_id, None, 0)
+        pack_id, offset, length = packed
+        return _Where(pack_key(self.vault_id, pack_id), pack_id, offset, length)
+
+    def _read(
+        self, chunk_id: str, deks: list[bytes], view: memoryview, limit: int, places: list[_Where]
+    ) -> memoryview:
         problems: list[str] = []
-        for placed in self._order(chunk_id):
+        for where in places:
+            if where.offset is not None and not 0 < where.length <= limit:
+                problems.append(f"its place in pack {where.placement_id[:12]} is {where.length} "
+                                f"bytes, more than a body of its size")  # fmt: skip
+                continue
+            data = self._read_at(chunk_id, deks, view, limit, where, problems)
+            if data is not None:
+                return data
+        raise ChunkUnavailable(
+            f"chunk {chunk_id[:16]}: no readable replica"
+            + (f" ({'; '.join(problems)})" if problems else " (not found on any peer)"),
+            UNAVAILABLE_HINT,
+        )
+
+    def _read_at(
+        self,
+        chunk_id: str,
+        deks: list[bytes],
+        view: memoryview,
+        limit: int,
+        where: _Where,
+        problems: list[str],
+    ) -> memoryview | None:
+        for placed in self._order(where):
             peer = placed.peer
             started = time.monotonic()
             try:
                 with self.chooser.reading(peer.name):
-                    size = peer.get_into(key, view, limit)
+                    size = where.get(peer, view, limit)
             except NotFound:
                 continue
             except MalformedReply as exc:
@@ -146,16 +191,12 @@ class ChunkReader:
                 problems.append(f"{peer.name}: {exc.message}")
                 self.chooser.failed(peer.name)
                 continue
-            data = self._open(chunk_id, view, size, limit, deks, placed, key, problems)
+            data = self._open(chunk_id, view, size, limit, deks, placed, where, problems)
             if data is not None:
                 self.chooser.succeeded(peer.name, time.monotonic() - started)
                 return data
             self.chooser.failed(peer.name)
-        raise ChunkUnavailable(
-            f"chunk {chunk_id[:16]}: no readable replica"
-            + (f" ({'; '.join(problems)})" if problems else " (not found on any peer)"),
-            UNAVAILABLE_HINT,
-        )
+        return None
 
     def _open(
         self,
@@ -165,7 +206,7 @@ class ChunkReader:
         limit: int,
         deks: list[bytes],
         placed: PlacedPeer,
-        key: str,
+        where: _Where,
         problems: list[str],
     ) -> memoryview | None:
         """Open the body in ``view[:size]`` with each data key in turn (the object's own
@@ -174,7 +215,7 @@ class ChunkReader:
         tried: set[bytes] = set()
         spent = False
         try:
-            for wrapped in self._candidates(deks, placed, key):
+            for wrapped in self._candidates(deks, placed, where):
                 try:
                     dek = unwrap_dek(self.keys, chunk_id, wrapped)
                 except EnvelopeError as exc:  # not this chunk's key: the body is untouched
@@ -184,7 +225,7 @@ class ChunkReader:
                     continue
                 tried.add(dek)
                 if spent:
-                    size = placed.peer.get_into(key, view, limit)
+                    size = where.get(placed.peer, view, limit)
                 try:
                     # limit (the largest body of this size) also caps what zstd may inflate
                     return open_chunk_into(self.keys, chunk_id, view[:size], dek, limit)
@@ -204,8 +245,26 @@ class ChunkReader:
         return None
 
     @staticmethod
-    def _candidates(deks: list[bytes], placed: PlacedPeer, key: str) -> Iterator[bytes]:
+    def _candidates(deks: list[bytes], placed: PlacedPeer, where: _Where) -> Iterator[bytes]:
         """The wrapped DEKs to try: the known ones, then (a stat, only if those failed)
-        the one in the object's metadata."""
+        the one in a chunk object's metadata (a pack has none: its chunks' keys are only
+        in the manifests)."""
         yield from dict.fromkeys(deks)  # unique, in order
-        yield parse_chunk_metadata(placed.peer.stat(key).metadata).wrapped_dek
+        if where.offset is None:
+            yield parse_chunk_metadata(placed.peer.stat(where.key).metadata).wrapped_dek
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a chunk's body is: a chunk object (``offset`` None) or a range of a pack."""
+
+    key: str
+    placement_id: str  # what placement ranks the replicas on: the chunk or pack id
+    offset: int | None
+    length: int
+
+    def get(self, peer: Peer, view: memoryview, limit: int) -> int:
+        if self.offset is None:
+            return peer.get_into(self.key, view, limit)
+        peer.get_range_into(self.key, view, self.offset, self.length)
+        return self.length

@@ -184,7 +184,7 @@ class Restorer:
         window: deque[tuple[int, VersionRow, Future[Manifest]]] = deque()
         try:
             for index, version in enumerate(versions):
-                read = self._manifest_pool.submit(self.vault.manifests.read, version.manifest)
+                read = self._manifest_pool.submit(self.vault.read_version, version)
                 window.append((index, version, read))
                 if len(window) > self.manifest_read_ahead:
                     yield window.popleft()
@@ -269,8 +269,9 @@ class Restorer:
         """Read the chunk into a slab, open it there, write it from there, give it back."""
         slab = self.buffers.take(sealed_size_limit(fetch.size))
         try:
+            packed = (fetch.pack, fetch.pack_offset, fetch.length) if fetch.pack else None
             data = self.vault.reader.read_into(
-                fetch.chunk_id, slab, [fetch.wrapped_dek], fetch.size
+                fetch.chunk_id, slab, [fetch.wrapped_dek], fetch.size, packed
             )
             with data:  # released before the slab goes back: nothing may see it reused
                 if len(data) != fetch.size:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from chunkvault import names
 from chunkvault.errors import ChunkvaultError
-from chunkvault.manifest import Manifest
+from chunkvault.manifest import ChunkRef, Manifest
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class Fetch:
     size: int
     wrapped_dek: bytes
     offsets: tuple[int, ...]
+    # A packed chunk: its pack, and where its sealed body sits in it (chunkvault.packs).
+    pack: str | None = None
+    pack_offset: int = 0
+    length: int = 0
 
 
 def plan_fetches(manifest: Manifest) -> list[Fetch]:
@@ -32,14 +36,14 @@ def plan_fetches(manifest: Manifest) -> list[Fetch]:
     Raises :class:`ChunkvaultError` if the chunks do not add up to the file's size, or one
     chunk id is listed with two sizes: such a manifest cannot be restored faithfully."""
     offsets: dict[str, list[int]] = {}
-    first: dict[str, tuple[int, bytes]] = {}
+    first: dict[str, ChunkRef] = {}
     position = 0
     for ref in manifest.chunks:
-        known = first.setdefault(ref.id, (ref.size, ref.wrapped_dek))
-        if known[0] != ref.size:
+        known = first.setdefault(ref.id, ref)
+        if known.size != ref.size:
             raise ChunkvaultError(
                 f"{names.show(manifest.path)}: its manifest lists chunk {ref.id[:12]} with two "
-                f"sizes ({known[0]} and {ref.size})",
+                f"sizes ({known.size} and {ref.size})",
                 "restore another version of it (`chunkvault ls --versions`)",
             )
         offsets.setdefault(ref.id, []).append(position)
@@ -51,6 +55,7 @@ def plan_fetches(manifest: Manifest) -> list[Fetch]:
             "restore another version of it (`chunkvault ls --versions`)",
         )
     return [
-        Fetch(chunk_id, size, dek, tuple(offsets[chunk_id]))
-        for chunk_id, (size, dek) in first.items()
-    ]
+        Fetch(chunk_id, ref.size, ref.wrapped_dek, tuple(offsets[chunk_id]), ref.pack,
+              ref.offset, ref.length)
+        for chunk_id, ref in first.items()
+    ]  # fmt: skip

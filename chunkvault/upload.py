@@ -19,10 +19,11 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 
 from chunkvault.backends.base import PeerError
+from chunkvault.backends.listing import show_key
 from chunkvault.catalog import Catalog, ChunkRow
 from chunkvault.config import Config
 from chunkvault.crypto.domains import DomainKeys, api_chunk_keys
@@ -34,9 +35,11 @@ from chunkvault.crypto.envelope import (
 )
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.layout import chunk_key, chunk_metadata
+from chunkvault.packs import PackWriter
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 from chunkvault.staging import Staging
+from chunkvault.stored import StoredChunk, stored_reason
 from chunkvault.upload_requests import (
     ChunkOutcome,
     RequestConflict,
@@ -50,26 +53,6 @@ log = logging.getLogger(__name__)
 # Many stripes: a chunk holds its stripe while its replicas are written, and with a
 # pipeline of chunks in flight two unrelated chunks on one stripe would wait for each other.
 _STRIPES = 1024
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    chunk_id: str
-    plain_size: int
-    wrapped_dek: bytes
-    peers: tuple[str, ...]
-    ok: bool
-    reason: str  # "stored", "deduplicated", or why it failed
-    sent_bytes: int = 0
-    target: int = 0  # replicas aimed at
-
-
-def stored_reason(written: int, target: int) -> str:
-    return (
-        "stored"
-        if written >= target
-        else f"stored on {written} of {target} peers (under-replicated)"  # no repair yet
-    )
 
 
 class UploadService:
@@ -104,10 +87,21 @@ class UploadService:
         # (peer name) per failed replica write.
         self.on_write: Callable[[str, int], None] | None = None
         self.on_write_error: Callable[[str], None] | None = None
+        chunking = config.chunking
+        # Chunks below the threshold go into packs (chunkvault.packs); 0 turns packing off.
+        self.pack_threshold = chunking.pack_threshold
+        self.packs: PackWriter | None = None
+        if self.pack_threshold > 0:
+            self.packs = PackWriter(
+                self.vault_id, catalog, self._write_replicas,
+                pack_size=chunking.pack_size, flush_seconds=chunking.pack_flush_seconds,
+            )  # fmt: skip
 
     def close(self) -> None:
         # Not waiting: a write hung on a dead peer must not hold up a stop (it times out
         # on its own, and whatever it was part of is redone from the durable queue).
+        if self.packs is not None:
+            self.packs.close()
         self._chunk_pool.shutdown(wait=False, cancel_futures=True)
         self._replica_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -150,9 +144,27 @@ class UploadService:
         keys: MasterKeys | None = None,
     ) -> StoredChunk:
         """:meth:`store_chunk` of the ``size`` plaintext bytes at ``buf[PLAIN_OFFSET:]``,
-        sealed in place and sent from ``buf`` (``len(buf) >= sealed_size_limit(size)``):
-        the push pipeline's one buffer per chunk. ``buf`` is the caller's again once this
-        returns."""
+        sealed in place and sent from ``buf`` (``len(buf) >= sealed_size_limit(size)``).
+        ``buf`` is the caller's again once this returns. A small chunk's pack is written
+        at once: callers with many chunks use :meth:`start_in_place` instead."""
+        started = self.start_in_place(buf, size, replicas=replicas, compress=compress, keys=keys)
+        if not started.done() and self.packs is not None:
+            self.packs.flush()
+        return started.result()
+
+    def start_in_place(
+        self,
+        buf: bytearray,
+        size: int,
+        *,
+        replicas: int | None = None,
+        compress: bool | None = None,
+        keys: MasterKeys | None = None,
+    ) -> Future[StoredChunk]:
+        """Store the chunk in ``buf`` (as :meth:`store_in_place`); ``buf`` is the caller's
+        again once this returns, the future completes once the chunk is durable: at once
+        for a chunk object, when its pack is written for a small chunk (the push
+        pipeline's one buffer per chunk; :meth:`flush` writes open packs now)."""
         keys = keys or self.keys
         target = replicas or self.config.replication.replicas
         target = min(target, len(self.peers))
@@ -160,14 +172,18 @@ class UploadService:
         if compress is None:
             compress = self.config.chunking.compression == "zstd"
         chunk_id = keys.chunk_id(memoryview(buf)[PLAIN_OFFSET : PLAIN_OFFSET + size])
+        packed = self.packs is not None and size < self.pack_threshold
         with self._stripe(self._chunk_locks, chunk_id):
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
             if known and len(have) >= minimum:
-                return StoredChunk(
+                return _done(StoredChunk(
                     chunk_id, size, known.wrapped_dek, tuple(have), True, "deduplicated",
-                    target=target,
-                )  # fmt: skip
+                    target=target, pack=known.pack, offset=known.pack_offset,
+                    length=known.stored_size if known.pack else 0,
+                ))  # fmt: skip
+            if packed and self.packs is not None and (waiting := self.packs.pending(chunk_id)):
+                return _deduplicated(waiting)
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
             # wrapped DEK stays valid.
             dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known else None
@@ -175,9 +191,15 @@ class UploadService:
                 keys, buf, size, compress=compress, level=self.config.chunking.zstd_level,
                 dek=dek, chunk_id=chunk_id,
             )  # fmt: skip
+            if packed and self.packs is not None:
+                return self.packs.add(
+                    chunk_id, size, sealed.body, sealed.wrapped_dek, sealed.generation,
+                    target, minimum,
+                )  # fmt: skip
             written, errors = self._write_replicas(
-                chunk_id, sealed.body, chunk_metadata(sealed), target
-            )
+                chunk_key(self.vault_id, chunk_id), chunk_id, sealed.body,
+                chunk_metadata(sealed), target,
+            )  # fmt: skip
             # (With a reused DEK this is a new wrapping of the same key: equally valid.)
             wrapped = sealed.wrapped_dek
             if written:
@@ -193,23 +215,33 @@ class UploadService:
             reason = stored_reason(len(written), target)
         else:
             reason = f"stored on {len(written)} peer(s), need {minimum}: " + "; ".join(errors)
-        return StoredChunk(
+        return _done(StoredChunk(
             chunk_id, size, wrapped, tuple(written), ok, reason,
             len(sealed.body) * len(written), target,
-        )  # fmt: skip
+        ))  # fmt: skip
+
+    def flush(self) -> None:
+        """Write the open packs now: nothing more is coming soon."""
+        if self.packs is not None:
+            self.packs.flush()
 
     def _write_replicas(
-        self, chunk_id: str, body: bytes | memoryview, metadata: dict[str, str], target: int
+        self,
+        key: str,
+        placement_id: str,
+        body: bytes | bytearray | memoryview,
+        metadata: dict[str, str],
+        target: int,
     ) -> tuple[list[str], list[str]]:
-        """Write to the top-ranked distinct peers; replace failures with the next ranked."""
-        key = chunk_key(self.vault_id, chunk_id)
+        """Write ``key`` to the top-ranked distinct peers for ``placement_id`` (a chunk or
+        pack id); replace failures with the next ranked."""
         # Skip peers in their cool-off. Once it has passed, a down peer is tried again:
         # that write is the health tracker's probe, so a recovered peer rejoins.
         excluded = {p.name for p in self.peers if p.peer.down_for > 0}
         written: list[str] = []
         errors: list[str] = []
         while len(written) < target:
-            chosen = choose(chunk_id, self.peers, target, exclude=excluded)
+            chosen = choose(placement_id, self.peers, target, exclude=excluded)
             todo = [p for p in chosen if p.name not in written][: target - len(written)]
             if not todo:
                 if not chosen and excluded and not written and not errors:
@@ -233,9 +265,7 @@ class UploadService:
                         self.on_write_error(name)
                     errors.append(f"{name}: {exc.message}")
                     excluded.add(name)
-                    log.warning(
-                        "chunk %s: replica on %s failed: %s", chunk_id[:12], name, exc.message
-                    )
+                    log.warning("%s: replica on %s failed: %s", show_key(key), name, exc.message)
         return written, errors
 
     # --- the seed's upload API (translation layer) -----------------------------------------
@@ -249,7 +279,12 @@ class UploadService:
                     # The bare id: the API leads with what went wrong (api/app.py).
                     raise RequestConflict(request.request_id)
                 return _response_from_json(response, replayed=True)
-            outcomes = list(self._chunk_pool.map(self._upload_one, request.chunks))
+            # Every chunk sealed and handed over first, then the small ones' pack written
+            # once: a request's small chunks share a pack.
+            started = list(self._chunk_pool.map(self._upload_start, request.chunks))
+            self.flush()
+            outcomes = [_upload_outcome(chunk, s) for chunk, s in zip(request.chunks, started,
+                                                                          strict=True)]  # fmt: skip
             chunk_map = {o.id: cid for o, cid in outcomes if o.send == "OK" and cid}
             response = UploadResponse(request.request_id, tuple(o for o, _ in outcomes))
             self.catalog.record_api_request(
@@ -260,33 +295,65 @@ class UploadService:
                 self.staging.discard(client_id)
         return response
 
-    def _upload_one(self, chunk: UploadChunk) -> tuple[ChunkOutcome, str | None]:
+    def _upload_start(self, chunk: UploadChunk) -> ChunkOutcome | Future[StoredChunk]:
         client_id, declared = chunk.id, chunk.size_in_kb
         data = self.staging.get(client_id) if self.staging else None
         if data is None:
             return ChunkOutcome(
                 client_id, "NOTOK", "not staged (or expired): PUT /chunks/{id} first"
-            ), None  # fmt: skip
+            )  # fmt: skip
         actual = math.ceil(len(data) / 1024)
         if actual != declared:
             return ChunkOutcome(
                 client_id, "NOTOK",
                 f"size mismatch: declared {declared} KB, staged {len(data)} bytes ({actual} KB)",
-            ), None  # fmt: skip
-        stored = self.store_chunk(data, keys=self.api_keys)
-        if not stored.ok:
-            return ChunkOutcome(client_id, "NOTOK", stored.reason, stored.peers), None
-        # Stored now or before: the same words and peer order, so the answer does not tell
-        # whether the content was already there.
-        reason = stored_reason(len(stored.peers), stored.target)
-        peers = tuple(sorted(stored.peers))
-        return ChunkOutcome(client_id, "OK", reason, peers), stored.chunk_id
+            )  # fmt: skip
+        size = len(data)
+        buf = bytearray(sealed_size_limit(size))
+        buf[PLAIN_OFFSET : PLAIN_OFFSET + size] = data
+        del data
+        return self.start_in_place(buf, size, keys=self.api_keys)
 
     def request_detail(self, request_id: str) -> UploadResponse:
         recorded = self.catalog.api_request(request_id)
         if recorded is None:
             raise UnknownRequest(request_id)
         return _response_from_json(recorded[1], replayed=True)
+
+
+def _done(stored: StoredChunk) -> Future[StoredChunk]:
+    future: Future[StoredChunk] = Future()
+    future.set_result(stored)
+    return future
+
+
+def _deduplicated(waiting: Future[StoredChunk]) -> Future[StoredChunk]:
+    """A chunk already waiting in a pack, for its second user: the same outcome once the
+    pack is written, counted as deduplicated (nothing more was sent for it)."""
+    future: Future[StoredChunk] = Future()
+
+    def settled(done: Future[StoredChunk]) -> None:
+        stored = done.result()
+        future.set_result(
+            replace(stored, reason="deduplicated", sent_bytes=0) if stored.ok else stored
+        )
+
+    waiting.add_done_callback(settled)
+    return future
+
+
+def _upload_outcome(
+    chunk: UploadChunk, started: ChunkOutcome | Future[StoredChunk]
+) -> tuple[ChunkOutcome, str | None]:
+    if isinstance(started, ChunkOutcome):
+        return started, None
+    stored = started.result()
+    if not stored.ok:
+        return ChunkOutcome(chunk.id, "NOTOK", stored.reason, stored.peers), None
+    # Stored now or before: the same words and peer order, so the answer does not tell
+    # whether the content was already there.
+    reason = stored_reason(len(stored.peers), stored.target)
+    return ChunkOutcome(chunk.id, "OK", reason, tuple(sorted(stored.peers))), stored.chunk_id
 
 
 def _response_to_json(response: UploadResponse) -> dict[str, object]:

@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from chunkvault.backends.base import NotFound, PeerError
-from chunkvault.catalog import Catalog, ChunkRow, VersionRow
+from chunkvault.catalog import Catalog, ChunkRow, PackRow, VersionRow
+from chunkvault.commits import PENDING, Committed, Committer, version_row
 from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
-from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix
-from chunkvault.manifest import Manifest, ManifestError, ManifestStore, new_manifest_name
+from chunkvault.journal import JournalStore, parse_batch_name
+from chunkvault.layout import (
+    LayoutError,
+    chunk_id_from_key,
+    chunks_prefix,
+    pack_id_from_key,
+    packs_prefix,
+)
+from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.staging import Staging
@@ -32,8 +42,8 @@ log = logging.getLogger(__name__)
 CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
 GENERATION_FLOOR = "max_key_generation"
-# Catalog meta key prefix of a manifest being written (see Vault.commit).
-PENDING = "pending_manifest:"
+#: Parsed manifest batches kept for reading versions (restore reads many from one batch).
+BATCH_CACHE = 8
 
 
 class StaleKeyring(ChunkvaultError):
@@ -77,22 +87,6 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def version_row(manifest: Manifest, name: str, inode: int | None = None) -> VersionRow:
-    """The catalog's row for a manifest stored under ``name``."""
-    return VersionRow(
-        path=manifest.path,
-        manifest=name,
-        size=manifest.size,
-        mtime_ns=manifest.mtime_ns,
-        mode=manifest.mode,
-        sha256=manifest.sha256,
-        deleted=manifest.deleted,
-        created_ns=manifest.created_ns,
-        chunk_count=len(manifest.chunks),
-        inode=inode,
-    )
-
-
 class Vault:
     def __init__(self, config: Config, peers: Sequence[PlacedPeer], keys: MasterKeys) -> None:
         self.config = config
@@ -123,11 +117,26 @@ class Vault:
             config.replication.replicas,
             config.replication.min_replicas,
         )
+        self.journal = JournalStore(
+            config.vault.id,
+            keys,
+            self.peers,
+            config.replication.replicas,
+            config.replication.min_replicas,
+        )
+        self.commits = Committer(
+            config.vault.id, keys, self.journal, self.catalog, config.chunking.pack_flush_seconds
+        )
+        self._batches: OrderedDict[str, Future[dict[str, Manifest]]] = OrderedDict()
+        self._batches_lock = threading.Lock()
         largest_chunk = max(config.chunking.max_size, config.api.max_chunk_bytes)
         self.reader = ChunkReader(config.vault.id, self.peers, keys, self.catalog, largest_chunk)
         self.rules = FlowRules(config)
 
     def close(self) -> None:
+        # Not waiting for a batch still being written: a hung peer must not hold up a
+        # stop, and its versions are recovered or stored again at the next open.
+        self.commits.close(wait=False)
         self.service.close()
         self.catalog.close()
 
@@ -173,37 +182,23 @@ class Vault:
             added = self.sync_from_peers()
             log.info("catalog rebuilt from peers: %d version(s)", added)
 
-    # --- committing a version exactly once -------------------------------------------------
+    # --- committing versions exactly once -------------------------------------------------
 
     def commit(self, manifest: Manifest, inode: int | None = None) -> str:
-        """Store ``manifest`` on the peers and add it to the catalog, exactly once even if
-        the process is killed at any line: its name is recorded as pending first, so a
-        manifest that reached a peer but not the catalog is found by
-        :meth:`recover_pending` at the next open instead of being written again as a
-        second version of the same content. Raises ManifestError if under min_replicas."""
-        name = new_manifest_name(self.config.vault.id, self.keys, manifest)
-        self.catalog.set_meta(PENDING + name, "1")
-        try:
-            self.manifests.write(manifest, name)
-        except ManifestError:
-            # Take back the copies that were written: no stray version of a failed commit.
-            try:
-                self.manifests.delete(name)
-            except ManifestError as exc:
-                log.warning("%s stays pending: %s", name, exc)
-            else:
-                self._clear_pending(name)
-            raise
-        self.catalog.add_version(version_row(manifest, name, inode))
-        self._clear_pending(name)
-        return name
+        """Commit one version now (its own batch; see :mod:`chunkvault.commits`); returns
+        its name. Raises ManifestError if under min_replicas."""
+        return self.commits.commit(manifest, inode).name
+
+    def commit_later(self, manifest: Manifest, inode: int | None = None) -> Future[Committed]:
+        """Queue a version for the next batch (see :class:`chunkvault.commits.Committer`)."""
+        return self.commits.append(manifest, inode)
 
     def _clear_pending(self, name: str) -> None:
-        with self.catalog.transaction() as db:
-            db.execute("DELETE FROM meta WHERE key = ?", (PENDING + name,))
+        self.commits.clear_pending(name)
 
     def pending(self) -> list[str]:
-        """Manifest names whose commit was cut short (by a kill or a failed delete)."""
+        """Manifest and batch names whose commit was cut short (by a kill or a failed
+        delete)."""
         rows = self.catalog.query(
             "SELECT key FROM meta WHERE substr(key, 1, ?) = ?", (len(PENDING), PENDING)
         )
@@ -211,35 +206,146 @@ class Vault:
 
     def recover_pending(self) -> int:
         """Finish or drop every commit a kill cut short; returns the versions added. A
-        manifest found on a peer is complete (it is written only after all its chunks are
-        durable): it is brought to R copies under the same name and added to the catalog.
-        One on no peer was never written: forgotten, so its file is stored again. One that
-        cannot be told (a peer is down) stays pending for the next open. Only a writer
-        (holding the writer lock) may call it: a pending name may be a commit in flight."""
+        batch (or manifest) found on a peer is complete (it is written only after all its
+        chunks are durable): it is brought to R copies under the same name and its
+        versions added to the catalog. One on no peer was never written: forgotten, so its
+        files are stored again. One that cannot be told (a peer is down) stays pending for
+        the next open. Only a writer (holding the writer lock) may call it: a pending name
+        may be a commit in flight."""
         added = 0
         for name in self.pending():
-            if self.catalog.has_manifest(name):
-                self._clear_pending(name)
-                continue
-            try:
-                manifest = self.manifests.read(name)
-            except ManifestError as exc:
-                if self._absent_everywhere(name):
-                    self._clear_pending(name)
-                else:
-                    log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
-                continue
-            try:
-                self.manifests.write(manifest, name)
-            except ManifestError as exc:
-                log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
-                continue
-            self.catalog.add_version(version_row(manifest, name))
-            self._clear_pending(name)
-            added += 1
+            if parse_batch_name(self.config.vault.id, name) is not None:
+                added += self._recover_batch(name)
+            else:
+                added += self._recover_manifest(name)
         if added:
             log.info("%d interrupted commit(s) completed", added)
         return added
+
+    def _recover_batch(self, name: str) -> int:
+        if self.catalog.has_batch(name):
+            self._clear_pending(name)
+            return 0
+        try:
+            entries = self.journal.read(name)
+        except ManifestError as exc:
+            if self._absent_everywhere(name):
+                self._clear_pending(name)
+            else:
+                log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
+            return 0
+        try:
+            self.journal.write(entries, name)
+        except ManifestError as exc:
+            log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
+            return 0
+        self.catalog.add_versions([version_row(e.manifest, e.name, batch=name) for e in entries])
+        self._clear_pending(name)
+        return len(entries)
+
+    def _recover_manifest(self, name: str) -> int:
+        """A per-file manifest commit (written by versions before manifest batches)."""
+        if self.catalog.has_manifest(name):
+            self._clear_pending(name)
+            return 0
+        try:
+            manifest = self.manifests.read(name)
+        except ManifestError as exc:
+            if self._absent_everywhere(name):
+                self._clear_pending(name)
+            else:
+                log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
+            return 0
+        try:
+            self.manifests.write(manifest, name)
+        except ManifestError as exc:
+            log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
+            return 0
+        self.catalog.add_version(version_row(manifest, name))
+        self._clear_pending(name)
+        return 1
+
+    # --- reading versions ------------------------------------------------------------------
+
+    def read_version(self, version: VersionRow) -> Manifest:
+        """The manifest of a catalog version: from its batch (a few recent batches are kept
+        parsed: restore reads many versions of one batch) or its own manifest object.
+        Raises ManifestError."""
+        if version.batch is None:
+            return self.manifests.read(version.manifest)
+        manifest = self._batch(version.batch).get(version.manifest)
+        if manifest is None:
+            raise ManifestError(
+                f"version {version.manifest} is not in its batch {version.batch}",
+                "the batch was rewritten since the catalog was: `chunkvault ls` after "
+                "deleting the state dir's catalog.db rebuilds it from the peers",
+            )
+        return manifest
+
+    def _batch(self, name: str) -> dict[str, Manifest]:
+        with self._batches_lock:
+            reading = self._batches.get(name)
+            mine = reading is None
+            if reading is None:
+                reading = self._batches[name] = Future()
+                while len(self._batches) > BATCH_CACHE:
+                    self._batches.popitem(last=False)
+            else:
+                self._batches.move_to_end(name)
+        if not mine:
+            return reading.result()  # read by another thread (or cached)
+        try:
+            entries = {e.name: e.manifest for e in self.journal.read(name)}
+        except BaseException as exc:
+            with self._batches_lock:
+                if self._batches.get(name) is reading:
+                    del self._batches[name]  # not cached: the next reader tries again
+            reading.set_exception(exc)
+            raise
+        reading.set_result(entries)
+        return entries
+
+    def forget_batch(self, name: str) -> None:
+        with self._batches_lock:
+            self._batches.pop(name, None)
+
+    # --- purging a path --------------------------------------------------------------------
+
+    def purge(self, path: str) -> int:
+        """Remove every version of ``path`` from the peers and the catalog: its manifest
+        objects are deleted, and each batch holding one of its versions is rewritten
+        without them on every peer that holds it (deleted once empty). The catalog goes
+        last, so a purge cut short is simply done again. Returns the versions removed."""
+        versions = self.catalog.versions(path)
+        by_batch: dict[str, set[str]] = {}
+        for version in versions:
+            if version.batch is None:
+                self.manifests.delete(version.manifest)
+            else:
+                by_batch.setdefault(version.batch, set()).add(version.manifest)
+        for batch, gone in by_batch.items():
+            entries = self.journal.read(batch)
+            kept = [e for e in entries if e.name not in gone]
+            if kept:
+                self.journal.rewrite(batch, kept, self._holders(batch))
+            else:
+                self.journal.delete(batch)
+            self.forget_batch(batch)
+        self.catalog.remove_versions(path)
+        return len(versions)
+
+    def _holders(self, name: str) -> list[str]:
+        held = []
+        for placed in self.peers:
+            try:
+                placed.peer.stat(name)
+            except NotFound:
+                continue
+            except PeerError as exc:
+                raise ManifestError(f"cannot tell whether {placed.name} holds {name}: "
+                                    f"{exc.message}") from None  # fmt: skip
+            held.append(placed.name)
+        return held
 
     def _absent_everywhere(self, name: str) -> bool:
         for placed in self.peers:
@@ -253,15 +359,34 @@ class Vault:
         return True
 
     def sync_from_peers(self) -> int:
-        """Add every manifest and chunk replica the peers hold that the catalog lacks.
-        Returns the number of versions added. Marks the catalog synced only when every
-        peer could be listed and every manifest read."""
-        deks: dict[str, tuple[int, bytes]] = {}
+        """Add every version (manifest batches, and per-file manifests of older versions)
+        and every chunk and pack replica the peers hold that the catalog lacks. Returns the
+        number of versions added. Marks the catalog synced only when every peer could be
+        listed and every manifest and batch read."""
+        refs: dict[str, ChunkRef] = {}
         added = 0
         self.unreadable = {}
         unlisted: list[str] = []
         names = list(self.manifests.names(unlisted))
+        batches = list(self.journal.names(unlisted))
         complete = not unlisted
+        for name, holders in batches:
+            if self.catalog.has_batch(name):
+                continue
+            try:
+                entries = self.journal.read(name, holders)
+            except ManifestError as exc:
+                log.debug("batch %s unreadable: %s", name, exc)
+                self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
+                complete = False
+                continue
+            for entry in entries:
+                for ref in entry.manifest.chunks:
+                    refs.setdefault(ref.id, ref)
+            self.catalog.add_versions(
+                [version_row(e.manifest, e.name, batch=name) for e in entries]
+            )
+            added += len(entries)
         for name, holders in names:
             if self.catalog.has_manifest(name):
                 continue
@@ -273,10 +398,11 @@ class Vault:
                 complete = False
                 continue
             for ref in manifest.chunks:
-                deks.setdefault(ref.id, (ref.size, ref.wrapped_dek))
+                refs.setdefault(ref.id, ref)
             self.catalog.add_version(version_row(manifest, name))
             added += 1
-        complete &= self._sync_replicas(deks)
+        complete &= self._sync_replicas(refs)
+        complete &= self._sync_packs(refs)
         self.unlisted = sorted(set(unlisted) | set(self.unlisted))
         if self.unreadable:
             log.warning("%d stored version(s) could not be read (see `chunkvault ls`)",
@@ -285,32 +411,66 @@ class Vault:
             self.catalog.set_meta(SYNCED, "1")
         return added
 
-    def _sync_replicas(self, deks: dict[str, tuple[int, bytes]]) -> bool:
-        prefix = chunks_prefix(self.config.vault.id)
-
+    def _listings(
+        self, prefix: str, what: str
+    ) -> list[tuple[PlacedPeer, list[tuple[str, int]] | None]]:
         def listing(placed: PlacedPeer) -> list[tuple[str, int]] | None:
             try:
                 return [(i.key, i.size) for i in placed.peer.list(prefix)]
             except PeerError as exc:
-                log.warning("cannot list chunks on %s: %s", placed.name, exc.message)
+                log.warning("cannot list %s on %s: %s", what, placed.name, exc.message)
                 self.unlisted.append(placed.name)
                 return None
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.peers))) as pool:
-            listings = list(pool.map(listing, self.peers))
-        for placed, objects in zip(self.peers, listings, strict=True):
+            return list(zip(self.peers, pool.map(listing, self.peers), strict=True))
+
+    def _sync_replicas(self, refs: dict[str, ChunkRef]) -> bool:
+        listings = self._listings(chunks_prefix(self.config.vault.id), "chunks")
+        for placed, objects in listings:
             for key, size in objects or []:
                 try:
                     chunk_id = chunk_id_from_key(self.config.vault.id, key)
                 except LayoutError:
                     continue
                 known = self.catalog.chunk(chunk_id)
-                if known is None and chunk_id not in deks:
-                    continue  # not referenced by any manifest we know: gc's business
+                ref = refs.get(chunk_id)
+                if known is None and (ref is None or ref.pack is not None):
+                    continue  # not referenced as an object by any version we know: gc's
                 if known is None:
-                    plain, wrapped = deks[chunk_id]
-                    row = ChunkRow(chunk_id, plain, size, wrapped, wrapped_generation(wrapped), "")
+                    assert ref is not None
+                    wrapped = ref.wrapped_dek
+                    row = ChunkRow(
+                        chunk_id, ref.size, size, wrapped, wrapped_generation(wrapped), ""
+                    )
                 else:
                     row = known
                 self.catalog.record_chunk(row, [placed.name])
-        return all(objects is not None for objects in listings)
+        return all(objects is not None for _, objects in listings)
+
+    def _sync_packs(self, refs: dict[str, ChunkRef]) -> bool:
+        """Packs on each peer, with the chunks the known versions place in them."""
+        by_pack: dict[str, list[ChunkRow]] = {}
+        for ref in refs.values():
+            if ref.pack is not None:
+                by_pack.setdefault(ref.pack, []).append(
+                    ChunkRow(ref.id, ref.size, ref.length, ref.wrapped_dek,
+                             wrapped_generation(ref.wrapped_dek), "", pack=ref.pack,
+                             pack_offset=ref.offset)
+                )  # fmt: skip
+        if not by_pack and self.catalog.pack_count() == 0:
+            return True  # nothing packed known: no listing needed (older vaults)
+        listings = self._listings(packs_prefix(self.config.vault.id), "packs")
+        for placed, objects in listings:
+            for key, size in objects or []:
+                try:
+                    pack_id = pack_id_from_key(self.config.vault.id, key)
+                except LayoutError:
+                    continue
+                rows = by_pack.get(pack_id)
+                known = self.catalog.pack(pack_id)
+                if rows is None and known is None:
+                    continue  # no version we know uses it: gc's business
+                self.catalog.record_pack(known or PackRow(pack_id, size, ""), rows or [],
+                                         [placed.name])  # fmt: skip
+        return all(objects is not None for _, objects in listings)

@@ -10,7 +10,7 @@ import pytest
 
 from chunkvault.cli.main import COMMANDS
 from chunkvault.demo import _print_tour
-from chunkvault.upload import stored_reason
+from chunkvault.stored import stored_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "compose" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

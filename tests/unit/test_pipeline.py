@@ -7,7 +7,7 @@ from typing import Any
 
 from chunkvault.crypto.envelope import PLAIN_OFFSET
 from chunkvault.pipeline import ChunkPipeline, FileBatch
-from chunkvault.upload import StoredChunk
+from chunkvault.stored import StoredChunk
 
 
 class SlowService:

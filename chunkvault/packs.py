@@ -1,0 +1,275 @@
+"""Packs: the sealed bodies of small chunks back to back in one object, so a tree of small
+files costs a few large PUTs instead of one per chunk per replica (restic's packs, kopia's
+pack manager beside its content manager).
+
+    <vault>/packs/<id[:2]>/<id>        id = 64 random hex (placement ranks on it)
+    body = b"CVPK" | version(1)=0x01 | chunk body | chunk body | ...
+
+Each chunk body is exactly the envelope a chunk object would hold (its own DEK, the chunk
+id in its AAD), so reading a packed chunk is one ranged GET of its body and the usual
+open-and-verify. The pack holds no key and no index: where each chunk sits (pack id, offset,
+length) travels with its wrapped DEK in the manifest entries and the catalog, so master-key
+rotation never rewrites a pack (docs/format.md).
+
+Writing (:class:`PackWriter`): a chunk worker seals a small chunk and hands its body here;
+the body is copied into the open pack for its replica count and the worker goes on. The
+chunk settles (its future completes) once the pack is on ``min_replicas`` peers. A pack is
+written when it reaches ``pack_size``, when ``pack_flush_seconds`` have passed since its
+first chunk, or when the caller says nothing more is coming (:meth:`PackWriter.flush`), so
+a lone small file is never held back. A chunk already waiting in a pack is not added again:
+its second user waits for the same pack (dedup before durability).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from chunkvault.catalog import Catalog, ChunkRow, PackRow
+from chunkvault.layout import pack_key, pack_metadata
+from chunkvault.stored import StoredChunk, stored_reason
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"CVPK"
+VERSION = 1
+HEADER = MAGIC + bytes([VERSION])
+#: Packs being written at once before :meth:`PackWriter.add` waits: bounds the memory of
+#: packs to (this + open packs) x pack_size while a slow peer holds writes up.
+MAX_FLUSHING = 2
+
+#: (object key, placement id, body, metadata, replicas) -> (peers written, errors)
+WriteReplicas = Callable[
+    [str, str, bytes | bytearray, dict[str, str], int], tuple[list[str], list[str]]
+]
+
+
+def new_pack_id() -> str:
+    return os.urandom(32).hex()
+
+
+def check_header(body: bytes | bytearray | memoryview) -> None:
+    """Raise ValueError unless ``body`` starts like a pack this version writes."""
+    if bytes(body[: len(HEADER)]) != HEADER:
+        raise ValueError("not a chunkvault pack of a known version")
+
+
+@dataclass
+class _Slot:
+    chunk_id: str
+    plain_size: int
+    wrapped_dek: bytes
+    generation: int
+    offset: int
+    length: int
+    future: Future[StoredChunk] = field(default_factory=Future)
+
+
+@dataclass
+class _Pack:
+    target: int
+    minimum: int
+    id: str = field(default_factory=new_pack_id)
+    body: bytearray = field(default_factory=lambda: bytearray(HEADER))
+    slots: list[_Slot] = field(default_factory=list)
+    opened: float = field(default_factory=time.monotonic)
+
+
+class PackWriter:
+    """Open packs (one per replica count), written by a small pool of their own."""
+
+    def __init__(
+        self,
+        vault_id: str,
+        catalog: Catalog,
+        write: WriteReplicas,
+        *,
+        pack_size: int,
+        flush_seconds: float,
+    ) -> None:
+        self.vault_id = vault_id
+        self.catalog = catalog
+        self._write = write
+        self.pack_size = pack_size
+        self.flush_seconds = flush_seconds
+        self._cond = threading.Condition()
+        self._open: dict[int, _Pack] = {}
+        self._pending: dict[str, Future[StoredChunk]] = {}
+        self._flushing = 0
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=MAX_FLUSHING, thread_name_prefix="pack")
+        # Observers (metrics), like UploadService's: per pack written.
+        self.on_pack: Callable[[str, int, list[str]], None] | None = None
+
+    def pending(self, chunk_id: str) -> Future[StoredChunk] | None:
+        """The future of ``chunk_id`` if it waits in a pack not yet written."""
+        with self._cond:
+            return self._pending.get(chunk_id)
+
+    def add(
+        self,
+        chunk_id: str,
+        plain_size: int,
+        body: bytes | bytearray | memoryview,
+        wrapped_dek: bytes,
+        generation: int,
+        target: int,
+        minimum: int,
+    ) -> Future[StoredChunk]:
+        """Copy ``body`` (a sealed chunk) into the open pack for ``target`` replicas; the
+        future completes once that pack is written (or failed). ``body`` is the caller's
+        again when this returns."""
+        with self._cond:
+            if self._closed:
+                return _done(_failed(chunk_id, plain_size, "stopped before it was stored"))
+            waiting = self._pending.get(chunk_id)
+            if waiting is not None:
+                return waiting
+            pack = self._open.get(target)
+            if pack is not None and len(pack.body) + len(body) > self.pack_size:
+                self._start_locked(pack)
+                pack = None
+            while self._flushing >= MAX_FLUSHING and not self._closed:
+                self._cond.wait()  # the peers are behind: hold the chunk workers back
+            if self._closed:
+                return _done(_failed(chunk_id, plain_size, "stopped before it was stored"))
+            if pack is None:
+                pack = self._open.get(target)
+            if pack is None:
+                pack = self._open[target] = _Pack(target, minimum)
+                timer = threading.Timer(self.flush_seconds, self._flush_stale, (pack,))
+                timer.daemon = True
+                timer.start()
+            slot = _Slot(chunk_id, plain_size, wrapped_dek, generation, len(pack.body), len(body))
+            pack.body += body
+            pack.slots.append(slot)
+            pack.minimum = max(pack.minimum, minimum)
+            self._pending[chunk_id] = slot.future
+            if len(pack.body) >= self.pack_size:
+                self._start_locked(pack)
+            return slot.future
+
+    def flush(self) -> None:
+        """Write every open pack now (nothing more is coming soon)."""
+        with self._cond:
+            for pack in list(self._open.values()):
+                self._start_locked(pack)
+
+    @property
+    def waiting(self) -> int:
+        """Chunks in packs not yet written."""
+        with self._cond:
+            return len(self._pending)
+
+    def close(self) -> None:
+        """Stop: chunks in open packs fail (their files are stored again next time); packs
+        already being written finish on their own."""
+        with self._cond:
+            self._closed = True
+            dropped = list(self._open.values())
+            self._open.clear()
+            for pack in dropped:
+                for slot in pack.slots:
+                    self._pending.pop(slot.chunk_id, None)
+            self._cond.notify_all()
+        for pack in dropped:
+            _fail(pack, "stopped before it was stored")
+        self._pool.shutdown(wait=False)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _flush_stale(self, pack: _Pack) -> None:
+        with self._cond:
+            if self._open.get(pack.target) is pack:
+                self._start_locked(pack)
+
+    def _start_locked(self, pack: _Pack) -> None:
+        if self._open.get(pack.target) is pack:
+            del self._open[pack.target]
+        self._flushing += 1
+        try:
+            self._pool.submit(self._flush, pack)
+        except RuntimeError:  # the pool is shut down (close): nothing will write it
+            self._flushing -= 1
+            self._forget_locked(pack)
+            _fail(pack, "stopped before it was stored")
+
+    def _forget_locked(self, pack: _Pack) -> None:
+        for slot in pack.slots:
+            if self._pending.get(slot.chunk_id) is slot.future:
+                del self._pending[slot.chunk_id]
+
+    def _flush(self, pack: _Pack) -> None:
+        outcomes: list[StoredChunk] = []
+        try:
+            outcomes = self._store(pack)
+        except Exception as exc:  # a bug: fail these chunks' files, keep writing packs
+            log.exception("writing pack %s failed", pack.id[:12])
+            outcomes = [
+                _failed(s.chunk_id, s.plain_size, f"internal error: {type(exc).__name__}: {exc}")
+                for s in pack.slots
+            ]
+        finally:
+            with self._cond:
+                # After the catalog has the chunks (in _store): a chunk stored again meanwhile
+                # finds them there, never in neither place.
+                self._forget_locked(pack)
+                self._flushing -= 1
+                self._cond.notify_all()
+        for slot, outcome in zip(pack.slots, outcomes, strict=True):
+            slot.future.set_result(outcome)
+
+    def _store(self, pack: _Pack) -> list[StoredChunk]:
+        if self._closed:
+            return [_failed(s.chunk_id, s.plain_size, "stopped before it was stored")
+                    for s in pack.slots]  # fmt: skip
+        body = bytes(pack.body)
+        sha256 = hashlib.sha256(body).hexdigest()
+        key = pack_key(self.vault_id, pack.id)
+        written, errors = self._write(
+            key, pack.id, body, pack_metadata(VERSION, sha256), pack.target
+        )
+        if written:
+            rows = [
+                ChunkRow(s.chunk_id, s.plain_size, s.length, s.wrapped_dek, s.generation, "",
+                         pack=pack.id, pack_offset=s.offset)
+                for s in pack.slots
+            ]  # fmt: skip
+            self.catalog.record_pack(PackRow(pack.id, len(body), sha256), rows, written)
+            if self.on_pack is not None:
+                self.on_pack(pack.id, len(body), written)
+        ok = len(written) >= pack.minimum
+        reason = (
+            stored_reason(len(written), pack.target)
+            if ok
+            else f"stored on {len(written)} peer(s), need {pack.minimum}: " + "; ".join(errors)
+        )
+        return [
+            StoredChunk(
+                s.chunk_id, s.plain_size, s.wrapped_dek, tuple(written), ok, reason,
+                s.length * len(written), pack.target, pack.id, s.offset, s.length,
+            )
+            for s in pack.slots
+        ]  # fmt: skip
+
+
+def _failed(chunk_id: str, plain_size: int, reason: str) -> StoredChunk:
+    return StoredChunk(chunk_id, plain_size, b"", (), False, reason)
+
+
+def _done(stored: StoredChunk) -> Future[StoredChunk]:
+    future: Future[StoredChunk] = Future()
+    future.set_result(stored)
+    return future
+
+
+def _fail(pack: _Pack, reason: str) -> None:
+    for slot in pack.slots:
+        if not slot.future.done():
+            slot.future.set_result(_failed(slot.chunk_id, slot.plain_size, reason))

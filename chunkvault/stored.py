@@ -1,0 +1,30 @@
+"""What storing one chunk came to: the type the upload service, the pack writer and the
+pipeline hand each other (a module of its own so that none of them imports another for it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    chunk_id: str
+    plain_size: int
+    wrapped_dek: bytes
+    peers: tuple[str, ...]
+    ok: bool
+    reason: str  # "stored", "deduplicated", or why it failed
+    sent_bytes: int = 0
+    target: int = 0  # replicas aimed at
+    # A packed chunk (chunkvault.packs): its pack, and where its body sits in it.
+    pack: str | None = None
+    offset: int = 0
+    length: int = 0
+
+
+def stored_reason(written: int, target: int) -> str:
+    return (
+        "stored"
+        if written >= target
+        else f"stored on {written} of {target} peers (under-replicated)"  # no repair yet
+    )

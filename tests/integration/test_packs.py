@@ -1,0 +1,230 @@
+"""Small files through packs and manifest batches (issue 12), through the real path: the CLI
+as a subprocess, moto peers over HTTP, real files.
+
+- a tree of 2,000 small files leaves few objects on the peers, every pack on exactly R
+  distinct peers, and restores byte-identical, also from an empty state dir;
+- nothing readable reaches a peer; a duplicate small file adds no object;
+- a pack replica corrupted on one peer is detected and the restore is still exact;
+- a push SIGKILLed mid-run and run again loses nothing and stores each file once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.cli import CLI, init_vault, run_cli
+from support.moto_peers import unique_bucket
+
+from chunkvault.backends.stack import build_peers
+from chunkvault.config import load_config
+from chunkvault.packs import HEADER
+
+PW = {"CHUNKVAULT_PASSPHRASE": "packs test passphrase"}
+KiB = 1024
+
+
+def small_tree(root: Path, count: int, seed: int = 7) -> dict[str, bytes]:
+    """``count`` files of 6-10 KiB over nested directories; every fifth is text."""
+    rng = random.Random(seed)
+    files: dict[str, bytes] = {}
+    for i in range(count):
+        size = rng.randint(6 * KiB, 10 * KiB)
+        if i % 5 == 0:
+            words = " ".join(f"secret-word-{rng.randint(0, 999)}" for _ in range(size // 12))
+            data = words.encode()[:size]
+        else:
+            data = rng.randbytes(size)
+        rel = f"dir{i % 7}/sub{i % 3}/small-file-{i:05d}.dat"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[rel] = data
+    return files
+
+
+def digest(root: Path) -> dict[str, tuple[str, int, int]]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            out[path.relative_to(root).as_posix()] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode & 0o777, st.st_mtime_ns,
+            )  # fmt: skip
+    return out
+
+
+def objects(config: Path) -> dict[str, dict[str, tuple[bytes, dict[str, str]]]]:
+    """peer -> key -> (body, metadata)."""
+    out: dict[str, dict[str, tuple[bytes, dict[str, str]]]] = {}
+    for peer in build_peers(load_config(config)):
+        try:
+            out[peer.name] = {
+                info.key: (peer.get(info.key), dict(peer.stat(info.key).metadata))
+                for info in peer.list("")
+            }
+        finally:
+            peer.close()
+    return out
+
+
+def data_objects(config: Path) -> set[str]:
+    return {k for held in objects(config).values() for k in held if "/chunks/" in k or "/packs/" in k}
+
+
+@pytest.fixture
+def small_vault(tmp_path: Path, moto_peers) -> tuple[Path, Path]:
+    return init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 2},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_thousand_small_files_pack_and_restore_byte_identical(
+    small_vault: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, inbox = small_vault
+    files = small_tree(inbox, 2000)
+    pushed = run_cli(config, "push", env=PW, timeout=600)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "2000 stored" in pushed.stdout
+
+    held = objects(config)
+    everything = [k for keys in held.values() for k in keys]
+    assert len(everything) <= 200, len(everything)
+    assert not any("/chunks/" in k for k in everything)  # every chunk is under the threshold
+    packs: dict[str, list[str]] = {}
+    for peer, keys in held.items():
+        for key, (body, meta) in keys.items():
+            if "/packs/" in key:
+                packs.setdefault(key, []).append(peer)
+                assert body.startswith(HEADER)
+                assert meta["cv-sha256"] == hashlib.sha256(body).hexdigest()
+    assert packs
+    for key, peers in packs.items():
+        assert len(peers) == 2 == len(set(peers)), (key, peers)  # exactly R distinct peers
+
+    # Nothing readable reaches a peer: names, paths or content.
+    needles = [b"small-file-", b"dir3/", b"sub1", b"secret-word-"]
+    for data in list(files.values())[::97]:
+        needles += [data[:32], data[len(data) // 2 : len(data) // 2 + 32], data[-32:]]
+    for peer, keys in held.items():
+        for key, (body, meta) in keys.items():
+            haystack = key.encode() + body + json.dumps(meta).encode()
+            for needle in needles:
+                assert needle not in haystack, (peer, key, needle[:20])
+
+    out = tmp_path / "out"
+    restored = run_cli(config, "restore", "--to", str(out), env=PW, timeout=600)
+    assert restored.returncode == 0, restored.stderr
+    assert digest(out) == digest(inbox)
+
+    # A fresh machine: only the passphrase and the peer list.
+    shutil.rmtree(tmp_path / "state")
+    fresh = tmp_path / "fresh"
+    again = run_cli(config, "restore", "--to", str(fresh), env=PW, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert digest(fresh) == digest(inbox)
+    # The rebuilt catalog knows the packed chunks: nothing is stored twice.
+    repush = run_cli(config, "push", env=PW, timeout=600)
+    assert repush.returncode == 0, repush.stderr
+    assert data_objects(config) == set(packs)
+
+
+def test_a_duplicate_small_file_adds_no_object(small_vault: tuple[Path, Path]) -> None:
+    config, inbox = small_vault
+    files = small_tree(inbox, 20)
+    assert run_cli(config, "push", env=PW).returncode == 0
+    before = data_objects(config)
+    first = next(iter(files))
+    shutil.copy(inbox / first, inbox / "copy-of-a-small-file.dat")
+    again = run_cli(config, "push", env=PW)
+    assert again.returncode == 0, again.stderr
+    assert "1 stored" in again.stdout and "0 new chunk(s)" in again.stdout
+    assert data_objects(config) == before
+
+
+def test_a_corrupted_pack_replica_is_detected_and_restore_is_exact(
+    tmp_path: Path, moto_peers
+) -> None:
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 2},
+    )  # fmt: skip
+    small_tree(inbox, 60)
+    assert run_cli(config, "push", env=PW).returncode == 0
+    # Flip bytes all over every pack replica on the first peer holding one.
+    peers = build_peers(load_config(config))
+    damaged = 0
+    try:
+        for peer in peers:
+            for info in peer.list("test/packs/"):
+                meta = dict(peer.stat(info.key).metadata)
+                body = bytearray(peer.get(info.key))
+                for at in range(len(HEADER), len(body), 997):
+                    body[at] ^= 0x5A
+                peer.put(info.key, bytes(body), meta)
+                damaged += 1
+            if damaged:
+                break
+    finally:
+        for peer in peers:
+            peer.close()
+    assert damaged
+    out = tmp_path / "out"
+    result = run_cli(config, "restore", "--to", str(out), env=PW)
+    assert result.returncode == 0, result.stderr
+    assert "damaged" in result.stderr  # detected, and said once per peer
+    assert digest(out) == digest(inbox)
+
+
+@pytest.mark.slow
+def test_push_killed_mid_run_and_rerun_loses_nothing(
+    small_vault: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, inbox = small_vault
+    small_tree(inbox, 1500, seed=21)
+    # Larger files too, so the kill lands while packs and chunk objects are in flight.
+    rng = random.Random(4)
+    for i in range(6):
+        (inbox / f"big-{i}.bin").write_bytes(rng.randbytes(3 * 1024 * KiB))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
+    state = tmp_path / "state"
+    for delay in (0.9, 1.6):
+        proc = subprocess.Popen(
+            [CLI, "--config", str(config), "push"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGKILL)  # our child, not yet reaped: its PID is its own
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert state.exists()
+    result = run_cli(config, "push", env=PW, timeout=600)
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(run_cli(config, "ls", "--json", "--versions", env=PW).stdout)
+    assert len(listing) == 1506
+    assert all(entry["versions"] == 1 for entry in listing)  # each file stored once
+    out = tmp_path / "out"
+    restored = run_cli(config, "restore", "--to", str(out), env=PW, timeout=600)
+    assert restored.returncode == 0, restored.stderr
+    assert digest(out) == digest(inbox)
+    # From the peers alone too: every version names chunks that really are there.
+    shutil.rmtree(state)
+    fresh = tmp_path / "fresh"
+    again = run_cli(config, "restore", "--to", str(fresh), env=PW, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert digest(fresh) == digest(inbox)
