@@ -1,5 +1,5 @@
 """The local catalog (SQLite, WAL): a cache of what the peers hold."""
 
-from chunkvault.catalog.store import Catalog, ChunkRow, VersionRow
+from chunkvault.catalog.store import Catalog, ChunkRow, PackRow, VersionRow
 
-__all__ = ["Catalog", "ChunkRow", "VersionRow"]
+__all__ = ["Catalog", "ChunkRow", "PackRow", "VersionRow"]

@@ -10,6 +10,11 @@ and a single connection keeps transactions simple across worker threads.
 File paths are stored as BLOBs of the name's bytes (:func:`path_value`), not TEXT: a name
 need not be UTF-8, and SQLite text from Python must be. Byte order is UTF-8 text order, so
 ``ORDER BY path`` sorts as before. Schema 1 (TEXT paths) is converted when first opened.
+
+Schema 3 (issue 12) adds packs: a small chunk's sealed body may sit inside a pack object
+(``chunks.pack``, ``chunks.pack_offset``; ``stored_size`` is then the body's length in the
+pack), and a version may be an entry of a manifest batch (``versions.batch``). Schema 1
+and 2 catalogs gain the columns and tables when first opened.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from chunkvault import names
 from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import ensure_private_dir, open_private_file, tighten_private_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Run statement by statement (split on ";", so no ";" in a comment).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -39,7 +45,9 @@ CREATE TABLE IF NOT EXISTS chunks (
     wrapped_dek BLOB NOT NULL,
     generation INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    pack TEXT,  -- NULL: the chunk is its own object under chunks/
+    pack_offset INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS replicas (
     chunk_id TEXT NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
@@ -59,9 +67,23 @@ CREATE TABLE IF NOT EXISTS versions (
     deleted INTEGER NOT NULL DEFAULT 0,
     created_ns INTEGER NOT NULL,
     inode INTEGER,
-    chunk_count INTEGER NOT NULL
+    chunk_count INTEGER NOT NULL,
+    batch TEXT  -- NULL: `manifest` names a per-file manifest object, else the batch holding it
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions(path, created_ns);
+CREATE TABLE IF NOT EXISTS packs (
+    id TEXT PRIMARY KEY,
+    stored_size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pack_replicas (
+    pack_id TEXT NOT NULL REFERENCES packs(id) ON DELETE CASCADE,
+    peer TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ok',
+    updated REAL NOT NULL,
+    PRIMARY KEY (pack_id, peer)
+);
 CREATE TABLE IF NOT EXISTS api_requests (
     request_id TEXT PRIMARY KEY,
     canonical TEXT NOT NULL,
@@ -73,6 +95,16 @@ CREATE TABLE IF NOT EXISTS api_chunks (
     chunk_id TEXT NOT NULL
 );
 """
+# Created after an older catalog gained the columns they index (see _add_columns).
+INDEXES = """
+CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack) WHERE pack IS NOT NULL;
+CREATE INDEX IF NOT EXISTS versions_batch ON versions(batch) WHERE batch IS NOT NULL;
+"""
+# Columns schema 3 added to tables of schema 1 and 2, as ALTER TABLE ADD COLUMN takes them.
+_ADDED_COLUMNS = {
+    "chunks": (("pack", "TEXT"), ("pack_offset", "INTEGER NOT NULL DEFAULT 0")),
+    "versions": (("batch", "TEXT"),),
+}
 
 
 # Schema 1 held paths as TEXT (UTF-8 only); 2 holds the bytes. TEXT affinity keeps a BLOB
@@ -102,6 +134,15 @@ def _upgrade_paths(db: sqlite3.Connection) -> None:
                 )
 
 
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Give tables of an older schema the columns they lack (a new catalog has them all)."""
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns:
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
 def _make_private(path: Path) -> None:
     """The catalog lists every path and a plain SHA-256 of every file: owner only. SQLite
     creates the database 0644 (minus the umask) and gives its -wal/-shm the database's
@@ -118,6 +159,16 @@ class CatalogError(ChunkvaultError):
     pass
 
 
+_CHUNK_COLUMNS = "id, plain_size, stored_size, wrapped_dek, generation, sha256, pack, pack_offset"
+_CHUNK_INSERT = (
+    "id, plain_size, stored_size, wrapped_dek, generation, sha256, created, pack, pack_offset"
+)
+_INSERT_VERSION = (
+    "INSERT OR IGNORE INTO versions (path, manifest, size, mtime_ns, mode, sha256, deleted, "
+    "created_ns, inode, chunk_count, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 @dataclass(frozen=True)
 class ChunkRow:
     id: str
@@ -125,6 +176,19 @@ class ChunkRow:
     stored_size: int
     wrapped_dek: bytes
     generation: int
+    sha256: str
+    # Where the sealed body is: its own object (pack None), or ``stored_size`` bytes at
+    # ``pack_offset`` in the pack object ``pack``.
+    pack: str | None = None
+    pack_offset: int = 0
+
+
+@dataclass(frozen=True)
+class PackRow:
+    """A pack object: sealed bodies of small chunks back to back (see docs/format.md)."""
+
+    id: str
+    stored_size: int
     sha256: str
 
 
@@ -140,6 +204,19 @@ class VersionRow:
     created_ns: int
     chunk_count: int
     inode: int | None = None
+    # None: ``manifest`` names a per-file manifest object. Else the manifest batch object
+    # that holds this version, and ``manifest`` is only the entry's identity.
+    batch: str | None = None
+
+
+def _chunk_values(row: ChunkRow, pack: str | None, now: float) -> tuple[Any, ...]:
+    return (row.id, row.plain_size, row.stored_size, row.wrapped_dek, row.generation,
+            row.sha256, now, pack, row.pack_offset)  # fmt: skip
+
+
+def _version_values(row: VersionRow) -> tuple[Any, ...]:
+    return (path_value(row.path), row.manifest, row.size, row.mtime_ns, row.mode, row.sha256,
+            int(row.deleted), row.created_ns, row.inode, row.chunk_count, row.batch)  # fmt: skip
 
 
 class Catalog:
@@ -172,6 +249,9 @@ class Catalog:
                 db.execute(statement)
             if version == 1:
                 _upgrade_paths(db)
+            _add_columns(db)
+            for statement in INDEXES.split(";"):
+                db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -206,11 +286,7 @@ class Catalog:
     # --- chunks and replicas ---------------------------------------------------------------
 
     def chunk(self, chunk_id: str) -> ChunkRow | None:
-        rows = self.query(
-            "SELECT id, plain_size, stored_size, wrapped_dek, generation, sha256 "
-            "FROM chunks WHERE id = ?",
-            (chunk_id,),
-        )
+        rows = self.query(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id = ?", (chunk_id,))
         return ChunkRow(*rows[0]) if rows else None
 
     def replicas(self, chunk_id: str) -> list[str]:
@@ -223,13 +299,15 @@ class Catalog:
     def record_chunk(self, row: ChunkRow, peers: Sequence[str]) -> None:
         now = time.time()
         with self.transaction() as db:
+            # The location moves with stored_size: they describe the same stored body.
             db.execute(
-                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET "
                 "stored_size=excluded.stored_size, wrapped_dek=excluded.wrapped_dek, "
-                "generation=excluded.generation, sha256=excluded.sha256",
-                (row.id, row.plain_size, row.stored_size, row.wrapped_dek, row.generation,
-                 row.sha256, now),
-            )  # fmt: skip
+                "generation=excluded.generation, sha256=excluded.sha256, "
+                "pack=excluded.pack, pack_offset=excluded.pack_offset",
+                _chunk_values(row, row.pack, now),
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO replicas VALUES (?, ?, 'ok', ?)",
                 [(row.id, peer, now) for peer in peers],
@@ -251,9 +329,7 @@ class Catalog:
 
     def chunks_not_at(self, generation: int) -> list[ChunkRow]:
         rows = self.query(
-            "SELECT id, plain_size, stored_size, wrapped_dek, generation, sha256 FROM chunks "
-            "WHERE generation != ?",
-            (generation,),
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE generation != ?", (generation,)
         )
         return [ChunkRow(*r) for r in rows]
 
@@ -278,25 +354,74 @@ class Catalog:
         )
         return int(rows[0][0])
 
+    # --- packs -----------------------------------------------------------------------------
+
+    def record_pack(self, pack: PackRow, chunks: Sequence[ChunkRow], peers: Sequence[str]) -> None:
+        """A pack now durable on ``peers``, with the chunks whose bodies it holds: one
+        transaction, so a crash leaves the pack and its chunks recorded together or not at
+        all. A chunk id the catalog already has keeps its row (dedup: the first stored copy
+        wins, this pack's body of it is never read); the chunks recorded here get a replica
+        on each of ``peers``, as :meth:`record_chunk` gives a chunk object."""
+        for row in chunks:
+            if row.pack not in (None, pack.id):
+                raise ValueError(f"chunk {row.id} says it is in pack {row.pack}, not {pack.id}")
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO packs VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "stored_size=excluded.stored_size, sha256=excluded.sha256",
+                (pack.id, pack.stored_size, pack.sha256, now),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO pack_replicas VALUES (?, ?, 'ok', ?)",
+                [(pack.id, peer, now) for peer in peers],
+            )
+            db.executemany(
+                f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO NOTHING",
+                [_chunk_values(row, pack.id, now) for row in chunks],
+            )
+            # Only rows that point into this pack: a chunk that was already stored elsewhere
+            # is not here as far as the catalog knows (its replicas are its first copy's).
+            db.executemany(
+                "INSERT OR REPLACE INTO replicas (chunk_id, peer, state, updated) "
+                "SELECT id, ?, 'ok', ? FROM chunks WHERE id = ? AND pack = ?",
+                [(peer, now, row.id, pack.id) for row in chunks for peer in peers],
+            )
+
+    def pack(self, pack_id: str) -> PackRow | None:
+        rows = self.query("SELECT id, stored_size, sha256 FROM packs WHERE id = ?", (pack_id,))
+        return PackRow(*rows[0]) if rows else None
+
+    def pack_replicas(self, pack_id: str) -> list[str]:
+        rows = self.query(
+            "SELECT peer FROM pack_replicas WHERE pack_id = ? AND state = 'ok' ORDER BY peer",
+            (pack_id,),
+        )
+        return [r[0] for r in rows]
+
+    def pack_count(self) -> int:
+        return int(self.query("SELECT count(*) FROM packs")[0][0])
+
     # --- files and versions ----------------------------------------------------------------
 
     def add_version(self, row: VersionRow) -> None:
+        self.add_versions((row,))
+
+    def add_versions(self, rows: Sequence[VersionRow]) -> None:
+        """Record versions in one transaction (a batch's entries); one already recorded
+        (same manifest name) is left as it is."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO versions (path, manifest, size, mtime_ns, mode, sha256, "
-                "deleted, created_ns, inode, chunk_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (path_value(row.path), row.manifest, row.size, row.mtime_ns, row.mode,
-                 row.sha256, int(row.deleted), row.created_ns, row.inode, row.chunk_count),
-            )  # fmt: skip
+            db.executemany(_INSERT_VERSION, [_version_values(row) for row in rows])
 
     def _versions(self, where: str, args: Sequence[Any]) -> list[VersionRow]:
         rows = self.query(
             "SELECT path, manifest, size, mtime_ns, mode, sha256, deleted, created_ns, "
-            f"chunk_count, inode FROM versions {where}",
+            f"chunk_count, inode, batch FROM versions {where}",
             args,
         )
         return [VersionRow(path_of(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8],
-                           r[9]) for r in rows]  # fmt: skip
+                           r[9], r[10]) for r in rows]  # fmt: skip
 
     def latest(self, path: str) -> VersionRow | None:
         rows = self._versions(
@@ -333,6 +458,20 @@ class Catalog:
 
     def has_manifest(self, name: str) -> bool:
         return bool(self.query("SELECT 1 FROM versions WHERE manifest = ?", (name,)))
+
+    def has_batch(self, name: str) -> bool:
+        """Whether any version of the manifest batch ``name`` is recorded."""
+        return bool(self.query("SELECT 1 FROM versions WHERE batch = ? LIMIT 1", (name,)))
+
+    def versions_in_batch(self, name: str) -> list[VersionRow]:
+        """The versions recorded from batch ``name``, in the order they were added."""
+        return self._versions("WHERE batch = ? ORDER BY id", (name,))
+
+    def set_version_batch(self, manifest: str, batch: str) -> None:
+        """Say that version ``manifest`` now lives in batch ``batch`` (a purge rewrote the
+        batch that held it)."""
+        with self.transaction() as db:
+            db.execute("UPDATE versions SET batch = ? WHERE manifest = ?", (batch, manifest))
 
     # --- API idempotency -------------------------------------------------------------------
 
