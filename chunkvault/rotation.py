@@ -6,8 +6,11 @@ Crash-safe and resumable because the state lives in the keyring itself:
 1. start: the master material gets generation N+1 (old ones kept) and the keyring is
    re-made over it (only the slot used; other slots cannot be re-wrapped without their
    passphrases, like LUKS2's reencrypt);
-2. re-wrap: every chunk object's metadata, every manifest and the local catalog; anything
-   already at generation N+1 is skipped, so a rerun continues where a crash stopped;
+2. re-wrap: every chunk object's metadata, every manifest, every manifest batch (each
+   copy on its own: a copy re-sealed by an interrupted run is skipped, the others are not)
+   and the local catalog; anything already at generation N+1 is skipped, so a rerun
+   continues where a crash stopped. Packs are never touched: they hold no key (a packed
+   chunk's wrapped DEK lives in the batch entries and the catalog);
 3. finish: once nothing references an old generation, the old KEKs are dropped.
 """
 
@@ -18,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from chunkvault.backends.base import Peer, PeerError
+from chunkvault.backends.base import MalformedReply, NotFound, Peer, PeerError
 from chunkvault.backends.listing import show_key
 from chunkvault.catalog import Catalog
 from chunkvault.crypto.envelope import (
@@ -28,6 +31,7 @@ from chunkvault.crypto.envelope import (
     wrapped_generation,
 )
 from chunkvault.crypto.material import MasterKeys
+from chunkvault.journal import MAX_BATCH_BYTES, BatchEntry, JournalStore
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix, parse_chunk_metadata
 from chunkvault.manifest import ManifestError, ManifestStore
 
@@ -130,8 +134,77 @@ def rewrap_manifests(
         except (PeerError, EnvelopeError, ManifestError) as exc:
             return f"manifest {name}: {exc}"
 
+    unlisted: list[str] = []
+    listed = list(store.names(unlisted))
+    # A peer that cannot be listed may hold copies under the old key: not done yet.
+    report.failures += [f"{peer}: cannot list {store.noun}s" for peer in unlisted]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for outcome in pool.map(one, list(store.names())):
+        for outcome in pool.map(one, listed):
+            report.examined += 1
+            if isinstance(outcome, str):
+                report.failures.append(outcome)
+            elif outcome:
+                report.rewrapped += 1
+    return report
+
+
+def _batch_current(body: bytes, entries: list[BatchEntry], generation: int) -> bool:
+    return blob_generation(body) == generation and all(
+        wrapped_generation(c.wrapped_dek) == generation
+        for entry in entries
+        for c in entry.manifest.chunks
+    )
+
+
+def rewrap_batches(
+    store: JournalStore, keys: MasterKeys, generation: int, workers: int = 8
+) -> RewrapReport:
+    """Re-seal every manifest batch whose own key or any chunk DEK inside is of another
+    generation. Every holder's copy is checked on its own (batches are few: one per
+    thousands of files), so a run interrupted between two holders leaves no stale copy
+    behind for the next run to miss; a copy that does not open is replaced by a good
+    one. A packed chunk's location is kept as it is: packs hold no key."""
+    report = RewrapReport()
+    by_name = {p.name: p.peer for p in store.peers}
+
+    def rewrapped(entries: list[BatchEntry]) -> list[BatchEntry]:
+        return [BatchEntry(e.name, e.manifest.rewrapped(keys, generation)) for e in entries]
+
+    def one(item: tuple[str, list[str]]) -> bool | str:
+        name, holders = item
+        stale: dict[str, list[BatchEntry] | None] = {}  # holder -> its entries (None: bad)
+        try:
+            for holder in holders:
+                try:
+                    body = by_name[holder].get(name, max_size=MAX_BATCH_BYTES)
+                    entries = store.open(name, body)
+                except NotFound:
+                    continue  # deleted since the listing
+                except (MalformedReply, EnvelopeError, ManifestError) as exc:
+                    log.warning("peer %s: bad copy of %s, replaced: %s", holder, name, exc)
+                    stale[holder] = None
+                    continue
+                if not _batch_current(body, entries, generation):
+                    stale[holder] = entries
+            if not stale:
+                return False
+            good = None
+            for holder, entries in stale.items():
+                if entries is None:
+                    good = good or rewrapped(store.read(name, holders))
+                    store.rewrite(name, good, [holder])
+                else:
+                    store.rewrite(name, rewrapped(entries), [holder])
+            return True
+        except (PeerError, EnvelopeError, ManifestError) as exc:
+            return f"manifest batch {name}: {exc}"
+
+    unlisted: list[str] = []
+    listed = list(store.names(unlisted))
+    # A peer that cannot be listed may hold copies under the old key: not done yet.
+    report.failures += [f"{peer}: cannot list {store.noun}s" for peer in unlisted]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for outcome in pool.map(one, listed):
             report.examined += 1
             if isinstance(outcome, str):
                 report.failures.append(outcome)

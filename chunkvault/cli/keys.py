@@ -183,9 +183,15 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
     passphrases; they are removed (re-add them with `key add`).
     """
     from chunkvault.catalog import Catalog
+    from chunkvault.journal import JournalStore
     from chunkvault.manifest import ManifestStore
     from chunkvault.peerset import place
-    from chunkvault.rotation import rewrap_catalog, rewrap_chunk_objects, rewrap_manifests
+    from chunkvault.rotation import (
+        rewrap_batches,
+        rewrap_catalog,
+        rewrap_chunk_objects,
+        rewrap_manifests,
+    )
     from chunkvault.vault import check_generation
 
     cfg = cli.config
@@ -220,13 +226,17 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
             cfg.vault.id, keys, place(cfg, peers), cfg.replication.replicas, 1
         )
         m_report = rewrap_manifests(manifests, keys, generation, workers=workers)
-        failures = report.failures + m_report.failures
+        # Batches too: the old generation is dropped only once nothing is sealed under it.
+        batches = JournalStore(cfg.vault.id, keys, place(cfg, peers), cfg.replication.replicas, 1)
+        b_report = rewrap_batches(batches, keys, generation, workers=workers)
+        failures = report.failures + m_report.failures + b_report.failures
         if failures:
             for failure in failures[:10]:
                 click.echo(f"  {failure}", err=True)
+            done = report.rewrapped + m_report.rewrapped + b_report.rewrapped
             raise ChunkvaultError(
                 f"rotation incomplete: {len(failures)} object(s) not re-wrapped "
-                f"({report.rewrapped + m_report.rewrapped} done); the old key is kept",
+                f"({done} done); the old key is kept",
                 "rerun `chunkvault key rotate-master` to resume",
             )
         catalog_path = cfg.vault.state_dir / "catalog.db"
@@ -245,7 +255,8 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
     click.echo(
         f"master key rotated to generation {generation}: {report.rewrapped} data key(s) "
         f"re-wrapped in {report.examined} chunk object(s), {m_report.rewrapped} manifest(s) "
-        f"re-sealed, {cached} catalog entr(ies) updated; old generations dropped"
+        f"re-sealed, {b_report.rewrapped} manifest batch(es) re-sealed, {cached} catalog "
+        "entr(ies) updated; old generations dropped"
     )
 
 
