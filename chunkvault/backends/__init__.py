@@ -28,6 +28,7 @@ _EXPORTS = {
     "validate_max_size": "base",
     "validate_metadata": "base",
     "validate_prefix": "base",
+    "validate_range": "base",
     "FilesystemPeer": "filesystem",
     "HealthPeer": "health",
     "LimitPeer": "limit",

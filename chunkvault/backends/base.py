@@ -15,6 +15,13 @@ Everything a peer sends may be crafted. The contract bounds what a reply can cos
   page faults than decrypting it). Same rules: at most ``max_size`` bytes land in ``buf``,
   a longer body is :class:`MalformedReply` (one byte past the cap is read to tell, never
   into ``buf``), a body cut short of its declared length is the peer's error as in ``get``.
+- ``get_range_into(key, buf, offset, length)`` reads bytes ``[offset, offset + length)`` of
+  an object into ``buf[:length]`` (restore reads one chunk body out of a pack object with
+  one ranged GET). Nothing is ever written past ``buf[:length]``. The object must hold the
+  whole range: a shorter one is :class:`MalformedReply` (the peer's copy is truncated or
+  not ours), and so is a reply of more than ``length`` bytes (one byte past is read to
+  tell, never into ``buf``) or, on S3, anything but a 206 for exactly that range. A body
+  cut short of its declared length is the peer's error as in ``get``.
 - ``list(prefix)`` yields keys under ``prefix`` in strictly increasing order, at most
   :data:`MAX_LISTING` of them (``listing.py`` enforces it once for every backend); keys
   that are not valid object keys are skipped with one warning per listing.
@@ -138,6 +145,16 @@ def validate_buffer(buf: memoryview, max_size: int) -> memoryview:
     return view
 
 
+def validate_range(buf: memoryview, offset: int, length: int) -> memoryview:
+    """A ``get_range_into`` request: ``offset`` >= 0, ``length`` >= 1 and a writable byte
+    view of at least ``length`` bytes (else our bug, hence ValueError); returned as the flat
+    ``B`` view of ``buf[:length]``, the only bytes a ranged read may write."""
+    for name, value, least in (("offset", offset, 0), ("length", length, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return validate_buffer(buf, length)[:length]
+
+
 def validate_prefix(prefix: str) -> str:
     """A listing prefix is empty, or a key prefix (it may end in '/')."""
     if prefix:
@@ -198,6 +215,16 @@ class Peer(ABC):
         ``max_size`` bytes. Errors as :meth:`get`: :class:`NotFound`, :class:`MalformedReply`
         for a body over ``max_size`` (``buf`` then holds junk), and whatever a cut body
         raises in :meth:`get`. Bytes of ``buf`` past ``n`` are left as they were."""
+
+    @abstractmethod
+    def get_range_into(self, key: str, buf: memoryview, offset: int, length: int) -> None:
+        """Read bytes ``[offset, offset + length)`` of the object into ``buf[:length]``;
+        ``buf`` holds at least ``length`` bytes, and nothing past ``buf[:length]`` is ever
+        written. Raises :class:`NotFound` if missing, :class:`MalformedReply` if the object
+        is shorter than ``offset + length`` or the peer sends more (or, on S3, answers other
+        than a 206 for exactly that range); a body cut short raises what it does in
+        :meth:`get`. After an error ``buf[:length]`` holds junk. ValueError (before any
+        I/O) for a bad key, ``offset`` < 0, ``length`` < 1 or a buffer under ``length``."""
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo:

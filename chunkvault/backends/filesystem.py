@@ -57,6 +57,7 @@ from chunkvault.backends.base import (
     validate_max_size,
     validate_metadata,
     validate_prefix,
+    validate_range,
 )
 from chunkvault.backends.listing import checked_listing
 from chunkvault.fsutil import fsync_dir, write_temp_durably
@@ -243,10 +244,27 @@ class FilesystemPeer(Peer):
             raise MalformedReply(self.name, f"{action}: longer than the {max_size} bytes expected")
         return done
 
+    def get_range_into(self, key: str, buf: memoryview, offset: int, length: int) -> None:
+        validate_key(key)
+        view = validate_range(buf, offset, length)
+        end = offset + length
+        action = f"get {key} bytes {offset}-{end - 1}"
+        with self._object_file(key, None, action, min_size=end) as f:
+            fd, done = f.fileno(), 0
+            # preadv reads straight into the caller's buffer, never past the range.
+            while done < length and (got := os.preadv(fd, [view[done:]], offset + done)):
+                done += got
+        if done < length:  # truncated by another program after the fstat
+            short = f"object ends {length - done} bytes before the end of the range"
+            raise MalformedReply(self.name, f"{action}: {short}")
+
     @contextlib.contextmanager
-    def _object_file(self, key: str, max_size: int, action: str) -> Iterator[IO[bytes]]:
+    def _object_file(
+        self, key: str, max_size: int | None, action: str, *, min_size: int = 0
+    ) -> Iterator[IO[bytes]]:
         """The object's file, open for reading, if it is a regular file of at most
-        ``max_size`` bytes; an OSError while it is read is classified like one opening it."""
+        ``max_size`` (None: any) and at least ``min_size`` bytes; an OSError while it is
+        read is classified like one opening it."""
         _, path, _ = self._paths(key)
         try:
             # O_NONBLOCK: a FIFO planted at the object's path must not hang the open.
@@ -259,9 +277,12 @@ class FilesystemPeer(Peer):
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # a directory or a planted FIFO/device
                 raise NotFound(self.name, f"{action}: no such object")
-            if st.st_size > max_size:
+            if max_size is not None and st.st_size > max_size:
                 too_big = f"{st.st_size} bytes, more than the {max_size} expected"
                 raise MalformedReply(self.name, f"{action}: {too_big}")
+            if st.st_size < min_size:
+                short = f"object of {st.st_size} bytes ends before the range"
+                raise MalformedReply(self.name, f"{action}: {short}")
             with open(fd, "rb", closefd=False) as f:
                 yield f
         except OSError as exc:

@@ -5,7 +5,9 @@ bodies above ``segment_size``, computed exactly as S3 does), listings in key ord
 in pages (one "request" per page), NotFound/PermanentError like a bucket. Faults:
 
 - ``peer.down = True``: every request raises :class:`TransientError` (a dead peer);
-- ``peer.fail_next(n, error, ops=..., skip=...)``: the next ``n`` matching requests fail;
+- ``peer.fail_next(n, error, ops=..., skip=...)``: the next ``n`` matching requests fail
+  (ops are the method names; ``get_into`` counts as ``get``, ``get_range_into`` as
+  ``get_range``);
 - ``peer.hook``: called with the operation name at the start of every request (outside
   the lock), to block, count or slow requests from a test;
 - ``peer.calls``: every request that reached the peer, in order;
@@ -37,6 +39,7 @@ from chunkvault.backends.base import (
     validate_max_size,
     validate_metadata,
     validate_prefix,
+    validate_range,
 )
 from chunkvault.backends.listing import checked_listing
 
@@ -183,6 +186,17 @@ class MemoryPeer(Peer):
         body = self.get(key, max_size)
         view[: len(body)] = body
         return len(body)
+
+    def get_range_into(self, key: str, buf: memoryview, offset: int, length: int) -> None:
+        validate_key(key)
+        view = validate_range(buf, offset, length)
+        self._request("get_range")
+        body = self._find("get_range", key).body
+        if len(body) < offset + length:
+            action = f"get {key} bytes {offset}-{offset + length - 1}"
+            short = f"object of {len(body)} bytes ends before the range"
+            raise MalformedReply(self.name, f"{action}: {short}")
+        view[:] = memoryview(body)[offset : offset + length]
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)

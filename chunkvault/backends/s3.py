@@ -15,7 +15,10 @@ concurrency, and reused for every request after.
 
 Replies are not trusted: ``get`` checks Content-Length against the caller's cap and then
 reads at most cap + 1 bytes (the header may lie or be absent); a reply botocore cannot
-parse (a Size of "abc", a date of "yesterday") is MalformedReply; listings are fetched page
+parse (a Size of "abc", a date of "yesterday") is MalformedReply; a ranged GET must be
+answered by a 206 whose Content-Range and Content-Length are exactly the range asked
+(a 200 is a server that ignored Range; a 416 or a clamped range, an object shorter than
+ours) before a byte of it is read; listings are fetched page
 by page here (no paginator) so that a truncated page without a token, a repeated token, or
 an endless run of empty pages is caught, and every key goes through ``checked_listing``.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
@@ -44,6 +48,7 @@ from chunkvault.backends.base import (
     validate_max_size,
     validate_metadata,
     validate_prefix,
+    validate_range,
 )
 from chunkvault.backends.listing import checked_listing, checked_size
 from chunkvault.config import PeerConfig, TransferConfig
@@ -61,6 +66,8 @@ MAX_EMPTY_PAGES = 100
 #: body faulted in fresh pages (measured: 256 KiB as good as 128 KiB, better than 512 KiB
 #: or 1 MiB).
 READ_PIECE = 256 * 1024
+# What a 206 says it holds: "bytes first-last/total" (total "*" when the server does not know).
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,20})-(\d{1,20})/(\d{1,20}|\*)")
 # Clients of every peer come from one boto3 session (its loader parses the S3 service
 # model once, not once per peer); creating clients from one session is not thread-safe,
 # and peers create theirs on first use from any thread, hence the lock.
@@ -266,30 +273,38 @@ class S3Peer(Peer):
     def get_into(self, key: str, buf: memoryview, max_size: int) -> int:
         validate_key(key)
         view = validate_buffer(buf, max_size)[:max_size]
+        return self._get(key, max_size, partial(_read_into, view), int)
 
-        def read(stream: Any) -> int:
-            done = 0
-            while done < max_size:
-                piece = stream.read(min(READ_PIECE, max_size - done))
-                if not piece:
-                    return done
-                view[done : done + len(piece)] = piece
-                done += len(piece)
-            # Full: one byte more tells a longer body (it never lands in the buffer).
-            return done + len(stream.read(1))
-
-        return self._get(key, max_size, read, int)
+    def get_range_into(self, key: str, buf: memoryview, offset: int, length: int) -> None:
+        validate_key(key)
+        view = validate_range(buf, offset, length)
+        # At most length + 1 bytes are read, as get_into with max_size = length, once the
+        # reply says it is exactly the range asked.
+        self._get(key, length, partial(_read_into, view), int, first=offset)
 
     def _get(
-        self, key: str, max_size: int, read: Callable[[Any], T], size: Callable[[T], int]
+        self,
+        key: str,
+        max_size: int,
+        read: Callable[[Any], T],
+        size: Callable[[T], int],
+        *,
+        first: int | None = None,
     ) -> T:
         """GET ``key``; ``read(stream)`` reads at most ``max_size + 1`` bytes of the body,
         ``size`` says how many it read. Checks both against ``max_size`` and the declared
-        Content-Length."""
+        Content-Length. With ``first``, GET bytes ``[first, first + max_size)`` only and
+        require a 206 for exactly that range."""
         action = f"get {key}"
-        response = self._do(action, partial(self.client.get_object, Bucket=self.bucket, Key=key))
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if first is not None:
+            action = f"get {key} bytes {first}-{first + max_size - 1}"
+            args["Range"] = f"bytes={first}-{first + max_size - 1}"
+        response = self._do(action, partial(self.client.get_object, **args))
         stream = response["Body"]
         try:
+            if first is not None:
+                self._check_range(action, response, first, max_size)
             declared = response.get("ContentLength")
             if declared is not None and declared > max_size:
                 raise MalformedReply(
@@ -307,6 +322,31 @@ class S3Peer(Peer):
         finally:
             # Closes the connection without reading the rest of an oversized body.
             stream.close()
+
+    def _check_range(self, action: str, response: Any, first: int, length: int) -> None:
+        """A ranged GET's answer must be a 206 holding exactly ``length`` bytes from
+        ``first``: a 200 is the whole object (Range ignored), and a server clamps a range
+        past the end to what it has (the copy is shorter than ours, or not ours)."""
+        last = first + length - 1
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status != 206:
+            raise MalformedReply(self.name, f"{action}: HTTP {status} to a ranged GET, not 206")
+        told = response.get("ContentRange")
+        match = _CONTENT_RANGE.fullmatch(told) if isinstance(told, str) else None
+        total = int(match[3]) if match is not None and match[3] != "*" else None
+        if total is not None and total <= last:
+            raise MalformedReply(
+                self.name, f"{action}: object of {total} bytes ends before the range"
+            )
+        if match is None or (int(match[1]), int(match[2])) != (first, last):
+            raise MalformedReply(
+                self.name, f"{action}: Content-Range {told!r}, not bytes {first}-{last}"
+            )
+        declared = response.get("ContentLength")
+        if declared != length:
+            raise MalformedReply(
+                self.name, f"{action}: Content-Length {declared} for a range of {length} bytes"
+            )
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
@@ -389,6 +429,20 @@ class S3Peer(Peer):
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def _read_into(view: memoryview, stream: Any) -> int:
+    """Read the body into ``view`` and return its length, having read at most
+    ``len(view) + 1`` bytes: one more than fits tells a longer body, and it never lands in
+    ``view``."""
+    size, done = len(view), 0
+    while done < size:
+        piece = stream.read(min(READ_PIECE, size - done))
+        if not piece:
+            return done
+        view[done : done + len(piece)] = piece
+        done += len(piece)
+    return done + len(stream.read(1))
 
 
 class BufferBody:

@@ -69,7 +69,8 @@ def error_code(exc: ClientError) -> str:
 def classify_error(
     exc: BaseException, peer: str, action: str, secrets: Iterable[str] = ()
 ) -> PeerError:
-    """Map a boto3/botocore/urllib3 exception to NotFound, PermanentError or TransientError.
+    """Map a boto3/botocore/urllib3 exception to NotFound, PermanentError (MalformedReply
+    among them) or TransientError.
 
     ``action`` says what was attempted ("get <key>"). ``secrets`` are masked from the
     message (a server could echo anything back).
@@ -90,6 +91,11 @@ def classify_error(
             detail += "; check the peer's access_key/secret_key and the bucket policy"
         elif code == "RequestTimeTooSkewed":
             detail += "; check this machine's clock"
+        elif code == "InvalidRange" or status == 416:
+            # Only a ranged GET asks for a range, and we ask for bytes we wrote: an object
+            # that ends before them is a truncated copy, or not ours.
+            cls = MalformedReply
+            detail += "; the object ends before the range"
         elif code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
             cls = TransientError
     elif isinstance(exc, NoCredentialsError | PartialCredentialsError):

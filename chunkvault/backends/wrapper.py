@@ -23,6 +23,7 @@ from chunkvault.backends.base import (
     validate_max_size,
     validate_metadata,
     validate_prefix,
+    validate_range,
 )
 
 T = TypeVar("T")
@@ -73,6 +74,12 @@ class WrappingPeer(Peer):
         validate_key(key)
         view = validate_buffer(buf, max_size)
         return self._call("get", lambda: self.inner.get_into(key, view, max_size))
+
+    def get_range_into(self, key: str, buf: memoryview, offset: int, length: int) -> None:
+        # Every attempt (RetryPeer) rewrites buf[:length] from its start.
+        validate_key(key)
+        view = validate_range(buf, offset, length)
+        self._call("get_range", lambda: self.inner.get_range_into(key, view, offset, length))
 
     def stat(self, key: str) -> ObjectInfo:
         validate_key(key)
