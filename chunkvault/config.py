@@ -39,6 +39,9 @@ MiB = 1024 * 1024
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
 API_MAX_CHUNK = 1024 * MiB  # envelope.MAX_PLAINTEXT: what a reader accepts
+PACK_THRESHOLD = 512 * 1024
+PACK_SIZE = 16 * MiB
+PACK_MIN, PACK_MAX = MiB, 256 * MiB
 DEFAULT_IGNORE = ["*.tmp", "*.part", "*.swp", "*~", ".~lock*", ".#*", "*.crdownload"]
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -121,8 +124,33 @@ class ChunkingConfig(_Model):
     max_size: int = 8 * MiB
     compression: Literal["zstd", "none"] = "zstd"
     zstd_level: int = Field(3, ge=1, le=22)
+    # Chunks under this many plaintext bytes go into packs; 0 stores every chunk as its
+    # own object. Both pack defaults shrink to fit a small transfer.max_inflight_bytes
+    # (see _pack_defaults).
+    pack_threshold: int = PACK_THRESHOLD
+    pack_size: int = PACK_SIZE
+    # The agent flushes a pack that is not full after this long, so a lone small file is
+    # not held back waiting for others.
+    pack_flush_seconds: float = Field(2.0, ge=0.05, le=3600, allow_inf_nan=False)
 
-    _sizes = _size_validator("min_size", "avg_size", "max_size")
+    _sizes = _size_validator("min_size", "avg_size", "max_size", "pack_threshold", "pack_size")
+
+    @field_validator("pack_size")
+    @classmethod
+    def _pack_size_bounds(cls, value: int) -> int:
+        if not PACK_MIN <= value <= PACK_MAX:
+            raise ValueError(f"must be between 1MiB and 256MiB, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _threshold_below_pack_size(self) -> ChunkingConfig:
+        if self.pack_threshold >= self.pack_size:
+            raise _field_error(
+                "pack_threshold",
+                f"is {self.pack_threshold} bytes, not less than chunking.pack_size "
+                f"({self.pack_size}): lower it (0 turns packing off) or raise pack_size",
+            )
+        return self
 
     @property
     def largest_chunk(self) -> int:
@@ -360,9 +388,20 @@ class Config(_Model):
     flows: list[FlowRule] = Field(default_factory=lambda: [FlowRule(match="**")])
     log: LogConfig = Field(default_factory=LogConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fit_pack_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("chunking", {}), dict):
+            return data
+        fitted = _pack_defaults(data)
+        if not fitted:
+            return data
+        return {**data, "chunking": {**data.get("chunking", {}), **fitted}}
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        problems = _cross_field_problems(self.model_dump())
+        # What was set, as in raw data: a check may depend on whether the user set a key.
+        problems = _cross_field_problems(self.model_dump(exclude_unset=True))
         if problems:
             raise _field_errors(problems)
         return self
@@ -383,6 +422,36 @@ class Config(_Model):
         if "token" in data["api"]:
             data["api"]["token"] = "***"
         return data
+
+
+def _budget(data: Mapping[str, Any]) -> int | None:
+    """transfer.max_inflight_bytes of raw data, if it is a valid one (else its own check
+    speaks)."""
+    transfer = data.get("transfer")
+    value = transfer.get("max_inflight_bytes") if isinstance(transfer, Mapping) else None
+    if value is None:
+        return int(TransferConfig.model_fields["max_inflight_bytes"].default)
+    try:
+        budget = parse_size(value)
+    except (ValueError, TypeError):
+        return None
+    return budget if MiB <= budget <= 64 * 1024 * MiB else None
+
+
+def _pack_defaults(data: Mapping[str, Any]) -> dict[str, int]:
+    """The pack sizes of raw data that were left out, where the defaults would not fit the
+    byte budget: a pack fills while it waits in memory, and at most half the budget may
+    wait like this so chunks keep flowing. pack_size defaults to 16MiB or half the budget,
+    whichever is smaller; under a 2MiB budget no pack fits and packing is off unless set.
+    What the user sets is never changed, only checked (_cross_field_problems)."""
+    chunking = data.get("chunking")
+    chunking = chunking if isinstance(chunking, Mapping) else {}
+    budget = _budget(data)
+    if "pack_size" in chunking or budget is None or budget // 2 >= PACK_SIZE:
+        return {}
+    if budget // 2 >= PACK_MIN:
+        return {"pack_size": budget // 2}
+    return {} if "pack_threshold" in chunking else {"pack_threshold": 0}
 
 
 def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -439,6 +508,7 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
                     "a chunk of the largest size would never fit",
                 )
             )
+    problems.extend(_pack_problems(data))
     flows = data.get("flows") if isinstance(data.get("flows"), list) else []
     for i, rule in enumerate(flows):
         count = as_int(rule.get("replicas")) if isinstance(rule, Mapping) else None
@@ -447,6 +517,42 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
                 (f"flows[{i}].replicas", f"is {count} but only {n} peer(s) are configured")
             )
     return problems
+
+
+def _pack_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A pack set larger than half the byte budget (see _pack_defaults), named by the key
+    the user set: pack_size if given, else the budget that is too small for any pack."""
+    given = data.get("chunking")
+    given = given if isinstance(given, Mapping) else {}
+    chunking = {**given, **_pack_defaults(data)}
+    budget = _budget(data)
+    try:
+        threshold = parse_size(chunking.get("pack_threshold", PACK_THRESHOLD))
+        size = parse_size(chunking.get("pack_size", PACK_SIZE))
+    except (ValueError, TypeError):
+        return []  # their own checks speak
+    if budget is None or threshold == 0 or not PACK_MIN <= size <= PACK_MAX:
+        return []
+    if size <= budget // 2:
+        return []
+    if "pack_size" in given:
+        return [
+            (
+                "chunking.pack_size",
+                f"is {size} bytes, more than half of transfer.max_inflight_bytes ({budget}): "
+                "a filling pack would hold back the chunks behind it; lower "
+                f"chunking.pack_size to at most {budget // 2} or raise "
+                f"transfer.max_inflight_bytes to at least {2 * size}",
+            )
+        ]
+    return [
+        (
+            "transfer.max_inflight_bytes",
+            f"is {budget} bytes, too small for packs (chunking.pack_threshold is set): "
+            f"raise it to at least {2 * PACK_MIN}, or set chunking.pack_threshold: 0 to "
+            "store small chunks unpacked",
+        )
+    ]
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -149,3 +149,23 @@ peers: [{name: d, path: disk}]
         f"error: Not a directory: {tmp_path / 'a-file' / 'state'} (check the paths in the "
         "config: vault.state_dir, watch.path, directory peers, their permissions and free space)"
     ]
+
+
+def test_config_check_shows_the_pack_settings_and_refuses_a_pack_over_half_the_budget(
+    tmp_path: Path,
+):
+    env = {"SECRET_FROM_ENV": "x", "PATH": "/usr/bin:/bin"}
+    cfg = write(tmp_path / "cv.yaml", GOOD + "transfer: {max_inflight_bytes: 16MiB}\n")
+    result = run("--config", str(cfg), "config", "check", env=env)
+    assert result.returncode == 0, result.stderr
+    chunking = yaml.safe_load(result.stdout)["chunking"]
+    assert (chunking["pack_threshold"], chunking["pack_size"]) == (512 * 1024, 8 * 1024**2)
+    assert chunking["pack_flush_seconds"] == 2
+
+    bad = GOOD + "chunking: {pack_size: 16MiB, pack_flush_seconds: 0}\n"
+    cfg = write(tmp_path / "bad.yaml", bad + "transfer: {max_inflight_bytes: 16MiB}\n")
+    result = run("--config", str(cfg), "config", "check", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if "chunking.pack_size:" in ln]
+    assert "transfer.max_inflight_bytes" in line and "at most 8388608" in line
+    assert "chunking.pack_flush_seconds:" in result.stderr

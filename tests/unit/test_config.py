@@ -12,6 +12,7 @@ from chunkvault.config import ConfigError, load_config, parse_config
 from chunkvault.crypto.envelope import open_chunk, seal_chunk
 from chunkvault.crypto.material import MasterKeys
 
+MiB = 1024 * 1024
 S3 = {"name": "a", "endpoint": "http://127.0.0.1:9000", "bucket": "chunkvault"}
 
 
@@ -118,6 +119,121 @@ def test_in_fixed_mode_the_budget_is_checked_against_the_fixed_size_not_max_size
          "transfer": {"max_inflight_bytes": "8MiB"}}
     )  # fmt: skip
     assert "chunking.avg_size" in found["transfer.max_inflight_bytes"]
+
+
+def test_pack_settings_default_and_accept_sizes():
+    cfg = parse_config({"peers": peers(2)})
+    c = cfg.chunking
+    assert (c.pack_threshold, c.pack_size, c.pack_flush_seconds) == (512 * 1024, 16 * MiB, 2)
+    chunking = {"pack_threshold": "1MiB", "pack_size": "32MiB", "pack_flush_seconds": 0.5}
+    c = parse_config({"peers": peers(2), "chunking": chunking}).chunking
+    assert (c.pack_threshold, c.pack_size, c.pack_flush_seconds) == (MiB, 32 * MiB, 0.5)
+    assert (
+        parse_config({"peers": peers(2), "chunking": {"pack_threshold": 0}}).chunking.pack_threshold
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("chunking", "transfer", "refused"),
+    [
+        ({"pack_size": "1MiB"}, {}, None),
+        ({"pack_size": MiB - 1}, {}, "between 1MiB and 256MiB"),
+        ({"pack_size": "256MiB"}, {"max_inflight_bytes": "512MiB"}, None),
+        ({"pack_size": 256 * MiB + 1}, {"max_inflight_bytes": "1GiB"}, "between 1MiB and 256MiB"),
+        ({"pack_size": "x"}, {}, "expected a size"),
+        ({"pack_threshold": 16 * MiB - 1}, {}, None),
+        ({"pack_threshold": "16MiB"}, {}, "not less than chunking.pack_size"),
+        ({"pack_threshold": "2MiB", "pack_size": "2MiB"}, {}, "not less than chunking.pack_size"),
+        ({"pack_threshold": -1}, {}, "must not be negative"),
+        ({"pack_threshold": "1.5B"}, {}, "whole number of bytes"),
+        ({"pack_flush_seconds": 0.05}, {}, None),
+        ({"pack_flush_seconds": 0.049}, {}, "greater than or equal to 0.05"),
+        ({"pack_flush_seconds": 3600}, {}, None),
+        ({"pack_flush_seconds": 3600.5}, {}, "less than or equal to 3600"),
+        ({"pack_flush_seconds": float("nan")}, {}, "finite number"),
+        ({"pack_flush_seconds": "soon"}, {}, "valid number"),
+    ],
+)
+def test_each_pack_bound(chunking, transfer, refused):
+    raw = {"peers": peers(2), "chunking": chunking, "transfer": transfer}
+    if refused is None:
+        parse_config(raw)
+        return
+    found = problems(raw)  # one problem, named by the key that is wrong
+    assert list(found) == [f"chunking.{next(iter(chunking))}"]
+    assert refused in next(iter(found.values()))
+
+
+def test_a_pack_may_take_at_most_half_the_byte_budget():
+    """Chunks keep flowing while a pack fills: the error names both keys and what to set."""
+    half = parse_config(
+        {
+            "peers": peers(2),
+            "chunking": {"pack_size": "8MiB"},
+            "transfer": {"max_inflight_bytes": "16MiB"},
+        }
+    )
+    assert half.chunking.pack_size == 8 * MiB
+    found = problems(
+        {
+            "peers": peers(2),
+            "chunking": {"pack_size": "8MiB"},
+            "transfer": {"max_inflight_bytes": 16 * MiB - 2},
+        }
+    )
+    assert set(found) == {"chunking.pack_size"}
+    assert "transfer.max_inflight_bytes" in found["chunking.pack_size"]
+    assert f"at most {8 * MiB - 1}" in found["chunking.pack_size"]
+    assert f"at least {16 * MiB}" in found["chunking.pack_size"]
+    found = problems({"peers": peers(2), "chunking": {"pack_size": "64MiB"}})  # default budget
+    assert "more than half of transfer.max_inflight_bytes" in found["chunking.pack_size"]
+    # Packing off: the pack size does not matter.
+    off = parse_config({"peers": peers(2), "chunking": {"pack_threshold": 0, "pack_size": "64MiB"}})
+    assert off.chunking.pack_size == 64 * MiB
+
+
+def test_the_default_pack_size_fits_a_small_byte_budget():
+    """A budget that validated before packs existed still does: the default pack shrinks to
+    half of it, and under 2MiB (no pack fits) packing is off unless asked for."""
+    small = {"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"}
+    for budget, size in (
+        ("32MiB", 16 * MiB),
+        ("8MiB", 4 * MiB),
+        ("2MiB", MiB),
+        ("64GiB", 16 * MiB),
+    ):
+        raw = {"peers": peers(2), "chunking": small, "transfer": {"max_inflight_bytes": budget}}
+        c = parse_config(raw).chunking
+        assert (c.pack_size, c.pack_threshold) == (size, 512 * 1024), budget
+    raw = {"peers": peers(2), "chunking": small, "transfer": {"max_inflight_bytes": "1MiB"}}
+    assert parse_config(raw).chunking.pack_threshold == 0
+    found = problems(raw | {"chunking": small | {"pack_threshold": "100KiB"}})
+    assert set(found) == {"transfer.max_inflight_bytes"}
+    assert "chunking.pack_threshold: 0" in found["transfer.max_inflight_bytes"]
+    assert "at least 2097152" in found["transfer.max_inflight_bytes"]
+    # What the user sets is checked, never changed.
+    found = problems({"peers": peers(2), "chunking": {"pack_threshold": "5MiB"},
+                      "transfer": {"max_inflight_bytes": "8MiB"}})  # fmt: skip
+    assert "chunking.pack_size (4194304)" in found["chunking.pack_threshold"]
+
+
+def test_pack_problems_are_reported_with_every_other_problem():
+    found = problems(
+        {
+            "peers": peers(2),
+            "replication": {"replicas": 3},
+            "chunking": {"pack_size": "32MiB", "pack_flush_seconds": 0, "min_size": "big"},
+            "transfer": {"max_inflight_bytes": "32MiB", "segment_size": "1MiB"},
+        }
+    )
+    assert set(found) == {
+        "replication.replicas",
+        "chunking.min_size",
+        "chunking.pack_flush_seconds",
+        "chunking.pack_size",
+        "transfer.segment_size",
+    }
 
 
 def test_flow_replicas_cannot_exceed_peers():
@@ -314,6 +430,9 @@ chunking_sections = st.fixed_dictionaries(
         "max_size": size_values,
         "compression": st.sampled_from(["zstd", "zstd", "none", "lz4"]),
         "zstd_level": st.integers(1, 22) | st.integers(-3, 25),
+        "pack_threshold": size_values,
+        "pack_size": size_values | st.sampled_from([32 * MiB, 32 * MiB + 1, 256 * MiB]),
+        "pack_flush_seconds": st.floats(0, 4000) | st.sampled_from([0.05, 3600, "2"]),
     },
 )
 # Ordered triples near the accepted region, so many examples validate and run.
