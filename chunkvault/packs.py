@@ -68,6 +68,7 @@ class _Slot:
     generation: int
     offset: int
     length: int
+    again: bool  # the catalog knows it (under min_replicas): this pack is its new place
     future: Future[StoredChunk] = field(default_factory=Future)
 
 
@@ -121,10 +122,12 @@ class PackWriter:
         generation: int,
         target: int,
         minimum: int,
+        again: bool = False,
     ) -> Future[StoredChunk]:
         """Copy ``body`` (a sealed chunk) into the open pack for ``target`` replicas; the
         future completes once that pack is written (or failed). ``body`` is the caller's
-        again when this returns."""
+        again when this returns. ``again``: the catalog knows the chunk, with too few
+        replicas; once written, this pack is where it is."""
         with self._cond:
             if self._closed:
                 return _done(_failed(chunk_id, plain_size, "stopped before it was stored"))
@@ -146,7 +149,9 @@ class PackWriter:
                 timer = threading.Timer(self.flush_seconds, self._flush_stale, (pack,))
                 timer.daemon = True
                 timer.start()
-            slot = _Slot(chunk_id, plain_size, wrapped_dek, generation, len(pack.body), len(body))
+            slot = _Slot(
+                chunk_id, plain_size, wrapped_dek, generation, len(pack.body), len(body), again
+            )
             pack.body += body
             pack.slots.append(slot)
             pack.minimum = max(pack.minimum, minimum)
@@ -242,6 +247,9 @@ class PackWriter:
                 for s in pack.slots
             ]  # fmt: skip
             self.catalog.record_pack(PackRow(pack.id, len(body), sha256), rows, written)
+            for slot, row in zip(pack.slots, rows, strict=True):
+                if slot.again:  # record_pack keeps a known chunk's row: move it here
+                    self.catalog.record_chunk(row, written)
             if self.on_pack is not None:
                 self.on_pack(pack.id, len(body), written)
         ok = len(written) >= pack.minimum

@@ -84,7 +84,11 @@ class ChunkReader:
         self._warnings = WarnOnce(log)
         self.chooser = ReplicaChooser()
 
-    def _order(self, where: _Where) -> list[PlacedPeer]:
+    def _order(self, chunk_id: str) -> list[PlacedPeer]:
+        """The replicas of a chunk object, best first."""
+        return self._order_for(self._where(chunk_id, None))
+
+    def _order_for(self, where: _Where) -> list[PlacedPeer]:
         if self.catalog is None:
             holders: set[str] = set()
         elif where.offset is None:
@@ -172,7 +176,7 @@ class ChunkReader:
         where: _Where,
         problems: list[str],
     ) -> memoryview | None:
-        for placed in self._order(where):
+        for placed in self._order_for(where):
             peer = placed.peer
             started = time.monotonic()
             try:

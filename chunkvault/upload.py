@@ -194,7 +194,7 @@ class UploadService:
             if packed and self.packs is not None:
                 return self.packs.add(
                     chunk_id, size, sealed.body, sealed.wrapped_dek, sealed.generation,
-                    target, minimum,
+                    target, minimum, again=known is not None,
                 )  # fmt: skip
             written, errors = self._write_replicas(
                 chunk_key(self.vault_id, chunk_id), chunk_id, sealed.body,

@@ -77,7 +77,9 @@ def objects(config: Path) -> dict[str, dict[str, tuple[bytes, dict[str, str]]]]:
 
 
 def data_objects(config: Path) -> set[str]:
-    return {k for held in objects(config).values() for k in held if "/chunks/" in k or "/packs/" in k}
+    return {
+        k for held in objects(config).values() for k in held if "/chunks/" in k or "/packs/" in k
+    }
 
 
 @pytest.fixture

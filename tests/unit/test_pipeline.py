@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import Future
 from typing import Any
 
 from chunkvault.crypto.envelope import PLAIN_OFFSET
-from chunkvault.pipeline import ChunkPipeline, FileBatch
+from chunkvault.pipeline import IDLE_FLUSH_SECONDS, ChunkPipeline, FileBatch
 from chunkvault.stored import StoredChunk
 
 
@@ -18,6 +20,15 @@ class SlowService:
         self.lock = threading.Lock()
         self.now = 0
         self.most = 0
+        self.flushes = 0
+
+    def start_in_place(self, buf: bytearray, size: int, **kw: Any) -> Future[StoredChunk]:
+        done: Future[StoredChunk] = Future()
+        done.set_result(self.store_in_place(buf, size, **kw))
+        return done
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def store_in_place(self, buf: bytearray, size: int, **_: Any) -> StoredChunk:
         data = bytes(buf[PLAIN_OFFSET : PLAIN_OFFSET + size])
@@ -131,3 +142,32 @@ def test_close_settles_queued_chunks_as_failed() -> None:
     assert event.wait(5)
     reasons = [s.reason for s in done[0]]
     assert reasons.count("stopped before it was stored") == 2
+
+
+def test_open_packs_are_written_once_nothing_is_read_or_queued_for_a_moment() -> None:
+    """Small chunks wait in open packs; once no file is being read and no chunk waits to
+    be sealed, the pipeline asks for them to be written (after a short quiet spell, not
+    between two files of a push)."""
+    service = SlowService()
+    service.gate.set()
+    pipeline = ChunkPipeline(service, 100_000, workers=2, max_chunk=64)  # type: ignore[arg-type]
+    try:
+        pipeline.reading()
+        batch = FileBatch()
+        done, event, on_done = collect()
+        store(pipeline, batch, b"aaaa")
+        batch.finish(on_done)
+        assert event.wait(5)
+        time.sleep(IDLE_FLUSH_SECONDS * 4)
+        assert service.flushes == 0  # a file is still being read: more may join the pack
+        pipeline.read_done()
+        pipeline.reading()  # the next file starts within the quiet spell: still no flush
+        time.sleep(IDLE_FLUSH_SECONDS * 4)
+        assert service.flushes == 0
+        pipeline.read_done()
+        deadline = time.monotonic() + 5
+        while service.flushes == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.flushes == 1
+    finally:
+        pipeline.close()

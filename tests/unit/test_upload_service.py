@@ -38,6 +38,8 @@ class Rig:
                 "vault": {"id": "t", "state_dir": str(tmp / "state")},
                 "replication": {"replicas": replicas, "min_replicas": min_replicas},
                 "transfer": {"retries": 0, "down_after_failures": 1, "down_seconds": down_seconds},
+                # Chunk objects: small chunks in packs are tests/unit/test_packs.py's.
+                "chunking": {"pack_threshold": 0},
                 "peers": [{"name": f"m{i}", "path": str(tmp / f"m{i}")} for i in range(n)],
             }
         )
