@@ -154,7 +154,7 @@ def test_open_packs_are_written_once_nothing_is_read_or_queued_for_a_moment() ->
     try:
         pipeline.reading()
         batch = FileBatch()
-        done, event, on_done = collect()
+        _done, event, on_done = collect()
         store(pipeline, batch, b"aaaa")
         batch.finish(on_done)
         assert event.wait(5)
