@@ -127,6 +127,65 @@ class ChunkReader:
         deks, _, places = self._known(chunk_id, wrapped_deks, packed)
         return self._read(chunk_id, deks, view, limit, places)
 
+    def read_span_into(self, pack_id: str, view: memoryview, offset: int, length: int) -> str:
+        """Bytes ``[offset, offset + length)`` of a pack into ``view`` from its best replica
+        (restore reads the bodies of many small chunks with one request); the peer that
+        served them. Open each body with :meth:`open_in_span`. Raises only
+        :class:`ChunkUnavailable`."""
+        where = self._where(pack_id, (pack_id, offset, length))
+        problems: list[str] = []
+        for placed in self._order_for(where):
+            peer = placed.peer
+            started = time.monotonic()
+            try:
+                with self.chooser.reading(peer.name):
+                    where.get(peer, view, length)
+            except NotFound:
+                continue
+            except PeerError as exc:
+                if isinstance(exc, MalformedReply):
+                    self._warnings.warn(
+                        peer.name, "malformed chunks", "peer %s: %s", peer.name, exc.message
+                    )
+                problems.append(f"{peer.name}: {exc.message}")
+                self.chooser.failed(peer.name)
+                continue
+            self.chooser.succeeded(peer.name, time.monotonic() - started)
+            return peer.name
+        raise ChunkUnavailable(
+            f"pack {pack_id[:16]}: no readable replica"
+            + (f" ({'; '.join(problems)})" if problems else " (not found on any peer)"),
+            UNAVAILABLE_HINT,
+        )
+
+    def open_in_span(
+        self, chunk_id: str, body: memoryview, wrapped_deks: Sequence[bytes], plain_size: int,
+        peer: str,
+    ) -> memoryview | None:  # fmt: skip
+        """Open one chunk's body read by :meth:`read_span_into` from ``peer``, in place; its
+        verified plaintext, or None if that copy is damaged (warned once per peer; read
+        the chunk alone with :meth:`read_into`, which tries the other replicas)."""
+        deks, _, _ = self._known(chunk_id, wrapped_deks, None)
+        error: Exception | None = None
+        for wrapped in dict.fromkeys(deks):
+            try:
+                dek = unwrap_dek(self.keys, chunk_id, wrapped)
+            except EnvelopeError as exc:  # not this chunk's key: the body is untouched
+                error = exc
+                continue
+            try:
+                return open_chunk_into(
+                    self.keys, chunk_id, body, dek, sealed_size_limit(plain_size)
+                )
+            except EnvelopeError as exc:  # spent in place: only a new read can try again
+                error = exc
+                break
+        self._warnings.warn(
+            peer, "damaged chunks", "chunk %s on %s is damaged: %s", chunk_id[:12], peer, error
+        )
+        self.chooser.failed(peer)
+        return None
+
     def _known(
         self, chunk_id: str, wrapped_deks: Sequence[bytes], packed: tuple[str, int, int] | None
     ) -> tuple[list[bytes], int | None, list[_Where]]:

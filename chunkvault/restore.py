@@ -36,6 +36,7 @@ from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import SymlinkInPath, open_dir
 from chunkvault.manifest import Manifest
 from chunkvault.restore_plan import Fetch, plan_fetches
+from chunkvault.restore_spans import Span, plan_spans
 from chunkvault.restore_target import (
     IDENTICAL,
     OVERWRITE_CHOICES,
@@ -49,6 +50,8 @@ __all__ = ["OVERWRITE_CHOICES", "Overwrite", "RestoreReport", "Restorer", "selec
 
 log = logging.getLogger(__name__)
 _FLAGS = glob.GLOBSTAR | glob.DOTGLOB
+#: Unwanted bytes a span read may include between two wanted bodies (restore_spans).
+SPAN_GAP = 256 * 1024
 
 
 @dataclass
@@ -129,8 +132,9 @@ class Restorer:
         # API's) get a buffer of their own.
         self.buffers = BufferPool(sealed_size_limit(vault.config.chunking.largest_chunk))
         # Each file in flight holds two fds (its directory and its temp file): enough files
-        # to keep every worker busy with small ones, far below any fd limit.
-        self.max_open_files = max(16, 4 * self.workers)
+        # to keep every worker busy with small ones and to read the packed chunks of half
+        # of them with a few span reads, far below any fd limit.
+        self.max_open_files = max(32, 8 * self.workers)
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="restore")
         # Manifests are read ahead of the files being scheduled, a few at once: one at a
         # time, each a round trip, they kept the chunk workers waiting on small files.
@@ -165,6 +169,7 @@ class Restorer:
                 self._start(run, index, version, manifest, target_fd)
                 if run.fatal is not None:
                     break
+            self._read_spans(run)
         except BaseException:
             run.cancelled = True  # workers still queued skip their fetch
             raise
@@ -180,10 +185,17 @@ class Restorer:
     def _read_ahead(
         self, versions: Sequence[VersionRow]
     ) -> Generator[tuple[int, VersionRow, Future[Manifest]], None, None]:
-        """Each version with its manifest being read, ``manifest_read_ahead`` ahead."""
+        """Each version with its manifest being read, ``manifest_read_ahead`` ahead, in the
+        order they were committed (batch, then time): the order their small chunks were
+        packed in, so the packed chunks of the files open at once sit next to each other
+        and few span reads fetch them (see :meth:`_read_spans`)."""
         window: deque[tuple[int, VersionRow, Future[Manifest]]] = deque()
+        order = sorted(
+            range(len(versions)), key=lambda i: (versions[i].batch or "", versions[i].created_ns)
+        )
         try:
-            for index, version in enumerate(versions):
+            for index in order:
+                version = versions[index]
                 read = self._manifest_pool.submit(self.vault.read_version, version)
                 window.append((index, version, read))
                 if len(window) > self.manifest_read_ahead:
@@ -202,7 +214,13 @@ class Restorer:
         reading: Future[Manifest],
         target_fd: int,
     ) -> None:
-        """Open one file and queue its fetches (waiting for room in the byte budget)."""
+        """Open one file and queue its fetches (waiting for room in the byte budget).
+        Packed chunks are collected instead (see :meth:`_read_spans`): read once no more
+        files can be opened, or at the end."""
+        if len(run.collected) >= self.max_open_files // 2:
+            # Half the open files wait for packed chunks: read them now (the other half
+            # is being fetched, and frees its slots as it finishes).
+            self._read_spans(run)
         run.open_slots.acquire()
         try:
             manifest = reading.result()
@@ -231,6 +249,12 @@ class Restorer:
                 if job.piece_done():
                     self._settle(run, index, job)
                 continue
+            if fetch.pack is not None:
+                run.packed.setdefault(fetch.pack, []).append(
+                    (fetch.pack_offset, fetch.length, _Wanted(index, job, fetch))
+                )
+                run.collected.add(job)
+                continue
             charge = self.buffers.capacity(sealed_size_limit(fetch.size))
             self.budget.acquire(charge)  # a chunk over the whole budget waits to go alone
             run.submitted()
@@ -238,6 +262,89 @@ class Restorer:
                 self._pool.submit(self._fetch, run, index, job, fetch, charge)
             except BaseException:
                 self.budget.release(charge)
+                run.done()
+                raise
+
+    def _read_spans(self, run: _Run) -> None:
+        """Queue one read per span of the packed chunks collected so far (restore_spans):
+        the bodies of many small files' chunks with one ranged GET each."""
+        packed, run.packed = run.packed, {}
+        run.collected = set()
+        for pack, wanted in packed.items():
+            for span in plan_spans(pack, wanted, self.buffers.slab_size, SPAN_GAP):
+                charge = self.buffers.capacity(span.length)
+                self.budget.acquire(charge)
+                run.submitted()
+                try:
+                    self._pool.submit(self._fetch_span, run, span, charge)
+                except BaseException:
+                    self.budget.release(charge)
+                    run.done()
+                    raise
+
+    def _fetch_span(self, run: _Run, span: Span[_Wanted], charge: int) -> None:
+        """Worker: read a span of a pack, open each body in place and write it to every
+        file that wants it; a body that does not open (a damaged copy) or a span no peer
+        serves is read chunk by chunk instead, from the other replicas."""
+        slab = self.buffers.take(span.length)
+        alone: list[_Wanted] = []
+        try:
+            view = memoryview(slab)[: span.length]
+            try:
+                peer = self.vault.reader.read_span_into(span.pack, view, span.offset, span.length)
+            except ChunkvaultError:
+                peer = None
+            for body in span.bodies:
+                live = [w for w in body.wanted_by if w.job.error is None and not run.cancelled]
+                if not live:
+                    continue
+                if peer is None:
+                    alone += live
+                    continue
+                at = body.offset - span.offset
+                first = live[0].fetch
+                data = self.vault.reader.open_in_span(
+                    first.chunk_id, view[at : at + body.length], [first.wrapped_dek],
+                    first.size, peer,
+                )  # fmt: skip
+                if data is None or len(data) != first.size:
+                    alone += live
+                    continue
+                with data:
+                    for wanted in live:
+                        try:
+                            wanted.job.write(data, wanted.fetch.offsets)
+                        except OSError as exc:
+                            wanted.job.fail(exc)
+                        if self.progress:
+                            self.progress(len(data) * len(wanted.fetch.offsets))
+            del view
+            for wanted in alone:
+                try:
+                    self._fetch_into_place(wanted.job, wanted.fetch)
+                except (ChunkvaultError, OSError) as exc:
+                    wanted.job.fail(exc)
+        except BaseException as exc:  # a bug: fail these files, stop queueing, report it
+            for body in span.bodies:
+                for wanted in body.wanted_by:
+                    wanted.job.fail(ChunkvaultError(f"internal error: {exc!r}"))
+            run.fatal = run.fatal or exc
+        finally:
+            self.buffers.give(slab)
+            self.budget.release(charge)
+            try:
+                for body in span.bodies:
+                    for wanted in body.wanted_by:
+                        self._piece_done(run, wanted.index, wanted.job)
+            finally:
+                run.done()
+
+    def _piece_done(self, run: _Run, index: int, job: TargetFile) -> None:
+        if job.piece_done():
+            run.submitted()
+            try:
+                self._finisher.submit(self._settle_counted, run, index, job)
+            except BaseException:
                 run.done()
                 raise
 
@@ -255,13 +362,7 @@ class Restorer:
         finally:
             self.budget.release(charge)
             try:
-                if job.piece_done():
-                    run.submitted()
-                    try:
-                        self._finisher.submit(self._settle_counted, run, index, job)
-                    except BaseException:
-                        run.done()
-                        raise
+                self._piece_done(run, index, job)
             finally:
                 run.done()
 
@@ -310,6 +411,15 @@ class Restorer:
             run.untrack(job)
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """A packed chunk a file in flight waits for."""
+
+    index: int
+    job: TargetFile
+    fetch: Fetch
+
+
 class _Run:
     """The shared state of one :meth:`Restorer.restore` call, between the scheduling
     thread and the workers."""
@@ -319,6 +429,9 @@ class _Run:
         self.open_slots = threading.BoundedSemaphore(max_open_files)
         self.cancelled = False
         self.fatal: BaseException | None = None
+        # pack id -> packed chunks collected for span reads (scheduling thread only)
+        self.packed: dict[str, list[tuple[int, int, _Wanted]]] = {}
+        self.collected: set[TargetFile] = set()  # the files those are for
         self._cond = threading.Condition()
         self._pending = 0
         self._open: set[TargetFile] = set()

@@ -17,11 +17,13 @@ import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from support.cli import CLI, init_vault, run_cli
+from support.hostile_proxy import Forward, Reply, Request
 from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
@@ -230,3 +232,37 @@ def test_push_killed_mid_run_and_rerun_loses_nothing(
     again = run_cli(config, "restore", "--to", str(fresh), env=PW, timeout=600)
     assert again.returncode == 0, again.stderr
     assert digest(fresh) == digest(inbox)
+
+
+def test_restoring_many_small_files_reads_packs_in_spans_not_chunk_by_chunk(
+    tmp_path: Path, moto_peers, hostile_proxy_factory
+) -> None:
+    """300 small files whose chunks sit in one or two packs: the restore reads them with a
+    handful of ranged GETs (one per span of adjacent bodies), not one per chunk."""
+    gets: list[str] = []
+    lock = threading.Lock()
+
+    def count(request: Request, forward: Forward) -> Reply | None:
+        if request.method == "GET" and "/packs/" in request.path:
+            with lock:
+                gets.append(request.headers.get("Range", ""))
+        return None
+
+    proxies = []
+    for server in moto_peers.servers[:3]:
+        proxy = hostile_proxy_factory(server.endpoint)
+        proxy.add(count)
+        proxies.append(proxy)
+    config, inbox = init_vault(
+        tmp_path, [p.endpoint for p in proxies], unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 2},
+    )  # fmt: skip
+    small_tree(inbox, 300, seed=5)
+    assert run_cli(config, "push", env=PW).returncode == 0
+    gets.clear()
+    out = tmp_path / "out"
+    restored = run_cli(config, "restore", "--to", str(out), env=PW)
+    assert restored.returncode == 0, restored.stderr
+    assert digest(out) == digest(inbox)
+    assert all(r.startswith("bytes=") for r in gets)  # ranged, never a whole pack
+    assert 1 <= len(gets) <= 30, len(gets)
