@@ -32,14 +32,17 @@ from support.peak_rss import run_cli_measured
 from chunkvault.backends.base import NotFound
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
+from chunkvault.journal import JournalStore
 from chunkvault.keystore import KeyStore
-from chunkvault.layout import chunk_key
-from chunkvault.manifest import ManifestStore, parse_manifest_name
+from chunkvault.layout import chunk_key, pack_key
+from chunkvault.manifest import Manifest, ManifestStore, parse_manifest_name
 from chunkvault.peerset import place
 
 PW = {"CHUNKVAULT_PASSPHRASE": "pipeline test passphrase"}
 MiB = 1024 * 1024
 SMALL_CHUNKS = {"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"}
+# Every chunk its own object (what the tests below count): packs are test_packs.py's.
+OBJECT_CHUNKS = {**SMALL_CHUNKS, "pack_threshold": 0}
 
 
 class PutRecorder:
@@ -54,6 +57,7 @@ class PutRecorder:
         self.most_chunks_at_once = 0
         self.chunk_puts = 0
         self.manifest_puts = 0
+        self.pack_puts = 0
         self.hold_after: Callable[[str, int], bool] | None = None  # (kind, count) -> hold?
         self.holding = threading.Event()
         self.release = threading.Event()
@@ -61,9 +65,12 @@ class PutRecorder:
     def __call__(self, request: Request, forward: Forward) -> Reply | None:
         if request.method != "PUT" or not request.key:
             return None
-        kind = "chunk" if "/chunks/" in request.key else "manifest" if "/manifests/" in (
-            request.key
-        ) else "other"  # fmt: skip
+        kind = (
+            "chunk" if "/chunks/" in request.key
+            else "pack" if "/packs/" in request.key
+            else "manifest" if "/manifests/" in request.key  # manifest batches too
+            else "other"
+        )  # fmt: skip
         with self.lock:
             if kind == "chunk":
                 self.chunk_puts += 1
@@ -73,6 +80,9 @@ class PutRecorder:
             elif kind == "manifest":
                 self.manifest_puts += 1
                 count = self.manifest_puts
+            elif kind == "pack":
+                self.pack_puts += 1
+                count = self.pack_puts
             else:
                 count = 0
         try:
@@ -128,7 +138,7 @@ def test_chunks_of_many_files_are_in_flight_at_once(
     recorder = PutRecorder(delay=0.3)
     config, inbox = proxied_vault(
         tmp_path, moto_peers, hostile_proxy_factory, recorder, count=1,
-        replication={"replicas": 1, "min_replicas": 1}, chunking=SMALL_CHUNKS,
+        replication={"replicas": 1, "min_replicas": 1}, chunking=OBJECT_CHUNKS,
     )  # fmt: skip
     files = write_files(inbox, {f"f{i:02d}.bin": 20_000 + i for i in range(12)})
     result = run_cli(config, "push", env=PW)
@@ -168,7 +178,7 @@ def test_byte_budget_bounds_memory_not_the_file_size(tmp_path: Path, moto_peers)
 def push_killed_when(config: Path, recorder: PutRecorder, hold: Callable[[str, int], bool]) -> None:
     """Start `chunkvault push`, SIGKILL it while a PUT chosen by ``hold`` is stored
     upstream but not yet answered, and reap it."""
-    recorder.chunk_puts = recorder.manifest_puts = 0
+    recorder.chunk_puts = recorder.manifest_puts = recorder.pack_puts = 0
     recorder.holding.clear()
     recorder.release.clear()
     recorder.hold_after = hold
@@ -196,27 +206,41 @@ def pending_commits(tmp_path: Path) -> int:
 
 
 def vault_on_peers(config: Path) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """(file path -> its manifest names, chunk id -> replicas) as the peers hold them."""
+    """(file path -> its version names, chunk id -> replicas of its object or its pack) as
+    the peers hold them."""
     cfg = load_config(config)
     peers = build_peers(cfg)
     try:
         keys = KeyStore(cfg.vault.state_dir, cfg.vault.id, peers).open(PW[
             "CHUNKVAULT_PASSPHRASE"
         ]).keys  # fmt: skip
-        store = ManifestStore(cfg.vault.id, keys, place(cfg, peers), 2, 2)
-        versions: dict[str, list[str]] = {}
-        replicas: dict[str, int] = {}
+        placed = place(cfg, peers)
+        manifests: list[Manifest] = []
+        names: list[str] = []
+        store = ManifestStore(cfg.vault.id, keys, placed, 2, 2)
         for name, _holders in store.names():
             assert parse_manifest_name(cfg.vault.id, name) is not None
-            manifest = store.read(name)
+            manifests.append(store.read(name))
+            names.append(name)
+        journal = JournalStore(cfg.vault.id, keys, placed, 2, 2)
+        for batch, _holders in journal.names():
+            for entry in journal.read(batch):
+                manifests.append(entry.manifest)
+                names.append(entry.name)
+        versions: dict[str, list[str]] = {}
+        replicas: dict[str, int] = {}
+        for name, manifest in zip(names, manifests, strict=True):
             versions.setdefault(manifest.path, []).append(name)
             for ref in manifest.chunks:
                 if ref.id in replicas:
                     continue
+                key = pack_key(cfg.vault.id, ref.pack) if ref.pack else chunk_key(
+                    cfg.vault.id, ref.id
+                )  # fmt: skip
                 held = 0
                 for peer in peers:
                     try:
-                        peer.stat(chunk_key(cfg.vault.id, ref.id))
+                        peer.stat(key)
                         held += 1
                     except NotFound:
                         pass
@@ -242,13 +266,14 @@ def test_push_killed_mid_pipeline_and_rerun_stores_every_file_once(
     sizes |= {"big/b.bin": 5 * MiB, "empty.txt": 0}
     files = write_files(inbox, sizes)
 
-    # Killed while: a chunk is stored on a peer but not yet recorded; many chunks later;
-    # a manifest is stored on one peer but not yet in the catalog (the window where a
-    # rerun would write a second version of the same file).
+    # Killed while: a chunk object is stored on a peer but not yet recorded; a pack of
+    # small chunks likewise; a manifest batch is stored on one peer but
+    # not yet in the catalog (the window where a rerun would write a second version of
+    # the same files); and on both peers, still not in the catalog.
     push_killed_when(config, recorder, lambda kind, n: kind == "chunk" and n == 2)
-    push_killed_when(config, recorder, lambda kind, n: kind == "chunk" and n == 12)
+    push_killed_when(config, recorder, lambda kind, n: kind == "pack" and n == 1)
     push_killed_when(config, recorder, lambda kind, n: kind == "manifest" and n == 1)
-    push_killed_when(config, recorder, lambda kind, n: kind == "manifest" and n == 6)
+    push_killed_when(config, recorder, lambda kind, n: kind == "manifest" and n == 2)
     # The cut-short commit is pending; a reader (ls, no writer lock) leaves it alone, as
     # it could be a commit in flight; the next push completes it.
     assert pending_commits(tmp_path) >= 1
@@ -297,7 +322,7 @@ def test_a_chunk_that_cannot_be_stored_fails_only_its_file(
         proxies.append(proxy)
     config, inbox = init_vault(
         tmp_path, [p.endpoint for p in proxies], unique_bucket(), PW,
-        chunking=SMALL_CHUNKS, transfer={"retries": 0},
+        chunking=OBJECT_CHUNKS, transfer={"retries": 0},
     )  # fmt: skip
     write_files(inbox, {f"ok{i}.txt": 5_000 + i for i in range(6)} | {"big.bin": 600_000})
     result = run_cli(config, "push", env=PW)
