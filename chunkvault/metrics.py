@@ -38,6 +38,8 @@ class AgentMetrics:
         depth.set_function(agent.jobs.depth)
         in_flight = Gauge("chunkvault_in_flight", "Files being processed now", registry=registry)
         in_flight.set_function(lambda: agent.stats.in_flight)
+        packs = Gauge("chunkvault_packs", "Pack objects the vault holds", registry=registry)
+        packs.set_function(agent.vault.catalog.pack_count)
         up = Gauge("chunkvault_peer_up", "1 if the peer is up", ["peer"], registry=registry)
         for placed in agent.vault.peers:
             up.labels(placed.name).set_function(lambda p=placed.peer: float(p.is_up))

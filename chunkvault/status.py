@@ -72,6 +72,7 @@ def vault_status(
         extra={
             "vault": vault.config.vault.id,
             "chunks": catalog.chunk_count(),
+            "packs": catalog.pack_count(),  # objects holding small chunks (some of `chunks`)
             "files": sum(1 for v in catalog.latest_all() if not v.deleted),
             "replicas_target": target,
             "pending": pending,

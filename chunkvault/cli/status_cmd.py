@@ -18,7 +18,7 @@ from chunkvault.names import json_fields, show
 @passphrase_option
 @pass_cli
 def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None:
-    """Peers (probed now), files, chunks, under-replicated chunks."""
+    """Peers (probed now), files, chunks, packs, under-replicated chunks."""
     from chunkvault.rollback import missing_latest
     from chunkvault.status import vault_status
 
@@ -37,6 +37,7 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
     extra = report.extra
     click.echo(
         f"vault {extra['vault']}: {extra['files']} file(s), {extra['chunks']} chunk(s), "
+        f"{extra['packs']} pack(s), "
         f"{report.under_replicated} under-replicated (target {extra['replicas_target']} "
         f"replicas), queue {report.queue_depth}"
     )

@@ -12,6 +12,8 @@ import yaml
 from support.cli import init_vault, run_cli
 from support.moto_peers import unique_bucket
 
+from chunkvault.catalog import Catalog, ChunkRow, PackRow
+
 PW = {"CHUNKVAULT_PASSPHRASE": "status passphrase"}
 
 
@@ -80,3 +82,25 @@ def test_a_peer_without_its_bucket_is_not_up_anywhere(tmp_path, moto_peers):
         assert [p["up"] for p in rows] == [True, True, False], rows
         assert "peers init" in rows[2]["error"]
     assert after["under_replicated"] == held["p2"]
+
+
+def test_status_counts_the_packs_the_catalog_records(tmp_path, moto_peers):
+    config = stored_vault(tmp_path, moto_peers.endpoints, files=3)
+    before = status_json(config)
+    packs, chunks = before["extra"]["packs"], before["extra"]["chunks"]
+    held = {p["name"]: p["chunks"] for p in before["peers"]}
+    catalog = Catalog(tmp_path / "state" / "catalog.db")
+    small = [ChunkRow(f"{i:064x}", 100, 140, b"\x01" * 60, 1, "", None, i * 140) for i in (1, 2)]
+    catalog.record_pack(PackRow("ab" * 32, 285, "00" * 32), small, ["p0", "p2"])
+    catalog.close()
+
+    after = status_json(config)
+    assert after["extra"]["packs"] == packs + 1
+    assert after["extra"]["chunks"] == chunks + 2
+    assert after["under_replicated"] == before["under_replicated"]  # both on R=2 peers
+    assert {p["name"]: p["chunks"] for p in after["peers"]} == {
+        "p0": held["p0"] + 2, "p1": held["p1"], "p2": held["p2"] + 2
+    }  # fmt: skip
+    table = run_cli(config, "status", env=PW)
+    assert table.returncode == 0, table.stderr
+    assert f"{chunks + 2} chunk(s), {packs + 1} pack(s)" in table.stdout
