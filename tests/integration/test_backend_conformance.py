@@ -353,6 +353,83 @@ def test_get_into_refuses_a_buffer_it_cannot_fill_before_io(fresh_peer: Peer, bu
         wrap_peer(fresh_peer, TRANSFER).get_into("v/chunks/ab/x", buf, 1000)
 
 
+RANGE_BODY = 1000
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(0, 100), (5, 1), (437, 200), (900, 100), (999, 1), (0, RANGE_BODY), (0, 1)],
+    ids=["start", "length-1-inside", "middle", "end", "last-byte", "whole", "first-byte"],
+)
+def test_get_range_into_reads_exactly_the_range(peer: Peer, offset: int, length: int) -> None:
+    body = payload(RANGE_BODY, seed=5)
+    peer.put("v/packs/ab/pack", body)
+    slab = bytearray(b"\x5a" * (length + 300))
+    view = memoryview(slab)[100:]  # a view into a reused slab, as restore passes
+    assert peer.get_range_into("v/packs/ab/pack", view, offset, length) is None
+    assert slab[100 : 100 + length] == body[offset : offset + length]
+    assert slab[:100] == b"\x5a" * 100 and slab[100 + length :] == b"\x5a" * 200
+
+
+def test_get_range_into_reads_a_range_larger_than_a_read_piece(peer: Peer) -> None:
+    body = payload(3 * MiB + 11, seed=6)
+    peer.put("v/packs/cd/pack", body)
+    offset, length = MiB - 3, 2 * MiB + 5  # several of S3's 256 KiB read pieces
+    buf = bytearray(b"\x5a" * (length + 10))
+    peer.get_range_into("v/packs/cd/pack", memoryview(buf), offset, length)
+    assert buf[:length] == body[offset : offset + length] and buf[length:] == b"\x5a" * 10
+
+
+@pytest.mark.parametrize(
+    ("size", "offset", "length"),
+    [(RANGE_BODY, 990, 11), (RANGE_BODY, 0, RANGE_BODY + 1), (RANGE_BODY, RANGE_BODY, 1),
+     (RANGE_BODY, 5000, 10), (0, 0, 1)],
+    ids=["overlaps-the-end", "one-past-whole", "starts-at-the-end", "far-past", "empty-object"],
+)  # fmt: skip
+def test_get_range_into_past_the_end_is_malformed(
+    peer: Peer, size: int, offset: int, length: int
+) -> None:
+    """Restore asks for bytes it wrote: an object that ends before them is a truncated copy
+    (or not ours), the peer's error, not a short read to accept."""
+    peer.put("v/packs/ab/short", payload(size, seed=5))
+    buf = bytearray(b"\x5a" * (length + 50))
+    with pytest.raises(MalformedReply, match="ends before the range") as err:
+        peer.get_range_into("v/packs/ab/short", memoryview(buf), offset, length)
+    assert err.value.peer == peer.name
+    assert buf[length:] == b"\x5a" * 50
+    # Not retried by the stack (asking again cannot lengthen the object), and an answer.
+    sleeps: list[float] = []
+    stacked = wrap_peer(peer, TransferConfig(retries=3), sleep=sleeps.append)
+    with pytest.raises(MalformedReply):
+        stacked.get_range_into("v/packs/ab/short", memoryview(buf), offset, length)
+    assert sleeps == [] and stacked.is_up
+
+
+def test_get_range_into_of_a_missing_object_is_not_found(peer: Peer) -> None:
+    with pytest.raises(NotFound) as err:
+        peer.get_range_into("v/packs/ab/none", memoryview(bytearray(10)), 0, 10)
+    assert err.value.peer == peer.name
+    assert not isinstance(err.value, MalformedReply)
+
+
+@pytest.mark.parametrize(
+    ("buf", "offset", "length"),
+    [(bytearray(99), 0, 100), (bytearray(100), -1, 10), (bytearray(100), 0, 0),
+     (bytearray(100), 0, -5), (bytes(100), 0, 10), (memoryview(bytearray(400))[::2], 0, 10),
+     (bytearray(100), 1.5, 10), (bytearray(100), 0, True), (bytearray(100), None, 10)],
+    ids=["smaller-than-length", "negative-offset", "zero-length", "negative-length",
+         "read-only", "not-contiguous", "float-offset", "bool-length", "no-offset"],
+)  # fmt: skip
+def test_get_range_into_refuses_bad_arguments_before_io(
+    fresh_peer: Peer, buf: Any, offset: Any, length: Any
+) -> None:
+    with pytest.raises(ValueError):
+        fresh_peer.get_range_into("v/packs/ab/x", buf, offset, length)
+    with pytest.raises(ValueError):
+        wrap_peer(fresh_peer, TRANSFER).get_range_into("v/packs/ab/x", buf, offset, length)
+    _assert_no_io(fresh_peer)
+
+
 def test_delete(peer: Peer) -> None:
     peer.put("v/chunks/ab/gone", b"x", {"a": "b"})
     peer.put("v/chunks/ab/kept", b"y")
@@ -423,6 +500,7 @@ def test_invalid_keys_are_rejected_before_io(fresh_peer: Peer, key: str) -> None
         lambda: fresh_peer.put(key, b"x"),
         lambda: fresh_peer.get(key),
         lambda: fresh_peer.get(key, max_size=10),
+        lambda: fresh_peer.get_range_into(key, memoryview(bytearray(10)), 0, 10),
         lambda: fresh_peer.stat(key),
         lambda: fresh_peer.delete(key),
         lambda: fresh_peer.replace_metadata(key, {}),
@@ -483,6 +561,7 @@ def test_s3_missing_bucket_is_permanent(moto_peers: MotoPeers) -> None:
         lambda: peer.put("a/b", b"x"),
         lambda: peer.put("a/b", payload(SEGMENT + 1)),
         lambda: peer.get("a/b"),
+        lambda: peer.get_range_into("a/b", memoryview(bytearray(4)), 0, 4),
         lambda: peer.stat("a/b"),  # HEAD says a bare 404 for bucket and key alike
         lambda: list(peer.list("a/")),
         lambda: peer.delete("a/b"),
@@ -545,6 +624,7 @@ def test_s3_dead_peer_is_transient_and_fast(moto_peer_factory: Callable[[], Moto
     server.kill()
     calls: list[Callable[[], object]] = [
         lambda: peer.get("a/b"),
+        lambda: peer.get_range_into("a/b", memoryview(bytearray(2)), 1, 2),
         lambda: peer.put("a/c", b"x"),
         lambda: peer.stat("a/b"),
         lambda: list(peer.list()),

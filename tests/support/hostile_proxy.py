@@ -12,8 +12,9 @@ turn it into a peer that lies::
 A rule is any callable ``rule(request, forward) -> Reply | None``: it answers the request
 itself (calling ``forward()`` first if it wants the real answer to start from), or returns
 None to pass it on to the next rule and finally upstream. Rules run in the order added.
-The helpers below cover bodies (:func:`replace_body`, :func:`huge_body`) and listings
-(:func:`rewrite_listing`, :func:`inject_keys`, :func:`hide_keys`, :func:`endless_listing`).
+The helpers below cover bodies (:func:`replace_body`, :func:`huge_body`), answers to ranged
+GETs (:func:`tamper_range`) and listings (:func:`rewrite_listing`, :func:`inject_keys`,
+:func:`hide_keys`, :func:`endless_listing`).
 
 Requests are path-style (``/<bucket>/<key>``), as chunkvault sends them. Large bodies are
 generated block by block while they are sent, so a test that serves gigabytes uses no
@@ -79,6 +80,20 @@ class Request:
     @property
     def is_listing(self) -> bool:
         return self.method == "GET" and not self.key and self.query.get("list-type") == "2"
+
+    @property
+    def byte_range(self) -> tuple[int, int] | None:
+        """(first, last) of a ``Range: bytes=first-last`` header, else None."""
+        match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", "").strip())
+        return (int(match[1]), int(match[2])) if match else None
+
+    def without_header(self, name: str) -> Request:
+        """The same request without header ``name``."""
+        headers = Message()
+        for key, value in self.headers.items():
+            if key.lower() != name.lower():
+                headers[key] = value
+        return Request(self.method, self.target, headers, self.body)
 
     def with_query(self, **changes: str | None) -> Request:
         """The same request with query parameters set (or removed, for None)."""
@@ -402,6 +417,58 @@ def huge_body(
         chunked=chunked,
         name=name,
     )
+
+
+def tamper_range(
+    key_pattern: str,
+    *,
+    status: int | None = None,
+    extra: int = 0,
+    content_length: int | None = None,
+    chunked: bool = False,
+    content_range: Callable[[int, int, int], str | None] | None = None,
+    whole: bool = False,
+    name: str = "tamper_range",
+) -> Rule:
+    """Answer ranged GETs (``Range: bytes=first-last``) of matching keys wrongly.
+
+    The real answer is fetched first (a 206 from moto), then: ``whole`` asks upstream
+    without the Range header instead (a server that ignores Range: 200 and the whole
+    object); ``extra`` > 0 appends that many bytes (0xee, made while sent), < 0 cuts that
+    many from the end; ``content_length`` lies about the length (default: honest);
+    ``chunked`` sends none; ``content_range(first, last, total)`` gives the Content-Range
+    header (None: no header); ``status`` replaces the status. Other requests pass on.
+    """
+    pattern = re.compile(key_pattern)
+
+    def rule(request: Request, forward: Forward) -> Reply | None:
+        asked = request.byte_range
+        if request.method != "GET" or asked is None or not pattern.search(request.key):
+            return None
+        real = forward(request.without_header("Range") if whole else request)
+        if real.status not in (200, 206):
+            return real
+        assert isinstance(real.body, bytes)
+        headers = real.without("Content-Length", "Content-Range")
+        told = real.header("Content-Range")
+        total = int(told.rpartition("/")[2]) if told else len(real.body)
+        header = told
+        if content_range is not None:
+            header = content_range(*asked, total)
+        if header is not None:
+            headers.append(("Content-Range", header))
+        body = real.body[: len(real.body) + extra] if extra < 0 else real.body
+        size = len(body) + max(extra, 0)
+        blocks = itertools.chain([body], lazy_bytes(extra, b"\xee")) if extra > 0 else body
+        return Reply(
+            real.status if status is None else status,
+            headers,
+            blocks,
+            content_length=size if content_length is None else content_length,
+            chunked=chunked,
+        )
+
+    return named(name, rule)
 
 
 def _tag(name: str) -> str:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from chunkvault.backends import FilesystemPeer, NotFound, PermanentError, TransientError
+from chunkvault.backends import (
+    FilesystemPeer,
+    MalformedReply,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
 from chunkvault.backends import filesystem as fs_module
 from chunkvault.backends.filesystem import classify_os_error
 
@@ -142,3 +148,42 @@ def test_disk_full_on_put(peer: FilesystemPeer, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(PermanentError, match="free space"):
         peer.put("k", b"x")
     assert files_under(peer.root) == []
+
+
+def test_ranged_read_of_a_file_truncated_while_read_is_malformed(
+    peer: FilesystemPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer.put("v/packs/p", bytes(range(256)) * 40)
+    real_preadv = os.preadv
+
+    def truncated_first(fd: int, buffers: list, offset: int) -> int:
+        os.truncate(peer.root / "v/packs/p", 3000)  # another program, after the fstat
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", truncated_first)
+    buf = bytearray(b"\x5a" * 2100)
+    with pytest.raises(MalformedReply, match="ends 1000 bytes before the end of the range"):
+        peer.get_range_into("v/packs/p", memoryview(buf), 2000, 2000)
+    assert buf[:1000] == (bytes(range(256)) * 40)[2000:3000] and buf[2000:] == b"\x5a" * 100
+
+
+def test_ranged_read_io_errors_are_classified(
+    peer: FilesystemPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer.put("v/packs/p", b"x" * 100)
+
+    def eio(fd: int, buffers: list, offset: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "preadv", eio)
+    with pytest.raises(TransientError, match="get v/packs/p bytes 10-19"):
+        peer.get_range_into("v/packs/p", memoryview(bytearray(10)), 10, 10)
+
+
+def test_ranged_read_of_a_fifo_or_directory_is_not_found(peer: FilesystemPeer) -> None:
+    (peer.root / "v/packs").mkdir(parents=True)
+    os.mkfifo(peer.root / "v/packs/fifo")  # must not hang the open
+    (peer.root / "v/packs/dir").mkdir()
+    for key in ("v/packs/fifo", "v/packs/dir", "v/packs/fifo/x"):
+        with pytest.raises(NotFound):
+            peer.get_range_into(key, memoryview(bytearray(10)), 0, 10)

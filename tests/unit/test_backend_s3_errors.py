@@ -67,6 +67,9 @@ def client_error(code: str, status: int, message: str = "msg") -> ClientError:
         ("Throttling", 400, TransientError),
         ("TooManyRequests", 429, TransientError),
         ("XMinioServerNotInitialized", 503, TransientError),
+        # Only a ranged GET (get_range_into) asks for a range: past the end of our object.
+        ("InvalidRange", 416, MalformedReply),
+        ("416", 416, MalformedReply),
     ],
 )
 def test_client_errors(code: str, status: int, expected: type) -> None:

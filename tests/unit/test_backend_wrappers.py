@@ -17,6 +17,7 @@ from chunkvault.backends import (
     MalformedReply,
     MemoryPeer,
     NotFound,
+    Peer,
     PeerDown,
     PermanentError,
     RetryPeer,
@@ -446,3 +447,110 @@ def test_health_check_sends_one_probe_at_a_time() -> None:
         first.join()
     cli.join()
     assert probes == ["stat", "stat"] and peer.is_up and peer.error is None
+
+
+# -- get_range_into through every wrapper -----------------------------------------------------
+
+PACK = bytes(range(256)) * 4
+
+
+def read_range(peer: Peer, offset: int, length: int, spare: int = 16) -> bytearray:
+    """A ranged read into a buffer with ``spare`` sentinel bytes after the range, which
+    it checks are untouched."""
+    buf = bytearray(b"\x5a" * (length + spare))
+    peer.get_range_into("v/packs/p", memoryview(buf), offset, length)
+    assert buf[length:] == b"\x5a" * spare
+    return buf[:length]
+
+
+def test_wrappers_validate_a_ranged_read_before_calling_inner() -> None:
+    mem = MemoryPeer()
+    peer = HealthPeer(RetryPeer(LimitPeer(mem, 1)), down_after_failures=1)
+    buf = memoryview(bytearray(10))
+    for call in (
+        lambda: peer.get_range_into("../x", buf, 0, 1),
+        lambda: peer.get_range_into("a", buf, -1, 1),
+        lambda: peer.get_range_into("a", buf, 0, 0),
+        lambda: peer.get_range_into("a", buf, 0, 11),
+        lambda: peer.get_range_into("a", memoryview(bytes(10)), 0, 1),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert mem.calls == [] and peer.is_up
+
+
+def test_retry_retries_a_transient_ranged_read() -> None:
+    mem = MemoryPeer()
+    mem.put("v/packs/p", PACK)
+    peer, sleeps = retry_peer(mem, retries=3)
+    mem.fail_next(2, ops={"get_range"})
+    assert read_range(peer, 300, 100) == PACK[300:400]
+    assert mem.calls == ["put"] + ["get_range"] * 3 and len(sleeps) == 2
+    mem.fail_next(10, ops={"get_range"})
+    with pytest.raises(TransientError):
+        read_range(peer, 300, 100)
+    assert mem.calls.count("get_range") == 3 + 4 and len(sleeps) == 2 + 3
+
+
+def test_retry_does_not_retry_a_ranged_read_past_the_end_or_of_a_missing_object() -> None:
+    mem = MemoryPeer()
+    mem.put("v/packs/p", PACK)
+    peer, sleeps = retry_peer(mem, retries=3)
+    with pytest.raises(MalformedReply, match="ends before the range"):
+        read_range(peer, len(PACK) - 10, 11)
+    mem.delete("v/packs/p")
+    with pytest.raises(NotFound):
+        read_range(peer, 0, 1)
+    assert mem.calls.count("get_range") == 2 and sleeps == []
+
+
+def test_health_counts_failed_ranged_reads_and_their_answers() -> None:
+    peer, mem, clock = health_peer(failures=2, seconds=30)
+    mem.put("v/packs/p", PACK)
+    mem.fail_next(1, ops={"get_range"})
+    with pytest.raises(TransientError):
+        read_range(peer, 0, 10)
+    assert peer.consecutive_failures == 1
+    # A range past the end is the peer's answer (a short copy), not a sign it is down.
+    with pytest.raises(MalformedReply):
+        read_range(peer, len(PACK), 1)
+    assert peer.consecutive_failures == 0 and peer.is_up
+    mem.fail_next(2, ops={"get_range"})
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            read_range(peer, 0, 10)
+    assert not peer.is_up
+    before = len(mem.calls)
+    with pytest.raises(PeerDown):
+        read_range(peer, 0, 10)
+    assert len(mem.calls) == before  # failed fast: nothing sent
+    clock.advance(30)
+    assert read_range(peer, 1000, 24) == PACK[1000:]  # the half-open probe, and it is back
+    assert peer.is_up and peer.last_latency is not None
+
+
+def test_limit_holds_a_slot_for_a_ranged_read() -> None:
+    mem = MemoryPeer()
+    mem.put("v/packs/p", PACK)
+    entered, release = threading.Event(), threading.Event()
+
+    def hook(op: str) -> None:
+        if op == "get_range":
+            entered.set()
+            release.wait(5)
+
+    mem.hook = hook
+    peer = LimitPeer(mem, 1)
+    reader = threading.Thread(target=lambda: read_range(peer, 0, 10))
+    reader.start()
+    try:
+        assert entered.wait(5)
+        assert not in_thread(lambda: peer.put("v/other", b"x"), timeout=0.3)  # slot taken
+    finally:
+        release.set()
+        reader.join()
+    mem.hook = None
+    mem.fail_next(1, ops={"get_range"})
+    with pytest.raises(TransientError):
+        read_range(peer, 0, 10)
+    assert in_thread(lambda: peer.put("v/other", b"y"))  # released on the error
