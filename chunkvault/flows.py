@@ -36,20 +36,23 @@ class FlowRules:
         self.rules: list[FlowRule] = list(config.flows)
         self.replicas = config.replication.replicas
         self.compress = config.chunking.compression == "zstd"
+        # Compiled once: matching every file of a tree against the patterns as strings
+        # cost ~40 us per pattern and file (a tenth of a small file's whole push).
+        self._ignore = [
+            ("/" in pattern, glob.compile(pattern, flags=_FLAGS))
+            for pattern in self.ignore_patterns
+        ]
+        self._rules = [glob.compile(rule.match, flags=_FLAGS) for rule in self.rules]
 
     def ignored(self, rel_path: str) -> bool:
         name = PurePosixPath(rel_path).name
-        for pattern in self.ignore_patterns:
-            target = rel_path if "/" in pattern else name
-            if glob.globmatch(target, pattern, flags=_FLAGS):
-                return True
-        return False
+        return any(m.match(rel_path if whole else name) for whole, m in self._ignore)
 
     def flow(self, rel_path: str) -> Flow:
         if self.ignored(rel_path):
             return Flow(True, self.replicas, self.compress, "keep", None, "watch.ignore")
-        for rule in self.rules:
-            if glob.globmatch(rel_path, rule.match, flags=_FLAGS):
+        for rule, matcher in zip(self.rules, self._rules, strict=True):
+            if matcher.match(rel_path):
                 return Flow(
                     ignore=rule.ignore,
                     replicas=rule.replicas or self.replicas,

@@ -83,6 +83,7 @@ def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | 
                 f"could not store the keyring on {', '.join(failed)}; nothing was created",
                 "check `chunkvault peers list` and run init again",
             )
+        _mark_synced(cfg.vault.state_dir)
     click.echo(
         f"vault {cfg.vault.id!r} initialised: keyring in {store.path} and on "
         f"{len(peers)} peer(s), slot {label!r} ({cfg.keys.kdf})."
@@ -92,6 +93,19 @@ def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | 
         "A paper backup of the keyring: `chunkvault key export --paper`.",
         err=True,
     )
+
+
+def _mark_synced(state_dir: Path) -> None:
+    """A new vault: no peer holds anything of it (init checked), so the first command need
+    not list every peer to rebuild the catalog from them."""
+    from chunkvault.catalog import Catalog
+    from chunkvault.vault import CATALOG_NAME, SYNCED
+
+    catalog = Catalog(state_dir / CATALOG_NAME)
+    try:
+        catalog.set_meta(SYNCED, "1")
+    finally:
+        catalog.close()
 
 
 def _already_there(
