@@ -64,7 +64,7 @@ def files_per_s_chart(dataset: dict[str, Any], path: Path) -> None:
     ax.bar_label(bars, fmt="%.0f", padding=3, fontsize=8)
     ax.set_xlim(0, max(values, default=1) * 1.12 or 1)
     ax.invert_yaxis()
-    ax.set_xlabel("files per second of wall time of the whole command (higher is better)")
+    ax.set_xlabel("files/s (per second of the whole command; higher is better)")
     ax.set_title(dataset.get("label", ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
