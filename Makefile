@@ -35,10 +35,13 @@ image-offline:
 test-container: $(STAMP)
 	PYTHON=$(PYTHON) container/test-container.sh
 
-# Side-by-side benchmark (not part of `make test`; ~8 min): chunkvault vs raw boto3, restic
-# and rclone on fresh local moto peers; writes docs/benchmarks.md and docs/benchmarks/*.png.
+# Side-by-side benchmark (not part of `make test`): chunkvault vs raw boto3, restic and rclone
+# on fresh local moto peers; writes docs/benchmarks.md and docs/benchmarks/*.png. ~8 min for
+# issue 11's parts; issue 12's small-file parts took ~22 min more with one object per chunk
+# and per manifest (the 20,000-file push alone ~17), far less once small chunks are packed.
 # Installs Debian's restic and rclone if missing (root, or sudo) and the `bench` extra
-# (matplotlib). BENCH_SCALE=0.1 makes a quick smaller run for development.
+# (matplotlib). BENCH_SCALE=0.1 makes a quick smaller run for development; one part alone:
+# `.venv/bin/python -m chunkvault.bench.compare --only small` (see --help).
 BENCH_SCALE ?= 1
 bench: $(STAMP)
 	@command -v restic >/dev/null && command -v rclone >/dev/null || { \

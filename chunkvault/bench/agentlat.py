@@ -8,7 +8,9 @@ each ``close()``, and pair each file with its log line: latency = log time - clo
 (same clock, same machine). Settling (``watch.settle_seconds``) is part of it, on
 purpose: it is what a user waits for. A warm-up file, written and waited for first,
 makes sure the agent is watching before the clock starts. Afterwards ``chunkvault ls``
-must list every file (the log line is checked against the vault)."""
+must list every file (the log line is checked against the vault). The idle variant
+(:func:`measure_idle`) writes one file at a time into an otherwise quiet tree, seconds
+apart: the latency a lone small file sees when nothing else fills its pack."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from chunkvault.bench.data import text_block
 from chunkvault.bench.e2e import VaultUnderTest, cli_command
@@ -105,6 +109,34 @@ class AgentRun:
             self.process.wait()
 
 
+@contextmanager
+def running_agent(
+    vault: VaultUnderTest, inbox: Path, log: Path, warm_up: str = "warm-up.txt"
+) -> Iterator[AgentRun]:
+    """``chunkvault run`` on ``vault`` watching ``inbox``, yielded once it has stored a
+    warm-up file (so it is watching before any clock starts); stopped afterwards."""
+    agent = AgentRun(vault, log)
+    agent.start()
+    try:
+        (inbox / warm_up).write_bytes(b"warm up\n")
+        if warm_up not in agent.wait_for({warm_up}, 120):
+            raise AgentBenchError(
+                "the agent did not store a warm-up file within 120 s (no JSON log line "
+                f"'stored {warm_up}' in {agent.log})"
+            )
+        yield agent
+    finally:
+        agent.stop()
+
+
+def check_listed(vault: VaultUnderTest, paths: set[str]) -> None:
+    """The log said stored: the vault must agree (``chunkvault ls``)."""
+    listed = vault.run("ls", "--json").check("chunkvault ls")
+    in_vault = {entry["path"] for entry in json.loads(listed.stdout)}
+    if not paths <= in_vault:
+        raise AgentBenchError(f"{len(paths - in_vault)} logged files are not in `ls`")
+
+
 def measure(vault: VaultUnderTest, inbox: Path, workdir: Path, files: int, seed: int = 31,
             timeout: float = 300) -> dict[str, float | int]:  # fmt: skip
     """Start the agent on an initialised vault watching ``inbox``, write ``files`` small
@@ -112,34 +144,21 @@ def measure(vault: VaultUnderTest, inbox: Path, workdir: Path, files: int, seed:
     rng = random.Random(seed)
     burst = inbox / "burst"
     burst.mkdir(parents=True, exist_ok=True)  # before the agent starts: watched from the start
-    agent = AgentRun(vault, workdir / "agent.log")
-    agent.start()
-    try:
-        (inbox / "warm-up.txt").write_bytes(b"warm up\n")
-        if "warm-up.txt" not in agent.wait_for({"warm-up.txt"}, 120):
-            raise AgentBenchError(
-                "the agent did not store a warm-up file within 120 s (no JSON log line "
-                f"'stored warm-up.txt' in {agent.log})"
-            )
-        closed: dict[str, float] = {}
+    closed: dict[str, float] = {}
+    with running_agent(vault, inbox, workdir / "agent.log") as agent:
         for i in range(files):
             rel = f"burst/small-{i:04d}.txt"
             with open(inbox / rel, "wb") as out:
                 out.write(text_block(rng, rng.randint(4096, 65536)))
             closed[rel] = time.time()  # right after close(): IN_CLOSE_WRITE is queued
         found = agent.wait_for(set(closed), timeout)
-    finally:
-        agent.stop()
     missing = sorted(set(closed) - found.keys())
     if missing:
         raise AgentBenchError(
             f"{len(missing)} of {files} files not stored within {timeout:.0f} s "
             f"(first: {missing[0]})"
         )
-    listed = vault.run("ls", "--json").check("chunkvault ls")
-    in_vault = {entry["path"] for entry in json.loads(listed.stdout)}
-    if not set(closed) <= in_vault:  # the log said stored: the vault must agree
-        raise AgentBenchError(f"{len(set(closed) - in_vault)} logged files are not in `ls`")
+    check_listed(vault, set(closed))
     latencies = [found[rel] - closed[rel] for rel in closed]
     return {
         "files": files,
@@ -151,4 +170,30 @@ def measure(vault: VaultUnderTest, inbox: Path, workdir: Path, files: int, seed:
     }
 
 
-__all__ = ["AgentBenchError", "measure", "parse_stored", "percentile"]
+def measure_idle(vault: VaultUnderTest, inbox: Path, workdir: Path, files: int,
+                 gap: float, seed: int = 32, timeout: float = 120) -> dict[str, Any]:  # fmt: skip
+    """One small file (6..10 KiB of text) at a time into a tree where nothing else
+    happens: write it, wait until it is stored, stay idle ``gap`` seconds, write the
+    next. Idle is the case a pack flush timer exists for: no other file fills the pack,
+    so only the timer sends it. Latencies in seconds, each close -> stored."""
+    rng = random.Random(seed)
+    (inbox / "idle").mkdir(parents=True, exist_ok=True)  # watched from the start
+    latencies: list[float] = []
+    names: set[str] = set()
+    with running_agent(vault, inbox, workdir / "agent-idle.log", "warm-up-idle.txt") as agent:
+        for i in range(files):
+            time.sleep(gap)  # whatever the previous file started (a pack timer) is over
+            rel = f"idle/one-{i:02d}.txt"
+            with open(inbox / rel, "wb") as out:
+                out.write(text_block(rng, rng.randint(6 * 1024, 10 * 1024)))
+            closed = time.time()
+            found = agent.wait_for({rel}, timeout)
+            if rel not in found:
+                raise AgentBenchError(f"{rel} was not stored within {timeout:.0f} s of its close")
+            latencies.append(found[rel] - closed)
+            names.add(rel)
+    check_listed(vault, names)
+    return {"files": files, "gap_seconds": gap, "max": max(latencies), "latencies": latencies}
+
+
+__all__ = ["AgentBenchError", "measure", "measure_idle", "parse_stored", "percentile"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chunkvault.bench.report import MiB, mb_per_s, with_derived
+from chunkvault.bench.report import NO_RATE_ROWS, MiB, files_per_s, mb_per_s, with_derived
 
 COLOURS = {"raw boto3": "#9e9e9e", "chunkvault": "#1f77b4", "restic": "#ff7f0e",
            "rclone": "#2ca02c"}  # fmt: skip
@@ -43,6 +43,28 @@ def throughput(dataset: dict[str, Any], path: Path) -> None:
     ax.set_xlim(0, max(values, default=1) * 1.12 or 1)  # room for the labels
     ax.invert_yaxis()
     ax.set_xlabel("MB/s (10^6 bytes of the dataset per second; higher is better)")
+    ax.set_title(dataset.get("label", ""), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def files_per_s_chart(dataset: dict[str, Any], path: Path) -> None:
+    """Horizontal bars: files/s of every command on a small-file dataset, coloured by
+    tool, with the objects each push or backup left on its peers in its label."""
+    plt = _pyplot()
+    rows = [r for r in with_derived(dataset) if r["id"] not in NO_RATE_ROWS]
+    labels = [
+        _label(r) + (f" ({r['objects']:,} objects)" if r.get("objects") is not None else "")
+        for r in rows
+    ]
+    values = [files_per_s(dataset["files"], r["seconds"]) or 0 for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
+    bars = ax.barh(labels, values, color=[COLOURS.get(r["tool"], "#555555") for r in rows])
+    ax.bar_label(bars, fmt="%.0f", padding=3, fontsize=8)
+    ax.set_xlim(0, max(values, default=1) * 1.12 or 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("files/s (per second of the whole command; higher is better)")
     ax.set_title(dataset.get("label", ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

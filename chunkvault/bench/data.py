@@ -9,7 +9,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 # Words for the text corpus: a fixed vocabulary, so the corpus compresses like prose or
 # source code (zstd-3 gets ~3x on it) and is the same on every machine.
 _WORDS = str.split(
@@ -66,6 +67,28 @@ def text_tree(root: Path, count: int, total: int, seed: int = 12) -> Dataset:
         sub = root / f"pkg{i % 10}" / f"mod{i % 37}"
         sub.mkdir(parents=True, exist_ok=True)
         (sub / f"text-{i:05d}.txt").write_bytes(text_block(rng, size))
+        written += size
+    return Dataset(root, count, written)
+
+
+def small_tree(
+    root: Path, count: int, min_size: int = 6 * KiB, max_size: int = 10 * KiB, seed: int = 14
+) -> Dataset:
+    """``count`` small files (sizes uniform in ``min_size..max_size``), half incompressible
+    and half text, each picked at random, in nested directories two and three deep, like a
+    home directory of documents and source code: what packs and batched manifests are for."""
+    rng = random.Random(seed)
+    written = 0
+    for i in range(count):
+        size = rng.randint(min_size, max_size)
+        sub = root / f"area{i % 7}" / f"dir{i % 23}"
+        if i % 3 == 0:
+            sub = sub / f"sub{i % 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        if rng.random() < 0.5:
+            (sub / f"small-{i:05d}.bin").write_bytes(rng.randbytes(size))
+        else:
+            (sub / f"small-{i:05d}.txt").write_bytes(text_block(rng, size))
         written += size
     return Dataset(root, count, written)
 

@@ -7,12 +7,17 @@ Results shape::
     {"machine": {...}, "settings": {...}, "scale": 1.0, "command": "make bench",
      "duration_seconds": 812.0,
      "datasets": {"random": {"label": ..., "files": 128, "bytes": ..., "rows": [Row...]},
-                  "text": {...}, "big": {...}},
+                  "text": {...}, "big": {...}, "small": {...}, "many": {...}},
      "agent": {"files": 200, "p50": .., "p99": .., "max": .., "settle_seconds": 1.0,
-               "replicas": 2}}
+               "replicas": 2},
+     "agent_idle": {"files": 5, "max": .., "latencies": [..], "gap_seconds": 3.0,
+                    "settle_seconds": 1.0, "pack_flush_seconds": 2.0,
+                    "pack_flush_configured": True, "replicas": 2}}
     Row = {"id": "cv_push", "tool": "chunkvault", "operation": "push", "replicas": 2,
            "seconds": 7.1, "peak_rss": 123456 | None, "stored": 1073741824 | None,
-           "verified": True | None}
+           "objects": 8003 | None, "verified": True | None}
+
+Each target carries the issue that set it (``issue``: 11 or 12); the page groups them so.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ MiB = 1024 * 1024
 # "RSS does not grow with file size": pushing one big file may peak at most this much above
 # pushing a tree of chunk-sized files (the same pipeline, one file vs many).
 RSS_GROWTH = 1.25
+# Issue 12's limits: objects a 2,000-small-file push may leave on the peers, the peak RSS
+# of pushing 20,000 small files, and the slack over settle + pack flush for a lone file.
+SMALL_OBJECTS_LIMIT = 200
+MANY_RSS_LIMIT = 200 * MiB
+IDLE_SLACK_SECONDS = 1.0
+DEFAULT_PACK_FLUSH_SECONDS = 2.0
+# Datasets whose figure is files per second (the bytes are too few to matter).
+FILE_RATE_DATASETS = ("small", "many")
+# Rows that move no data: no rate is shown for them.
+NO_RATE_ROWS = ("cv_nochange", "cv_ls")
 Results = dict[str, Any]
 Row = dict[str, Any]
 
@@ -33,6 +48,12 @@ def mb_per_s(nbytes: int, seconds: float | None) -> float | None:
     if seconds is None or seconds <= 0:
         return None
     return nbytes / MB / seconds
+
+
+def files_per_s(files: int, seconds: float | None) -> float | None:
+    if seconds is None or seconds <= 0:
+        return None
+    return files / seconds
 
 
 def row(rows: Sequence[Row], row_id: str) -> Row | None:
@@ -54,7 +75,7 @@ def steady_state_row(rows: Sequence[Row]) -> Row | None:
     return {"id": "cv_steady", "tool": "chunkvault",
             "operation": "push, steady state (push - no-change push)",
             "replicas": base.get("replicas"), "seconds": push - nochange, "peak_rss": None,
-            "stored": None, "verified": None}  # fmt: skip
+            "stored": None, "objects": None, "verified": None}  # fmt: skip
 
 
 def with_derived(dataset: dict[str, Any]) -> list[Row]:
@@ -92,7 +113,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
             out.append({
                 "target": name, "measured": _fmt_mbps(a), "reference": f"{ref_name} {_fmt_mbps(b)}",
                 "ratio": ratio, "goal": f">= {goal:g}x",
-                "holds": None if ratio is None else ratio >= goal,
+                "holds": None if ratio is None else ratio >= goal, "issue": 11,
             })  # fmt: skip
     big = results.get("datasets", {}).get("big")
     if big:
@@ -102,7 +123,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
             "target": f"peak RSS pushing one {_size(big['bytes'])} file",
             "measured": _fmt_rss(mine), "reference": f"restic backup {_fmt_rss(restic)}",
             "ratio": _ratio(mine, restic), "goal": "<= 160 MiB",
-            "holds": None if mine is None else mine <= 160 * MiB,
+            "holds": None if mine is None else mine <= 160 * MiB, "issue": 11,
         })  # fmt: skip
         small = results.get("datasets", {}).get("random")
         tree_rss = (row(small["rows"], "cv_push") or {}).get("peak_rss") if small else None
@@ -114,7 +135,7 @@ def targets(results: Results) -> list[dict[str, Any]]:
                           f"{_size(small['bytes'] // small['files'])} files",
                 "measured": _fmt_rss(mine), "reference": f"tree {_fmt_rss(tree_rss)}",
                 "ratio": growth, "goal": f"<= {RSS_GROWTH:g}x",
-                "holds": None if growth is None else growth <= RSS_GROWTH,
+                "holds": None if growth is None else growth <= RSS_GROWTH, "issue": 11,
             })  # fmt: skip
     agent = results.get("agent")
     if agent and agent.get("p99") is not None:
@@ -124,9 +145,82 @@ def targets(results: Results) -> list[dict[str, Any]]:
                       f"{agent['files']} small files",
             "measured": f"{agent['p99']:.2f} s", "reference": f"settle_seconds + 2 s = {limit:g} s",
             "ratio": _ratio(agent["p99"], limit), "goal": f"<= {limit:g} s",
-            "holds": agent["p99"] <= limit,
+            "holds": agent["p99"] <= limit, "issue": 11,
+        })  # fmt: skip
+    return out + small_file_targets(results)
+
+
+def small_file_targets(results: Results) -> list[dict[str, Any]]:
+    """Issue 12's targets: small files against restic (files/s, objects left on the
+    peers, restore), the peak RSS of pushing many small files, and a lone file's latency
+    in an idle agent. Ratios are measured / reference, or measured / limit where the goal
+    is a fixed limit."""
+    out: list[dict[str, Any]] = []
+    datasets = results.get("datasets", {})
+    small = datasets.get("small")
+    if small:
+        rows = small["rows"]
+        rate = lambda rid: files_per_s(small["files"], seconds_of(rows, rid))  # noqa: E731
+        replicas = (row(rows, "cv_push") or {}).get("replicas", 2)
+        for name, mine, ref, ref_name, note in (
+            (f"small files: push files/s at R={replicas} vs restic backup at R=1", "cv_push",
+             "restic_backup", "restic backup", " (goal 2x)"),
+            ("small files: restore vs restic restore", "cv_restore", "restic_restore",
+             "restic restore", ""),
+        ):  # fmt: skip
+            a, b = rate(mine), rate(ref)
+            ratio = _ratio(a, b)
+            out.append({
+                "target": name, "measured": _fmt_fps(a), "reference": f"{ref_name} {_fmt_fps(b)}",
+                "ratio": ratio, "goal": f">= 1x{note}",
+                "holds": None if ratio is None else ratio >= 1.0, "issue": 12,
+            })  # fmt: skip
+        mine_objects = (row(rows, "cv_push") or {}).get("objects")
+        restic_objects = (row(rows, "restic_backup") or {}).get("objects")
+        out.append({
+            "target": "small files: objects on the peers",
+            "measured": _fmt_count(mine_objects),
+            "reference": f"restic backup {_fmt_count(restic_objects)}",
+            "ratio": _ratio(mine_objects, SMALL_OBJECTS_LIMIT),
+            "goal": f"<= {SMALL_OBJECTS_LIMIT}",
+            "holds": None if mine_objects is None else mine_objects <= SMALL_OBJECTS_LIMIT,
+            "issue": 12,
+        })  # fmt: skip
+    many = datasets.get("many")
+    if many:
+        rss = (row(many["rows"], "cv_push") or {}).get("peak_rss")
+        out.append({
+            "target": f"{many['files']:,} small files: push peak RSS",
+            "measured": _fmt_rss(rss), "reference": f"limit {_fmt_rss(MANY_RSS_LIMIT)}",
+            "ratio": _ratio(rss, MANY_RSS_LIMIT), "goal": f"<= {_fmt_rss(MANY_RSS_LIMIT)}",
+            "holds": None if rss is None else rss <= MANY_RSS_LIMIT, "issue": 12,
+        })  # fmt: skip
+    idle = results.get("agent_idle")
+    if idle and idle.get("max") is not None:
+        limit = idle_limit(idle)
+        assumed = "" if idle.get("pack_flush_configured", True) else (
+            " (pack_flush_seconds assumed: this chunkvault has no such setting)"
+        )  # fmt: skip
+        out.append({
+            "target": "agent: one small file into an idle tree, durable at "
+                      f"R={idle['replicas']}, max of {idle['files']}",
+            "measured": f"{idle['max']:.2f} s",
+            "reference": f"settle_seconds {idle['settle_seconds']:g} s + pack_flush_seconds "
+                         f"{_pack_flush(idle):g} s{assumed} + {IDLE_SLACK_SECONDS:g} s",
+            "ratio": _ratio(idle["max"], limit), "goal": f"<= {limit:g} s",
+            "holds": idle["max"] <= limit, "issue": 12,
         })  # fmt: skip
     return out
+
+
+def _pack_flush(idle: dict[str, Any]) -> float:
+    value = idle.get("pack_flush_seconds")
+    return DEFAULT_PACK_FLUSH_SECONDS if value is None else float(value)
+
+
+def idle_limit(idle: dict[str, Any]) -> float:
+    """settle + pack flush + 1 s: how long a lone small file may take to be durable."""
+    return float(idle["settle_seconds"]) + _pack_flush(idle) + IDLE_SLACK_SECONDS
 
 
 # --- formatting --------------------------------------------------------------------------
@@ -134,6 +228,14 @@ def targets(results: Results) -> list[dict[str, Any]]:
 
 def _fmt_mbps(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f} MB/s"
+
+
+def _fmt_fps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} files/s"
+
+
+def _fmt_count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,} objects"
 
 
 def _fmt_rss(value: int | None) -> str:
@@ -156,30 +258,41 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def dataset_table(dataset: dict[str, Any]) -> str:
-    nbytes = dataset["bytes"]
+def dataset_table(dataset: dict[str, Any], *, per_file: bool = False) -> str:
+    """One row per command. ``per_file`` adds files/s (small-file datasets); an objects
+    column appears when any row counted the objects left on its peers."""
+    nbytes, files = dataset["bytes"], dataset["files"]
+    derived = with_derived(dataset)
+    objects = any(r.get("objects") is not None for r in derived)
+    headers = ["tool", "operation", "R", "seconds"] + (["files/s"] if per_file else [])
+    headers += ["MB/s", "peak RSS", "stored on peers"] + (["objects"] if objects else [])
     rows = []
-    for r in with_derived(dataset):
-        rows.append([
-            r["tool"], r["operation"], "-" if r.get("replicas") is None else r["replicas"],
-            f"{r['seconds']:.2f}",
-            "-" if r["id"] == "cv_nochange" else f"{mb_per_s(nbytes, r['seconds']) or 0:,.1f}",
-            _fmt_rss(r.get("peak_rss")), "-" if r.get("stored") is None else _size(r["stored"]),
-            {True: "yes", False: "NO", None: "-"}[r.get("verified")],
-        ])  # fmt: skip
-    return markdown_table(
-        ["tool", "operation", "R", "seconds", "MB/s", "peak RSS", "stored on peers", "verified"],
-        rows,
-    )
+    for r in derived:
+        moved = r["id"] not in NO_RATE_ROWS
+        cells: list[Any] = [r["tool"], r["operation"],
+                            "-" if r.get("replicas") is None else r["replicas"],
+                            f"{r['seconds']:.2f}"]  # fmt: skip
+        if per_file:
+            cells.append(f"{files_per_s(files, r['seconds']) or 0:,.0f}" if moved else "-")
+        cells += [f"{mb_per_s(nbytes, r['seconds']) or 0:,.1f}" if moved else "-",
+                  _fmt_rss(r.get("peak_rss")),
+                  "-" if r.get("stored") is None else _size(r["stored"])]  # fmt: skip
+        if objects:
+            cells.append("-" if r.get("objects") is None else f"{r['objects']:,}")
+        cells.append({True: "yes", False: "NO", None: "-"}[r.get("verified")])
+        rows.append(cells)
+    return markdown_table([*headers, "verified"], rows)
 
 
-def targets_table(results: Results) -> str:
+def targets_table(results: Results, issue: int | None = None) -> str:
+    """The targets of one issue (all of them when ``issue`` is None)."""
     holds = {True: "**holds**", False: "**misses**", None: "not measured"}
+    chosen = [t for t in targets(results) if issue is None or t.get("issue") == issue]
     return markdown_table(
         ["target", "measured", "reference", "ratio", "goal", "verdict"],
         [[t["target"], t["measured"], t["reference"],
           "-" if t["ratio"] is None else f"{t['ratio']:.2f}", t["goal"], holds[t["holds"]]]
-         for t in targets(results)],
+         for t in chosen],
     )  # fmt: skip
 
 
@@ -205,10 +318,13 @@ def render_markdown(results: Results, charts: Sequence[tuple[str, str]], method:
         "",
         "## Targets (issue 11)",
         "",
-        targets_table(results),
+        targets_table(results, 11),
     ]
+    if any(t.get("issue") == 12 for t in targets(results)):
+        parts += ["", "## Targets (issue 12)", "", targets_table(results, 12)]
     for key, dataset in results.get("datasets", {}).items():
-        parts += ["", f"## {dataset.get('label', key)}", "", dataset_table(dataset)]
+        table = dataset_table(dataset, per_file=key in FILE_RATE_DATASETS)
+        parts += ["", f"## {dataset.get('label', key)}", "", table]
     agent = results.get("agent")
     if agent:
         parts += [
@@ -238,6 +354,23 @@ def render_markdown(results: Results, charts: Sequence[tuple[str, str]], method:
                 ],
             ),
         ]
+    idle = results.get("agent_idle")
+    if idle:
+        parts += [
+            "",
+            "## Agent: one small file into an idle tree",
+            "",
+            markdown_table(
+                ["files (one at a time)", "idle between", "settle_seconds",
+                 "pack_flush_seconds", "R (= min_replicas)", "each, close -> durable", "max"],
+                [[idle["files"], f"{idle.get('gap_seconds', 0):g} s",
+                  f"{idle['settle_seconds']:g} s",
+                  f"{_pack_flush(idle):g} s"
+                  + ("" if idle.get("pack_flush_configured", True) else " (assumed)"),
+                  idle["replicas"], ", ".join(f"{v:.2f}" for v in idle["latencies"]) + " s",
+                  f"{idle['max']:.2f} s"]],
+            ),
+        ]  # fmt: skip
     if charts:
         parts += ["", "## Charts", ""]
         parts += [f"![{title}]({path})" for title, path in charts]

@@ -115,13 +115,21 @@ def ceiling_get(
     return time.perf_counter() - start
 
 
+def bucket_usage(endpoint: str, bucket: str, prefix: str = "") -> tuple[int, int]:
+    """Bytes and number of the objects in ``bucket`` under ``prefix`` on one peer: the
+    object count is what a store bills requests and listings by."""
+    client = s3_client(endpoint, 1)
+    total = count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        contents = page.get("Contents", [])
+        total += sum(obj["Size"] for obj in contents)
+        count += len(contents)
+    return total, count
+
+
 def stored_bytes(endpoint: str, bucket: str, prefix: str = "") -> int:
     """Bytes of every object in ``bucket`` under ``prefix`` on one peer."""
-    client = s3_client(endpoint, 1)
-    total = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        total += sum(obj["Size"] for obj in page.get("Contents", []))
-    return total
+    return bucket_usage(endpoint, bucket, prefix)[0]
 
 
 # --- restic ------------------------------------------------------------------------------
