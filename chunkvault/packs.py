@@ -234,7 +234,7 @@ class PackWriter:
         if self._closed:
             return [_failed(s.chunk_id, s.plain_size, "stopped before it was stored")
                     for s in pack.slots]  # fmt: skip
-        body = bytes(pack.body)
+        body = pack.body  # nobody appends to it any more: sent as it is, not copied
         sha256 = hashlib.sha256(body).hexdigest()
         key = pack_key(self.vault_id, pack.id)
         written, errors = self._write(
