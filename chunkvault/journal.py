@@ -220,6 +220,7 @@ class JournalStore(SealedStore[list[BatchEntry]]):
     them back; a peer's bad copy is that peer's error (warned once, next holder)."""
 
     noun = "manifest batch"
+    nouns = "manifest batches"
 
     def _prefix(self) -> str:
         return batch_prefix(self.vault_id)

@@ -294,8 +294,9 @@ class SealedStore(Generic[T]):
     the best holder with a good copy. Subclasses say what a name is, how large a copy
     may be, and how a body opens: :class:`ManifestStore` and ``journal.JournalStore``."""
 
-    #: In messages and warnings: "manifest", "manifest batch".
+    #: In messages and warnings: "manifest", "manifest batch", and their plurals.
     noun = "object"
+    nouns = "objects"
 
     def __init__(
         self,
@@ -371,7 +372,7 @@ class SealedStore(Generic[T]):
                 continue
             except (MalformedReply, EnvelopeError, ManifestError) as exc:
                 self._warnings.warn(
-                    peer.name, f"bad {self.noun}s", "peer %s: bad copy of %s: %s",
+                    peer.name, f"bad {self.nouns}", "peer %s: bad copy of %s: %s",
                     peer.name, name, exc,
                 )  # fmt: skip
                 problems.append(f"{peer.name}: {exc}")
@@ -403,7 +404,7 @@ class SealedStore(Generic[T]):
                     elif foreign is None and not self._skipped(info.key):
                         foreign = info.key
             except PeerError as exc:
-                log.warning("cannot list %ss on %s: %s", self.noun, placed.name, exc.message)
+                log.warning("cannot list %s on %s: %s", self.nouns, placed.name, exc.message)
                 if unlisted is not None:
                     unlisted.append(placed.name)
                 return []
@@ -456,6 +457,7 @@ class ManifestStore(SealedStore[Manifest]):
     """Writes manifests to R peers (rendezvous-ranked on the name) and reads them back."""
 
     noun = "manifest"
+    nouns = "manifests"
 
     def _prefix(self) -> str:
         return manifests_prefix(self.vault_id)
