@@ -454,3 +454,12 @@ def test_manifest_names_neither_lists_nor_warns_about_batches(caplog):
         names = list(store.names())
     assert [n for n, _ in names] == [name]
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    "location", [("9F" * 32, 0, 10), ("9f" * 32, -1, 10), ("9f" * 32, 0, 0), ("9f" * 32, 0, 1055)]
+)
+def test_a_writer_refuses_a_location_no_reader_would_accept(location):
+    ref = ChunkRef("cd" * 32, 700, wrap_dek(K, "cd" * 32, os.urandom(32)), *location)
+    with pytest.raises(ManifestError):
+        replace(sample(K), chunks=(ref,)).to_obj()
