@@ -463,3 +463,33 @@ def test_a_writer_refuses_a_location_no_reader_would_accept(location):
     ref = ChunkRef("cd" * 32, 700, wrap_dek(K, "cd" * 32, os.urandom(32)), *location)
     with pytest.raises(ManifestError):
         replace(sample(K), chunks=(ref,)).to_obj()
+
+
+_WRAPPED = bytes([1, 0, 0, 0, 1]) + bytes(range(60))
+_DEK_JSON = (
+    b'"AQAAAAEAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs="'
+)
+_CHUNKS_JSON = (
+    b'"chunks":[["' + b"cd" * 32 + b'",100,' + _DEK_JSON + b'],["' + b"ef" * 32 + b'",23,'
+    + _DEK_JSON + b"]]}"
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "head"),
+    [
+        ("photos/été ☃.jpg".encode(), b'{"v":1,"path":"photos/\\u00e9t\\u00e9 \\u2603.jpg",'),
+        (b"docs/caf\xe9 \xe2\x82\xac.txt", b'{"v":2,"path_b64":"ZG9jcy9jYWbpIOKCrC50eHQ=",'),
+    ],
+)
+def test_manifest_objects_are_written_byte_for_byte_as_before_batches(raw, head):
+    """The bytes chunkvault wrote before chunk locations existed (taken from that code)."""
+    m = Manifest(
+        os.fsdecode(raw), 123, 1_700_000_000_123_456_789, 0o100644, "ab" * 32,
+        (ChunkRef("cd" * 32, 100, _WRAPPED), ChunkRef("ef" * 32, 23, _WRAPPED)),
+        False, 1_700_000_000_000_000_000,
+    )  # fmt: skip
+    assert m.to_json() == head + (
+        b'"size":123,"mtime_ns":1700000000123456789,"mode":33188,"sha256":"' + b"ab" * 32
+        + b'","deleted":false,"created_ns":1700000000000000000,' + _CHUNKS_JSON
+    )  # fmt: skip
