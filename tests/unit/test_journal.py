@@ -1,6 +1,6 @@
 """Manifest batches (chunkvault/journal.py): names, the JSON, sealing, the caps, the builder,
 and the store against peers that lie (in memory here; over HTTP in
-tests/integration/test_journal.py)."""
+tests/integration/test_journal_peers.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Master-key rotation of manifest batches (rotation.rewrap_batches), copy by copy, against
-in-memory peers; the CLI path is in tests/integration/test_journal.py."""
+in-memory peers; the CLI path is in tests/integration/test_journal_peers.py."""
 
 from __future__ import annotations
 
