@@ -27,6 +27,7 @@ stored that could not be read back.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -260,8 +261,7 @@ def _is_int(value: Any) -> bool:
 
 def path_key(keys: MasterKeys, path: str) -> str:
     """Over the path's bytes: a UTF-8 name keeps the key it always had."""
-    # hmac.digest: the one-shot C path (a batch names thousands of versions).
-    return hmac.digest(keys.id_key, b"path\0" + names.raw(path), "sha256").hex()[:32]
+    return hmac.new(keys.id_key, b"path\0" + names.raw(path), hashlib.sha256).hexdigest()[:32]
 
 
 def manifests_prefix(vault_id: str) -> str:
