@@ -15,11 +15,12 @@ batch can never make an entry claim another path's name.
 
 Caps (a batch is read whole into memory; a peer's copy is never taken beyond them):
 
-- :data:`MAX_BATCH_ENTRIES` = 10,000 versions. A batch of 10,000 small files is about
-  4 MB of JSON (~450 bytes an entry: path, hashes, a wrapped DEK and a pack location) and
-  ~2.5 MB sealed; parsing it builds ~40 MB of Python objects, so a reader that opens a few
-  batches at once stays far below the push's memory budget. More entries per batch would
-  save nothing that counts (one object per 10,000 files) and cost memory on every read.
+- :data:`MAX_BATCH_ENTRIES` = 10,000 versions. A batch of 10,000 small files is ~5.4 MB of
+  JSON (~540 bytes an entry: path, hashes, a wrapped DEK and a pack location) and ~1.8 MB
+  sealed; parsing it holds ~20 MiB of Python objects (measured, docs/format.md), so a
+  reader that opens a few batches at once stays far below the push's memory budget. More
+  entries per batch would save nothing that counts (one object per 10,000 files) and cost
+  memory on every read.
 - :data:`MAX_BATCH_BYTES` = 64 MiB, the manifest cap (what a hostile peer can make a reader
   download per copy stays what it was).
 - :data:`MAX_BATCH_JSON` = 60 MiB: the JSON whose zstd frame (at worst 1/256 larger than its
@@ -220,6 +221,7 @@ class JournalStore(SealedStore[list[BatchEntry]]):
     them back; a peer's bad copy is that peer's error (warned once, next holder)."""
 
     noun = "manifest batch"
+    nouns = "manifest batches"
 
     def _prefix(self) -> str:
         return batch_prefix(self.vault_id)

@@ -102,6 +102,8 @@ class ChunkRef:
         dek = base64.b64encode(self.wrapped_dek).decode()
         if self.pack is None:
             return [self.id, self.size, dek]
+        # A writer refuses what a reader would: nothing is stored that cannot be read back.
+        _check_location(self.id, self.size, self.pack, self.offset, self.length)
         return [self.id, self.size, dek, self.pack, self.offset, self.length]
 
 
@@ -239,6 +241,11 @@ def _chunk_ref(entry: Any, allow_packed: bool) -> ChunkRef:
     if len(entry) == 3:
         return ChunkRef(chunk_id, size, wrapped)
     pack, offset, length = entry[3:]
+    _check_location(chunk_id, size, pack, offset, length)
+    return ChunkRef(chunk_id, size, wrapped, pack, offset, length)
+
+
+def _check_location(chunk_id: str, size: int, pack: Any, offset: Any, length: Any) -> None:
     if not isinstance(pack, str) or not _PACK_ID.fullmatch(pack):
         raise ManifestError(f"manifest chunk {chunk_id[:16]} names a bad pack {str(pack)[:70]!r}")
     if not _is_int(offset) or not 0 <= offset <= _INT64[1]:
@@ -246,7 +253,6 @@ def _chunk_ref(entry: Any, allow_packed: bool) -> ChunkRef:
     # A body is never longer than its plaintext can seal to: a reader caps its ranged GET.
     if not _is_int(length) or not 1 <= length <= sealed_size_limit(size):
         raise ManifestError(f"manifest chunk {chunk_id[:16]} has a bad length in its pack")
-    return ChunkRef(chunk_id, size, wrapped, pack, offset, length)
 
 
 def _is_int(value: Any) -> bool:
@@ -294,8 +300,9 @@ class SealedStore(Generic[T]):
     the best holder with a good copy. Subclasses say what a name is, how large a copy
     may be, and how a body opens: :class:`ManifestStore` and ``journal.JournalStore``."""
 
-    #: In messages and warnings: "manifest", "manifest batch".
+    #: In messages and warnings: "manifest", "manifest batch", and their plurals.
     noun = "object"
+    nouns = "objects"
 
     def __init__(
         self,
@@ -371,7 +378,7 @@ class SealedStore(Generic[T]):
                 continue
             except (MalformedReply, EnvelopeError, ManifestError) as exc:
                 self._warnings.warn(
-                    peer.name, f"bad {self.noun}s", "peer %s: bad copy of %s: %s",
+                    peer.name, f"bad {self.nouns}", "peer %s: bad copy of %s: %s",
                     peer.name, name, exc,
                 )  # fmt: skip
                 problems.append(f"{peer.name}: {exc}")
@@ -403,7 +410,7 @@ class SealedStore(Generic[T]):
                     elif foreign is None and not self._skipped(info.key):
                         foreign = info.key
             except PeerError as exc:
-                log.warning("cannot list %ss on %s: %s", self.noun, placed.name, exc.message)
+                log.warning("cannot list %s on %s: %s", self.nouns, placed.name, exc.message)
                 if unlisted is not None:
                     unlisted.append(placed.name)
                 return []
@@ -456,6 +463,7 @@ class ManifestStore(SealedStore[Manifest]):
     """Writes manifests to R peers (rendezvous-ranked on the name) and reads them back."""
 
     noun = "manifest"
+    nouns = "manifests"
 
     def _prefix(self) -> str:
         return manifests_prefix(self.vault_id)

@@ -137,7 +137,7 @@ def rewrap_manifests(
     unlisted: list[str] = []
     listed = list(store.names(unlisted))
     # A peer that cannot be listed may hold copies under the old key: not done yet.
-    report.failures += [f"{peer}: cannot list {store.noun}s" for peer in unlisted]
+    report.failures += [f"{peer}: cannot list {store.nouns}" for peer in unlisted]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for outcome in pool.map(one, listed):
             report.examined += 1
@@ -202,7 +202,7 @@ def rewrap_batches(
     unlisted: list[str] = []
     listed = list(store.names(unlisted))
     # A peer that cannot be listed may hold copies under the old key: not done yet.
-    report.failures += [f"{peer}: cannot list {store.noun}s" for peer in unlisted]
+    report.failures += [f"{peer}: cannot list {store.nouns}" for peer in unlisted]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for outcome in pool.map(one, listed):
             report.examined += 1

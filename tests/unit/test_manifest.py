@@ -339,3 +339,157 @@ def test_write_refuses_a_manifest_no_reader_would_accept(monkeypatch):
         store.write(sample(store.keys))
     assert "chunking.avg_size" in str(err.value)
     assert all(m.calls == [] for m in mems)
+
+
+# -- chunk locations: packed refs (only manifest batches hold them) -----------------------------
+
+
+def packed(k: MasterKeys) -> Manifest:
+    ref = ChunkRef("ab" * 32, 700, wrap_dek(k, "ab" * 32, os.urandom(32)), "9f" * 32, 5, 1054)
+    return replace(sample(k), chunks=(sample(k).chunks[0], ref))
+
+
+def test_a_packed_ref_round_trips_through_the_entry_fields():
+    m = packed(K)
+    obj = m.to_obj()
+    chunk = obj["chunks"][1]
+    assert chunk[3:] == ["9f" * 32, 5, 1054] and len(obj["chunks"][0]) == 3
+    again = Manifest.from_obj(json.loads(json.dumps(obj)), allow_packed=True)
+    assert again == m and again.chunks[1].packed and not again.chunks[0].packed
+
+
+def test_a_manifest_object_never_holds_a_packed_ref():
+    m = packed(K)
+    with pytest.raises(ManifestError, match="packed"):
+        m.to_json()
+    with pytest.raises(ManifestError, match="packed"):
+        store_with(mem_peers()).seal("home/manifests/x", m)
+    data = json.dumps(m.to_obj()).encode()
+    with pytest.raises(ManifestError, match="no packed chunk"):
+        Manifest.from_json(data)
+    with pytest.raises(ManifestError):
+        Manifest.from_obj(json.loads(data), allow_packed=False)
+
+
+def test_to_json_is_to_obj_byte_for_byte():
+    m = sample(K)
+    assert m.to_json() == json.dumps(m.to_obj(), separators=(",", ":")).encode()
+
+
+_DEK = base64.b64encode(bytes([1, 0, 0, 0, 1]) + bytes(60)).decode()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["cd" * 32, 700, _DEK, "9F" * 32, 0, 10],  # upper-case pack id
+        ["cd" * 32, 700, _DEK, "9f" * 31, 0, 10],  # short
+        ["cd" * 32, 700, _DEK, "9f" * 32 + "\n", 0, 10],
+        ["cd" * 32, 700, _DEK, None, 0, 10],
+        ["cd" * 32, 700, _DEK, "9f" * 32, -1, 10],
+        ["cd" * 32, 700, _DEK, "9f" * 32, 2**63, 10],
+        ["cd" * 32, 700, _DEK, "9f" * 32, True, 10],
+        ["cd" * 32, 700, _DEK, "9f" * 32, 1.0, 10],
+        ["cd" * 32, 700, _DEK, "9f" * 32, 0, 0],
+        ["cd" * 32, 700, _DEK, "9f" * 32, 0, -5],
+        ["cd" * 32, 700, _DEK, "9f" * 32, 0, 1055],  # over sealed_size_limit(700) == 1054
+        ["cd" * 32, 700, _DEK, "9f" * 32, 0, "10"],
+        ["cd" * 32, 700, _DEK, "9f" * 32, 0],  # 5 fields
+        ["cd" * 32, 700, _DEK, "9f" * 32, 0, 10, 1],  # 7 fields
+        ["cd" * 32, 700],
+        "cd",
+    ],
+)
+def test_bad_chunk_locations_are_manifest_errors(entry):
+    obj = sample(K).to_obj() | {"chunks": [entry]}
+    with pytest.raises(ManifestError):
+        Manifest.from_obj(obj, allow_packed=True)
+
+
+def test_chunk_location_bounds_are_inclusive():
+    from chunkvault.crypto.envelope import sealed_size_limit
+
+    top = sealed_size_limit(700)
+    for offset, length in [(0, 1), (2**63 - 1, top)]:
+        obj = sample(K).to_obj() | {"chunks": [["cd" * 32, 700, _DEK, "9f" * 32, offset, length]]}
+        ref = Manifest.from_obj(obj, allow_packed=True).chunks[0]
+        assert (ref.pack, ref.offset, ref.length) == ("9f" * 32, offset, length)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_values, max_size=8))
+def test_from_obj_raises_only_manifest_error_for_any_chunk_entry(entry):
+    obj = sample(K).to_obj() | {"chunks": [entry]}
+    with contextlib.suppress(ManifestError):
+        Manifest.from_obj(obj, allow_packed=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(json_values)
+def test_from_obj_raises_only_manifest_error_for_any_value(value):
+    with contextlib.suppress(ManifestError):
+        Manifest.from_obj(value, allow_packed=True)
+
+
+def test_rewrapped_keeps_chunk_locations():
+    k = keys()
+    from chunkvault.crypto.envelope import seal_chunk
+
+    sealed = seal_chunk(k, b"small" * 10)
+    ref = ChunkRef(sealed.chunk_id, 50, sealed.wrapped_dek, "9f" * 32, 4096, len(sealed.body))
+    m = replace(sample(k), chunks=(ref,))
+    again = m.rewrapped(k, k.add_generation()).chunks[0]
+    assert (again.pack, again.offset, again.length) == (ref.pack, ref.offset, ref.length)
+    assert again.wrapped_dek != ref.wrapped_dek
+
+
+def test_manifest_names_neither_lists_nor_warns_about_batches(caplog):
+    mems = mem_peers()
+    store = store_with(mems)
+    name, _ = store.write(sample(store.keys))
+    # A batch (and a foreign key under batch/, which the batch store warns about).
+    mems[0].plant("home/manifests/batch/01700000000000000000-0123456789abcdef", b"x" * 600)
+    mems[1].plant("home/manifests/batch/junk", b"x")
+    with caplog.at_level(logging.WARNING, "chunkvault"):
+        names = list(store.names())
+    assert [n for n, _ in names] == [name]
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    "location", [("9F" * 32, 0, 10), ("9f" * 32, -1, 10), ("9f" * 32, 0, 0), ("9f" * 32, 0, 1055)]
+)
+def test_a_writer_refuses_a_location_no_reader_would_accept(location):
+    ref = ChunkRef("cd" * 32, 700, wrap_dek(K, "cd" * 32, os.urandom(32)), *location)
+    with pytest.raises(ManifestError):
+        replace(sample(K), chunks=(ref,)).to_obj()
+
+
+_WRAPPED = bytes([1, 0, 0, 0, 1]) + bytes(range(60))
+_DEK_JSON = (
+    b'"AQAAAAEAAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs="'
+)
+_CHUNKS_JSON = (
+    b'"chunks":[["' + b"cd" * 32 + b'",100,' + _DEK_JSON + b'],["' + b"ef" * 32 + b'",23,'
+    + _DEK_JSON + b"]]}"
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "head"),
+    [
+        ("photos/été ☃.jpg".encode(), b'{"v":1,"path":"photos/\\u00e9t\\u00e9 \\u2603.jpg",'),
+        (b"docs/caf\xe9 \xe2\x82\xac.txt", b'{"v":2,"path_b64":"ZG9jcy9jYWbpIOKCrC50eHQ=",'),
+    ],
+)
+def test_manifest_objects_are_written_byte_for_byte_as_before_batches(raw, head):
+    """The bytes chunkvault wrote before chunk locations existed (taken from that code)."""
+    m = Manifest(
+        os.fsdecode(raw), 123, 1_700_000_000_123_456_789, 0o100644, "ab" * 32,
+        (ChunkRef("cd" * 32, 100, _WRAPPED), ChunkRef("ef" * 32, 23, _WRAPPED)),
+        False, 1_700_000_000_000_000_000,
+    )  # fmt: skip
+    assert m.to_json() == head + (
+        b'"size":123,"mtime_ns":1700000000123456789,"mode":33188,"sha256":"' + b"ab" * 32
+        + b'","deleted":false,"created_ns":1700000000000000000,' + _CHUNKS_JSON
+    )  # fmt: skip
