@@ -104,13 +104,21 @@ class Chunker:
         for view in self.views(stream):
             yield bytes(view)
 
-    def views(self, stream: BinaryIO) -> Iterator[memoryview]:
+    def views(self, stream: BinaryIO, size_hint: int | None = None) -> Iterator[memoryview]:
         """:meth:`split` without a copy per chunk: each view is valid only until the next
-        is asked for (the window is reused), so copy what you keep."""
+        is asked for (the window is reused), so copy what you keep. ``size_hint``: the
+        stream's expected size; a stream smaller than the window gets a buffer of its size
+        instead (a reader of small files would otherwise hold a 12 MiB window each). The
+        cuts are the same either way; a stream that turns out longer is still split whole."""
         if self.mode == "fixed":
-            yield from self._fixed_views(stream)
+            yield from self._fixed_views(stream, size_hint)
         else:
-            yield from self._cdc_views(stream)
+            yield from self._cdc_views(stream, size_hint)
+
+    def _take_window(self, size: int, size_hint: int | None) -> bytearray:
+        if size_hint is not None and 0 <= size_hint < size - 1:
+            return self._windows.take(size_hint + 1)  # + 1: the read that sees the end
+        return self._windows.take(size)
 
     def _window_size(self) -> int:
         if self.mode == "fixed":
@@ -121,23 +129,33 @@ class Chunker:
         # the default 8 MiB max_size where pyfastcdc's own takes 16 MiB.
         return self.max_size + max(64 * KiB, self.max_size // 2)
 
-    def _fixed_views(self, stream: BinaryIO) -> Iterator[memoryview]:
-        window = self._windows.take(self.avg_size)
+    def _fixed_views(self, stream: BinaryIO, size_hint: int | None) -> Iterator[memoryview]:
+        window = self._take_window(self.avg_size, size_hint)
         try:
             view = memoryview(window)
-            while n := _readinto_full(stream, view):
+            n = _readinto_full(stream, view)
+            if n == len(view) < self.avg_size:  # longer than its hint: on in a full window
+                full = self._windows.take(self.avg_size)
+                memoryview(full)[:n] = view[:n]
+                view.release()
+                self._windows.give(window)
+                window, view = full, memoryview(full)
+                n += _readinto_full(stream, view[n:])
+            while n:
                 yield view[:n]
+                n = _readinto_full(stream, view)
         finally:
             self._windows.give(window)
 
-    def _cdc_views(self, stream: BinaryIO) -> Iterator[memoryview]:
+    def _cdc_views(self, stream: BinaryIO, size_hint: int | None) -> Iterator[memoryview]:
         """pyfastcdc's ``cut_stream`` over a window reused across files. ``cut_stream``
         allocates (and zeroes) a window of twice ``max_size`` per stream: 16 MiB of fresh
         pages per file, which cost a push of 4 MiB files more CPU than its crypto. The cuts
         are the same: a cut looks at most ``max_size`` bytes ahead, so one is taken only
         while that much is buffered (or the stream has ended), as ``cut_stream`` does."""
         cdc = FastCDC(self.avg_size, min_size=self.min_size, max_size=self.max_size)
-        window = self._windows.take(self._window_size())
+        size = self._window_size()
+        window = self._take_window(size, size_hint)
         try:
             view = memoryview(window)
             start = end = 0
@@ -146,12 +164,21 @@ class Chunker:
                 if not ended and end - start < self.max_size:
                     view[: end - start] = view[start:end]  # memmove: overlap is fine
                     start, end = 0, end - start
-                    while end < len(view):
-                        n = stream.readinto(view[end:])
-                        if not n:
-                            ended = True
+                    while True:
+                        while end < len(view):
+                            n = stream.readinto(view[end:])
+                            if not n:
+                                ended = True
+                                break
+                            end += n
+                        if ended or len(view) == size:
                             break
-                        end += n
+                        # Longer than its hint: go on in a full window.
+                        full = self._windows.take(size)
+                        memoryview(full)[:end] = view[:end]
+                        view.release()
+                        self._windows.give(window)
+                        window, view = full, memoryview(full)
                 if start == end:
                     return
                 cuts = cdc.cut_buf(view[start:end])

@@ -154,10 +154,14 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
             try:
                 # Every file goes into the pipeline at once (the byte budget, not the file
                 # count, bounds memory); they commit in any order. Deletions are manifest
-                # writes only: done here meanwhile.
+                # entries only: queued meanwhile, into the same batches.
                 pending = [ingestor.submit(f) for f in files]
-                deleted = [ingestor.delete(p) for p in gone]
-                results = [p.result() for p in pending] + deleted
+                pending += [ingestor.submit_delete(p) for p in gone]
+                if gone or not files:
+                    # Tombstones may be queued after the last file said nothing more is
+                    # coming (or there is no file to say it): write what is queued now.
+                    vault.commits.flush()
+                results = [p.result() for p in pending]
             finally:
                 ingestor.close()
     counts = Counter(r.action for r in results)

@@ -203,3 +203,33 @@ def test_windows_are_reused_across_streams_and_given_back_when_abandoned():
     views.close()  # a file that changed while read: its reader stops early
     assert b"".join(chunks_of(chunker, data)) == data
     assert chunker._windows.slabs == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 60_000),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["cdc", "fixed"]),
+    st.integers(-1, 70_000),
+    st.sampled_from([1 << 20, 1000]),
+)
+def test_a_size_hint_changes_the_buffer_never_the_cuts(size, seed, mode, hint, step):
+    """A small file gets a buffer of its size, not a window (a reader of small files held
+    a 12 MiB window each); the hint may be wrong (the file grew or shrank while read),
+    and the chunks are still exactly those without it."""
+    data = random.Random(seed).randbytes(size)
+    chunker = Chunker(mode, min_size=256, avg_size=1024 * 8, max_size=4096 * 8)
+    expected = [bytes(v) for v in chunker.views(io.BytesIO(data))]
+    hinted = [bytes(v) for v in chunker.views(Trickle(data, step), None if hint < 0 else hint)]
+    assert hinted == expected
+
+
+def test_a_small_file_takes_a_buffer_of_its_size_not_a_window():
+    chunker = Chunker("cdc", min_size=256, avg_size=1024, max_size=4096)
+    window = chunker._window_size()
+    taken: list[int] = []
+    real_take = chunker._windows.take
+    chunker._windows.take = lambda n: taken.append(n) or real_take(n)  # type: ignore[method-assign]
+    data = os.urandom(100)
+    assert [bytes(v) for v in chunker.views(io.BytesIO(data), len(data))] == [data]
+    assert taken == [101] and taken[0] < window
