@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chunkvault.backends.base import PeerError
+from chunkvault.catalog import VersionRow
 from chunkvault.manifest import manifests_prefix
 from chunkvault.vault import Vault
 
@@ -27,7 +28,8 @@ class MissingVersion:
 
 
 def missing_latest(vault: Vault) -> list[MissingVersion] | None:
-    """Files whose newest version no peer lists, or None when some peer could not be
+    """Files whose newest version no peer lists (its manifest batch, or its own manifest
+    object for a version stored before batches), or None when some peer could not be
     listed (a version may sit only there: nothing can be concluded)."""
     listed: set[str] = set()
     prefix = manifests_prefix(vault.config.vault.id)
@@ -36,9 +38,15 @@ def missing_latest(vault: Vault) -> list[MissingVersion] | None:
             listed.update(info.key for info in placed.peer.list(prefix))
         except PeerError:
             return None
-    dirs = {name.rsplit("/", 1)[0] for name in listed}
+
+    def present(version: VersionRow) -> bool:
+        return (version.batch or version.manifest) in listed
+
     return [
-        MissingVersion(v.path, v.manifest, v.deleted, v.manifest.rsplit("/", 1)[0] in dirs)
+        MissingVersion(
+            v.path, v.manifest, v.deleted,
+            any(present(older) for older in vault.catalog.versions(v.path) if older != v),
+        )  # fmt: skip
         for v in vault.catalog.latest_all()
-        if v.manifest not in listed
+        if not present(v)
     ]

@@ -158,7 +158,13 @@ def daemon(start_daemon):
 
 
 def object_count(config: Path) -> int:
-    return sum(1 for peer in build_peers(load_config(config)) for _ in peer.list("test/chunks/"))
+    """Data objects (chunk objects and packs of small chunks) on every peer."""
+    return sum(
+        1
+        for peer in build_peers(load_config(config))
+        for prefix in ("test/chunks/", "test/packs/")
+        for _ in peer.list(prefix)
+    )
 
 
 def test_seed_upload_example_over_http(daemon):
@@ -181,7 +187,7 @@ def test_seed_upload_example_over_http(daemon):
         "request_id": "1234",
     }  # fmt: skip
     stored = object_count(config)
-    assert stored == 4  # c1 and c3, two replicas each
+    assert stored == 4  # c3 and the pack of c1 (under pack_threshold), two replicas each
     # Replay: same answer, nothing written.
     assert call(base, "POST", "/upload", request, content_type="application/json") == (200, body)
     assert object_count(config) == stored
@@ -321,11 +327,12 @@ def test_run_refuses_an_open_api(tmp_path, moto_peers):
 
 
 def chunk_keys(config: Path) -> set[tuple[str, str]]:
-    """(peer, key) of every chunk object on every peer."""
+    """(peer, key) of every data object (chunk object or pack) on every peer."""
     return {
         (peer.name, info.key)
         for peer in build_peers(load_config(config))
-        for info in peer.list("test/chunks/")
+        for prefix in ("test/chunks/", "test/packs/")
+        for info in peer.list(prefix)
     }
 
 
@@ -350,7 +357,7 @@ def test_api_cannot_confirm_that_the_tree_holds_a_content(start_daemon):
 
     wait_for(tree_stored, what="the agent to store secret.bin")
     before = chunk_keys(d.config)
-    assert len(before) == 2  # the file's one chunk, two replicas
+    assert len(before) == 2  # the file's one chunk (in a pack), two replicas
 
     guess = os.urandom(100 * 1024)  # the same size, content the vault does not hold
     assert d.put("known", secret)[0] == 201 and d.put("unknown", guess)[0] == 201
@@ -364,9 +371,10 @@ def test_api_cannot_confirm_that_the_tree_holds_a_content(start_daemon):
     assert known["reason"] == unknown["reason"] == "stored"
     assert len(known["peers"]) == len(unknown["peers"]) == 2
 
-    # The known content got a new object of its own: nothing of the file's was reused.
+    # The known content was stored again, in a new object: nothing of the file's was
+    # reused (both API chunks are small: one pack of theirs, two replicas).
     after = chunk_keys(d.config)
-    assert before <= after and len(after - before) == 4  # two API chunks, two replicas each
+    assert before <= after and len(after - before) == 2
     file_ids = {key for _, key in before}
     assert not file_ids & {key for _, key in after - before}
     assert d.call("GET", "/chunks/known") == (200, secret)

@@ -19,6 +19,7 @@ from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
 from chunkvault.crypto.envelope import BLOB_FLOOR, CHUNK_FLOOR, SealedChunk, chunk_aad, wrap_dek
 from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.padding import padme
 from chunkvault.keystore import KeyStore
 from chunkvault.layout import chunk_key, chunk_metadata
 from chunkvault.manifest import KIND, ChunkRef, Manifest, path_key
@@ -41,7 +42,10 @@ def object_sizes(config: Path, kind: str) -> dict[str, set[int]]:
 
 
 def test_small_files_are_indistinguishable_by_size_and_restore_exactly(tmp_path, moto_peers):
-    config, inbox = init_vault(tmp_path, moto_peers.endpoints, unique_bucket(), PW)
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        chunking={"pack_threshold": 0},  # chunk objects: what a peer sees of each chunk
+    )  # fmt: skip
     # Random bytes do not compress: the sizes a peer would see without padding are exact.
     files = {f"dir/file-{n}.bin": os.urandom(n) for n in SIZES}
     for rel, data in files.items():
@@ -55,15 +59,15 @@ def test_small_files_are_indistinguishable_by_size_and_restore_exactly(tmp_path,
     assert len(chunks) == len(SIZES)  # one chunk per file, no dedup among random data
     # Every chunk object, on every peer, has the floor size: 2 + 12 + 1024 + 16 bytes.
     assert {size for sizes in chunks.values() for size in sizes} == {2 + 12 + CHUNK_FLOOR + 16}
-    # One-chunk manifests of these paths are all the same size too (blob floor).
+    # The versions are committed together: one manifest batch, padded like every blob,
+    # named by its time (whole seconds in ns units) and 16 random hex, not by any path.
     manifests = object_sizes(config, "manifests")
-    assert len(manifests) == len(SIZES)
-    assert {size for sizes in manifests.values() for size in sizes} == {
-        1 + 65 + 12 + BLOB_FLOOR + 16
-    }
-    # Manifest names: <path key>/<created, whole seconds in ns units>-<8 random hex>.
-    for name in manifests:
-        assert re.fullmatch(r"test/manifests/[0-9a-f]{32}/\d{11}000000000-[0-9a-f]{8}", name)
+    assert len(manifests) == 1
+    (name,) = manifests
+    assert re.fullmatch(r"test/manifests/batch/\d{11}000000000-[0-9a-f]{16}", name)
+    (size,) = manifests[name]  # the same on every peer holding it
+    inner = size - (1 + 65 + 12 + 16)
+    assert inner >= BLOB_FLOOR and padme(inner) == inner
 
     out = tmp_path / "out"
     restored = run_cli(config, "restore", "--to", str(out), env=PW)
@@ -130,7 +134,10 @@ def restore_fresh(config: Path, tmp_path: Path, out: str) -> dict[str, bytes]:
 
 
 def test_a_vault_written_before_padding_restores_and_rotates(tmp_path, moto_peers):
-    config, inbox = init_vault(tmp_path, moto_peers.endpoints, unique_bucket(), PW)
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        chunking={"pack_threshold": 0},  # chunk objects: what a peer sees of each chunk
+    )  # fmt: skip
     old = {
         "old/text.txt": [b"text compresses " * 400],
         "old/noise.bin": [os.urandom(3000)],

@@ -82,7 +82,8 @@ def test_chunks_resealed_under_another_data_key_restore_by_reading_them_again(
     and spends the body; the reader reads it again and opens it with the object's own key."""
     config, inbox = init_vault(
         tmp_path, moto_peers.endpoints, unique_bucket(), PW,
-        chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"},
+        chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB",
+                  "pack_threshold": 0},  # chunk objects, each with its metadata
     )  # fmt: skip
     rng = random.Random(12)
     (inbox / "one.bin").write_bytes(rng.randbytes(3 * MiB))

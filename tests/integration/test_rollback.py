@@ -23,9 +23,11 @@ def drop_everywhere(config: Path, manifest: str) -> None:
 
 
 def latest_manifest(config: Path, path: str) -> str:
+    """The object holding the newest version of ``path``: its manifest batch."""
     catalog = Catalog(config.parent / "state" / "catalog.db")
     try:
-        return catalog.versions(path)[-1].manifest
+        latest = catalog.versions(path)[-1]
+        return latest.batch or latest.manifest
     finally:
         catalog.close()
 
