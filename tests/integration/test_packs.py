@@ -28,7 +28,10 @@ from support.moto_peers import unique_bucket
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
+from chunkvault.journal import JournalStore
+from chunkvault.keystore import KeyStore
 from chunkvault.packs import HEADER
+from chunkvault.peerset import place
 
 PW = {"CHUNKVAULT_PASSPHRASE": "packs test passphrase"}
 KiB = 1024
@@ -266,3 +269,44 @@ def test_restoring_many_small_files_reads_packs_in_spans_not_chunk_by_chunk(
     assert digest(out) == digest(inbox)
     assert all(r.startswith("bytes=") for r in gets)  # ranged, never a whole pack
     assert 1 <= len(gets) <= 30, len(gets)
+
+
+def test_a_purged_file_leaves_no_entry_in_any_batch_and_its_batch_mates_stay(
+    tmp_path: Path, moto_peers
+) -> None:
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 2},
+        flows=[{"match": "scratch/**", "on_delete": "purge"}, {"match": "**"}],
+    )  # fmt: skip
+    (inbox / "scratch").mkdir()
+    (inbox / "scratch" / "gone-secret-name.txt").write_text("temporary\n")
+    (inbox / "kept.txt").write_text("stays\n")
+    assert run_cli(config, "push", env=PW).returncode == 0
+    (inbox / "scratch" / "gone-secret-name.txt").unlink()
+    pushed = run_cli(config, "push", env=PW)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "1 purged" in pushed.stdout
+
+    cfg = load_config(config)
+    peers = build_peers(cfg)
+    try:
+        keys = KeyStore(cfg.vault.state_dir, cfg.vault.id, peers).open(
+            PW["CHUNKVAULT_PASSPHRASE"]
+        ).keys  # fmt: skip
+        journal = JournalStore(cfg.vault.id, keys, place(cfg, peers), 2, 2)
+        paths = []
+        for name, holders in journal.names():
+            assert len(holders) == 2  # rewritten on every peer that held it
+            paths += [e.manifest.path for e in journal.read(name)]
+    finally:
+        for peer in peers:
+            peer.close()
+    assert paths == ["kept.txt"]
+    listing = json.loads(run_cli(config, "ls", "--json", "--deleted", env=PW).stdout)
+    assert [f["path"] for f in listing] == ["kept.txt"]
+    shutil.rmtree(tmp_path / "state")  # from the peers alone, too
+    out = tmp_path / "out"
+    restored = run_cli(config, "restore", "--to", str(out), "--deleted", env=PW)
+    assert restored.returncode == 0, restored.stderr
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["kept.txt"]
