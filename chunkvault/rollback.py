@@ -44,9 +44,11 @@ def missing_latest(vault: Vault) -> list[MissingVersion] | None:
 
     return [
         MissingVersion(
-            v.path, v.manifest, v.deleted,
+            v.path,
+            v.manifest,
+            v.deleted,
             any(present(older) for older in vault.catalog.versions(v.path) if older != v),
-        )  # fmt: skip
+        )
         for v in vault.catalog.latest_all()
         if not present(v)
     ]
