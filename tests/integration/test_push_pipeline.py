@@ -41,7 +41,7 @@ from chunkvault.peerset import place
 PW = {"CHUNKVAULT_PASSPHRASE": "pipeline test passphrase"}
 MiB = 1024 * 1024
 SMALL_CHUNKS = {"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"}
-# Every chunk its own object (what the tests below count): packs are test_packs.py's.
+# Every chunk its own object (what the tests below count): packs are test_small_files.py's.
 OBJECT_CHUNKS = {**SMALL_CHUNKS, "pack_threshold": 0}
 
 

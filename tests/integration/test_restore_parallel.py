@@ -29,7 +29,7 @@ PW = {"CHUNKVAULT_PASSPHRASE": "parallel restore passphrase"}
 KiB = 1024
 MiB = 1024 * KiB
 # Chunk objects, read one GET each (what these tests count): packed chunks are read in
-# spans, tests/integration/test_packs.py.
+# spans, tests/integration/test_small_files.py.
 SMALL_CHUNKS = {"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB", "pack_threshold": 0}
 BASE_MTIME_NS = 1_650_000_000_123_456_789
 
