@@ -32,6 +32,7 @@ from chunkvault.journal import JournalStore
 from chunkvault.keystore import KeyStore
 from chunkvault.packs import HEADER
 from chunkvault.peerset import place
+from chunkvault.placement import rank
 
 PW = {"CHUNKVAULT_PASSPHRASE": "packs test passphrase"}
 KiB = 1024
@@ -169,20 +170,26 @@ def test_a_corrupted_pack_replica_is_detected_and_restore_is_exact(
     )  # fmt: skip
     small_tree(inbox, 60)
     assert run_cli(config, "push", env=PW).returncode == 0
-    # Flip bytes all over every pack replica on the first peer holding one.
-    peers = build_peers(load_config(config))
+    # Flip bytes all over each pack's replica on the peer a restore reads it from first
+    # (its top-ranked holder: no peer has a history yet, so rank order decides).
+    cfg = load_config(config)
+    peers = build_peers(cfg)
+    placed = place(cfg, peers)
     damaged = 0
     try:
+        holders: dict[str, list[str]] = {}
         for peer in peers:
             for info in peer.list("test/packs/"):
-                meta = dict(peer.stat(info.key).metadata)
-                body = bytearray(peer.get(info.key))
-                for at in range(len(HEADER), len(body), 997):
-                    body[at] ^= 0x5A
-                peer.put(info.key, bytes(body), meta)
-                damaged += 1
-            if damaged:
-                break
+                holders.setdefault(info.key, []).append(peer.name)
+        for key, held in holders.items():
+            first = next(p for p in rank(key.rsplit("/", 1)[-1], placed) if p.name in held)
+            peer = first.peer
+            meta = dict(peer.stat(key).metadata)
+            body = bytearray(peer.get(key))
+            for at in range(len(HEADER), len(body), 997):
+                body[at] ^= 0x5A
+            peer.put(key, bytes(body), meta)
+            damaged += 1
     finally:
         for peer in peers:
             peer.close()
