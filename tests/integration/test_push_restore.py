@@ -215,7 +215,9 @@ def test_restore_falls_back_past_corrupted_replicas(tmp_path, moto_peer_factory)
     servers = [moto_peer_factory() for _ in range(3)]
     config, inbox = init_vault(
         tmp_path, [s.endpoint for s in servers], "cvfail", PW,
-        chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB"},
+        # Chunk objects (packed chunks: tests/integration/test_small_files.py).
+        chunking={"min_size": "64KiB", "avg_size": "256KiB", "max_size": "1MiB",
+                  "pack_threshold": 0},
         transfer={"timeout_seconds": 2, "retries": 0},
     )  # fmt: skip
     (inbox / "file.bin").write_bytes(random.Random(11).randbytes(4 * MiB))

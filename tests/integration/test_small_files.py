@@ -32,7 +32,6 @@ from chunkvault.journal import JournalStore
 from chunkvault.keystore import KeyStore
 from chunkvault.packs import HEADER
 from chunkvault.peerset import place
-from chunkvault.placement import rank
 
 PW = {"CHUNKVAULT_PASSPHRASE": "packs test passphrase"}
 KiB = 1024
@@ -170,34 +169,35 @@ def test_a_corrupted_pack_replica_is_detected_and_restore_is_exact(
     )  # fmt: skip
     small_tree(inbox, 60)
     assert run_cli(config, "push", env=PW).returncode == 0
-    # Flip bytes all over each pack's replica on the peer a restore reads it from first
-    # (its top-ranked holder: no peer has a history yet, so rank order decides).
-    cfg = load_config(config)
-    peers = build_peers(cfg)
-    placed = place(cfg, peers)
-    damaged = 0
+    peers = build_peers(load_config(config))
     try:
-        holders: dict[str, list[str]] = {}
+        # Every replica of every pack damaged (bytes flipped all over, metadata kept):
+        # nothing is restored from them, every damaged copy is named, no file is left.
+        originals: dict[str, tuple[object, bytes, dict[str, str]]] = {}
         for peer in peers:
             for info in peer.list("test/packs/"):
-                holders.setdefault(info.key, []).append(peer.name)
-        for key, held in holders.items():
-            first = next(p for p in rank(key.rsplit("/", 1)[-1], placed) if p.name in held)
-            peer = first.peer
-            meta = dict(peer.stat(key).metadata)
-            body = bytearray(peer.get(key))
-            for at in range(len(HEADER), len(body), 997):
-                body[at] ^= 0x5A
-            peer.put(key, bytes(body), meta)
-            damaged += 1
+                meta = dict(peer.stat(info.key).metadata)
+                body = peer.get(info.key)
+                originals.setdefault(info.key, (peer, body, meta))
+                damaged = bytearray(body)
+                for at in range(len(HEADER), len(damaged), 997):
+                    damaged[at] ^= 0x5A
+                peer.put(info.key, bytes(damaged), meta)
+        assert originals
+        bad = tmp_path / "bad"
+        result = run_cli(config, "restore", "--to", str(bad), env=PW)
+        assert result.returncode == 1
+        assert "damaged" in result.stderr and "Traceback" not in result.stderr
+        assert not [p for p in bad.rglob("*") if p.is_file()]
+        # One good replica back on one peer, the other still damaged: restored exactly.
+        for key, (peer, body, meta) in originals.items():
+            peer.put(key, body, meta)  # type: ignore[attr-defined]
     finally:
         for peer in peers:
             peer.close()
-    assert damaged
     out = tmp_path / "out"
     result = run_cli(config, "restore", "--to", str(out), env=PW)
     assert result.returncode == 0, result.stderr
-    assert "damaged" in result.stderr  # detected, and said once per peer
     assert digest(out) == digest(inbox)
 
 
