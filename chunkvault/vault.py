@@ -11,9 +11,10 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from chunkvault.backends.base import NotFound, PeerError
 from chunkvault.catalog import Catalog, ChunkRow, PackRow, VersionRow
@@ -39,6 +40,7 @@ from chunkvault.upload import UploadService
 from chunkvault.writerlock import LOCK_NAME
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
 GENERATION_FLOOR = "max_key_generation"
@@ -223,33 +225,33 @@ class Vault:
         return added
 
     def _recover_batch(self, name: str) -> int:
-        if self.catalog.has_batch(name):
-            self._clear_pending(name)
-            return 0
-        try:
-            entries = self.journal.read(name)
-        except ManifestError as exc:
-            if self._absent_everywhere(name):
-                self._clear_pending(name)
-            else:
-                log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
-            return 0
-        try:
-            self.journal.write(entries, name)
-        except ManifestError as exc:
-            log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
-            return 0
-        self.catalog.add_versions([version_row(e.manifest, e.name, batch=name) for e in entries])
-        self._clear_pending(name)
-        return len(entries)
+        return self._recover(
+            name, self.catalog.has_batch(name), self.journal.read, self.journal.write,
+            lambda entries: [version_row(e.manifest, e.name, batch=name) for e in entries],
+        )  # fmt: skip
 
     def _recover_manifest(self, name: str) -> int:
         """A per-file manifest commit (written by versions before manifest batches)."""
-        if self.catalog.has_manifest(name):
+        return self._recover(
+            name, self.catalog.has_manifest(name), self.manifests.read, self.manifests.write,
+            lambda manifest: [version_row(manifest, name)],
+        )  # fmt: skip
+
+    def _recover(
+        self,
+        name: str,
+        known: bool,
+        read: Callable[[str], T],
+        write: Callable[[T, str], object],
+        rows: Callable[[T], list[VersionRow]],
+    ) -> int:
+        """One pending name: in the catalog already, or read from a peer, brought back to
+        R copies and added; forgotten if no peer has it; left pending if that is unknown."""
+        if known:
             self._clear_pending(name)
             return 0
         try:
-            manifest = self.manifests.read(name)
+            found = read(name)
         except ManifestError as exc:
             if self._absent_everywhere(name):
                 self._clear_pending(name)
@@ -257,13 +259,14 @@ class Vault:
                 log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
             return 0
         try:
-            self.manifests.write(manifest, name)
+            write(found, name)
         except ManifestError as exc:
             log.warning("an interrupted commit (%s) stays pending: %s", name, exc)
             return 0
-        self.catalog.add_version(version_row(manifest, name))
+        versions = rows(found)
+        self.catalog.add_versions(versions)
         self._clear_pending(name)
-        return 1
+        return len(versions)
 
     # --- reading versions ------------------------------------------------------------------
 
