@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -295,7 +296,7 @@ def parse_manifest_name(vault_id: str, key: str) -> ManifestName | None:
     return ManifestName(key, match["path_key"], int(match["created_ns"]))
 
 
-class SealedStore(Generic[T]):
+class SealedStore(ABC, Generic[T]):
     """Sealed blobs of one kind on R peers, rendezvous-ranked on the name, read back from
     the best holder with a good copy. Subclasses say what a name is, how large a copy
     may be, and how a body opens: :class:`ManifestStore` and ``journal.JournalStore``."""
@@ -320,17 +321,21 @@ class SealedStore(Generic[T]):
         self._warnings = WarnOnce(log)
 
     # What a subclass defines.
+    @abstractmethod
     def _prefix(self) -> str:
-        raise NotImplementedError
+        """(See the class docstring.)"""
 
+    @abstractmethod
     def _is_name(self, key: str) -> bool:
-        raise NotImplementedError
+        """(See the class docstring.)"""
 
+    @abstractmethod
     def _max_bytes(self) -> int:
-        raise NotImplementedError
+        """(See the class docstring.)"""
 
+    @abstractmethod
     def open(self, name: str, body: bytes) -> T:
-        raise NotImplementedError
+        """(See the class docstring.)"""
 
     def _skipped(self, key: str) -> bool:
         """Keys under the prefix that are another store's, left out without a warning."""

@@ -26,14 +26,13 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chunkvault.catalog import Catalog, ChunkRow, PackRow
 from chunkvault.layout import pack_key, pack_metadata
-from chunkvault.stored import StoredChunk, stored_reason
+from chunkvault.stored import StoredChunk, settled, stored_reason
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,6 @@ WriteReplicas = Callable[
 
 def new_pack_id() -> str:
     return os.urandom(32).hex()
-
-
-def check_header(body: bytes | bytearray | memoryview) -> None:
-    """Raise ValueError unless ``body`` starts like a pack this version writes."""
-    if bytes(body[: len(HEADER)]) != HEADER:
-        raise ValueError("not a chunkvault pack of a known version")
 
 
 @dataclass
@@ -79,7 +72,6 @@ class _Pack:
     id: str = field(default_factory=new_pack_id)
     body: bytearray = field(default_factory=lambda: bytearray(HEADER))
     slots: list[_Slot] = field(default_factory=list)
-    opened: float = field(default_factory=time.monotonic)
 
 
 class PackWriter:
@@ -105,8 +97,6 @@ class PackWriter:
         self._flushing = 0
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=MAX_FLUSHING, thread_name_prefix="pack")
-        # Observers (metrics), like UploadService's: per pack written.
-        self.on_pack: Callable[[str, int, list[str]], None] | None = None
 
     def pending(self, chunk_id: str) -> Future[StoredChunk] | None:
         """The future of ``chunk_id`` if it waits in a pack not yet written."""
@@ -130,7 +120,7 @@ class PackWriter:
         replicas; once written, this pack is where it is."""
         with self._cond:
             if self._closed:
-                return _done(_failed(chunk_id, plain_size, "stopped before it was stored"))
+                return settled(_failed(chunk_id, plain_size, "stopped before it was stored"))
             waiting = self._pending.get(chunk_id)
             if waiting is not None:
                 return waiting
@@ -141,7 +131,7 @@ class PackWriter:
             while self._flushing >= MAX_FLUSHING and not self._closed:
                 self._cond.wait()  # the peers are behind: hold the chunk workers back
             if self._closed:
-                return _done(_failed(chunk_id, plain_size, "stopped before it was stored"))
+                return settled(_failed(chunk_id, plain_size, "stopped before it was stored"))
             if pack is None:
                 pack = self._open.get(target)
             if pack is None:
@@ -165,12 +155,6 @@ class PackWriter:
         with self._cond:
             for pack in list(self._open.values()):
                 self._start_locked(pack)
-
-    @property
-    def waiting(self) -> int:
-        """Chunks in packs not yet written."""
-        with self._cond:
-            return len(self._pending)
 
     def close(self) -> None:
         """Stop: chunks in open packs fail (their files are stored again next time); packs
@@ -250,8 +234,6 @@ class PackWriter:
             for slot, row in zip(pack.slots, rows, strict=True):
                 if slot.again:  # record_pack keeps a known chunk's row: move it here
                     self.catalog.record_chunk(row, written)
-            if self.on_pack is not None:
-                self.on_pack(pack.id, len(body), written)
         ok = len(written) >= pack.minimum
         reason = (
             stored_reason(len(written), pack.target)
@@ -269,12 +251,6 @@ class PackWriter:
 
 def _failed(chunk_id: str, plain_size: int, reason: str) -> StoredChunk:
     return StoredChunk(chunk_id, plain_size, b"", (), False, reason)
-
-
-def _done(stored: StoredChunk) -> Future[StoredChunk]:
-    future: Future[StoredChunk] = Future()
-    future.set_result(stored)
-    return future
 
 
 def _fail(pack: _Pack, reason: str) -> None:

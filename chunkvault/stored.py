@@ -3,6 +3,7 @@ pipeline hand each other (a module of its own so that none of them imports anoth
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 
@@ -20,6 +21,13 @@ class StoredChunk:
     pack: str | None = None
     offset: int = 0
     length: int = 0
+
+
+def settled(stored: StoredChunk) -> Future[StoredChunk]:
+    """``stored`` as a future that is already done."""
+    future: Future[StoredChunk] = Future()
+    future.set_result(stored)
+    return future
 
 
 def stored_reason(written: int, target: int) -> str:

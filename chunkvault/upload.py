@@ -39,7 +39,7 @@ from chunkvault.packs import PackWriter
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 from chunkvault.staging import Staging
-from chunkvault.stored import StoredChunk, stored_reason
+from chunkvault.stored import StoredChunk, settled, stored_reason
 from chunkvault.upload_requests import (
     ChunkOutcome,
     RequestConflict,
@@ -177,7 +177,7 @@ class UploadService:
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
             if known and len(have) >= minimum:
-                return _done(StoredChunk(
+                return settled(StoredChunk(
                     chunk_id, size, known.wrapped_dek, tuple(have), True, "deduplicated",
                     target=target, pack=known.pack, offset=known.pack_offset,
                     length=known.stored_size if known.pack else 0,
@@ -215,7 +215,7 @@ class UploadService:
             reason = stored_reason(len(written), target)
         else:
             reason = f"stored on {len(written)} peer(s), need {minimum}: " + "; ".join(errors)
-        return _done(StoredChunk(
+        return settled(StoredChunk(
             chunk_id, size, wrapped, tuple(written), ok, reason,
             len(sealed.body) * len(written), target,
         ))  # fmt: skip
@@ -321,24 +321,18 @@ class UploadService:
         return _response_from_json(recorded[1], replayed=True)
 
 
-def _done(stored: StoredChunk) -> Future[StoredChunk]:
-    future: Future[StoredChunk] = Future()
-    future.set_result(stored)
-    return future
-
-
 def _deduplicated(waiting: Future[StoredChunk]) -> Future[StoredChunk]:
     """A chunk already waiting in a pack, for its second user: the same outcome once the
     pack is written, counted as deduplicated (nothing more was sent for it)."""
     future: Future[StoredChunk] = Future()
 
-    def settled(done: Future[StoredChunk]) -> None:
+    def on_written(done: Future[StoredChunk]) -> None:
         stored = done.result()
         future.set_result(
             replace(stored, reason="deduplicated", sent_bytes=0) if stored.ok else stored
         )
 
-    waiting.add_done_callback(settled)
+    waiting.add_done_callback(on_written)
     return future
 
 

@@ -372,38 +372,17 @@ class Vault:
         unlisted: list[str] = []
         names = list(self.manifests.names(unlisted))
         batches = list(self.journal.names(unlisted))
-        complete = not unlisted
         for name, holders in batches:
-            if self.catalog.has_batch(name):
-                continue
-            try:
-                entries = self.journal.read(name, holders)
-            except ManifestError as exc:
-                log.debug("batch %s unreadable: %s", name, exc)
-                self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
-                complete = False
-                continue
-            for entry in entries:
-                for ref in entry.manifest.chunks:
-                    refs.setdefault(ref.id, ref)
-            self.catalog.add_versions(
-                [version_row(e.manifest, e.name, batch=name) for e in entries]
-            )
-            added += len(entries)
+            if not self.catalog.has_batch(name):
+                added += self._sync_one(name, holders, refs, self.journal.read, lambda es, n: [
+                    (e.manifest, version_row(e.manifest, e.name, batch=n)) for e in es
+                ])  # fmt: skip
         for name, holders in names:
-            if self.catalog.has_manifest(name):
-                continue
-            try:
-                manifest = self.manifests.read(name, holders)
-            except ManifestError as exc:
-                log.debug("manifest %s unreadable: %s", name, exc)
-                self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
-                complete = False
-                continue
-            for ref in manifest.chunks:
-                refs.setdefault(ref.id, ref)
-            self.catalog.add_version(version_row(manifest, name))
-            added += 1
+            if not self.catalog.has_manifest(name):
+                added += self._sync_one(name, holders, refs, self.manifests.read, lambda m, n: [
+                    (m, version_row(m, n))
+                ])  # fmt: skip
+        complete = not unlisted and not self.unreadable
         complete &= self._sync_replicas(refs)
         complete &= self._sync_packs(refs)
         self.unlisted = sorted(set(unlisted) | set(self.unlisted))
@@ -413,6 +392,28 @@ class Vault:
         if complete:
             self.catalog.set_meta(SYNCED, "1")
         return added
+
+    def _sync_one(
+        self,
+        name: str,
+        holders: list[str],
+        refs: dict[str, ChunkRef],
+        read: Callable[[str, Sequence[str]], T],
+        versions: Callable[[T, str], list[tuple[Manifest, VersionRow]]],
+    ) -> int:
+        """Add the versions of one listed batch or manifest; remember its chunks in
+        ``refs``. An unreadable one is noted in ``self.unreadable``. Returns the versions."""
+        try:
+            found = versions(read(name, holders), name)
+        except ManifestError as exc:
+            log.debug("%s unreadable: %s", name, exc)
+            self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
+            return 0
+        for manifest, _ in found:
+            for ref in manifest.chunks:
+                refs.setdefault(ref.id, ref)
+        self.catalog.add_versions([row for _, row in found])
+        return len(found)
 
     def _listings(
         self, prefix: str, what: str

@@ -467,12 +467,6 @@ class Catalog:
         """The versions recorded from batch ``name``, in the order they were added."""
         return self._versions("WHERE batch = ? ORDER BY id", (name,))
 
-    def set_version_batch(self, manifest: str, batch: str) -> None:
-        """Say that version ``manifest`` now lives in batch ``batch`` (a purge rewrote the
-        batch that held it)."""
-        with self.transaction() as db:
-            db.execute("UPDATE versions SET batch = ? WHERE manifest = ?", (batch, manifest))
-
     # --- API idempotency -------------------------------------------------------------------
 
     def api_request(self, request_id: str) -> tuple[str, dict[str, Any]] | None:

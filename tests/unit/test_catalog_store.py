@@ -382,12 +382,9 @@ def test_versions_of_a_batch(tmp_path):
     assert not catalog.has_batch("b/other") and not catalog.has_batch("m/h/1")
     assert catalog.versions_in_batch("b/none") == []
 
-    catalog.set_version_batch("m/f1/1", "b/2")  # a purge rewrote batch b/1 without f3
-    catalog.set_version_batch("m/f2/2", "b/2")
-    catalog.remove_versions("f3")
-    assert not catalog.has_batch("b/1")
-    assert [v.path for v in catalog.versions_in_batch("b/2")] == ["f1", "f2", "g"]
-    assert [v.batch for v in catalog.latest_all()] == ["b/2", "b/2", "b/2", None, "b/3"]
+    catalog.remove_versions("f3")  # a purge: its batch keeps the others' versions
+    assert [v.path for v in catalog.versions_in_batch("b/1")] == ["f1", "f2"]
+    assert [v.batch for v in catalog.latest_all()] == ["b/1", "b/1", "b/2", None, "b/3"]
     catalog.close()
 
 
