@@ -15,6 +15,7 @@ commit in whatever order their chunks become durable.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import os
@@ -55,8 +56,22 @@ class IngestResult:
     error: str = ""
 
 
+class _LookUp(enum.Enum):
+    TOKEN = 0
+
+
+#: :meth:`Ingestor.submit`'s default: the reader looks the file's newest version up.
+LOOK_UP = _LookUp.TOKEN
+#: A file queued for a reader: path, its result, its newest version (or LOOK_UP).
+_Job = tuple[str, Future["IngestResult"], "VersionRow | _LookUp | None"]
+
+
 class _Changed(Exception):
     """The file changed while it was read."""
+
+
+#: Reader threads of one Ingestor (see __init__).
+READERS = 2
 
 
 class Ingestor:
@@ -77,17 +92,16 @@ class Ingestor:
             vault.service, cfg.transfer.max_inflight_bytes, workers=concurrency,
             max_chunk=self.max_chunk,
         )  # fmt: skip
-        # Reading and chunking is local and quick next to sealing and putting: a few
-        # readers keep the chunk workers fed, and small files do not queue behind a big one.
+        # Reading and chunking is local and quick next to sealing and putting: two readers
+        # keep the chunk workers fed, and small files do not queue behind a big one. (More
+        # only fight over the GIL: small files are sealed by their reader, see pipeline.py.)
         # A queue of their own, not an executor: a push submits every file of the tree at
         # once, and an executor's future per file cost ~0.7 KiB each (14 MiB at 20,000).
-        self._queue: queue.SimpleQueue[tuple[str, Future[IngestResult]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._readers = [
             threading.Thread(target=self._read_loop, name=f"read-{i}", daemon=True)
-            for i in range(max(2, min(4, concurrency // 2)))
+            for i in range(READERS)
         ]
         for reader in self._readers:
             reader.start()
@@ -116,20 +130,23 @@ class Ingestor:
 
     def _read_loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            rel, result = item
+            rel, result, latest = item
             if self._closed:  # by close() before it started
                 result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
             else:
-                self._read_file(rel, result)
+                self._read_file(rel, result, latest)
 
     def ingest(self, rel: str) -> IngestResult:
         """Store the current content of ``rel`` (relative to watch.path) if it changed;
         returns once it is committed (or failed)."""
         return self.submit(rel).result()
 
-    def submit(self, rel: str) -> Future[IngestResult]:
+    def submit(
+        self, rel: str, latest: VersionRow | _LookUp | None = LOOK_UP
+    ) -> Future[IngestResult]:
         """Queue ``rel`` for storing; the future is done once its version is committed
-        (or the file failed, was unchanged, ignored or gone)."""
+        (or the file failed, was unchanged, ignored or gone). ``latest``: its newest
+        version, when the caller has it at hand (push reads them all in one query)."""
         result: Future[IngestResult] = Future()
         with self._lock:
             self._uncommitted.add(result)
@@ -137,16 +154,18 @@ class Ingestor:
         if self._closed:
             result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
         else:
-            self._queue.put((rel, result))
+            self._queue.put((rel, result, latest))
         return result
 
-    def _read_file(self, rel: str, result: Future[IngestResult]) -> None:
+    def _read_file(
+        self, rel: str, result: Future[IngestResult], latest: VersionRow | _LookUp | None
+    ) -> None:
         """The file is opened one component at a time from watch.path, never through a
         symlink (see ``fsutil.open_regular_in_tree``): a directory swapped for a symlink
         after the event makes the path "not a regular file in the tree", so nothing outside
         the tree is ever read."""
         try:
-            outcome = self._read_attempts(rel, result)
+            outcome = self._read_attempts(rel, result, latest)
         except BudgetClosed:
             outcome = IngestResult(rel, "failed", error="stopped before it was stored")
         except BaseException as exc:  # a bug: the caller sees it, the reader lives on
@@ -155,12 +174,15 @@ class Ingestor:
         if outcome is not None:
             result.set_result(outcome)
 
-    def _read_attempts(self, rel: str, result: Future[IngestResult]) -> IngestResult | None:
+    def _read_attempts(
+        self, rel: str, result: Future[IngestResult], latest: VersionRow | _LookUp | None
+    ) -> IngestResult | None:
         """None when the file was handed to the pipeline (``result`` is set on commit)."""
         flow = self.vault.rules.flow(rel)
         if flow.ignore:
             return IngestResult(rel, "ignored")
-        latest = self.vault.catalog.latest(rel)
+        if latest is LOOK_UP:
+            latest = self.vault.catalog.latest(rel)
         error = ""
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -171,7 +193,9 @@ class Ingestor:
                         return IngestResult(rel, "ignored", error="not a regular file")
                     with os.fdopen(fd, "rb") as f:
                         st = os.fstat(f.fileno())
-                        if attempt == 0 and _unchanged(latest, st):
+                        if attempt == 0 and unchanged(
+                            latest, st.st_size, st.st_mtime_ns, st.st_mode
+                        ):
                             return IngestResult(rel, "unchanged", size=st.st_size)
                         self._read(rel, f, root_fd, flow, result)
                         return None
@@ -392,11 +416,13 @@ class Ingestor:
             os.close(root_fd)
 
 
-def _unchanged(latest: VersionRow | None, st: os.stat_result) -> bool:
+def unchanged(latest: VersionRow | None, size: int, mtime_ns: int, mode: int) -> bool:
+    """A file with this size, mtime and mode is what ``latest`` holds (no need to read it:
+    the test restic and rsync make)."""
     return (
         latest is not None
         and not latest.deleted
-        and (latest.size, latest.mtime_ns, latest.mode) == (st.st_size, st.st_mtime_ns, st.st_mode)
+        and (latest.size, latest.mtime_ns, latest.mode) == (size, mtime_ns, mode)
     )
 
 

@@ -42,6 +42,10 @@ HEADER = MAGIC + bytes([VERSION])
 #: Packs being written at once before :meth:`PackWriter.add` waits: bounds the memory of
 #: packs to (this + open packs) x pack_size while a slow peer holds writes up.
 MAX_FLUSHING = 2
+#: While no pack is being written, a pack goes once it holds this fraction of pack_size:
+#: idle peers would otherwise wait for a full pack, and the last pack of a push (sent
+#: after the last file is read, on the critical path) would often be a full one.
+EARLY_FRACTION = 4
 
 #: (object key, placement id, body, metadata, replicas) -> (peers written, errors)
 WriteReplicas = Callable[
@@ -146,7 +150,9 @@ class PackWriter:
             pack.slots.append(slot)
             pack.minimum = max(pack.minimum, minimum)
             self._pending[chunk_id] = slot.future
-            if len(pack.body) >= self.pack_size:
+            if len(pack.body) >= self.pack_size or (
+                self._flushing == 0 and len(pack.body) >= self.pack_size // EARLY_FRACTION
+            ):
                 self._start_locked(pack)
             return slot.future
 

@@ -130,6 +130,7 @@ class ChunkPipeline:
         self._reading = 0
         self._queued = 0
         self._quiet = 0
+        self._timer = False  # an idle timer is armed
 
     def charge(self, size: int) -> int:
         """What a chunk of ``size`` plaintext bytes costs the budget: the buffer it will
@@ -153,6 +154,17 @@ class ChunkPipeline:
         back once the chunk is sealed and sent (a small chunk's body is copied into its
         pack), the chunk settles in ``batch`` once it is durable."""
         index = batch._add()
+        if self.service.packed(size):
+            # A small chunk is sealed and copied into its pack right here, in the reader:
+            # handing it to a worker cost more (a thread switch each way, and GIL
+            # ping-pong between a dozen threads) than sealing it.
+            try:
+                durable = self._store_one(buf, size, replicas, compress)
+            finally:
+                self.buffers.give(buf)
+                self.budget.release(charge)
+            durable.add_done_callback(lambda d: batch._settle(index, _outcome(d, size)))
+            return
         with self._idle:
             self._queued += 1
         future = self._pool.submit(self._store_one, buf, size, replicas, compress)
@@ -204,20 +216,34 @@ class ChunkPipeline:
         """When no file is being read and no chunk waits to be sealed, small chunks in
         open packs have nobody left to share a pack with: write them after a short quiet
         spell (not at once: between two files of a push the pipeline is briefly empty,
-        and a flush there would make many small packs)."""
+        and a flush there would make many small packs). One timer at a time: a thread
+        started per file that goes by cost a fifth of a small-file push."""
         with self._idle:
-            if self._reading or self._queued:
+            if self._reading or self._queued or self._timer:
                 return
+            self._timer = True
             mark = self._quiet
+        self._arm(mark)
+
+    def _arm(self, mark: int) -> None:
         timer = threading.Timer(IDLE_FLUSH_SECONDS, self._flush_if_quiet, (mark,))
         timer.daemon = True
         timer.start()
 
     def _flush_if_quiet(self, mark: int) -> None:
         with self._idle:
-            if self._reading or self._queued or self._quiet != mark:
+            if self._reading or self._queued:  # busy: the next quiet moment arms again
+                self._timer = False
                 return
-        self.service.flush()
+            if self._quiet != mark:  # quiet now, but not for the whole spell: wait again
+                mark = self._quiet
+            else:
+                self._timer = False
+                mark = -1
+        if mark >= 0:
+            self._arm(mark)
+        else:
+            self.service.flush()
 
     def close(self) -> None:
         """Stop: waiting readers give up, queued chunks are dropped (their files fail and

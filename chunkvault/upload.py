@@ -172,7 +172,7 @@ class UploadService:
         if compress is None:
             compress = self.config.chunking.compression == "zstd"
         chunk_id = keys.chunk_id(memoryview(buf)[PLAIN_OFFSET : PLAIN_OFFSET + size])
-        packed = self.packs is not None and size < self.pack_threshold
+        packed = self.packed(size)
         with self._stripe(self._chunk_locks, chunk_id):
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
@@ -219,6 +219,10 @@ class UploadService:
             chunk_id, size, wrapped, tuple(written), ok, reason,
             len(sealed.body) * len(written), target,
         ))  # fmt: skip
+
+    def packed(self, size: int) -> bool:
+        """A chunk of ``size`` plaintext bytes goes into a pack (not an object of its own)."""
+        return self.packs is not None and size < self.pack_threshold
 
     def flush(self) -> None:
         """Write the open packs now: nothing more is coming soon."""

@@ -246,5 +246,9 @@ class Peer(ABC):
         """Replace the user metadata of ``key`` without re-sending its body
         (S3: server-side copy onto itself). Raises :class:`NotFound` if missing."""
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook, most peers need nothing
+        """Make ahead of time what the first request needs (no request is sent): a
+        command calls it in the background while it does other work."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most peers hold nothing
         """Release connections and threads."""

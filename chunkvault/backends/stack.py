@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 from chunkvault.backends.base import Peer
 from chunkvault.backends.filesystem import FilesystemPeer
@@ -62,3 +64,23 @@ def build_peers(config: Config) -> list[HealthPeer]:
             built.close()
         raise
     return peers
+
+
+@contextmanager
+def prepared_in_background(peers: list[HealthPeer]) -> Iterator[None]:
+    """Run every peer's :meth:`~Peer.prepare` in a thread during the block: what the first
+    request needs is then made while the command derives its key (Argon2 lets go of the
+    GIL) and walks the tree, not when the first pack is ready to go."""
+
+    def prepare() -> None:
+        for peer in peers:
+            # What fails here, the first real request meets again, and reports.
+            with suppress(Exception):
+                peer.prepare()
+
+    thread = threading.Thread(target=prepare, name="prepare-peers", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()

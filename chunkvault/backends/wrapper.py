@@ -98,5 +98,8 @@ class WrappingPeer(Peer):
         meta = validate_metadata(metadata)
         return self._call("replace_metadata", lambda: self.inner.replace_metadata(key, meta))
 
+    def prepare(self) -> None:
+        self.inner.prepare()
+
     def close(self) -> None:
         self.inner.close()

@@ -67,12 +67,18 @@ class CliContext:
         return self._config
 
     @contextmanager
-    def peers(self) -> Iterator[list[HealthPeer]]:
-        from chunkvault.backends.stack import build_peers
+    def peers(self, prepare: bool = False) -> Iterator[list[HealthPeer]]:
+        """The configured peers. ``prepare``: the command will send requests, so their
+        clients are made in the background from the start (see ``prepared_in_background``)."""
+        from chunkvault.backends.stack import build_peers, prepared_in_background
 
         stack = build_peers(self.config)
         try:
-            yield stack
+            if prepare:
+                with prepared_in_background(stack):
+                    yield stack
+            else:
+                yield stack
         finally:
             for peer in stack:
                 peer.close()
@@ -123,14 +129,19 @@ class CliContext:
 
     @contextmanager
     def vault(
-        self, file_option: Path | None = None, sync: bool = True, writer: bool = False
+        self,
+        file_option: Path | None = None,
+        sync: bool = True,
+        writer: bool = False,
+        prepare: bool = False,
     ) -> Iterator[Vault]:
         """Unlock and open the vault; on a fresh machine rebuild the catalog from peers.
-        ``writer``: the caller holds the writer lock."""
+        ``writer``: the caller holds the writer lock. ``prepare``: the command will send
+        requests (see :meth:`peers`)."""
         from chunkvault.peerset import place
         from chunkvault.vault import Vault
 
-        with self.peers() as peers:
+        with self.peers(prepare) as peers:
             unlocked = self.unlock(peers, file_option, writer=writer)
             vault = Vault(self.config, place(self.config, peers), unlocked.keys)
             try:

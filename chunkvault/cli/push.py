@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from chunkvault.cli.progress import byte_progress
 from chunkvault.errors import ChunkvaultError
 from chunkvault.names import show
 from chunkvault.sizes import format_size
+
+if TYPE_CHECKING:
+    from chunkvault.watcher.scan import FileState
 
 
 class PushIncomplete(ChunkvaultError):
@@ -69,12 +73,12 @@ def resolve_scope(root: Path, given: str, stored: Callable[[str], bool]) -> str:
     )
 
 
-def walk(root: Path, rel_dir: str, unreadable: set[str] | None = None) -> dict[str, int]:
-    """Regular files under ``root/rel_dir`` (or that one file) with their sizes, by relative
-    path. No symlink below ``root`` is followed: not a symlinked file, nor a directory.
-    Directories that cannot be read are skipped and added to ``unreadable``."""
+def walk(root: Path, rel_dir: str, unreadable: set[str] | None = None) -> dict[str, FileState]:
+    """Regular files under ``root/rel_dir`` (or that one file) with their size, mtime and
+    mode, by relative path. No symlink below ``root`` is followed: not a symlinked file,
+    nor a directory. Directories that cannot be read are skipped and added to ``unreadable``."""
     from chunkvault.fsutil import lstat_in_tree, open_dir
-    from chunkvault.watcher.scan import blocked_at, scan_tree
+    from chunkvault.watcher.scan import FileState, blocked_at, scan_tree
 
     blocked = unreadable if unreadable is not None else set()
     if rel_dir:
@@ -93,9 +97,8 @@ def walk(root: Path, rel_dir: str, unreadable: set[str] | None = None) -> dict[s
         except OSError:
             return {}  # gone (its catalog entries become deletions) or not in the tree
         if stat.S_ISREG(st.st_mode):
-            return {rel_dir: st.st_size}
-    tree = scan_tree(root, lambda _rel: False, rel_dir, blocked)
-    return {rel: state.size for rel, state in tree.items()}
+            return {rel_dir: FileState(st.st_size, st.st_mtime_ns, st.st_mode)}
+    return scan_tree(root, lambda _rel: False, rel_dir, blocked)
 
 
 @click.command()
@@ -109,7 +112,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     PATHS are files or directories in the watched tree, relative to the current directory
     or to the tree itself (as `chunkvault ls` shows them). A path that exists in neither
     place and holds nothing stored is an error."""
-    from chunkvault.ingest import Ingestor
+    from chunkvault.ingest import Ingestor, IngestResult, unchanged
     from chunkvault.watcher import unreadable
 
     cfg = cli.config
@@ -120,14 +123,17 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         scope_candidates(root, given)  # outside the tree: say so before any unlock
     started = time.monotonic()
     with cli.writer("push"), cli.vault(passphrase_file, writer=True) as vault:
-        live = [v.path for v in vault.catalog.latest_all() if not v.deleted]
+        # Every path's newest version, in one query (not one per file): the writer lock
+        # keeps them current while this push runs.
+        newest = {v.path: v for v in vault.catalog.latest_all()}
+        live = [path for path, v in newest.items() if not v.deleted]
 
         def stored(rel: str) -> bool:
             return any(p == rel or p.startswith(rel + "/") for p in live)
 
         scopes = [resolve_scope(root, given, stored) for given in paths] or [""]
         blocked: set[str] = set()
-        sizes = {rel: size for scope in scopes for rel, size in walk(root, scope, blocked).items()}
+        states = {rel: st for scope in scopes for rel, st in walk(root, scope, blocked).items()}
         for path in sorted(blocked):
             click.echo(
                 f"warning: cannot read directory {unreadable.describe(path)} (permission "
@@ -138,30 +144,37 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
             known.update((), scope)
         known.add(blocked)
         unreadable.save(vault.catalog, known.known)
-        files = sorted(sizes)
-        present = set(files)
         gone = [
             v.path
-            for v in vault.catalog.latest_all()
-            if not v.deleted and v.path not in present and not unreadable.within(v.path, blocked)
+            for v in newest.values()
+            if not v.deleted and v.path not in states and not unreadable.within(v.path, blocked)
             and any(s == "" or v.path == s or v.path.startswith(s + "/") for s in scopes)
         ]  # fmt: skip
-        total = sum(sizes.values())
+        # What the tree holds as stored (same size, mtime and mode: the test the readers
+        # would make after opening it) is not even queued.
+        results = [
+            IngestResult(rel, "unchanged", size=st.size)
+            for rel, st in states.items()
+            if unchanged(newest.get(rel), st.size, st.mtime_ns, st.mode)
+            and not vault.rules.flow(rel).ignore
+        ]
+        skip = {r.path for r in results}
+        files = sorted(rel for rel in states if rel not in skip)
+        total = sum(states[rel].size for rel in files)
         ingestor = None
-        results = []
         with byte_progress("push", total) as progress:
             ingestor = Ingestor(vault, progress)
             try:
                 # Every file goes into the pipeline at once (the byte budget, not the file
                 # count, bounds memory); they commit in any order. Deletions are manifest
                 # entries only: queued meanwhile, into the same batches.
-                pending = [ingestor.submit(f) for f in files]
+                pending = [ingestor.submit(f, newest.get(f)) for f in files]
                 pending += [ingestor.submit_delete(p) for p in gone]
                 if gone or not files:
                     # Tombstones may be queued after the last file said nothing more is
                     # coming (or there is no file to say it): write what is queued now.
                     vault.commits.flush()
-                results = [p.result() for p in pending]
+                results += [p.result() for p in pending]
             finally:
                 ingestor.close()
     counts = Counter(r.action for r in results)

@@ -54,7 +54,7 @@ def restore(
     from chunkvault.restore import Restorer, select
 
     started = time.monotonic()
-    with cli.vault(passphrase_file) as vault:
+    with cli.vault(passphrase_file, prepare=True) as vault:
         problem = vault.sync_problems()
         chosen = select(vault, patterns, deleted)
         if problem is not None and not chosen:

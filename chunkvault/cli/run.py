@@ -88,7 +88,7 @@ def run(cli: CliContext, passphrase_file: Path | None) -> None:
     if not cfg.watch.path.is_dir():
         raise ChunkvaultError(f"watch.path {cfg.watch.path} is not a directory", "create it")
     logs.configure("debug" if cli.debug else cfg.log.level, cfg.log.format)
-    with cli.writer("run"), cli.vault(passphrase_file, writer=True) as vault:
+    with cli.writer("run"), cli.vault(passphrase_file, writer=True, prepare=True) as vault:
         registry = CollectorRegistry()
         agent = Agent(vault)
         metrics = AgentMetrics(registry, agent)

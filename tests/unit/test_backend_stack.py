@@ -20,6 +20,7 @@ from chunkvault.backends import (
     build_peers,
     wrap_peer,
 )
+from chunkvault.backends.stack import prepared_in_background
 from chunkvault.config import PeerConfig, TransferConfig, parse_config
 
 
@@ -110,3 +111,33 @@ def test_no_slot_is_held_while_retry_sleeps() -> None:
     mem.fail_next(1, ops={"put"})
     peer.put("b", b"y")
     assert blocked == [False]
+
+
+def test_peers_are_prepared_in_a_thread_through_every_wrapper_and_errors_wait_for_use() -> None:
+    class Preparing(MemoryPeer):
+        def __init__(self, name: str, fail: bool) -> None:
+            super().__init__(name)
+            self.fail = fail
+            self.prepared_in: list[str] = []
+
+        def prepare(self) -> None:
+            self.prepared_in.append(threading.current_thread().name)
+            if self.fail:
+                raise OSError("no client today")
+
+    backends = [Preparing("a", fail=True), Preparing("b", fail=False)]
+    transfer = TransferConfig(retries=0)
+    peers = [wrap_peer(b, transfer, sleep=lambda s: None) for b in backends]
+    with prepared_in_background(peers):
+        pass  # the block ends only once every peer was prepared
+    assert [b.prepared_in for b in backends] == [["prepare-peers"], ["prepare-peers"]]
+
+
+def test_an_s3_peer_prepares_its_client_without_a_request() -> None:
+    cfg = PeerConfig(name="s3", endpoint="http://127.0.0.1:9", bucket="chunkvault")
+    peer = build_peer(cfg, TransferConfig(retries=0, timeout_seconds=1))
+    backend = peer.inner.inner.inner  # type: ignore[attr-defined]
+    assert isinstance(backend, S3Peer) and backend._client is None
+    peer.prepare()  # port 9 (discard) would refuse a request: none is sent
+    assert backend._client is not None
+    peer.close()

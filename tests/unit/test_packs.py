@@ -4,11 +4,15 @@ dedup before and after it is, and failures (chunkvault.packs through the upload 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from chunkvault import packs
 from chunkvault.backends.base import PermanentError
 from chunkvault.backends.memory import MemoryPeer
 from chunkvault.backends.stack import wrap_peer
@@ -110,7 +114,10 @@ def test_small_chunks_share_one_pack_on_r_distinct_peers_and_read_back(rig: Pack
     assert all(rig.catalog.chunk(s.chunk_id).pack == pack for s in stored)
 
 
-def test_a_full_pack_is_written_without_a_flush(rig: PackRig) -> None:
+def test_a_full_pack_is_written_without_a_flush(
+    rig: PackRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packs, "EARLY_FRACTION", 1)  # only full packs go on their own
     started = [rig.start(os.urandom(100_000)) for _ in range(12)]  # 1.2 MB > pack_size
     first = started[0].result(10)  # the first pack filled up and went out on its own
     assert first.ok and first.pack is not None
@@ -118,6 +125,32 @@ def test_a_full_pack_is_written_without_a_flush(rig: PackRig) -> None:
     rig.service.flush()
     assert all(f.result(10).ok for f in started)
     assert len(rig.packs()) == 2
+
+
+def test_idle_peers_take_a_quarter_full_pack_busy_ones_a_full_one(
+    rig: PackRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()  # the peers hold every write until it is set
+    for m in rig.memory:
+        monkeypatch.setattr(m, "put", _held(m.put, gate))
+    # ~100 KB sealed each: the first pack goes at 3 (>= 1 MiB / 4, no pack being written);
+    # while it is being written, the next 10 wait in one open pack (not full yet: flushed).
+    started = [rig.start(os.urandom(100_000)) for _ in range(13)]
+    gate.set()
+    rig.service.flush()
+    stored = [f.result(10) for f in started]
+    assert all(s.ok for s in stored)
+    per_pack = Counter(s.pack for s in stored)
+    assert list(per_pack.values()) == [3, 10]
+    assert len(rig.packs()) == 2
+
+
+def _held(put: Callable[..., object], gate: threading.Event) -> Callable[..., object]:
+    def held(*args: object, **kwargs: object) -> object:
+        assert gate.wait(10)
+        return put(*args, **kwargs)
+
+    return held
 
 
 def test_a_lone_small_chunk_is_written_after_pack_flush_seconds(tmp_path: Path) -> None:

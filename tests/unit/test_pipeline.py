@@ -30,6 +30,9 @@ class SlowService:
     def flush(self) -> None:
         self.flushes += 1
 
+    def packed(self, size: int) -> bool:
+        return False  # every chunk an object of its own: stored by the workers
+
     def store_in_place(self, buf: bytearray, size: int, **_: Any) -> StoredChunk:
         data = bytes(buf[PLAIN_OFFSET : PLAIN_OFFSET + size])
         with self.lock:
@@ -85,6 +88,50 @@ def test_a_file_completes_once_when_read_and_every_chunk_is_settled() -> None:
         batch.finish(on_again)
         assert again_event.wait(5)
         assert pipeline.buffers.slabs == 3
+    finally:
+        pipeline.close()
+
+
+class PackingService(SlowService):
+    """Chunks under 8 bytes go into packs: the future settles when ``written`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.written: Future[None] = Future()
+
+    def packed(self, size: int) -> bool:
+        return size < 8
+
+    def start_in_place(self, buf: bytearray, size: int, **kw: Any) -> Future[StoredChunk]:
+        self.threads.append(threading.current_thread().name)
+        if not self.packed(size):
+            return super().start_in_place(buf, size, **kw)
+        data = bytes(buf[PLAIN_OFFSET : PLAIN_OFFSET + size])
+        done: Future[StoredChunk] = Future()
+        self.written.add_done_callback(
+            lambda _: done.set_result(StoredChunk(f"id-{data.hex()}", size, b"k", ("p",), True, ""))
+        )
+        return done
+
+
+def test_a_small_chunk_is_sealed_by_its_reader_and_settles_when_its_pack_is_written() -> None:
+    service = PackingService()
+    service.gate.set()
+    pipeline = ChunkPipeline(service, 100_000, workers=2, max_chunk=64)  # type: ignore[arg-type]
+    try:
+        batch = FileBatch()
+        done, event, on_done = collect()
+        store(pipeline, batch, b"tiny")  # packed: sealed here, in this thread
+        store(pipeline, batch, b"big chunk, own object")  # a worker's
+        batch.finish(on_done)
+        assert service.threads[0] == threading.current_thread().name
+        assert not event.wait(0.2)  # the small one waits for its pack
+        assert pipeline.budget.held == 0  # its bytes came back once it was in the pack
+        service.written.set_result(None)
+        assert event.wait(5)
+        assert done[0][0].chunk_id == "id-" + b"tiny".hex()
+        assert service.threads[1].startswith("chunk")
     finally:
         pipeline.close()
 
