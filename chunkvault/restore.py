@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from wcmatch import glob
 
@@ -44,6 +44,7 @@ from chunkvault.restore_target import (
     TargetFile,
     open_target,
 )
+from chunkvault.stored import settled
 from chunkvault.vault import Vault
 
 __all__ = ["OVERWRITE_CHOICES", "Overwrite", "RestoreReport", "Restorer", "select"]
@@ -106,11 +107,16 @@ def select(vault: Vault, patterns: Sequence[str], include_deleted: bool) -> list
 
 
 def safe_parts(rel: str) -> list[str]:
-    """Manifests are authenticated, but a path must still never escape the target."""
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts or "\0" in rel:
+    """Manifests are authenticated, but a path must still never escape the target: only
+    the plain relative paths chunkvault stores ("a/b/c": no empty, "." or ".." part, no
+    NUL) are restored."""
+    parts = rel.split("/")
+    if "\0" in rel or any(p in _NOT_A_NAME for p in parts):
         raise ChunkvaultError(f"refusing to restore unsafe path {names.show(rel)}")
-    return list(parts)
+    return parts
+
+
+_NOT_A_NAME = frozenset(("", ".", ".."))
 
 
 class Restorer:
@@ -196,7 +202,11 @@ class Restorer:
         try:
             for index in order:
                 version = versions[index]
-                read = self._manifest_pool.submit(self.vault.read_version, version)
+                cached = self.vault.cached_version(version)
+                if cached is not None:  # most of a batch's versions: no thread hop
+                    read = settled(cached)
+                else:
+                    read = self._manifest_pool.submit(self.vault.read_version, version)
                 window.append((index, version, read))
                 if len(window) > self.manifest_read_ahead:
                     yield window.popleft()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -23,10 +26,10 @@ class StoredChunk:
     length: int = 0
 
 
-def settled(stored: StoredChunk) -> Future[StoredChunk]:
-    """``stored`` as a future that is already done."""
-    future: Future[StoredChunk] = Future()
-    future.set_result(stored)
+def settled(value: T) -> Future[T]:
+    """``value`` as a future that is already done."""
+    future: Future[T] = Future()
+    future.set_result(value)
     return future
 
 

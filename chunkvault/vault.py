@@ -285,6 +285,17 @@ class Vault:
             )
         return manifest
 
+    def cached_version(self, version: VersionRow) -> Manifest | None:
+        """:meth:`read_version` if that needs no I/O (its batch is parsed already), else
+        None: restore then reads it in a thread, not in the one scheduling files."""
+        if version.batch is None:
+            return None
+        with self._batches_lock:
+            reading = self._batches.get(version.batch)
+        if reading is None or not reading.done() or reading.exception() is not None:
+            return None
+        return reading.result().get(version.manifest)
+
     def _batch(self, name: str) -> dict[str, Manifest]:
         with self._batches_lock:
             reading = self._batches.get(name)
