@@ -8,7 +8,6 @@ path relative to ``watch.path``. ``flows`` rules are tried in order and the firs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Literal
 
 from wcmatch import glob
@@ -45,7 +44,7 @@ class FlowRules:
         self._rules = [glob.compile(rule.match, flags=_FLAGS) for rule in self.rules]
 
     def ignored(self, rel_path: str) -> bool:
-        name = PurePosixPath(rel_path).name
+        name = rel_path.rpartition("/")[2]  # (a relative path of names: no PurePath needed)
         return any(m.match(rel_path if whole else name) for whole, m in self._ignore)
 
     def flow(self, rel_path: str) -> Flow:

@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from chunkvault.crypto.envelope import open_blob, seal_blob
 from chunkvault.crypto.material import MasterKeys
@@ -97,12 +98,14 @@ class BatchEntry:
     name: str
     manifest: Manifest
 
-
-def _entry_json(entry: BatchEntry) -> bytes:
-    version = entry.name.rpartition("/")[2]
-    return json.dumps(
-        {"version": version, **entry.manifest.to_obj()}, separators=(",", ":")
-    ).encode()
+    @cached_property
+    def encoded(self) -> bytes:
+        """The entry as it stands in a batch's JSON: encoded once, when the builder sizes
+        it, and joined as it is when the batch is written."""
+        version = self.name.rpartition("/")[2]
+        return json.dumps(
+            {"version": version, **self.manifest.to_obj()}, separators=(",", ":")
+        ).encode()
 
 
 def _json_size(entry_sizes: int, count: int) -> int:
@@ -132,7 +135,7 @@ def batch_to_json(vault_id: str, keys: MasterKeys, entries: Sequence[BatchEntry]
             raise ManifestError(f"batch holds {entry.name} twice")
         seen.add(entry.name)
         _check_entry(vault_id, path_key(keys, entry.manifest.path), entry)
-        parts.append(_entry_json(entry))
+        parts.append(entry.encoded)
     payload = _HEAD + b",".join(parts) + _TAIL
     if len(payload) > MAX_BATCH_JSON:
         if len(entries) == 1:
@@ -202,7 +205,7 @@ class BatchBuilder:
         many chunks), or if the batch already holds its name."""
         if entry.name in self._names:
             raise ManifestError(f"batch already holds {entry.name}")
-        size = len(_entry_json(entry))
+        size = len(entry.encoded)
         if _json_size(size, 1) > MAX_BATCH_JSON:
             raise too_many_chunks(entry.manifest, MAX_BATCH_JSON, "manifest batch")
         if self.entries and (
