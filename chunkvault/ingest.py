@@ -70,7 +70,7 @@ class _Changed(Exception):
     """The file changed while it was read."""
 
 
-#: Reader threads of one Ingestor (see __init__).
+#: Reader threads of one Ingestor by default (see __init__).
 READERS = 2
 
 
@@ -79,7 +79,12 @@ class Ingestor:
     :meth:`ingest` from many (the agent's workers) feed the same readers, chunk workers
     and byte budget."""
 
-    def __init__(self, vault: Vault, progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        progress: Callable[[int], None] | None = None,
+        readers: int = READERS,
+    ) -> None:
         self.vault = vault
         cfg = vault.config
         self.root = cfg.watch.path
@@ -92,16 +97,18 @@ class Ingestor:
             vault.service, cfg.transfer.max_inflight_bytes, workers=concurrency,
             max_chunk=self.max_chunk,
         )  # fmt: skip
-        # Reading and chunking is local and quick next to sealing and putting: two readers
-        # keep the chunk workers fed, and small files do not queue behind a big one. (More
-        # only fight over the GIL: small files are sealed by their reader, see pipeline.py.)
+        # Reading and chunking is local and quick next to sealing and putting: one reader
+        # keeps the chunk workers fed; a second one (the agent's) lets a small file go by
+        # while a big one is read. More only fight over the GIL (small files are sealed by
+        # their reader, see pipeline.py): two readers cost a push of 2,000 small files
+        # ~12% more CPU than one, in 4x the context switches.
         # A queue of their own, not an executor: a push submits every file of the tree at
         # once, and an executor's future per file cost ~0.7 KiB each (14 MiB at 20,000).
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._readers = [
             threading.Thread(target=self._read_loop, name=f"read-{i}", daemon=True)
-            for i in range(READERS)
+            for i in range(readers)
         ]
         for reader in self._readers:
             reader.start()

@@ -163,7 +163,9 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         total = sum(states[rel].size for rel in files)
         ingestor = None
         with byte_progress("push", total) as progress:
-            ingestor = Ingestor(vault, progress)
+            # One reader: a push waits for the whole tree, so no small file must get by
+            # a big one being read, and one reader is the cheaper (see Ingestor).
+            ingestor = Ingestor(vault, progress, readers=1)
             try:
                 # Every file goes into the pipeline at once (the byte budget, not the file
                 # count, bounds memory); they commit in any order. Deletions are manifest
