@@ -123,11 +123,11 @@ def test_a_small_chunk_is_sealed_by_its_reader_and_settles_when_its_pack_is_writ
         batch = FileBatch()
         done, event, on_done = collect()
         store(pipeline, batch, b"tiny")  # packed: sealed here, in this thread
+        assert service.threads == [threading.current_thread().name]
+        assert pipeline.budget.held == 0  # its bytes came back once it was in the pack
         store(pipeline, batch, b"big chunk, own object")  # a worker's
         batch.finish(on_done)
-        assert service.threads[0] == threading.current_thread().name
         assert not event.wait(0.2)  # the small one waits for its pack
-        assert pipeline.budget.held == 0  # its bytes came back once it was in the pack
         service.written.set_result(None)
         assert event.wait(5)
         assert done[0][0].chunk_id == "id-" + b"tiny".hex()
