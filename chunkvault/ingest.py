@@ -343,11 +343,15 @@ class Ingestor:
         self.vault.commits.flush()
         return deleting.result()
 
-    def submit_delete(self, rel: str) -> Future[IngestResult]:
+    def submit_delete(
+        self, rel: str, latest: VersionRow | _LookUp | None = LOOK_UP
+    ) -> Future[IngestResult]:
         """:meth:`delete` without waiting: a tombstone joins the next manifest batch with
-        the other changes (a push deleting 1,000 files writes one batch, not 1,000)."""
+        the other changes (a push deleting 1,000 files writes one batch, not 1,000).
+        ``latest`` as in :meth:`submit`."""
         done: Future[IngestResult] = Future()
-        latest = self.vault.catalog.latest(rel)
+        if latest is LOOK_UP:
+            latest = self.vault.catalog.latest(rel)
         if latest is None or latest.deleted:
             done.set_result(IngestResult(rel, "unchanged"))
             return done

@@ -70,7 +70,7 @@ def build_peers(config: Config) -> list[HealthPeer]:
 def prepared_in_background(peers: list[HealthPeer]) -> Iterator[None]:
     """Run every peer's :meth:`~Peer.prepare` in a thread during the block: what the first
     request needs is then made while the command derives its key (Argon2 lets go of the
-    GIL) and walks the tree, not when the first pack is ready to go."""
+    GIL), not when the first request is due. The block ends once it is done."""
 
     def prepare() -> None:
         for peer in peers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,7 @@ def test_peers_are_prepared_in_a_thread_through_every_wrapper_and_errors_wait_fo
             self.prepared_in: list[str] = []
 
         def prepare(self) -> None:
+            time.sleep(0.1)  # the block must wait for this, not end before it
             self.prepared_in.append(threading.current_thread().name)
             if self.fail:
                 raise OSError("no client today")
@@ -129,7 +131,7 @@ def test_peers_are_prepared_in_a_thread_through_every_wrapper_and_errors_wait_fo
     transfer = TransferConfig(retries=0)
     peers = [wrap_peer(b, transfer, sleep=lambda s: None) for b in backends]
     with prepared_in_background(peers):
-        pass  # the block ends only once every peer was prepared
+        assert backends[1].prepared_in == []  # still being prepared, in the background
     assert [b.prepared_in for b in backends] == [["prepare-peers"], ["prepare-peers"]]
 
 
