@@ -6,7 +6,8 @@ A version is appended once every chunk it names is durable; :meth:`Committer.app
 returns a future that completes once the batch holding it is on ``min_replicas`` peers and
 in the catalog (or failed). A batch is written when it is full (``journal.BatchBuilder``),
 when ``max_delay`` has passed since its first version, or when the caller says nothing more
-is coming (:meth:`Committer.flush`). Batches are written one at a time, in order.
+is coming (:meth:`Committer.flush`: the vault calls it after each pack it wrote, whose
+files were just appended). Batches are written one at a time, in order.
 
 Exactly once across a SIGKILL at any line, as for single manifests before: the batch name
 is recorded as pending in the catalog before any copy is written, and

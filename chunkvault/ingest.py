@@ -117,6 +117,9 @@ class Ingestor:
         # the batch is written at once (nothing more will join it soon).
         self._lock = threading.Lock()
         self._uncommitted: set[Future[IngestResult]] = set()
+        # After :meth:`all_submitted`: readers busy with a file, to tell the last one.
+        self._input_done = False
+        self._busy = 0
 
     def _handed_over(self, result: Future[IngestResult]) -> None:
         """``result``'s file is queued for its batch, or done without one."""
@@ -135,13 +138,34 @@ class Ingestor:
         for _ in self._readers:
             self._queue.put(None)
 
+    def all_submitted(self) -> None:
+        """Nothing more will be submitted (a push has queued its whole tree): once the
+        readers are through, the open packs are written at once, not after the pipeline's
+        idle spell (which exists for the agent, where more may come any moment)."""
+        with self._lock:
+            self._input_done = True
+            drained = self._busy == 0 and self._queue.empty()
+        if drained:
+            self.vault.service.flush()
+
     def _read_loop(self) -> None:
         while (item := self._queue.get()) is not None:
             rel, result, latest = item
-            if self._closed:  # by close() before it started
-                result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
-            else:
-                self._read_file(rel, result, latest)
+            with self._lock:
+                self._busy += 1
+            try:
+                if self._closed:  # by close() before it started
+                    result.set_result(
+                        IngestResult(rel, "failed", error="stopped before it was read")
+                    )
+                else:
+                    self._read_file(rel, result, latest)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    drained = self._input_done and self._busy == 0 and self._queue.empty()
+            if drained and not self._closed:
+                self.vault.service.flush()
 
     def ingest(self, rel: str) -> IngestResult:
         """Store the current content of ``rel`` (relative to watch.path) if it changed;

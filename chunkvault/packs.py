@@ -16,8 +16,11 @@ the body is copied into the open pack for its replica count and the worker goes 
 chunk settles (its future completes) once the pack is on ``min_replicas`` peers. A pack is
 written when it reaches ``pack_size``, when ``pack_flush_seconds`` have passed since its
 first chunk, or when the caller says nothing more is coming (:meth:`PackWriter.flush`), so
-a lone small file is never held back. A chunk already waiting in a pack is not added again:
-its second user waits for the same pack (dedup before durability).
+a lone small file is never held back. Once a pack's chunks have settled, ``on_written``
+runs: the vault commits the files they completed at once, in one batch per pack, rather
+than all at the end (so a push's last batch is small and off the critical path). A chunk
+already waiting in a pack is not added again: its second user waits for the same pack
+(dedup before durability).
 """
 
 from __future__ import annotations
@@ -89,8 +92,12 @@ class PackWriter:
         *,
         pack_size: int,
         flush_seconds: float,
+        on_written: Callable[[], None] | None = None,
     ) -> None:
+        """``on_written``: called after each pack's chunks have settled (their files'
+        completions ran), in the thread that wrote it."""
         self.vault_id = vault_id
+        self.on_written = on_written
         self.catalog = catalog
         self._write = write
         self.pack_size = pack_size
@@ -219,6 +226,8 @@ class PackWriter:
                 self._cond.notify_all()
         for slot, outcome in zip(pack.slots, outcomes, strict=True):
             slot.future.set_result(outcome)
+        if self.on_written is not None:
+            self.on_written()
 
     def _store(self, pack: _Pack) -> list[StoredChunk]:
         if self._closed:

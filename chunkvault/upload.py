@@ -63,7 +63,10 @@ class UploadService:
         keys: MasterKeys,
         catalog: Catalog,
         staging: Staging | None = None,
+        after_pack: Callable[[], None] | None = None,
     ) -> None:
+        """``after_pack``: called once each pack's chunks have settled (see
+        :class:`~chunkvault.packs.PackWriter`)."""
         self.config = config
         self.vault_id = config.vault.id
         self.peers = list(peers)
@@ -95,6 +98,7 @@ class UploadService:
             self.packs = PackWriter(
                 self.vault_id, catalog, self._write_replicas,
                 pack_size=chunking.pack_size, flush_seconds=chunking.pack_flush_seconds,
+                on_written=after_pack,
             )  # fmt: skip
 
     def close(self) -> None:

@@ -111,7 +111,6 @@ class Vault:
         self.unreadable: dict[str, str] = {}
         self.unlisted: list[str] = []
         self.staging = Staging.from_config(state / "staging", config.api)
-        self.service = UploadService(config, self.peers, keys, self.catalog, self.staging)
         self.manifests = ManifestStore(
             config.vault.id,
             keys,
@@ -128,6 +127,11 @@ class Vault:
         )
         self.commits = Committer(
             config.vault.id, keys, self.journal, self.catalog, config.chunking.pack_flush_seconds
+        )
+        # A written pack completes its files: commit them now, one batch per pack, while
+        # the next pack fills (not all in one batch after the last pack).
+        self.service = UploadService(
+            config, self.peers, keys, self.catalog, self.staging, after_pack=self.commits.flush
         )
         self._batches: OrderedDict[str, Future[dict[str, Manifest]]] = OrderedDict()
         self._batches_lock = threading.Lock()

@@ -171,6 +171,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
                 # count, bounds memory); they commit in any order. Deletions are manifest
                 # entries only: queued meanwhile, into the same batches.
                 pending = [ingestor.submit(f, newest.get(f)) for f in files]
+                ingestor.all_submitted()
                 pending += [ingestor.submit_delete(p, newest[p]) for p in gone]
                 if gone or not files:
                     # Tombstones may be queued after the last file said nothing more is

@@ -317,3 +317,41 @@ def test_a_purged_file_leaves_no_entry_in_any_batch_and_its_batch_mates_stay(
     restored = run_cli(config, "restore", "--to", str(out), "--deleted", env=PW)
     assert restored.returncode == 0, restored.stderr
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["kept.txt"]
+
+
+def test_each_written_pack_commits_its_files_and_a_push_writes_its_last_pack_at_once(
+    tmp_path: Path, moto_peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Ingestor over moto peers, with every timer far away (pack flush, batch
+    delay, the pipeline's idle spell) and packs written only when full: the files of a
+    written pack are committed at once, and once push says it has submitted everything,
+    the last open pack goes without waiting for any timer."""
+    from chunkvault import packs, pipeline
+    from chunkvault.cli.context import CliContext
+    from chunkvault.ingest import Ingestor
+
+    monkeypatch.setattr(pipeline, "IDLE_FLUSH_SECONDS", 60)
+    monkeypatch.setattr(packs, "EARLY_FRACTION", 1)
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        chunking={"pack_size": "1MiB", "pack_flush_seconds": 60},
+    )  # fmt: skip
+    names = [f"f{i:02d}.bin" for i in range(7)]
+    for name in names:  # sealed a little over 200 KiB each: five fill a 1 MiB pack
+        (inbox / name).write_bytes(os.urandom(200 * KiB))
+    monkeypatch.setenv("CHUNKVAULT_PASSPHRASE", PW["CHUNKVAULT_PASSPHRASE"])
+    with CliContext(config).vault(writer=True) as vault:
+        ingestor = Ingestor(vault, readers=1)
+        try:
+            results = [ingestor.submit(name) for name in names]
+            first = [r.result(20) for r in results[:5]]  # their pack went: committed
+            assert [r.action for r in first] == ["stored"] * 5
+            time.sleep(0.5)
+            assert not any(r.done() for r in results[5:])  # in the open pack: waiting
+            ingestor.all_submitted()
+            rest = [r.result(20) for r in results[5:]]
+            assert [r.action for r in rest] == ["stored"] * 2
+        finally:
+            ingestor.close()
+        batches = {v.batch for v in vault.catalog.latest_all()}
+    assert len(batches) == 2  # one per pack

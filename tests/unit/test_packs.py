@@ -32,8 +32,9 @@ MiB = 1024 * 1024
 
 class PackRig:
     def __init__(
-        self, tmp: Path, n: int = 3, flush_seconds: float = 60, **chunking: object
-    ) -> None:
+        self, tmp: Path, n: int = 3, flush_seconds: float = 60,
+        after_pack: Callable[[], None] | None = None, **chunking: object,
+    ) -> None:  # fmt: skip
         self.config = parse_config(
             {
                 "vault": {"id": "t", "state_dir": str(tmp / "state")},
@@ -51,7 +52,9 @@ class PackRig:
         ]
         self.keys = MasterKeys.generate(os.urandom(16))
         self.catalog = Catalog(tmp / "state" / "catalog.db")
-        self.service = UploadService(self.config, self.placed, self.keys, self.catalog)
+        self.service = UploadService(
+            self.config, self.placed, self.keys, self.catalog, after_pack=after_pack
+        )
         self.reader = ChunkReader("t", self.placed, self.keys, self.catalog)
 
     def start(self, data: bytes):  # -> Future[StoredChunk]
@@ -151,6 +154,26 @@ def _held(put: Callable[..., object], gate: threading.Event) -> Callable[..., ob
         return put(*args, **kwargs)
 
     return held
+
+
+def test_after_a_pack_is_written_its_chunks_are_settled_then_the_hook_runs(
+    tmp_path: Path,
+) -> None:
+    calls: list[bool] = []
+    started: list = []
+    rig = PackRig(tmp_path, after_pack=lambda: calls.append(all(f.done() for f in started)))
+    try:
+        started += [rig.start(os.urandom(2000)) for _ in range(5)]
+        assert calls == []
+        rig.service.flush()
+        assert all(f.result(10).ok for f in started)
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == [True]  # once per pack, after every chunk in it settled
+    finally:
+        rig.service.close()
+        rig.catalog.close()
 
 
 def test_a_lone_small_chunk_is_written_after_pack_flush_seconds(tmp_path: Path) -> None:
