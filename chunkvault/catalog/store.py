@@ -252,7 +252,8 @@ class Catalog:
             _add_columns(db)
             for statement in INDEXES.split(";"):
                 db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # (only then: opening must not count as a change)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -268,6 +269,11 @@ class Catalog:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (this process's or another's) commits to the
+        catalog: tells whether what this one read is still current."""
+        return int(self.query("PRAGMA data_version")[0][0])
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

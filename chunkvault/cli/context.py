@@ -106,14 +106,17 @@ class CliContext:
         *,
         consult_peers: bool = False,
         writer: bool = False,
+        passphrase: str | None = None,
     ) -> Unlocked:
         """Open the newest keyring the passphrase authenticates (locally, else from the
         peers; ``consult_peers`` reads the peers' copies even when there is a local one).
 
         ``writer`` (the caller holds the writer lock): a version 1 keyring is upgraded to
-        the authenticated version 2 and stored everywhere."""
+        the authenticated version 2 and stored everywhere. ``passphrase``: already read by
+        the caller (else it is read now)."""
         store = self.keystore(peers)
-        passphrase = self.passphrase(file_option)
+        if passphrase is None:
+            passphrase = self.passphrase(file_option)
         opened = store.open(passphrase, consult_peers=consult_peers)
         ring = opened.ring
         if writer and not ring.authenticated:
@@ -134,15 +137,16 @@ class CliContext:
         sync: bool = True,
         writer: bool = False,
         prepare: bool = False,
+        passphrase: str | None = None,
     ) -> Iterator[Vault]:
         """Unlock and open the vault; on a fresh machine rebuild the catalog from peers.
         ``writer``: the caller holds the writer lock. ``prepare``: the command will send
-        requests (see :meth:`peers`)."""
+        requests (see :meth:`peers`). ``passphrase``: as for :meth:`unlock`."""
         from chunkvault.peerset import place
         from chunkvault.vault import Vault
 
         with self.peers(prepare) as peers:
-            unlocked = self.unlock(peers, file_option, writer=writer)
+            unlocked = self.unlock(peers, file_option, writer=writer, passphrase=passphrase)
             vault = Vault(self.config, place(self.config, peers), unlocked.keys)
             try:
                 if sync:

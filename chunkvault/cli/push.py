@@ -7,6 +7,7 @@ import stat
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,11 @@ from chunkvault.names import show
 from chunkvault.sizes import format_size
 
 if TYPE_CHECKING:
+    from chunkvault.catalog import Catalog, VersionRow
+    from chunkvault.config import Config
+    from chunkvault.flows import FlowRules
+    from chunkvault.ingest import IngestResult
+    from chunkvault.vault import Vault
     from chunkvault.watcher.scan import FileState
 
 
@@ -101,6 +107,94 @@ def walk(root: Path, rel_dir: str, unreadable: set[str] | None = None) -> dict[s
     return scan_tree(root, lambda _rel: False, rel_dir, blocked)
 
 
+@dataclass
+class PushPlan:
+    """What a push will do, from the tree and the catalog (reads only)."""
+
+    newest: dict[str, VersionRow]  # every path's newest version, tombstones included
+    scopes: list[str]
+    blocked: set[str]  # directories that could not be read
+    files: list[str]  # to read (new, or size, mtime or mode differ), sorted
+    sizes: dict[str, int]  # of those files, as the walk saw them
+    gone: list[str]  # stored and no longer in the tree: their deletions
+    unchanged: dict[str, int] = field(default_factory=dict)  # path -> size, not even queued
+
+    @property
+    def work(self) -> bool:
+        return bool(self.files or self.gone)
+
+
+def plan_push(catalog: Catalog, rules: FlowRules, root: Path, paths: tuple[str, ...]) -> PushPlan:
+    """Walk the scopes ``paths`` name (the whole tree by default) and compare with the
+    catalog: what is new or changed, what is gone."""
+    from chunkvault.ingest import unchanged
+    from chunkvault.watcher import unreadable
+
+    # Every path's newest version, in one query (not one per file): the writer lock keeps
+    # them current while this push runs.
+    newest = {v.path: v for v in catalog.latest_all()}
+    live = [path for path, v in newest.items() if not v.deleted]
+
+    def stored(rel: str) -> bool:
+        return any(p == rel or p.startswith(rel + "/") for p in live)
+
+    scopes = [resolve_scope(root, given, stored) for given in paths] or [""]
+    blocked: set[str] = set()
+    states = {rel: st for scope in scopes for rel, st in walk(root, scope, blocked).items()}
+    gone = [
+        v.path
+        for v in newest.values()
+        if not v.deleted and v.path not in states and not unreadable.within(v.path, blocked)
+        and any(s == "" or v.path == s or v.path.startswith(s + "/") for s in scopes)
+    ]  # fmt: skip
+    # What the tree holds as stored (same size, mtime and mode: the test the readers would
+    # make after opening it) is not even queued.
+    same = {
+        rel: st.size
+        for rel, st in states.items()
+        if unchanged(newest.get(rel), st.size, st.mtime_ns, st.mode) and not rules.flow(rel).ignore
+    }
+    files = sorted(rel for rel in states if rel not in same)
+    return PushPlan(newest, scopes, blocked, files, {f: states[f].size for f in files}, gone, same)
+
+
+class EarlyPlan:
+    """The plan made before the unlock, from a catalog connection of its own: the
+    passphrase KDF (~0.2 s, without the GIL) then overlaps making S3 clients, and only
+    when there is something to send (a push with nothing to do never imports boto3). It
+    stands after the unlock unless the vault changed the catalog meanwhile (a sync from
+    the peers, a commit a kill cut short, recovered): SQLite's ``data_version`` tells."""
+
+    def __init__(self, config: Config, paths: tuple[str, ...]) -> None:
+        from chunkvault.catalog import Catalog
+        from chunkvault.flows import FlowRules
+        from chunkvault.vault import CATALOG_NAME
+
+        self.plan: PushPlan | None = None
+        self._catalog: Catalog | None = None
+        path = config.vault.state_dir / CATALOG_NAME
+        if not path.exists():  # a fresh machine: the catalog comes from the peers
+            return
+        self._catalog = Catalog(path)
+        self._version = self._catalog.data_version()
+        self.plan = plan_push(self._catalog, FlowRules(config), config.watch.path, paths)
+
+    @property
+    def sends(self) -> bool:
+        """The push will (probably) send something: make the S3 clients now."""
+        return self.plan is None or self.plan.work
+
+    def still_current(self) -> PushPlan | None:
+        if self.plan is None or self._catalog is None:
+            return None
+        return self.plan if self._catalog.data_version() == self._version else None
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+
 @click.command()
 @click.argument("paths", nargs=-1)
 @passphrase_option
@@ -112,9 +206,6 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     PATHS are files or directories in the watched tree, relative to the current directory
     or to the tree itself (as `chunkvault ls` shows them). A path that exists in neither
     place and holds nothing stored is an error."""
-    from chunkvault.ingest import Ingestor, IngestResult, unchanged
-    from chunkvault.watcher import unreadable
-
     cfg = cli.config
     root = cfg.watch.path
     if not root.is_dir():
@@ -122,64 +213,61 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     for given in paths:
         scope_candidates(root, given)  # outside the tree: say so before any unlock
     started = time.monotonic()
-    with cli.writer("push"), cli.vault(passphrase_file, writer=True) as vault:
-        # Every path's newest version, in one query (not one per file): the writer lock
-        # keeps them current while this push runs.
-        newest = {v.path: v for v in vault.catalog.latest_all()}
-        live = [path for path, v in newest.items() if not v.deleted]
+    with cli.writer("push"):
+        # The passphrase first: a prompt (or its absence) comes before any work.
+        passphrase = cli.passphrase(passphrase_file)
+        early = EarlyPlan(cfg, paths)
+        try:
+            with cli.vault(
+                passphrase_file, writer=True, prepare=early.sends, passphrase=passphrase
+            ) as vault:
+                plan = early.still_current() or plan_push(vault.catalog, vault.rules, root, paths)
+                early.close()
+                results = _carry_out(vault, plan)
+        finally:
+            early.close()
+    _report(results, plan.blocked, started)
 
-        def stored(rel: str) -> bool:
-            return any(p == rel or p.startswith(rel + "/") for p in live)
 
-        scopes = [resolve_scope(root, given, stored) for given in paths] or [""]
-        blocked: set[str] = set()
-        states = {rel: st for scope in scopes for rel, st in walk(root, scope, blocked).items()}
-        for path in sorted(blocked):
-            click.echo(
-                f"warning: cannot read directory {unreadable.describe(path)} (permission "
-                "denied): skipped; what the vault holds from it is kept", err=True
-            )  # fmt: skip
-        known = unreadable.UnreadableDirs(unreadable.load(vault.catalog))
-        for scope in scopes:  # what this push looked at is now known (for `status`)
-            known.update((), scope)
-        known.add(blocked)
-        unreadable.save(vault.catalog, known.known)
-        gone = [
-            v.path
-            for v in newest.values()
-            if not v.deleted and v.path not in states and not unreadable.within(v.path, blocked)
-            and any(s == "" or v.path == s or v.path.startswith(s + "/") for s in scopes)
-        ]  # fmt: skip
-        # What the tree holds as stored (same size, mtime and mode: the test the readers
-        # would make after opening it) is not even queued.
-        results = [
-            IngestResult(rel, "unchanged", size=st.size)
-            for rel, st in states.items()
-            if unchanged(newest.get(rel), st.size, st.mtime_ns, st.mode)
-            and not vault.rules.flow(rel).ignore
-        ]
-        skip = {r.path for r in results}
-        files = sorted(rel for rel in states if rel not in skip)
-        total = sum(states[rel].size for rel in files)
-        ingestor = None
-        with byte_progress("push", total) as progress:
-            # One reader: a push waits for the whole tree, so no small file must get by
-            # a big one being read, and one reader is the cheaper (see Ingestor).
-            ingestor = Ingestor(vault, progress, readers=1)
-            try:
-                # Every file goes into the pipeline at once (the byte budget, not the file
-                # count, bounds memory); they commit in any order. Deletions are manifest
-                # entries only: queued meanwhile, into the same batches.
-                pending = [ingestor.submit(f, newest.get(f)) for f in files]
-                ingestor.all_submitted()
-                pending += [ingestor.submit_delete(p, newest[p]) for p in gone]
-                if gone or not files:
-                    # Tombstones may be queued after the last file said nothing more is
-                    # coming (or there is no file to say it): write what is queued now.
-                    vault.commits.flush()
-                results += [p.result() for p in pending]
-            finally:
-                ingestor.close()
+def _carry_out(vault: Vault, plan: PushPlan) -> list[IngestResult]:
+    from chunkvault.ingest import Ingestor, IngestResult
+    from chunkvault.watcher import unreadable
+
+    for path in sorted(plan.blocked):
+        click.echo(
+            f"warning: cannot read directory {unreadable.describe(path)} (permission "
+            "denied): skipped; what the vault holds from it is kept", err=True
+        )  # fmt: skip
+    known = unreadable.UnreadableDirs(unreadable.load(vault.catalog))
+    for scope in plan.scopes:  # what this push looked at is now known (for `status`)
+        known.update((), scope)
+    known.add(plan.blocked)
+    unreadable.save(vault.catalog, known.known)
+    results = [IngestResult(rel, "unchanged", size=size) for rel, size in plan.unchanged.items()]
+    with byte_progress("push", sum(plan.sizes.values())) as progress:
+        # One reader: a push waits for the whole tree, so no small file must get by a big
+        # one being read, and one reader is the cheaper (see Ingestor).
+        ingestor = Ingestor(vault, progress, readers=1)
+        try:
+            # Every file goes into the pipeline at once (the byte budget, not the file
+            # count, bounds memory); they commit in any order. Deletions are manifest
+            # entries only: queued meanwhile, into the same batches.
+            pending = [ingestor.submit(f, plan.newest.get(f)) for f in plan.files]
+            ingestor.all_submitted()
+            pending += [ingestor.submit_delete(p, plan.newest[p]) for p in plan.gone]
+            if plan.gone or not plan.files:
+                # Tombstones may be queued after the last file said nothing more is coming
+                # (or there is no file to say it): write what is queued now.
+                vault.commits.flush()
+            return results + [p.result() for p in pending]
+        finally:
+            ingestor.close()
+
+
+def _report(results: list[IngestResult], blocked: set[str], started: float) -> None:
+    """The summary line and the exit code."""
+    from chunkvault.watcher import unreadable
+
     counts = Counter(r.action for r in results)
     new_chunks = sum(r.new_chunks for r in results)
     sent = sum(r.sent_bytes for r in results)
