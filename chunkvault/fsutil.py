@@ -15,7 +15,7 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
+import random
 import stat
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,6 +27,10 @@ PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMP_ATTEMPTS = 100
+# Temp file names need to be unlikely, not secret (O_EXCL|O_NOFOLLOW is the protection):
+# a seeded generator, as the standard library's mkstemp uses, not a getrandom() syscall per
+# restored file.
+_temp_names = random.Random(os.urandom(16))
 
 
 # --- durable writes ------------------------------------------------------------------------
@@ -264,7 +268,7 @@ def create_temp_in(dir_fd: int, prefix: str = ".cv-", suffix: str = ".tmp") -> t
     Opened read-write, so what was written can be read back through the same fd."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _ in range(_TEMP_ATTEMPTS):
-        name = f"{prefix}{secrets.token_hex(6)}{suffix}"
+        name = f"{prefix}{_temp_names.getrandbits(48):012x}{suffix}"
         try:
             fd = os.open(name, flags, PRIVATE_FILE_MODE, dir_fd=dir_fd)
         except FileExistsError:
