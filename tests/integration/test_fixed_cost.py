@@ -1,5 +1,6 @@
 """What a command costs before it does any work: exactly one passphrase KDF, and no S3
-client (nor boto3 at all) when no peer has to be asked - `ls`, a no-change `push`.
+client (nor boto3 or botocore at all) when no peer has to be asked - `ls`, a no-change
+`push`.
 
 The CLI runs as a subprocess through a wrapper around the same ``main`` the installed
 command calls, which counts KDF derivations and reports whether boto3 was imported.
@@ -30,7 +31,8 @@ def counted(self, passphrase):
 kdf.KdfParams.derive = counted
 def report():
     with open(os.environ["CV_TEST_REPORT"], "w") as out:
-        json.dump({"kdf": len(calls), "boto3": "boto3" in sys.modules}, out)
+        json.dump({"kdf": len(calls), "boto3": "boto3" in sys.modules,
+                   "botocore": "botocore" in sys.modules}, out)
 atexit.register(report)
 from chunkvault.cli.main import main
 sys.exit(main(sys.argv[1:]))
@@ -64,17 +66,17 @@ def test_ls_and_a_no_change_push_need_one_kdf_and_no_s3_client(
     synced = run_cli(config, "ls", env=PW)  # the first command on a new catalog lists peers
     assert synced.returncode == 0, synced.stderr
     out, cost = run_counted(config, "ls", tmp_path=tmp_path)
-    assert cost == {"kdf": 1, "boto3": False}, cost
+    assert cost == {"kdf": 1, "boto3": False, "botocore": False}, cost
 
     first = run_cli(config, "push", env=PW)
     assert first.returncode == 0, first.stderr
     out, cost = run_counted(config, "push", tmp_path=tmp_path)
     assert "16 unchanged" in out
-    assert cost == {"kdf": 1, "boto3": False}, cost
+    assert cost == {"kdf": 1, "boto3": False, "botocore": False}, cost
 
 
 def test_a_push_that_stores_still_needs_one_kdf(vault: tuple[Path, Path], tmp_path: Path) -> None:
     config, _inbox = vault
     out, cost = run_counted(config, "push", tmp_path=tmp_path)
     assert "16 stored" in out
-    assert cost == {"kdf": 1, "boto3": True}, cost
+    assert cost == {"kdf": 1, "boto3": True, "botocore": True}, cost

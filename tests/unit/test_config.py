@@ -1,6 +1,7 @@
 import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -496,3 +497,51 @@ def test_transfer_and_peer_values_that_validate_build_the_peer_stack(transfer, p
     for built in build_peers(cfg):  # boto3 client + limit/retry/health wrappers
         built.close()
     ThreadPoolExecutor(max_workers=cfg.transfer.concurrency).shutdown()
+
+
+ENDPOINTS = [
+    "http://127.0.0.1:9000", "https://s3.example.com/base", "http://minio-a:9000",
+    "http://MinIO.Example.COM.", "http://a..b", "http://-a.b", "http://a-.b", "http://a_b:1",
+    "http://" + "a" * 63 + ".b", "http://" + "a" * 64 + ".b", "http://" + "a." * 127 + "b",
+    "http://" + "a." * 127 + "bc", "http://" + "a." * 128, "http://[::1]:9000",
+    "http://[fe80::1%25eth0]:9000", "http://[zz]:9000", "http://[::1", "http://x:0",
+    "http://x:65535", "http://x:65536", "http://x:port", "http://x\t:1", "http://x\n",
+    "http://", "http://:9000", "http://user@host:9000", "http://1.2.3.4.5", "http://ä.example",
+]  # fmt: skip
+REGIONS = ["us-east-1", "", "garage", "us east 1", "a" * 63, "a" * 64, "-x", "x-", "1", "12a",
+           "EU-West-1", "a_b", "a.b"]  # fmt: skip
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_endpoints_are_judged_as_botocore_judges_them(endpoint: str) -> None:
+    from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+    from chunkvault.config import endpoint_usable
+
+    try:
+        port = urlsplit(endpoint).port
+    except ValueError:
+        port = 0
+    botocore_says = port != 0 and bool(
+        is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)
+    )
+    assert endpoint_usable(endpoint) == botocore_says
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_regions_are_judged_as_botocore_judges_them(region: str) -> None:
+    from botocore.exceptions import InvalidRegionError
+    from botocore.utils import validate_region_name
+
+    try:
+        validate_region_name(region)
+        botocore_says = True
+    except InvalidRegionError:
+        botocore_says = False
+    peer = {**S3, "region": region}
+    try:
+        parse_config({"vault": {"id": "v"}, "peers": [peer, {**peer, "name": "b"}]})
+        ours = True
+    except ConfigError:
+        ours = False
+    assert ours == botocore_says
