@@ -1,7 +1,5 @@
 """``python -m chunkvault`` is the same as the ``chunkvault`` command."""
 
-import sys
+from chunkvault.cli.main import entry
 
-from chunkvault.cli.main import main
-
-sys.exit(main())
+entry()

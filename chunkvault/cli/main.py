@@ -4,8 +4,10 @@ the traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -149,5 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def entry() -> None:
+    """The installed command: :func:`main`, then a quick exit.
+
+    Tearing the interpreter down (every module and object freed one by one) took 0.2-0.35 s
+    after a push or restore of 2,000 small files: longer than the work after the last file.
+    When :func:`main` returns, the command has closed what it wrote (catalog, files,
+    fsyncs); the OS reclaims the rest. A thread still running would be stopped as by a kill,
+    which every command survives at any line. Logging is shut down and stdout and stderr
+    flushed first, so no line is lost. Tests call :func:`main`, which returns normally."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe (`| head`): nothing more can be said.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
