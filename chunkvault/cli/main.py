@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -151,11 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def entry() -> None:
+def entry() -> NoReturn:
     """The installed command: :func:`main`, then a quick exit.
 
-    Tearing the interpreter down (every module and object freed one by one) took 0.2-0.35 s
-    after a push or restore of 2,000 small files: longer than the work after the last file.
+    Tearing the interpreter down (every module and object freed one by one) took 0.26-0.37 s
+    after a push of 2,000 small files and ~0.17 s after their restore: longer than the work
+    after the last file.
     When :func:`main` returns, the command has closed what it wrote (catalog, files,
     fsyncs); the OS reclaims the rest. A thread still running would be stopped as by a kill,
     which every command survives at any line. Logging is shut down and stdout and stderr

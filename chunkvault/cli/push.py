@@ -177,7 +177,13 @@ class EarlyPlan:
             return
         self._catalog = Catalog(path)
         self._version = self._catalog.data_version()
-        self.plan = plan_push(self._catalog, FlowRules(config), config.watch.path, paths)
+        try:
+            self.plan = plan_push(self._catalog, FlowRules(config), config.watch.path, paths)
+        except ChunkvaultError:
+            # (A path neither in the tree nor stored.) The catalog may still change before
+            # the unlock ends (a commit a kill cut short, recovered): the plan made then
+            # decides, and says so if it must.
+            self.plan = None
 
     @property
     def sends(self) -> bool:

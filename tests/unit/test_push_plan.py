@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from chunkvault.catalog import Catalog, VersionRow
 from chunkvault.cli.push import EarlyPlan, plan_push
 from chunkvault.config import Config, parse_config
+from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
 from chunkvault.vault import CATALOG_NAME
 
@@ -96,3 +99,23 @@ def test_a_push_with_nothing_to_do_sends_nothing_and_a_fresh_machine_plans_later
         assert early.plan.unchanged == {"a.txt": 1}
     finally:
         early.close()
+
+
+def test_a_path_neither_in_the_tree_nor_stored_is_left_to_the_plan_after_the_unlock(
+    tmp_path: Path,
+) -> None:
+    """A commit recovered during the unlock may still store something there: the early plan
+    does not refuse the path, the plan made after the unlock does (with the same error)."""
+    cfg = config(tmp_path)
+    cfg.vault.state_dir.mkdir()
+    catalog = Catalog(cfg.vault.state_dir / CATALOG_NAME)
+    try:
+        early = EarlyPlan(cfg, ("missing.txt",))
+        try:
+            assert (early.plan, early.sends, early.still_current()) == (None, True, None)
+        finally:
+            early.close()
+        with pytest.raises(ChunkvaultError, match="nothing is stored there"):
+            plan_push(catalog, FlowRules(cfg), cfg.watch.path, ("missing.txt",))
+    finally:
+        catalog.close()
