@@ -1,7 +1,11 @@
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from wcmatch import glob
+
 from chunkvault.config import parse_config
-from chunkvault.flows import FlowRules
+from chunkvault.flows import _FLAGS, FlowRules, any_of
 
 PEERS = [{"name": f"p{i}", "path": f"/tmp/p{i}"} for i in range(3)]
 
@@ -60,3 +64,26 @@ def test_names_that_are_not_utf8_or_hold_newlines_match_like_any_other():
     assert not r.ignored(os.fsdecode(b"caf\xe9.txt"))
     assert r.ignored("new\nline.tmp") and not r.ignored("new\nline.txt")
     assert r.flow("odd\x01\x1b[7m.txt").rule == "**"
+
+
+GLOBS = ["*.tmp", "*.part", "*.swp", "*~", ".~lock*", ".#*", "*.crdownload", "cache/**",
+         "**/*.iso", "photos/**", "logs/*.log", "**", "a/**/b", "[!x]*.c", "!*.txt",
+         "*.{jpg,png}", "?", "**/.git/**", "dir/", "*\\*"]  # fmt: skip
+# Paths built of pieces the globs care about, hostile characters included.
+NAMES = st.lists(
+    st.sampled_from([*"ab.x~#*?/\n", "tmp", "txt", "cache", "logs", "log", "iso", ".git",
+                     "\udcff", "é", ".~lock", "jpg"]),
+    max_size=8,
+).map("".join)  # fmt: skip
+
+
+@given(patterns=st.lists(st.sampled_from(GLOBS), max_size=4), path=NAMES)
+@settings(max_examples=400, deadline=None)
+def test_any_of_says_what_wcmatch_says_of_each_glob(patterns, path):
+    expected = any(glob.globmatch(path, p, flags=_FLAGS) for p in patterns)
+    assert any_of(patterns)(path) == expected
+
+
+def test_a_name_ending_in_a_newline_matches_only_a_glob_that_allows_it():
+    assert not any_of(["*.tmp"])("x.tmp\n")
+    assert any_of(["*"])("x.tmp\n")
