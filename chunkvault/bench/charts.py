@@ -34,7 +34,7 @@ def _label(row: dict[str, Any]) -> str:
 def throughput(dataset: dict[str, Any], path: Path) -> None:
     """Horizontal bars: MB/s of every operation on one dataset, coloured by tool."""
     plt = _pyplot()
-    rows = [r for r in with_derived(dataset) if r["id"] != "cv_nochange"]
+    rows = [r for r in with_derived(dataset) if r["id"] not in NO_RATE_ROWS]
     labels = [_label(r) for r in rows]
     values = [mb_per_s(dataset["bytes"], r["seconds"]) or 0 for r in rows]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))

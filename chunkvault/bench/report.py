@@ -39,7 +39,7 @@ DEFAULT_PACK_FLUSH_SECONDS = 2.0
 # Datasets whose figure is files per second (the bytes are too few to matter).
 FILE_RATE_DATASETS = ("small", "many")
 # Rows that move no data: no rate is shown for them.
-NO_RATE_ROWS = ("cv_nochange", "cv_ls")
+NO_RATE_ROWS = ("cv_nochange", "restic_nochange", "cv_ls")
 Results = dict[str, Any]
 Row = dict[str, Any]
 
@@ -65,25 +65,36 @@ def seconds_of(rows: Sequence[Row], row_id: str) -> float | None:
     return None if found is None else found.get("seconds")
 
 
-def steady_state_row(rows: Sequence[Row]) -> Row | None:
+#: (tool, its push row, its no-change push row, the derived row's id and operation)
+STEADY = (
+    ("chunkvault", "cv_push", "cv_nochange", "cv_steady",
+     "push, steady state (push - no-change push)"),
+    ("restic", "restic_backup", "restic_nochange", "restic_steady",
+     "backup, steady state (backup - no-change backup)"),
+)  # fmt: skip
+
+
+def steady_state_row(rows: Sequence[Row], tool: str = "chunkvault") -> Row | None:
     """push minus a no-change push: the time spent moving data, without the fixed cost
-    (start-up, unlock, scan) that a no-change push is made of."""
-    push, nochange = seconds_of(rows, "cv_push"), seconds_of(rows, "cv_nochange")
+    (start-up, unlock, scan; for restic also its lock, index and snapshot) that a no-change
+    run is made of."""
+    _, push_id, nochange_id, steady_id, operation = next(s for s in STEADY if s[0] == tool)
+    push, nochange = seconds_of(rows, push_id), seconds_of(rows, nochange_id)
     if push is None or nochange is None or push <= nochange:
         return None
-    base = row(rows, "cv_push") or {}
-    return {"id": "cv_steady", "tool": "chunkvault",
-            "operation": "push, steady state (push - no-change push)",
+    base = row(rows, push_id) or {}
+    return {"id": steady_id, "tool": tool, "operation": operation,
             "replicas": base.get("replicas"), "seconds": push - nochange, "peak_rss": None,
             "stored": None, "objects": None, "verified": None}  # fmt: skip
 
 
 def with_derived(dataset: dict[str, Any]) -> list[Row]:
     rows = list(dataset.get("rows", []))
-    steady = steady_state_row(rows)
-    if steady is not None and row(rows, "cv_steady") is None:
-        at = next(i for i, r in enumerate(rows) if r.get("id") == "cv_nochange") + 1
-        rows.insert(at, steady)
+    for tool, _, nochange_id, steady_id, _ in STEADY:
+        steady = steady_state_row(rows, tool)
+        if steady is not None and row(rows, steady_id) is None:
+            at = next(i for i, r in enumerate(rows) if r.get("id") == nochange_id) + 1
+            rows.insert(at, steady)
     return rows
 
 

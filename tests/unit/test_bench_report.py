@@ -505,3 +505,20 @@ def test_bench_config_sets_pack_flush_only_where_chunkvault_knows_it(
     ChunkingConfig.model_validate(written)
     known = "pack_flush_seconds" in ChunkingConfig.model_fields
     assert ("pack_flush_seconds" in written) == known
+
+
+def test_restic_gets_a_steady_state_row_from_its_no_change_backup_too() -> None:
+    rows = [
+        _row("cv_push", "chunkvault", 1.6, 2),
+        _row("cv_nochange", "chunkvault", 0.5, 2),
+        _row("restic_backup", "restic", 1.1, 1),
+        _row("restic_nochange", "restic", 0.9, 1),
+    ]
+    derived = report.with_derived({"rows": rows})
+    ids = [r["id"] for r in derived]
+    assert ids == ["cv_push", "cv_nochange", "cv_steady", "restic_backup", "restic_nochange",
+                   "restic_steady"]  # fmt: skip
+    restic = report.row(derived, "restic_steady")
+    assert restic is not None and restic["seconds"] == pytest.approx(0.2)
+    assert restic["tool"] == "restic" and "steady state" in restic["operation"]
+    assert "restic_nochange" in report.NO_RATE_ROWS
