@@ -80,7 +80,11 @@ def main() -> int:
         _print_tour(servers_ports=[s.port for s in servers], config=config, port=port)
         while not stop.wait(0.5):
             if agent.poll() is not None:
-                return agent.returncode or 1
+                # Ctrl-C reaches the agent too (one process group), and it may be gone
+                # before this process sees its own: an agent that exits 0 (or dies of the
+                # signal, during its start-up) was stopped; any other code is a failure.
+                stopped = agent.returncode in (0, -signal.SIGINT, -signal.SIGTERM)
+                return 0 if stopped else agent.returncode or 1
     except KeyboardInterrupt:
         pass
     except subprocess.CalledProcessError as exc:

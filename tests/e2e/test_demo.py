@@ -122,3 +122,46 @@ def test_demo_comes_up_and_a_dropped_file_restores(tmp_path: Path):
     assert code == 0, rest
     assert "demo stopped" in rest
     assert "Traceback" not in rest and "Error" not in rest, rest  # the agent's output too
+
+
+def _child_running(parent: int, *args: str) -> int:
+    """The PID of ``parent``'s child whose command line ends with ``args``."""
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+            if [part.decode() for part in cmdline[-len(args) :]] == list(args):
+                return int(pid)
+    raise AssertionError(f"no child of {parent} runs {args}")
+
+
+@pytest.mark.slow
+def test_an_agent_stopped_before_the_demo_notices_its_own_ctrl_c_is_a_clean_stop(
+    tmp_path: Path,
+):
+    """Ctrl-C reaches the demo and its agent at once, and the agent may be gone first (it
+    leaves with os._exit): that is a stop, exit 0, not "the agent failed"."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chunkvault.demo"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        # The tour, and the agent's "watching" line: it is up.
+        while not ("/upload" in "".join(output) and "chunkvault.run: vault" in "".join(output)):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(output)
+            output.append(line)
+            assert time.monotonic() < deadline, "".join(output)
+        # The agent alone gets the Ctrl-C, as when it wins the race for it.
+        os.kill(_child_running(proc.pid, "-m", "chunkvault", "run"), signal.SIGINT)
+        code = proc.wait(timeout=30)
+        rest = proc.stdout.read()
+        assert code == 0, rest
+        assert "demo stopped" in rest
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own session: only what we started
+            proc.wait()
+        proc.stdout.close()
