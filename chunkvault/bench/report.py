@@ -56,6 +56,25 @@ def files_per_s(files: int, seconds: float | None) -> float | None:
     return files / seconds
 
 
+def median_rows(rounds: Sequence[Sequence[Row]]) -> list[Row]:
+    """One row per id from several rounds of the same steps: the round whose time is the
+    median (its other figures with it, so they stay consistent), with every round's
+    seconds under ``runs``. Ids keep their first round's order; a round that lost a row
+    (its step failed) leaves the median to the others."""
+    by_id: dict[str, list[Row]] = {}
+    for rows in rounds:
+        for r in rows:
+            by_id.setdefault(r["id"], []).append(r)
+    out: list[Row] = []
+    for runs in by_id.values():
+        timed = sorted(runs, key=lambda r: (r.get("seconds") is None, r.get("seconds") or 0))
+        chosen = dict(timed[(len(timed) - 1) // 2])
+        if len(runs) > 1:
+            chosen["runs"] = [r.get("seconds") for r in runs]
+        out.append(chosen)
+    return out
+
+
 def row(rows: Sequence[Row], row_id: str) -> Row | None:
     return next((r for r in rows if r.get("id") == row_id), None)
 

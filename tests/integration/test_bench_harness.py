@@ -61,9 +61,12 @@ def test_small_and_many_files_end_to_end(tmp_path: Path) -> None:
     assert push["objects"] >= compare.PEERS and push["peak_rss"] > 0
     assert push["stored"] > compare.REPLICAS * small["bytes"] / 4
     assert rows["cv_restore"]["verified"] is True and "cv_nochange" in rows
+    # Every tool ran the small files SMALL_ROUNDS times: each figure is a median run.
+    assert small["rounds"] == compare.SMALL_ROUNDS == len(push["runs"])
     if "restic_backup" in rows:
         assert rows["restic_backup"]["objects"] > 0
         assert rows["restic_restore"]["verified"] is True
+        assert len(rows["restic_nochange"]["runs"]) == compare.SMALL_ROUNDS
     many = results["datasets"]["many"]
     assert many["files"] == sizes["many_files"]
     many_rows = {r["id"]: r for r in many["rows"]}

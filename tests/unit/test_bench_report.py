@@ -522,3 +522,24 @@ def test_restic_gets_a_steady_state_row_from_its_no_change_backup_too() -> None:
     assert restic is not None and restic["seconds"] == pytest.approx(0.2)
     assert restic["tool"] == "restic" and "steady state" in restic["operation"]
     assert "restic_nochange" in report.NO_RATE_ROWS
+
+
+def test_several_rounds_keep_each_figure_s_median_round_whole() -> None:
+    rounds = [
+        [
+            _row("cv_push", "chunkvault", 1.6, 2, objects=15),
+            _row("restic_backup", "restic", 1.0, 1),
+        ],
+        [
+            _row("cv_push", "chunkvault", 2.1, 2, objects=16),
+            _row("restic_backup", "restic", 1.6, 1),
+        ],
+        [_row("cv_push", "chunkvault", 1.4, 2, objects=17)],  # restic failed this round
+    ]
+    rows = report.median_rows(rounds)
+    assert [r["id"] for r in rows] == ["cv_push", "restic_backup"]
+    push, backup = rows
+    assert (push["seconds"], push["objects"]) == (1.6, 15)  # the median run, all its figures
+    assert push["runs"] == [1.6, 2.1, 1.4]
+    assert backup["seconds"] == 1.0 and backup["runs"] == [1.0, 1.6]  # lower of two
+    assert "runs" not in report.median_rows([rounds[0]])[0]  # one round: as measured
