@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from chunkvault.flows import Flow
 from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_in_tree
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.pipeline import ChunkPipeline, FileBatch
+from chunkvault.seal_workers import BATCH_FILES, Request, SealWorkers, WorkerLost
 from chunkvault.stored import StoredChunk
 from chunkvault.vault import Vault
 
@@ -84,7 +86,11 @@ class Ingestor:
         vault: Vault,
         progress: Callable[[int], None] | None = None,
         readers: int = READERS,
+        seal_workers: int | SealWorkers = 0,
     ) -> None:
+        """``seal_workers``: worker processes that read and seal small files (a push of
+        many, see :mod:`chunkvault.seal_workers`), or how many to start; each replaces a
+        reader thread. Closed with this Ingestor."""
         self.vault = vault
         cfg = vault.config
         self.root = cfg.watch.path
@@ -106,10 +112,14 @@ class Ingestor:
         # once, and an executor's future per file cost ~0.7 KiB each (14 MiB at 20,000).
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._readers = [
-            threading.Thread(target=self._read_loop, name=f"read-{i}", daemon=True)
-            for i in range(readers)
-        ]
+        self._seal = self._start_seal_workers(seal_workers) if seal_workers else None
+        self._readers = (
+            [threading.Thread(target=self._seal_loop, args=(i,), name=f"read-{i}", daemon=True)
+             for i in range(len(self._seal))]
+            if self._seal is not None
+            else [threading.Thread(target=self._read_loop, name=f"read-{i}", daemon=True)
+                  for i in range(readers)]
+        )  # fmt: skip
         for reader in self._readers:
             reader.start()
         self.progress = progress
@@ -131,12 +141,30 @@ class Ingestor:
                 return
         self.vault.commits.flush()
 
+    def _start_seal_workers(self, given: int | SealWorkers) -> SealWorkers | None:
+        """Worker processes holding the master keys, or None if they cannot start (the
+        readers do their work then)."""
+        if isinstance(given, SealWorkers):
+            workers = given
+        else:
+            try:
+                workers = SealWorkers(given)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.warning("cannot start seal workers (%s): reading files in this process", exc)
+                return None
+        service = self.vault.service
+        workers.start(self.vault.keys, str(self.root), service.pack_threshold,
+                      self.vault.config.chunking.zstd_level)  # fmt: skip
+        return workers
+
     def close(self) -> None:
         # Queued work is dropped: a half-stored file is simply stored again next time.
         self._closed = True
         self.pipeline.close()
         for _ in self._readers:
             self._queue.put(None)
+        if self._seal is not None:
+            self._seal.close()
 
     def all_submitted(self) -> None:
         """Nothing more will be submitted (a push has queued its whole tree): once the
@@ -166,6 +194,118 @@ class Ingestor:
                     drained = self._input_done and self._busy == 0 and self._queue.empty()
             if drained and not self._closed:
                 self.vault.service.flush()
+
+    def _seal_loop(self, worker: int) -> None:
+        """A reader whose small files worker ``worker`` reads and seals, a batch at a time;
+        if the worker is lost, the files it did not answer for (and all after) are read
+        here, as :meth:`_read_loop` does."""
+        assert self._seal is not None
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            with self._lock:
+                self._busy += 1
+            try:
+                left = self._seal_batch(worker, batch)
+            except WorkerLost:
+                left = batch
+            try:
+                for rel, result, latest in left:
+                    if not result.done():
+                        self._read_one(rel, result, latest)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    drained = self._input_done and self._busy == 0 and self._queue.empty()
+            if drained and not self._closed:
+                self.vault.service.flush()
+            if left is batch and batch:  # the worker is gone: this thread reads from now on
+                self._read_loop()
+                return
+
+    def _next_batch(self) -> list[_Job] | None:
+        """The next queued files, up to BATCH_FILES, waiting for the first; None to stop."""
+        item = self._queue.get()
+        if item is None:
+            return None
+        batch = [item]
+        while len(batch) < BATCH_FILES:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # for the next round: this thread stops then
+                break
+            batch.append(item)
+        return batch
+
+    def _seal_batch(self, worker: int, batch: list[_Job]) -> list[_Job]:
+        """Send the batch's files to the worker and settle what it answers for; the files
+        left to read here (big ones, changed ones, ``later``)."""
+        assert self._seal is not None
+        requests: list[Request] = []
+        jobs: dict[str, tuple[Future[IngestResult], VersionRow | None, Flow]] = {}
+        for rel, result, latest in batch:
+            if self._closed:
+                result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
+                continue
+            flow = self.vault.rules.flow(rel)
+            if flow.ignore:
+                result.set_result(IngestResult(rel, "ignored"))
+                continue
+            if latest is LOOK_UP:
+                latest = self.vault.catalog.latest(rel)
+            stored = None
+            if latest is not None and not latest.deleted:
+                stored = (latest.size, latest.mtime_ns, latest.mode)
+            requests.append((rel, flow.compress, stored))
+            jobs[rel] = (result, latest, flow)
+        if not requests:
+            return []
+        left: list[_Job] = []
+        for answer in self._seal.seal(worker, requests):
+            kind, rel = answer[0], answer[1]
+            result, latest, flow = jobs[rel]
+            if kind == "sealed" and self._packed(answer, result, flow):
+                continue
+            if kind == "unchanged":
+                result.set_result(IngestResult(rel, "unchanged", size=answer[2]))
+            elif kind == "gone":
+                left.append((rel, result, latest))  # its deletion: the reader's path
+            elif kind == "not-regular":
+                result.set_result(IngestResult(rel, "ignored", error="not a regular file"))
+            elif kind == "error":
+                result.set_result(IngestResult(rel, "failed", error=str(answer[2])))
+            else:  # big, retry, later, or sealed but to be stored again with its old DEK
+                left.append((rel, result, latest))
+        return left
+
+    def _packed(self, answer: tuple, result: Future[IngestResult], flow: Flow) -> bool:
+        """A file a worker sealed, into its pack; False if it must be read here instead."""
+        _, rel, (size, mtime_ns, mode, inode), sha256, chunk_id, wrapped, generation, body = answer
+        durable = self.vault.service.start_sealed(
+            chunk_id, size, body, wrapped, generation, replicas=flow.replicas
+        )
+        if durable is None:
+            return False
+        durable.add_done_callback(
+            lambda done: self._complete(
+                rel, (size, mtime_ns, mode, inode), sha256, [done.result()], result
+            )
+        )
+        if self.progress:
+            self.progress(size)
+        return True
+
+    def _read_one(
+        self, rel: str, result: Future[IngestResult], latest: VersionRow | _LookUp | None
+    ) -> None:
+        if self._closed:
+            result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
+        else:
+            self._read_file(rel, result, latest)
 
     def ingest(self, rel: str) -> IngestResult:
         """Store the current content of ``rel`` (relative to watch.path) if it changed;
@@ -303,19 +443,24 @@ class Ingestor:
         except BaseException:
             batch.abandon()
             raise
-        batch.finish(lambda stored: self._complete(rel, before, digest.hexdigest(), stored, result))
+        stat_of = (before.st_size, before.st_mtime_ns, before.st_mode, before.st_ino)
+        batch.finish(
+            lambda stored: self._complete(rel, stat_of, digest.hexdigest(), stored, result)
+        )
 
     def _complete(
         self,
         rel: str,
-        st: os.stat_result,
+        st: tuple[int, int, int, int],
         sha256: str,
         stored: list[StoredChunk],
         result: Future[IngestResult],
     ) -> None:
         """Every chunk of the file is settled: queue its version for the next manifest
-        batch, or fail it if any chunk failed. Runs in the thread that settled the last
-        chunk; ``result`` is set once the batch is committed."""
+        batch, or fail it if any chunk failed. ``st``: the size, mtime_ns, mode and inode
+        it was read with. Runs in the thread that settled the last chunk; ``result`` is
+        set once the batch is committed."""
+        size, mtime_ns, mode, inode = st
         try:
             failed = [s for s in stored if not s.ok]
             if failed:
@@ -324,9 +469,9 @@ class Ingestor:
                 return
             manifest = Manifest(
                 path=rel,
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-                mode=st.st_mode,
+                size=size,
+                mtime_ns=mtime_ns,
+                mode=mode,
                 sha256=sha256,
                 chunks=tuple(
                     ChunkRef(s.chunk_id, s.plain_size, s.wrapped_dek, s.pack, s.offset, s.length)
@@ -336,12 +481,12 @@ class Ingestor:
             stored_result = IngestResult(
                 rel,
                 "stored",
-                size=st.st_size,
+                size=size,
                 chunks=len(stored),
                 new_chunks=sum(1 for s in stored if s.reason != "deduplicated"),
                 sent_bytes=sum(s.sent_bytes for s in stored),
             )
-            committing = self.vault.commit_later(manifest, inode=st.st_ino)
+            committing = self.vault.commit_later(manifest, inode=inode)
             self._handed_over(result)
         except BaseException as exc:  # a bug: the caller sees it
             result.set_exception(exc)

@@ -181,11 +181,7 @@ class UploadService:
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
             if known and len(have) >= minimum:
-                return settled(StoredChunk(
-                    chunk_id, size, known.wrapped_dek, tuple(have), True, "deduplicated",
-                    target=target, pack=known.pack, offset=known.pack_offset,
-                    length=known.stored_size if known.pack else 0,
-                ))  # fmt: skip
+                return settled(_already_stored(known, have, target))
             if packed and self.packs is not None and (waiting := self.packs.pending(chunk_id)):
                 return _deduplicated(waiting)
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
@@ -223,6 +219,29 @@ class UploadService:
             chunk_id, size, wrapped, tuple(written), ok, reason,
             len(sealed.body) * len(written), target,
         ))  # fmt: skip
+
+    def start_sealed(
+        self, chunk_id: str, size: int, body: bytes, wrapped_dek: bytes, generation: int,
+        *, replicas: int | None = None,
+    ) -> Future[StoredChunk] | None:  # fmt: skip
+        """A small chunk of the watched tree sealed elsewhere (a seal worker, see
+        :mod:`chunkvault.seal_workers`) into its pack, deduplicated as :meth:`start_in_place`
+        does. None when the catalog knows the chunk with too few replicas: storing it again
+        reuses its DEK, so it is sealed again by :meth:`start_in_place`."""
+        if self.packs is None or not self.packed(size):
+            raise ValueError(f"a chunk of {size} bytes does not go into a pack")
+        target = min(replicas or self.config.replication.replicas, len(self.peers))
+        minimum = min(self.config.replication.min_replicas, target)
+        with self._stripe(self._chunk_locks, chunk_id):
+            known = self.catalog.chunk(chunk_id)
+            if known is not None:
+                have = self.catalog.replicas(chunk_id)
+                if len(have) < minimum:
+                    return None
+                return settled(_already_stored(known, have, target))
+            if (waiting := self.packs.pending(chunk_id)) is not None:
+                return _deduplicated(waiting)
+            return self.packs.add(chunk_id, size, body, wrapped_dek, generation, target, minimum)
 
     def packed(self, size: int) -> bool:
         """A chunk of ``size`` plaintext bytes goes into a pack (not an object of its own)."""
@@ -327,6 +346,15 @@ class UploadService:
         if recorded is None:
             raise UnknownRequest(request_id)
         return _response_from_json(recorded[1], replayed=True)
+
+
+def _already_stored(known: ChunkRow, have: list[str], target: int) -> StoredChunk:
+    """A chunk the catalog has on ``have`` peers, for one more file that holds it."""
+    return StoredChunk(
+        known.id, known.plain_size, known.wrapped_dek, tuple(have), True, "deduplicated",
+        target=target, pack=known.pack, offset=known.pack_offset,
+        length=known.stored_size if known.pack else 0,
+    )  # fmt: skip
 
 
 def _deduplicated(waiting: Future[StoredChunk]) -> Future[StoredChunk]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from chunkvault.config import Config
     from chunkvault.flows import FlowRules
     from chunkvault.ingest import IngestResult
+    from chunkvault.seal_workers import SealWorkers
     from chunkvault.vault import Vault
     from chunkvault.watcher.scan import FileState
 
@@ -195,6 +197,22 @@ class EarlyPlan:
             return None
         return self.plan if self._catalog.data_version() == self._version else None
 
+    def seal_workers(self, pack_threshold: int) -> SealWorkers | None:
+        """Worker processes for the plan's small files, started now (without keys), or
+        None for a plan with few of them (or none yet: the plan after the unlock decides)."""
+        from chunkvault.seal_workers import SealWorkers, worker_count
+
+        if self.plan is None:
+            return None
+        sizes = self.plan.sizes.values()
+        count = worker_count(sum(1 for size in sizes if size < pack_threshold))
+        if not count:
+            return None
+        try:
+            return SealWorkers(count)
+        except (OSError, subprocess.SubprocessError):
+            return None  # the Ingestor tries again, and says why
+
     def close(self) -> None:
         if self._catalog is not None:
             self._catalog.close()
@@ -223,20 +241,28 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         # The passphrase first: a prompt (or its absence) comes before any work.
         passphrase = cli.passphrase(passphrase_file)
         early = EarlyPlan(cfg, paths)
+        # Seal workers start now, so their start-up overlaps the KDF; they get the keys
+        # after the unlock.
+        workers = early.seal_workers(cfg.chunking.pack_threshold)
         try:
             with cli.vault(
                 passphrase_file, writer=True, prepare=early.sends, passphrase=passphrase
             ) as vault:
                 plan = early.still_current() or plan_push(vault.catalog, vault.rules, root, paths)
                 early.close()
-                results = _carry_out(vault, plan)
+                results = _carry_out(vault, plan, workers)
         finally:
             early.close()
+            if workers is not None:
+                workers.close()
     _report(results, plan.blocked, started)
 
 
-def _carry_out(vault: Vault, plan: PushPlan) -> list[IngestResult]:
+def _carry_out(
+    vault: Vault, plan: PushPlan, workers: SealWorkers | None = None
+) -> list[IngestResult]:
     from chunkvault.ingest import Ingestor, IngestResult
+    from chunkvault.seal_workers import worker_count
     from chunkvault.watcher import unreadable
 
     for path in sorted(plan.blocked):
@@ -252,8 +278,14 @@ def _carry_out(vault: Vault, plan: PushPlan) -> list[IngestResult]:
     results = [IngestResult(rel, "unchanged", size=size) for rel, size in plan.unchanged.items()]
     with byte_progress("push", sum(plan.sizes.values())) as progress:
         # One reader: a push waits for the whole tree, so no small file must get by a big
-        # one being read, and one reader is the cheaper (see Ingestor).
-        ingestor = Ingestor(vault, progress, readers=1)
+        # one being read, and one reader is the cheaper (see Ingestor). Many small files:
+        # worker processes read and seal them, on the cores the reader leaves idle.
+        seal: SealWorkers | int = (
+            workers
+            if workers is not None
+            else worker_count(sum(1 for f in plan.files if vault.service.packed(plan.sizes[f])))
+        )
+        ingestor = Ingestor(vault, progress, readers=1, seal_workers=seal)
         try:
             # Every file goes into the pipeline at once (the byte budget, not the file
             # count, bounds memory); they commit in any order. Deletions are manifest

@@ -355,3 +355,47 @@ def test_each_written_pack_commits_its_files_and_a_push_writes_its_last_pack_at_
             ingestor.close()
         batches = {v.batch for v in vault.catalog.latest_all()}
     assert len(batches) == 2  # one per pack
+
+
+def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothing(
+    tmp_path: Path, moto_peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Ingestor with a seal worker over moto peers: its files restore exactly,
+    and a worker killed after its first batch leaves every other file to the push."""
+    from chunkvault.cli.context import CliContext
+    from chunkvault.ingest import Ingestor
+
+    config, inbox = init_vault(tmp_path, moto_peers.endpoints, unique_bucket(), PW)
+    files = small_tree(inbox, 400, seed=3)
+    (inbox / "twin.dat").write_bytes(files["dir0/sub0/small-file-00000.dat"])  # dedup
+    monkeypatch.setenv("CHUNKVAULT_PASSPHRASE", PW["CHUNKVAULT_PASSPHRASE"])
+    with CliContext(config).vault(writer=True) as vault:
+        ingestor = Ingestor(vault, readers=1, seal_workers=1)
+        try:
+            workers = ingestor._seal
+            assert workers is not None and len(workers) == 1
+            seal = workers.seal
+            batches: list[int] = []
+
+            def seal_then_die(i: int, requests: list) -> list:
+                batches.append(len(requests))
+                answers = seal(i, requests)
+                if len(batches) == 1:
+                    proc = workers._procs[i]
+                    assert proc is not None
+                    os.kill(proc.pid, signal.SIGKILL)  # our own child
+                    proc.wait()
+                return answers
+
+            monkeypatch.setattr(workers, "seal", seal_then_die)
+            results = [ingestor.submit(rel) for rel in [*files, "twin.dat"]]
+            ingestor.all_submitted()
+            actions = [r.result(120).action for r in results]
+        finally:
+            ingestor.close()
+    assert actions == ["stored"] * (len(files) + 1)
+    assert len(batches) == 2  # one answered; the next one found the worker lost
+    out = tmp_path / "out"
+    restored = run_cli(config, "restore", "--to", str(out), env=PW, timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    assert digest(out) == digest(inbox)

@@ -1,0 +1,136 @@
+"""The seal workers' side (Sealer, seal_files) on real files, and the process protocol with
+a real worker subprocess: what it answers, what it leaves to the parent, and that a lost
+worker is noticed, never waited for."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from chunkvault import seal_workers
+from chunkvault.crypto.envelope import open_chunk
+from chunkvault.crypto.material import MasterKeys
+from chunkvault.seal_workers import (
+    Sealer,
+    SealWorkers,
+    WorkerLost,
+    seal_files,
+    worker_count,
+    worker_environment,
+)
+
+THRESHOLD = 64 * 1024
+
+
+@pytest.fixture
+def keys() -> MasterKeys:
+    return MasterKeys.generate(os.urandom(16))
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "a.txt": b"hello small world\n" * 100,
+        "dir/b.bin": os.urandom(9000),
+        os.fsdecode(b"dir/caf\xe9\nname"): os.urandom(100),
+        "big.bin": os.urandom(THRESHOLD),
+    }
+    for rel, data in files.items():
+        path = root / os.fsencode(rel).decode("utf-8", "surrogateescape")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def test_a_sealed_answer_opens_to_the_file_and_names_it(tmp_path: Path, keys: MasterKeys):
+    files = tree(tmp_path)
+    sealer = Sealer(keys, str(tmp_path), THRESHOLD, 3)
+    for rel in ("a.txt", "dir/b.bin", os.fsdecode(b"dir/caf\xe9\nname")):
+        answer = sealer.seal(rel, True, None)
+        kind, name, (size, mtime_ns, mode, inode), sha256, chunk_id, wrapped, gen, body = answer
+        st = os.stat(tmp_path / rel)
+        assert (kind, name) == ("sealed", rel)
+        assert (size, mtime_ns, mode, inode) == (st.st_size, st.st_mtime_ns, st.st_mode,
+                                                 st.st_ino)  # fmt: skip
+        assert chunk_id == keys.chunk_id(files[rel]) and gen == keys.current
+        import hashlib
+
+        assert sha256 == hashlib.sha256(files[rel]).hexdigest()
+        assert open_chunk(keys, chunk_id, body, wrapped) == files[rel]
+
+
+def test_what_a_worker_leaves_to_the_parent_or_answers_without_reading(
+    tmp_path: Path, keys: MasterKeys
+):
+    tree(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "a.txt")
+    sealer = Sealer(keys, str(tmp_path), THRESHOLD, 3)
+    st = os.stat(tmp_path / "a.txt")
+    assert sealer.seal("big.bin", True, None) == ("big", "big.bin")  # at the threshold
+    assert sealer.seal("link", True, None) == ("not-regular", "link")
+    assert sealer.seal("gone.txt", True, None) == ("gone", "gone.txt")
+    assert sealer.seal("a.txt/x", True, None) == ("gone", "a.txt/x")
+    stored = (st.st_size, st.st_mtime_ns, st.st_mode)
+    assert sealer.seal("a.txt", True, stored) == ("unchanged", "a.txt", st.st_size)
+
+
+def test_a_file_that_changes_while_read_goes_back_to_the_parent(
+    tmp_path: Path, keys: MasterKeys, monkeypatch: pytest.MonkeyPatch
+):
+    tree(tmp_path)
+    path = tmp_path / "a.txt"
+    real_readv = os.readv
+
+    def growing(fd: int, buffers: list) -> int:
+        with open(path, "ab") as f:
+            f.write(b"more")
+        return real_readv(fd, buffers)
+
+    monkeypatch.setattr(seal_workers.os, "readv", growing)
+    assert Sealer(keys, str(tmp_path), THRESHOLD, 3).seal("a.txt", True, None) == (
+        "retry", "a.txt"
+    )  # fmt: skip
+
+
+def test_a_batch_stops_after_its_bytes_and_leaves_the_rest_for_later(
+    tmp_path: Path, keys: MasterKeys, monkeypatch: pytest.MonkeyPatch
+):
+    tree(tmp_path)
+    monkeypatch.setattr(seal_workers, "BATCH_BYTES", 1)
+    answers = seal_files(
+        Sealer(keys, str(tmp_path), THRESHOLD, 3),
+        [("a.txt", True, None), ("dir/b.bin", True, None), ("big.bin", True, None)],
+    )
+    assert [a[0] for a in answers] == ["sealed", "later", "later"]
+
+
+def test_workers_hold_no_passphrase_or_credentials_and_start_only_for_many_files():
+    env = {"PATH": "/bin", "CHUNKVAULT_PASSPHRASE": "x", "CHUNKVAULT_PASSPHRASE_FILE": "/p",
+           "AWS_SECRET_ACCESS_KEY": "s", "HOME": "/root"}  # fmt: skip
+    assert worker_environment(env) == {"PATH": "/bin", "HOME": "/root"}
+    assert worker_count(seal_workers.MIN_FILES - 1) == 0
+    assert 1 <= worker_count(seal_workers.MIN_FILES) <= 2
+
+
+def test_a_worker_process_answers_batches_and_a_killed_one_is_lost_not_awaited(
+    tmp_path: Path, keys: MasterKeys
+):
+    files = tree(tmp_path)
+    workers = SealWorkers(1)
+    try:
+        workers.start(keys, str(tmp_path), THRESHOLD, 3)
+        answers = workers.seal(0, [("a.txt", True, None), ("big.bin", False, None)])
+        assert [a[0] for a in answers] == ["sealed", "big"]
+        assert open_chunk(keys, answers[0][4], answers[0][7], answers[0][5]) == files["a.txt"]
+        proc = workers._procs[0]
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)  # our own child
+        proc.wait()
+        with pytest.raises(WorkerLost):
+            workers.seal(0, [("a.txt", True, None)])
+        with pytest.raises(WorkerLost):  # dropped: not tried again
+            workers.seal(0, [("a.txt", True, None)])
+    finally:
+        workers.close()
