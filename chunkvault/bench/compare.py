@@ -302,7 +302,9 @@ METHOD = """
 - **Stored on peers**: bytes of all objects the tool wrote, summed over peers (so R=2
   counts twice); it shows compression on the text corpus.
 - **Peak RSS**: the child's own `VmHWM` from `/proc/PID/status`, sampled every 10 ms
-  while it runs (a high-water mark, so only growth in the last 10 ms could be missed).
+  while it runs (a high-water mark, so only growth in the last 10 ms could be missed),
+  plus that of every process it started (chunkvault's seal workers), summed: their peaks
+  need not coincide, so the sum never understates.
   Not `ru_maxrss`: Linux carries the harness's own high-water mark into a child across
   `exec`. "RSS does not grow with file size" compares the push of the one big file with
   the push of the tree of 4 MiB files (goal: at most 1.25x).

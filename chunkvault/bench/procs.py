@@ -1,6 +1,7 @@
 """Run a child process and measure its wall time and peak RSS.
 
-Peak RSS is the child's own ``VmHWM`` (``/proc/PID/status``), sampled every
+Peak RSS is the child's own ``VmHWM`` (``/proc/PID/status``), plus that of each process it
+started (summed: their peaks need not coincide, so this never understates), sampled every
 :data:`SAMPLE_SECONDS` while it runs. Not ``ru_maxrss`` from ``wait4``: Linux carries the
 high-water mark of the address space a child had before ``exec`` (a copy of ours) into
 it, so a small tool forked from a large harness would report the harness's size.
@@ -54,6 +55,27 @@ def vm_hwm(pid: int) -> int | None:
     return None  # a zombie has no address space (no VmHWM line)
 
 
+def descendants(pid: int) -> list[int]:
+    """The PIDs of ``pid``'s children, theirs, and so on (from /proc; [] once gone)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 def run_measured(
     command: Sequence[str],
     *,
@@ -70,11 +92,19 @@ def run_measured(
             env=dict(env) if env is not None else None, cwd=cwd,
         )  # fmt: skip
         peak = 0
+        # A program's own processes count too (chunkvault's seal workers): each one's
+        # high-water mark as last seen, summed with the program's (conservative: their
+        # peaks need not coincide).
+        helpers: dict[int, int] = {}
         try:
             while proc.poll() is None:
                 hwm = vm_hwm(proc.pid)  # our unreaped child: the PID cannot be reused yet
+                for pid in descendants(proc.pid):
+                    helper = vm_hwm(pid)
+                    if helper is not None:
+                        helpers[pid] = max(helpers.get(pid, 0), helper)
                 if hwm is not None:
-                    peak = max(peak, hwm)
+                    peak = max(peak, hwm + sum(helpers.values()))
                 if time.perf_counter() - start > timeout:
                     proc.kill()
                     proc.wait()

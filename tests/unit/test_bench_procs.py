@@ -42,3 +42,15 @@ def test_clean_env_drops_chunkvault_variables(monkeypatch: pytest.MonkeyPatch) -
     env = clean_env({"X": "1"})
     assert "CHUNKVAULT_PASSPHRASE" not in env and env["X"] == "1"
     assert "127.0.0.1" in env["NO_PROXY"]
+
+
+def test_peak_rss_counts_the_processes_the_child_started() -> None:
+    """A program with a helper process (chunkvault's seal workers) is measured whole."""
+    helper = ALLOCATE.format(n=150 * MiB)
+    parent = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {helper!r}])\n"
+        "p.wait()\n"
+    )
+    measured = run_measured([sys.executable, "-c", parent]).check("parent")
+    assert measured.peak_rss >= 150 * MiB
