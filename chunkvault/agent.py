@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 
 from chunkvault.catalog.jobs import Job, JobQueue, Note
 from chunkvault.errors import ChunkvaultError
 from chunkvault.ingest import Ingestor, IngestResult
+from chunkvault.light_future import LightFuture
 from chunkvault.names import show
 from chunkvault.vault import Vault
 from chunkvault.watcher import unreadable
@@ -333,7 +334,8 @@ class Agent:
                 continue
             # Every job's file goes into the pipeline before any is waited for: their small
             # chunks share packs and their versions share a manifest batch.
-            started: dict[Future[IngestResult], Job] = {}
+            started: dict[LightFuture[IngestResult], Job] = {}
+            finished: queue.SimpleQueue[LightFuture[IngestResult]] = queue.SimpleQueue()
             for job in jobs:
                 try:
                     running = self._start(job)
@@ -343,7 +345,10 @@ class Agent:
                     continue
                 if running is not None:
                     started[running] = job
-            for running in as_completed(started):  # each recorded as soon as it is durable
+            for running in started:
+                running.add_done_callback(finished.put)
+            for _ in range(len(started)):  # each recorded as soon as it is durable
+                running = finished.get()
                 job = started[running]
                 try:
                     result = running.result()
@@ -360,7 +365,7 @@ class Agent:
     def _backoff(job: Job) -> float:
         return min(MAX_BACKOFF, 2.0 ** min(job.attempts, 16))
 
-    def _start(self, job: Job) -> Future[IngestResult] | None:
+    def _start(self, job: Job) -> LightFuture[IngestResult] | None:
         """Start ``job``: its result once it is committed; None if it is deferred."""
         if job.kind == "upsert" and not job.closed:
             try:
@@ -374,7 +379,7 @@ class Agent:
         if job.kind == "upsert":
             running = self.ingestor.submit(job.path)
         else:
-            running = Future()
+            running = LightFuture()
             try:
                 if job.kind == "delete":
                     running.set_result(self.ingestor.delete(job.path))

@@ -36,6 +36,7 @@ from chunkvault.commits import Committed
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import Flow
 from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_in_tree
+from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.pipeline import ChunkPipeline, FileBatch
 from chunkvault.seal_workers import BATCH_FILES, Request, SealWorkers, WorkerLost
@@ -65,7 +66,7 @@ class _LookUp(enum.Enum):
 #: :meth:`Ingestor.submit`'s default: the reader looks the file's newest version up.
 LOOK_UP = _LookUp.TOKEN
 #: A file queued for a reader: path, its result, its newest version (or LOOK_UP).
-_Job = tuple[str, Future["IngestResult"], "VersionRow | _LookUp | None"]
+_Job = tuple[str, LightFuture["IngestResult"], "VersionRow | _LookUp | None"]
 
 
 class _Changed(Exception):
@@ -110,6 +111,8 @@ class Ingestor:
         # ~12% more CPU than one, in 4x the context switches.
         # A queue of their own, not an executor: a push submits every file of the tree at
         # once, and an executor's future per file cost ~0.7 KiB each (14 MiB at 20,000).
+        # Each file's outcome is a LightFuture for the same reason: a Future is ~1.5 KiB,
+        # and a push holds all of them to the end (a 20,000-file push peaked 24 MiB lower).
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
         self._seal = self._start_seal_workers(seal_workers) if seal_workers else None
@@ -126,12 +129,12 @@ class Ingestor:
         # Files submitted and not yet queued for a manifest batch: once there are none,
         # the batch is written at once (nothing more will join it soon).
         self._lock = threading.Lock()
-        self._uncommitted: set[Future[IngestResult]] = set()
+        self._uncommitted: set[LightFuture[IngestResult]] = set()
         # After :meth:`all_submitted`: readers busy with a file, to tell the last one.
         self._input_done = False
         self._busy = 0
 
-    def _handed_over(self, result: Future[IngestResult]) -> None:
+    def _handed_over(self, result: LightFuture[IngestResult]) -> None:
         """``result``'s file is queued for its batch, or done without one."""
         with self._lock:
             if result not in self._uncommitted:
@@ -246,7 +249,7 @@ class Ingestor:
         left to read here (big ones, changed ones, ``later``)."""
         assert self._seal is not None
         requests: list[Request] = []
-        jobs: dict[str, tuple[Future[IngestResult], VersionRow | None, Flow]] = {}
+        jobs: dict[str, tuple[LightFuture[IngestResult], VersionRow | None, Flow]] = {}
         for rel, result, latest in batch:
             if self._closed:
                 result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
@@ -282,7 +285,7 @@ class Ingestor:
                 left.append((rel, result, latest))
         return left
 
-    def _packed(self, answer: tuple, result: Future[IngestResult], flow: Flow) -> bool:
+    def _packed(self, answer: tuple, result: LightFuture[IngestResult], flow: Flow) -> bool:
         """A file a worker sealed, into its pack; False if it must be read here instead."""
         _, rel, (size, mtime_ns, mode, inode), sha256, chunk_id, wrapped, generation, body = answer
         durable = self.vault.service.start_sealed(
@@ -300,7 +303,7 @@ class Ingestor:
         return True
 
     def _read_one(
-        self, rel: str, result: Future[IngestResult], latest: VersionRow | _LookUp | None
+        self, rel: str, result: LightFuture[IngestResult], latest: VersionRow | _LookUp | None
     ) -> None:
         if self._closed:
             result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
@@ -314,11 +317,11 @@ class Ingestor:
 
     def submit(
         self, rel: str, latest: VersionRow | _LookUp | None = LOOK_UP
-    ) -> Future[IngestResult]:
+    ) -> LightFuture[IngestResult]:
         """Queue ``rel`` for storing; the future is done once its version is committed
         (or the file failed, was unchanged, ignored or gone). ``latest``: its newest
         version, when the caller has it at hand (push reads them all in one query)."""
-        result: Future[IngestResult] = Future()
+        result: LightFuture[IngestResult] = LightFuture()
         with self._lock:
             self._uncommitted.add(result)
         result.add_done_callback(self._handed_over)
@@ -329,7 +332,7 @@ class Ingestor:
         return result
 
     def _read_file(
-        self, rel: str, result: Future[IngestResult], latest: VersionRow | _LookUp | None
+        self, rel: str, result: LightFuture[IngestResult], latest: VersionRow | _LookUp | None
     ) -> None:
         """The file is opened one component at a time from watch.path, never through a
         symlink (see ``fsutil.open_regular_in_tree``): a directory swapped for a symlink
@@ -346,7 +349,7 @@ class Ingestor:
             result.set_result(outcome)
 
     def _read_attempts(
-        self, rel: str, result: Future[IngestResult], latest: VersionRow | _LookUp | None
+        self, rel: str, result: LightFuture[IngestResult], latest: VersionRow | _LookUp | None
     ) -> IngestResult | None:
         """None when the file was handed to the pipeline (``result`` is set on commit)."""
         flow = self.vault.rules.flow(rel)
@@ -382,7 +385,7 @@ class Ingestor:
         return IngestResult(rel, "failed", error=error)
 
     def _read(
-        self, rel: str, f: BinaryIO, root_fd: int, flow: Flow, result: Future[IngestResult]
+        self, rel: str, f: BinaryIO, root_fd: int, flow: Flow, result: LightFuture[IngestResult]
     ) -> None:
         """Read and chunk the file into the pipeline; raise _Changed if it changed."""
         digest = hashlib.sha256()
@@ -395,7 +398,7 @@ class Ingestor:
             self.pipeline.read_done()
 
     def _read_chunks(
-        self, rel: str, f: BinaryIO, root_fd: int, flow: Flow, result: Future[IngestResult],
+        self, rel: str, f: BinaryIO, root_fd: int, flow: Flow, result: LightFuture[IngestResult],
         digest: hashlib._Hash, batch: FileBatch, before: os.stat_result,
     ) -> None:  # fmt: skip
         budget = self.pipeline.budget
@@ -454,7 +457,7 @@ class Ingestor:
         st: tuple[int, int, int, int],
         sha256: str,
         stored: list[StoredChunk],
-        result: Future[IngestResult],
+        result: LightFuture[IngestResult],
     ) -> None:
         """Every chunk of the file is settled: queue its version for the next manifest
         batch, or fail it if any chunk failed. ``st``: the size, mtime_ns, mode and inode
@@ -514,11 +517,11 @@ class Ingestor:
 
     def submit_delete(
         self, rel: str, latest: VersionRow | _LookUp | None = LOOK_UP
-    ) -> Future[IngestResult]:
+    ) -> LightFuture[IngestResult]:
         """:meth:`delete` without waiting: a tombstone joins the next manifest batch with
         the other changes (a push deleting 1,000 files writes one batch, not 1,000).
         ``latest`` as in :meth:`submit`."""
-        done: Future[IngestResult] = Future()
+        done: LightFuture[IngestResult] = LightFuture()
         if latest is LOOK_UP:
             latest = self.vault.catalog.latest(rel)
         if latest is None or latest.deleted:
