@@ -69,6 +69,15 @@ LOOK_UP = _LookUp.TOKEN
 _Job = tuple[str, LightFuture["IngestResult"], "VersionRow | _LookUp | None"]
 
 
+@dataclass
+class _SealBatch:
+    """A batch asked of a seal worker: its requests, and the job and flow of each."""
+
+    requests: list[Request]
+    jobs: list[_Job]
+    flows: list[Flow]
+
+
 class _Changed(Exception):
     """The file changed while it was read."""
 
@@ -199,57 +208,79 @@ class Ingestor:
                 self.vault.service.flush()
 
     def _seal_loop(self, worker: int) -> None:
-        """A reader whose small files worker ``worker`` reads and seals, a batch at a time;
-        if the worker is lost, the files it did not answer for (and all after) are read
-        here, as :meth:`_read_loop` does."""
+        """A reader whose small files worker ``worker`` reads and seals, a batch at a time,
+        two in flight: the worker seals the next batch while this thread packs what it
+        answered for the last (one at a time, each waited for the other). If the worker
+        is lost, the files it did not answer for (and all after) are read here, as
+        :meth:`_read_loop` does."""
         assert self._seal is not None
+        inflight: _SealBatch | None = None
+        stop = False
         while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            with self._lock:
-                self._busy += 1
-            try:
-                left = self._seal_batch(worker, batch)
-            except WorkerLost:
-                left = batch
-            try:
-                for rel, result, latest in left:
-                    if not result.done():
-                        self._read_one(rel, result, latest)
-            finally:
+            batch: list[_Job] = []
+            if not stop:
+                batch, stop = self._next_batch(block=inflight is None)
+            if not batch and inflight is None:
+                return  # (a blocking wait returns files or the stop)
+            sent: _SealBatch | None = None
+            lost = False
+            if batch:
                 with self._lock:
-                    self._busy -= 1
-                    drained = self._input_done and self._busy == 0 and self._queue.empty()
-            if drained and not self._closed:
-                self.vault.service.flush()
-            if left is batch and batch:  # the worker is gone: this thread reads from now on
-                self._read_loop()
+                    self._busy += 1
+                sent = self._seal_requests(batch)
+                try:
+                    if sent.requests:
+                        self._seal.send(worker, sent.requests)
+                except WorkerLost:
+                    lost = True
+            if inflight is not None:
+                try:
+                    left = self._seal_answers(
+                        inflight, self._seal.receive(worker, inflight.requests)
+                    )
+                except WorkerLost:
+                    left, lost = inflight.jobs, True
+                self._batch_done(left)
+            if sent is not None and (lost or not sent.requests):
+                self._batch_done(sent.jobs)  # nothing asked, or never to be answered
+                sent = None
+            inflight = sent
+            if lost:  # the worker is gone: this thread reads from now on
+                if not stop:
+                    self._read_loop()
                 return
 
-    def _next_batch(self) -> list[_Job] | None:
-        """The next queued files, up to BATCH_FILES, waiting for the first; None to stop."""
-        item = self._queue.get()
-        if item is None:
-            return None
-        batch = [item]
+    def _batch_done(self, left: list[_Job]) -> None:
+        """Read ``left`` here (what a worker did not settle), then count the batch done."""
+        try:
+            for rel, result, latest in left:
+                if not result.done():
+                    self._read_one(rel, result, latest)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                drained = self._input_done and self._busy == 0 and self._queue.empty()
+        if drained and not self._closed:
+            self.vault.service.flush()
+
+    def _next_batch(self, block: bool) -> tuple[list[_Job], bool]:
+        """The next queued files, up to BATCH_FILES (waiting for the first if ``block``),
+        and whether the stop came after them."""
+        batch: list[_Job] = []
         while len(batch) < BATCH_FILES:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get() if block and not batch else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
-                self._queue.put(None)  # for the next round: this thread stops then
-                break
+                return batch, True
             batch.append(item)
-        return batch
+        return batch, False
 
-    def _seal_batch(self, worker: int, batch: list[_Job]) -> list[_Job]:
-        """Send the batch's files to the worker and settle what it answers for; the files
-        left to read here (big ones, changed ones, ``later``)."""
-        assert self._seal is not None
-        requests: list[Request] = []
-        jobs: dict[str, tuple[LightFuture[IngestResult], VersionRow | None, Flow]] = {}
+    def _seal_requests(self, batch: list[_Job]) -> _SealBatch:
+        """What to ask a worker for the batch's files; those settled at once (stopped,
+        ignored) are asked nothing."""
+        asked = _SealBatch([], [], [])
         for rel, result, latest in batch:
             if self._closed:
                 result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
@@ -263,26 +294,28 @@ class Ingestor:
             stored = None
             if latest is not None and not latest.deleted:
                 stored = (latest.size, latest.mtime_ns, latest.mode)
-            requests.append((rel, flow.compress, stored))
-            jobs[rel] = (result, latest, flow)
-        if not requests:
-            return []
+            asked.requests.append((rel, flow.compress, stored))
+            asked.jobs.append((rel, result, latest))
+            asked.flows.append(flow)
+        return asked
+
+    def _seal_answers(self, asked: _SealBatch, answers: list[tuple]) -> list[_Job]:
+        """Settle what the worker answered for; the files left to read here (big ones,
+        changed ones, ``later``, gone ones: their deletion)."""
         left: list[_Job] = []
-        for answer in self._seal.seal(worker, requests):
-            kind, rel = answer[0], answer[1]
-            result, latest, flow = jobs[rel]
+        for answer, job, flow in zip(answers, asked.jobs, asked.flows, strict=True):
+            kind = answer[0]
+            rel, result, _ = job
             if kind == "sealed" and self._packed(answer, result, flow):
                 continue
             if kind == "unchanged":
                 result.set_result(IngestResult(rel, "unchanged", size=answer[2]))
-            elif kind == "gone":
-                left.append((rel, result, latest))  # its deletion: the reader's path
             elif kind == "not-regular":
                 result.set_result(IngestResult(rel, "ignored", error="not a regular file"))
             elif kind == "error":
                 result.set_result(IngestResult(rel, "failed", error=str(answer[2])))
-            else:  # big, retry, later, or sealed but to be stored again with its old DEK
-                left.append((rel, result, latest))
+            else:  # big, retry, later, gone, or sealed but stored again with its old DEK
+                left.append(job)
         return left
 
     def _packed(self, answer: tuple, result: LightFuture[IngestResult], flow: Flow) -> bool:

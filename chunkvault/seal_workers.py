@@ -64,11 +64,11 @@ class WorkerLost(Exception):
 
 
 def worker_count(files: int) -> int:
-    """How many workers a push of ``files`` files to read starts: none for a few, else one
-    per core but the parent's, at least one, at most two."""
+    """How many workers a push of ``files`` small files to read starts: none for a few,
+    else one per core but the parent's, at most two (none on one core: nothing to gain)."""
     if files < MIN_FILES:
         return 0
-    return max(1, min(2, (os.cpu_count() or 1) - 1 or 1))
+    return max(0, min(2, (os.cpu_count() or 1) - 1))
 
 
 def _read_frame(stream: IO[bytes], limit: int) -> Any | None:
@@ -243,10 +243,25 @@ class SealWorkers:
     def seal(self, i: int, requests: list[Request]) -> list[tuple[Any, ...]]:
         """Worker ``i``'s answers for ``requests`` (one per request, in order). Raises
         :class:`WorkerLost` (and drops the worker) if it cannot answer."""
+        self.send(i, requests)
+        return self.receive(i, requests)
+
+    def send(self, i: int, requests: list[Request]) -> None:
+        """Queue a batch with worker ``i`` (its answers come in order: :meth:`receive`).
+        A batch is small (paths), so this does not block on a worker busy answering."""
         try:
             proc = self._live(i)
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
             _write_frame(proc.stdin, ("files", requests))
+        except (WorkerLost, OSError, ValueError) as exc:
+            self._drop(i, exc)
+            raise WorkerLost(str(exc)) from None
+
+    def receive(self, i: int, requests: list[Request]) -> list[tuple[Any, ...]]:
+        """The answers to the oldest batch sent to worker ``i`` (``requests``)."""
+        try:
+            proc = self._live(i)
+            assert proc.stdout is not None
             answers = _read_frame(proc.stdout, _MAX_FRAME)
             if not isinstance(answers, list) or len(answers) != len(requests):
                 raise WorkerLost("a reply that does not answer the batch")

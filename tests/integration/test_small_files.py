@@ -374,12 +374,12 @@ def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothi
         try:
             workers = ingestor._seal
             assert workers is not None and len(workers) == 1
-            seal = workers.seal
+            receive = workers.receive
             batches: list[int] = []
 
-            def seal_then_die(i: int, requests: list) -> list:
+            def receive_then_die(i: int, requests: list) -> list:
                 batches.append(len(requests))
-                answers = seal(i, requests)
+                answers = receive(i, requests)
                 if len(batches) == 1:
                     proc = workers._procs[i]
                     assert proc is not None
@@ -387,14 +387,16 @@ def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothi
                     proc.wait()
                 return answers
 
-            monkeypatch.setattr(workers, "seal", seal_then_die)
+            monkeypatch.setattr(workers, "receive", receive_then_die)
             results = [ingestor.submit(rel) for rel in [*files, "twin.dat"]]
             ingestor.all_submitted()
             actions = [r.result(120).action for r in results]
+            dropped = workers._procs == [None]  # before close() drops it anyway
         finally:
             ingestor.close()
     assert actions == ["stored"] * (len(files) + 1)
-    assert len(batches) == 2  # one answered; the next one found the worker lost
+    # Answers already in the pipe may still be read; then the worker is found lost.
+    assert len(batches) >= 2 and dropped
     out = tmp_path / "out"
     restored = run_cli(config, "restore", "--to", str(out), env=PW, timeout=300)
     assert restored.returncode == 0, restored.stderr

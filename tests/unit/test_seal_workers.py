@@ -106,12 +106,18 @@ def test_a_batch_stops_after_its_bytes_and_leaves_the_rest_for_later(
     assert [a[0] for a in answers] == ["sealed", "later", "later"]
 
 
-def test_workers_hold_no_passphrase_or_credentials_and_start_only_for_many_files():
+def test_workers_hold_no_passphrase_or_credentials_and_start_only_for_many_files(
+    monkeypatch: pytest.MonkeyPatch,
+):
     env = {"PATH": "/bin", "CHUNKVAULT_PASSPHRASE": "x", "CHUNKVAULT_PASSPHRASE_FILE": "/p",
            "AWS_SECRET_ACCESS_KEY": "s", "HOME": "/root"}  # fmt: skip
     assert worker_environment(env) == {"PATH": "/bin", "HOME": "/root"}
-    assert worker_count(seal_workers.MIN_FILES - 1) == 0
-    assert 1 <= worker_count(seal_workers.MIN_FILES) <= 2
+    counts = {}
+    for cores in (1, 2, 3, 16):
+        monkeypatch.setattr(seal_workers.os, "cpu_count", lambda cores=cores: cores)
+        counts[cores] = (worker_count(seal_workers.MIN_FILES - 1),
+                         worker_count(seal_workers.MIN_FILES))  # fmt: skip
+    assert counts == {1: (0, 0), 2: (0, 1), 3: (0, 2), 16: (0, 2)}
 
 
 def test_a_worker_process_answers_batches_and_a_killed_one_is_lost_not_awaited(
