@@ -194,18 +194,18 @@ class Ingestor:
             with self._lock:
                 self._busy += 1
             try:
-                if self._closed:  # by close() before it started
-                    result.set_result(
-                        IngestResult(rel, "failed", error="stopped before it was read")
-                    )
-                else:
-                    self._read_file(rel, result, latest)
+                self._read_one(rel, result, latest)
             finally:
-                with self._lock:
-                    self._busy -= 1
-                    drained = self._input_done and self._busy == 0 and self._queue.empty()
-            if drained and not self._closed:
-                self.vault.service.flush()
+                self._not_busy()
+
+    def _not_busy(self) -> None:
+        """A file (or a worker's batch) is out of a reader's hands: once the last one after
+        :meth:`all_submitted` is, the open packs are written."""
+        with self._lock:
+            self._busy -= 1
+            drained = self._input_done and self._busy == 0 and self._queue.empty()
+        if drained and not self._closed:
+            self.vault.service.flush()
 
     def _seal_loop(self, worker: int) -> None:
         """A reader whose small files worker ``worker`` reads and seals, a batch at a time,
@@ -257,11 +257,7 @@ class Ingestor:
                 if not result.done():
                     self._read_one(rel, result, latest)
         finally:
-            with self._lock:
-                self._busy -= 1
-                drained = self._input_done and self._busy == 0 and self._queue.empty()
-        if drained and not self._closed:
-            self.vault.service.flush()
+            self._not_busy()
 
     def _next_batch(self, block: bool) -> tuple[list[_Job], bool]:
         """The next queued files, up to BATCH_FILES (waiting for the first if ``block``),
@@ -338,7 +334,7 @@ class Ingestor:
     def _read_one(
         self, rel: str, result: LightFuture[IngestResult], latest: VersionRow | _LookUp | None
     ) -> None:
-        if self._closed:
+        if self._closed:  # by close() before it started
             result.set_result(IngestResult(rel, "failed", error="stopped before it was read"))
         else:
             self._read_file(rel, result, latest)
