@@ -188,6 +188,12 @@ class ChunkingConfig(_Model):
         max_size."""
         return self.avg_size if self.mode == "fixed" else self.max_size
 
+    @property
+    def one_chunk_up_to(self) -> int:
+        """The largest file this chunking always keeps whole (one chunk): FastCDC never
+        cuts before min_size; fixed mode cuts every avg_size bytes."""
+        return self.avg_size if self.mode == "fixed" else self.min_size
+
     @model_validator(mode="after")
     def _chunker_accepts(self) -> ChunkingConfig:
         # The chunker's own check, so what validates here always builds a chunker.

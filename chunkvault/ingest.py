@@ -39,7 +39,7 @@ from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regul
 from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.pipeline import ChunkPipeline, FileBatch
-from chunkvault.seal_workers import BATCH_FILES, Request, SealWorkers, WorkerLost
+from chunkvault.seal_workers import BATCH_FILES, Request, SealWorkers, WorkerLost, sealable_below
 from chunkvault.stored import StoredChunk
 from chunkvault.vault import Vault
 
@@ -164,9 +164,9 @@ class Ingestor:
             except (OSError, subprocess.SubprocessError) as exc:
                 log.warning("cannot start seal workers (%s): reading files in this process", exc)
                 return None
-        service = self.vault.service
-        workers.start(self.vault.keys, str(self.root), service.pack_threshold,
-                      self.vault.config.chunking.zstd_level)  # fmt: skip
+        chunking = self.vault.config.chunking
+        workers.start(self.vault.keys, str(self.root), sealable_below(chunking),
+                      chunking.zstd_level)  # fmt: skip
         return workers
 
     def close(self) -> None:
@@ -296,8 +296,8 @@ class Ingestor:
         return asked
 
     def _seal_answers(self, asked: _SealBatch, answers: list[tuple]) -> list[_Job]:
-        """Settle what the worker answered for; the files left to read here (big ones,
-        changed ones, ``later``, gone ones: their deletion)."""
+        """Settle what the worker answered for; the files left to read here (empty or
+        larger ones, changed ones, ``later``, gone ones: their deletion)."""
         left: list[_Job] = []
         for answer, job, flow in zip(answers, asked.jobs, asked.flows, strict=True):
             kind = answer[0]
@@ -310,7 +310,7 @@ class Ingestor:
                 result.set_result(IngestResult(rel, "ignored", error="not a regular file"))
             elif kind == "error":
                 result.set_result(IngestResult(rel, "failed", error=str(answer[2])))
-            else:  # big, retry, later, gone, or sealed but stored again with its old DEK
+            else:  # reader, retry, later, gone, or sealed but stored again with its old DEK
                 left.append(job)
         return left
 

@@ -21,12 +21,13 @@ the parent's environment without CHUNKVAULT_* and AWS_* variables (it needs no
 passphrase and no credentials) and never talks to a peer.
 
 A worker answers only for small files it read whole and unchanged. Anything else goes
-back to the parent's own reader path, which handles it as before: ``big`` (at or over the
-pack threshold), ``retry`` (it changed while read, or was renamed meanwhile), ``later``
-(the worker stops a batch after ``BATCH_BYTES`` of bodies, so a batch of files near the
-threshold holds no more memory than that). ``gone``, ``not-regular``, ``unchanged`` and
-``error`` are final answers. A worker that dies or sends what it should not is dropped:
-its files are read by the parent, as if there had been no worker.
+back to the parent's own reader path, which handles it as before: ``reader`` (empty, or
+not below :func:`sealable_below`), ``retry`` (it changed while read, or was renamed
+meanwhile), ``later`` (the worker stops a batch after ``BATCH_BYTES`` of bodies, so a
+batch of files near the threshold holds no more memory than that), ``gone`` (its
+deletion). ``not-regular``, ``unchanged`` and ``error`` are final answers. A worker that
+dies or sends what it should not is dropped: its files are read by the parent, as if
+there had been no worker.
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ import struct
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from chunkvault.crypto.envelope import PLAIN_OFFSET, seal_chunk_into, sealed_size_limit
+from chunkvault.crypto.material import MasterKeys
+from chunkvault.fsutil import lstat_in_tree, open_dir, open_regular_in_tree
+
+if TYPE_CHECKING:
+    from chunkvault.config import ChunkingConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,13 @@ Request = tuple[str, bool, "tuple[int, int, int] | None"]
 
 class WorkerLost(Exception):
     """A worker died, or broke the protocol: its batch goes to the parent's readers."""
+
+
+def sealable_below(chunking: ChunkingConfig) -> int:
+    """Files a worker seals are smaller than this: under the pack threshold, and whole
+    as one chunk, as the reader's chunker would keep them (so both paths make the same
+    chunks: a larger file in a chunking with a small min_size is cut in several)."""
+    return min(chunking.pack_threshold, chunking.one_chunk_up_to + 1)
 
 
 def worker_count(files: int) -> int:
@@ -114,9 +129,7 @@ def seal_files(sealer: Sealer, requests: Sequence[Request]) -> list[tuple[Any, .
 class Sealer:
     """The worker's side: one small file at a time, from the tree root it was given."""
 
-    def __init__(self, keys: Any, root: str, threshold: int, level: int) -> None:
-        from chunkvault.crypto.envelope import sealed_size_limit
-
+    def __init__(self, keys: MasterKeys, root: str, threshold: int, level: int) -> None:
         self.keys = keys
         self.root = root
         self.threshold = threshold
@@ -125,8 +138,6 @@ class Sealer:
         self.buf = bytearray(sealed_size_limit(max(1, threshold)))
 
     def seal(self, rel: str, compress: bool, stored: tuple[int, int, int] | None) -> tuple:
-        from chunkvault.fsutil import open_dir, open_regular_in_tree
-
         try:
             root_fd = open_dir(self.root)
         except OSError as exc:
@@ -153,14 +164,11 @@ class Sealer:
         self, root_fd: int, fd: int, rel: str, compress: bool,
         stored: tuple[int, int, int] | None,
     ) -> tuple:  # fmt: skip
-        from chunkvault.crypto.envelope import PLAIN_OFFSET, seal_chunk_into
-        from chunkvault.fsutil import lstat_in_tree
-
         before = os.fstat(fd)
         if stored == (before.st_size, before.st_mtime_ns, before.st_mode):
             return ("unchanged", rel, before.st_size)
-        if before.st_size >= self.threshold:
-            return ("big", rel)
+        if not 0 < before.st_size < self.threshold:
+            return ("reader", rel)
         size = before.st_size
         # One byte more than the size: a file that grew meanwhile reads longer.
         view = memoryview(self.buf)[PLAIN_OFFSET : PLAIN_OFFSET + size + 1]
@@ -188,8 +196,6 @@ class Sealer:
 
 def serve() -> None:
     """A worker's main: answer batches until the parent closes the pipe."""
-    from chunkvault.crypto.material import MasterKeys
-
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     start = _read_frame(inp, 1024 * 1024)
     if start is None:
@@ -229,7 +235,7 @@ class SealWorkers:
     def __len__(self) -> int:
         return len(self._procs)
 
-    def start(self, keys: Any, root: str, threshold: int, level: int) -> None:
+    def start(self, keys: MasterKeys, root: str, threshold: int, level: int) -> None:
         """Hand every worker the master keys and the tree (after the unlock)."""
         for i in range(len(self._procs)):
             try:
@@ -284,7 +290,7 @@ class SealWorkers:
         if proc is None:
             return
         log.warning("seal worker %d (pid %d) lost (%s): the push reads its files itself",
-                    i, proc.pid, why or type(why).__name__)  # fmt: skip
+                    i, proc.pid, str(why) or type(why).__name__)  # fmt: skip
         self._procs[i] = None
         _stop(proc)
 

@@ -160,6 +160,14 @@ def plan_push(catalog: Catalog, rules: FlowRules, root: Path, paths: tuple[str, 
     return PushPlan(newest, scopes, blocked, files, {f: states[f].size for f in files}, gone, same)
 
 
+def sealable(plan: PushPlan, config: Config) -> int:
+    """How many of the plan's files a seal worker would take."""
+    from chunkvault.seal_workers import sealable_below
+
+    limit = sealable_below(config.chunking)
+    return sum(1 for size in plan.sizes.values() if 0 < size < limit)
+
+
 class EarlyPlan:
     """The plan made before the unlock, from a catalog connection of its own: the
     passphrase KDF (~0.2 s, without the GIL) then overlaps making S3 clients, and only
@@ -197,15 +205,14 @@ class EarlyPlan:
             return None
         return self.plan if self._catalog.data_version() == self._version else None
 
-    def seal_workers(self, pack_threshold: int) -> SealWorkers | None:
+    def seal_workers(self, config: Config) -> SealWorkers | None:
         """Worker processes for the plan's small files, started now (without keys), or
         None for a plan with few of them (or none yet: the plan after the unlock decides)."""
         from chunkvault.seal_workers import SealWorkers, worker_count
 
         if self.plan is None:
             return None
-        sizes = self.plan.sizes.values()
-        count = worker_count(sum(1 for size in sizes if size < pack_threshold))
+        count = worker_count(sealable(self.plan, config))
         if not count:
             return None
         try:
@@ -243,7 +250,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
         early = EarlyPlan(cfg, paths)
         # Seal workers start now, so their start-up overlaps the KDF; they get the keys
         # after the unlock.
-        workers = early.seal_workers(cfg.chunking.pack_threshold)
+        workers = early.seal_workers(cfg)
         try:
             with cli.vault(
                 passphrase_file, writer=True, prepare=early.sends, passphrase=passphrase
@@ -281,9 +288,7 @@ def _carry_out(
         # one being read, and one reader is the cheaper (see Ingestor). Many small files:
         # worker processes read and seal them, on the cores the reader leaves idle.
         seal: SealWorkers | int = (
-            workers
-            if workers is not None
-            else worker_count(sum(1 for f in plan.files if vault.service.packed(plan.sizes[f])))
+            workers if workers is not None else worker_count(sealable(plan, vault.config))
         )
         ingestor = Ingestor(vault, progress, readers=1, seal_workers=seal)
         try:

@@ -11,6 +11,7 @@ as a subprocess, moto peers over HTTP, real files.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -401,3 +402,39 @@ def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothi
     restored = run_cli(config, "restore", "--to", str(out), env=PW, timeout=300)
     assert restored.returncode == 0, restored.stderr
     assert digest(out) == digest(inbox)
+
+
+def test_a_seal_worker_cuts_files_as_the_reader_does_under_any_chunking(
+    tmp_path: Path, moto_peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a min_size below the pack threshold, a 400 KiB file is several content-defined
+    chunks: the worker leaves it to the reader rather than seal it whole (the same content
+    must make the same chunks whichever path stored it), and an empty file has none."""
+    from chunkvault.chunking import Chunker
+    from chunkvault.cli.context import CliContext
+    from chunkvault.ingest import Ingestor
+
+    config, inbox = init_vault(
+        tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+        chunking={"min_size": "64KiB", "avg_size": "128KiB", "max_size": "1MiB"},
+    )  # fmt: skip
+    files = {"medium.bin": os.urandom(400 * KiB), "small.bin": os.urandom(8 * KiB),
+             "edge.bin": os.urandom(64 * KiB + 1), "empty": b""}  # fmt: skip
+    for name, data in files.items():
+        (inbox / name).write_bytes(data)
+    monkeypatch.setenv("CHUNKVAULT_PASSPHRASE", PW["CHUNKVAULT_PASSPHRASE"])
+    with CliContext(config).vault(writer=True) as vault:
+        ingestor = Ingestor(vault, readers=1, seal_workers=1)
+        try:
+            results = [ingestor.submit(name) for name in files]
+            ingestor.all_submitted()
+            assert [r.result(60).action for r in results] == ["stored"] * len(files)
+        finally:
+            ingestor.close()
+        chunking = vault.config.chunking
+        chunker = Chunker(chunking.mode, chunking.min_size, chunking.avg_size, chunking.max_size)
+        for name, data in files.items():
+            manifest = vault.read_version(vault.catalog.latest(name))
+            expected = [len(c) for c in chunker.split(io.BytesIO(data))]
+            assert [c.size for c in manifest.chunks] == expected, name
+    assert len(list(chunker.split(io.BytesIO(files["medium.bin"])))) > 1  # a real case

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chunkvault import seal_workers
+from chunkvault.config import parse_config
 from chunkvault.crypto.envelope import open_chunk
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.seal_workers import (
@@ -18,6 +19,7 @@ from chunkvault.seal_workers import (
     SealWorkers,
     WorkerLost,
     seal_files,
+    sealable_below,
     worker_count,
     worker_environment,
 )
@@ -68,7 +70,9 @@ def test_what_a_worker_leaves_to_the_parent_or_answers_without_reading(
     (tmp_path / "link").symlink_to(tmp_path / "a.txt")
     sealer = Sealer(keys, str(tmp_path), THRESHOLD, 3)
     st = os.stat(tmp_path / "a.txt")
-    assert sealer.seal("big.bin", True, None) == ("big", "big.bin")  # at the threshold
+    (tmp_path / "empty").write_bytes(b"")
+    assert sealer.seal("big.bin", True, None) == ("reader", "big.bin")  # at the threshold
+    assert sealer.seal("empty", True, None) == ("reader", "empty")  # no chunk at all
     assert sealer.seal("link", True, None) == ("not-regular", "link")
     assert sealer.seal("gone.txt", True, None) == ("gone", "gone.txt")
     assert sealer.seal("a.txt/x", True, None) == ("gone", "a.txt/x")
@@ -127,9 +131,13 @@ def test_a_worker_process_answers_batches_and_a_killed_one_is_lost_not_awaited(
     workers = SealWorkers(1)
     try:
         workers.start(keys, str(tmp_path), THRESHOLD, 3)
-        answers = workers.seal(0, [("a.txt", True, None), ("big.bin", False, None)])
-        assert [a[0] for a in answers] == ["sealed", "big"]
+        odd = os.fsdecode(b"dir/caf\xe9\nname")  # not UTF-8, a newline: through the pipe
+        answers = workers.seal(0, [("a.txt", True, None), ("big.bin", False, None),
+                                   (odd, True, None)])  # fmt: skip
+        assert [a[:2] for a in answers] == [("sealed", "a.txt"), ("reader", "big.bin"),
+                                            ("sealed", odd)]  # fmt: skip
         assert open_chunk(keys, answers[0][4], answers[0][7], answers[0][5]) == files["a.txt"]
+        assert open_chunk(keys, answers[2][4], answers[2][7], answers[2][5]) == files[odd]
         proc = workers._procs[0]
         assert proc is not None
         os.kill(proc.pid, signal.SIGKILL)  # our own child
@@ -140,3 +148,17 @@ def test_a_worker_process_answers_batches_and_a_killed_one_is_lost_not_awaited(
             workers.seal(0, [("a.txt", True, None)])
     finally:
         workers.close()
+
+
+def test_a_worker_seals_only_what_the_reader_would_keep_as_one_packed_chunk() -> None:
+    def below(**chunking: object) -> int:
+        peers = [{"name": f"p{i}", "path": f"/tmp/p{i}"} for i in range(3)]
+        return sealable_below(parse_config({"peers": peers, "chunking": chunking}).chunking)
+
+    KiB = 1024
+    assert below() == 512 * KiB  # the defaults: min_size is the pack threshold
+    # FastCDC may cut anywhere after min_size; fixed mode every avg_size bytes.
+    assert below(min_size="64KiB", avg_size="128KiB", max_size="1MiB") == 64 * KiB + 1
+    assert below(mode="fixed", avg_size="128KiB") == 128 * KiB + 1
+    assert below(pack_threshold="16KiB") == 16 * KiB
+    assert below(pack_threshold=0) == 0  # packing off: nothing for a worker
