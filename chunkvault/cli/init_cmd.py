@@ -70,7 +70,7 @@ def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | 
                 "keyring is fetched from the peers); for a new vault choose another vault.id",
             )
         passphrase = current_passphrase(passphrase_file or cli.passphrase_file, confirm=True)
-        ring, _keys = Keyring.create(cfg.vault.id, passphrase, kdf=cfg.keys.kdf, label=label)
+        ring, keys = Keyring.create(cfg.vault.id, passphrase, kdf=cfg.keys.kdf, label=label)
         failed = store.save(ring)
         if failed:
             # All or nothing: a vault whose keyring is missing on a peer is not restorable
@@ -83,7 +83,7 @@ def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | 
                 f"could not store the keyring on {', '.join(failed)}; nothing was created",
                 "check `chunkvault peers list` and run init again",
             )
-        _mark_synced(cfg.vault.state_dir)
+        _new_catalog(cfg.vault.state_dir, keys.current)
     click.echo(
         f"vault {cfg.vault.id!r} initialised: keyring in {store.path} and on "
         f"{len(peers)} peer(s), slot {label!r} ({cfg.keys.kdf})."
@@ -95,15 +95,18 @@ def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | 
     )
 
 
-def _mark_synced(state_dir: Path) -> None:
+def _new_catalog(state_dir: Path, generation: int) -> None:
     """A new vault: no peer holds anything of it (init checked), so the first command need
-    not list every peer to rebuild the catalog from them."""
+    not list every peer to rebuild the catalog from them. The key generation in use is
+    recorded now too, so the first unlock writes nothing (a push's plan, made before the
+    unlock, then stands: see EarlyPlan)."""
     from chunkvault.catalog import Catalog
-    from chunkvault.vault import CATALOG_NAME, SYNCED
+    from chunkvault.vault import CATALOG_NAME, GENERATION_FLOOR, SYNCED
 
     catalog = Catalog(state_dir / CATALOG_NAME)
     try:
         catalog.set_meta(SYNCED, "1")
+        catalog.set_meta(GENERATION_FLOOR, str(generation))
     finally:
         catalog.close()
 
