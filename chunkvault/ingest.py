@@ -41,6 +41,7 @@ from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.pipeline import ChunkPipeline, FileBatch
 from chunkvault.seal_workers import BATCH_FILES, Request, SealWorkers, WorkerLost, sealable_below
 from chunkvault.stored import StoredChunk
+from chunkvault.upload import Unknown
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -299,10 +300,11 @@ class Ingestor:
         """Settle what the worker answered for; the files left to read here (empty or
         larger ones, changed ones, ``later``, gone ones: their deletion)."""
         left: list[_Job] = []
+        unknown = self.vault.service.unknown_chunks([a[4] for a in answers if a[0] == "sealed"])
         for answer, job, flow in zip(answers, asked.jobs, asked.flows, strict=True):
             kind = answer[0]
             rel, result, _ = job
-            if kind == "sealed" and self._packed(answer, result, flow):
+            if kind == "sealed" and self._packed(answer, result, flow, unknown):
                 continue
             if kind == "unchanged":
                 result.set_result(IngestResult(rel, "unchanged", size=answer[2]))
@@ -314,11 +316,13 @@ class Ingestor:
                 left.append(job)
         return left
 
-    def _packed(self, answer: tuple, result: LightFuture[IngestResult], flow: Flow) -> bool:
+    def _packed(
+        self, answer: tuple, result: LightFuture[IngestResult], flow: Flow, unknown: Unknown
+    ) -> bool:
         """A file a worker sealed, into its pack; False if it must be read here instead."""
         _, rel, (size, mtime_ns, mode, inode), sha256, chunk_id, wrapped, generation, body = answer
         durable = self.vault.service.start_sealed(
-            chunk_id, size, body, wrapped, generation, replicas=flow.replicas
+            chunk_id, size, body, wrapped, generation, replicas=flow.replicas, unknown=unknown
         )
         if durable is None:
             return False

@@ -106,6 +106,9 @@ class PackWriter:
         self._open: dict[int, _Pack] = {}
         self._pending: dict[str, Future[StoredChunk]] = {}
         self._flushing = 0
+        # Counts every time chunks left _pending (after the catalog got them): a chunk
+        # looked up before and not pending now is still unknown if it has not moved.
+        self.forgets = 0
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=MAX_FLUSHING, thread_name_prefix="pack")
 
@@ -203,6 +206,7 @@ class PackWriter:
             _fail(pack, "stopped before it was stored")
 
     def _forget_locked(self, pack: _Pack) -> None:
+        self.forgets += 1
         for slot in pack.slots:
             if self._pending.get(slot.chunk_id) is slot.future:
                 del self._pending[slot.chunk_id]

@@ -17,8 +17,8 @@ its chunks is settled; files complete in any order.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import ctypes.util
 import logging
 import sys
 import threading
@@ -46,11 +46,10 @@ def return_big_buffers_to_the_system() -> None:
     """Pin glibc's mmap threshold (once per process; nothing elsewhere)."""
     if not sys.platform.startswith("linux"):
         return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to pin
-        pass
+    # The process's own symbols, libc's among them (find_library would run `ldconfig -p`
+    # in a subprocess: ~10 ms of every push). Not glibc (musl has no mallopt): nothing to pin.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class FileBatch:

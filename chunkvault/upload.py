@@ -20,7 +20,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from chunkvault.backends.base import PeerError
 from chunkvault.backends.listing import show_key
@@ -53,6 +53,15 @@ log = logging.getLogger(__name__)
 # Many stripes: a chunk holds its stripe while its replicas are written, and with a
 # pipeline of chunks in flight two unrelated chunks on one stripe would wait for each other.
 _STRIPES = 1024
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """Chunks the catalog did not have when asked (:meth:`UploadService.unknown_chunks`),
+    and how many times chunks had left the open packs for the catalog by then."""
+
+    ids: frozenset[str]
+    forgets: int
 
 
 class UploadService:
@@ -220,27 +229,42 @@ class UploadService:
             len(sealed.body) * len(written), target,
         ))  # fmt: skip
 
+    def unknown_chunks(self, chunk_ids: Sequence[str]) -> Unknown:
+        """Which of ``chunk_ids`` the catalog does not have, in one query: what
+        :meth:`start_sealed` is told, so that it need not look each one up itself."""
+        forgets = self.packs.forgets if self.packs is not None else -1  # before the query
+        known = self.catalog.known_chunks(chunk_ids)
+        return Unknown(frozenset(c for c in chunk_ids if c not in known), forgets)
+
     def start_sealed(
         self, chunk_id: str, size: int, body: bytes, wrapped_dek: bytes, generation: int,
-        *, replicas: int | None = None,
+        *, replicas: int | None = None, unknown: Unknown | None = None,
     ) -> Future[StoredChunk] | None:  # fmt: skip
         """A small chunk of the watched tree sealed elsewhere (a seal worker, see
         :mod:`chunkvault.seal_workers`) into its pack, deduplicated as :meth:`start_in_place`
         does. None when the catalog knows the chunk with too few replicas: storing it again
-        reuses its DEK, so it is sealed again by :meth:`start_in_place`."""
+        reuses its DEK, so it is sealed again by :meth:`start_in_place`. ``unknown``: from
+        :meth:`unknown_chunks`; the catalog is asked again only if a chunk moved from a pack
+        to the catalog since (every chunk gets there through a pack: a chunk that is neither
+        waiting in one nor moved since is still unknown)."""
         if self.packs is None or not self.packed(size):
             raise ValueError(f"a chunk of {size} bytes does not go into a pack")
         target = min(replicas or self.config.replication.replicas, len(self.peers))
         minimum = min(self.config.replication.min_replicas, target)
         with self._stripe(self._chunk_locks, chunk_id):
-            known = self.catalog.chunk(chunk_id)
+            if (waiting := self.packs.pending(chunk_id)) is not None:
+                return _deduplicated(waiting)
+            still_unknown = (
+                unknown is not None
+                and chunk_id in unknown.ids
+                and unknown.forgets == self.packs.forgets
+            )
+            known = None if still_unknown else self.catalog.chunk(chunk_id)
             if known is not None:
                 have = self.catalog.replicas(chunk_id)
                 if len(have) < minimum:
                     return None
                 return settled(_already_stored(known, have, target))
-            if (waiting := self.packs.pending(chunk_id)) is not None:
-                return _deduplicated(waiting)
             return self.packs.add(chunk_id, size, body, wrapped_dek, generation, target, minimum)
 
     def packed(self, size: int) -> bool:

@@ -295,6 +295,18 @@ class Catalog:
         rows = self.query(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id = ?", (chunk_id,))
         return ChunkRow(*rows[0]) if rows else None
 
+    def known_chunks(self, chunk_ids: Sequence[str]) -> set[str]:
+        """Which of ``chunk_ids`` the catalog has: one query per 500 (a writer asks about
+        a batch of chunks at once, not one query and one GIL hand-off per chunk)."""
+        known: set[str] = set()
+        for start in range(0, len(chunk_ids), 500):
+            part = chunk_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            known.update(
+                r[0] for r in self.query(f"SELECT id FROM chunks WHERE id IN ({marks})", part)
+            )
+        return known
+
     def replicas(self, chunk_id: str) -> list[str]:
         rows = self.query(
             "SELECT peer FROM replicas WHERE chunk_id = ? AND state = 'ok' ORDER BY peer",

@@ -18,14 +18,14 @@ from chunkvault.backends.memory import MemoryPeer
 from chunkvault.backends.stack import wrap_peer
 from chunkvault.catalog import Catalog
 from chunkvault.config import parse_config
-from chunkvault.crypto.envelope import PLAIN_OFFSET, sealed_size_limit
+from chunkvault.crypto.envelope import PLAIN_OFFSET, seal_chunk, sealed_size_limit
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.layout import pack_key, packs_prefix
 from chunkvault.packs import HEADER
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.stored import StoredChunk
-from chunkvault.upload import UploadService
+from chunkvault.upload import Unknown, UploadService
 
 MiB = 1024 * 1024
 
@@ -201,6 +201,35 @@ def test_a_chunk_waiting_in_a_pack_is_not_added_twice(rig: PackRig) -> None:
     c = third.result()
     assert c.reason == "deduplicated" and (c.pack, c.offset, c.length) == (a.pack, a.offset,
                                                                            a.length)  # fmt: skip
+
+
+def test_a_batch_lookup_is_trusted_only_until_a_chunk_moves_from_a_pack_to_the_catalog(
+    rig: PackRig,
+) -> None:
+    """start_sealed skips its own catalog lookup for a chunk unknown_chunks did not find,
+    but not once a pack was written since: that chunk may be in the catalog by then."""
+    data = os.urandom(5000)
+    chunk_id = rig.keys.chunk_id(data)
+    sealed = seal_chunk(rig.keys, data)
+
+    def start(unknown: Unknown):
+        return rig.service.start_sealed(
+            chunk_id, len(data), sealed.body, sealed.wrapped_dek, sealed.generation,
+            unknown=unknown,
+        )  # fmt: skip
+
+    asked = rig.service.unknown_chunks([chunk_id])
+    assert asked.ids == {chunk_id}
+    first = start(asked)
+    second = start(asked)  # waiting in the open pack
+    assert first is not None and second is not None and not first.done()
+    rig.service.flush()
+    assert first.result(10).reason == "stored"
+    assert second.result(10).reason == "deduplicated"
+    late = start(asked)  # the lookup is stale: the chunk is in the catalog now
+    assert late is not None and late.done() and late.result().reason == "deduplicated"
+    assert len(rig.packs()) == 1
+    assert rig.service.unknown_chunks([chunk_id, "f" * 64]).ids == {"f" * 64}
 
 
 def test_chunks_at_the_threshold_stay_objects(tmp_path: Path) -> None:
