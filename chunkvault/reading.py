@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from chunkvault.backends.base import MalformedReply, NotFound, Peer, PeerError
@@ -165,9 +165,12 @@ class ChunkReader:
         """Open one chunk's body read by :meth:`read_span_into` from ``peer``, in place; its
         verified plaintext, or None if that copy is damaged (warned once per peer; read
         the chunk alone with :meth:`read_into`, which tries the other replicas)."""
-        deks, _, _ = self._known(chunk_id, wrapped_deks, None)
         error: Exception | None = None
-        for wrapped in dict.fromkeys(deks):
+        # The caller's keys first: the manifest that placed this body there wrapped its
+        # DEK, and a wrapping opens only for this chunk id. The catalog (a query, and a
+        # GIL hand-off, per chunk) only when none of them opens.
+        tried = dict.fromkeys(wrapped_deks)
+        for wrapped in _then(tried, lambda: self._known(chunk_id, (), None)[0]):
             try:
                 dek = unwrap_dek(self.keys, chunk_id, wrapped)
             except EnvelopeError as exc:  # not this chunk's key: the body is untouched
@@ -331,3 +334,9 @@ class _Where:
             return peer.get_into(self.key, view, limit)
         peer.get_range_into(self.key, view, self.offset, self.length)
         return self.length
+
+
+def _then(first: dict[bytes, None], more: Callable[[], Sequence[bytes]]) -> Iterator[bytes]:
+    """``first``'s keys, then those of ``more()`` not among them (asked only if needed)."""
+    yield from first
+    yield from (k for k in dict.fromkeys(more()) if k not in first)

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import struct
+import threading
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -61,6 +62,32 @@ MIN_SAVING = 0.03
 SAMPLE_BYTES = 64 * 1024
 # A chunk never decompresses beyond this; guards restore against decompression bombs.
 MAX_PLAINTEXT = 1024 * 1024 * 1024
+# zstd contexts are kept per thread for inputs under this size: making one per call
+# doubled the cost of compressing a small file (~70 vs ~35 us for 8 KiB; decompressing
+# 17 vs 12 us), the same bytes either way. Above it the setup is noise next to the work,
+# and a context sized for a large chunk would stay allocated (~1 MiB at 512 KiB).
+REUSE_CONTEXT_BELOW = 512 * 1024
+_contexts = threading.local()
+
+
+def _compressor(level: int, size: int) -> zstandard.ZstdCompressor:
+    if size >= REUSE_CONTEXT_BELOW:
+        return zstandard.ZstdCompressor(level=level, write_content_size=True)
+    kept: dict[int, zstandard.ZstdCompressor] | None = getattr(_contexts, "compressors", None)
+    if kept is None:
+        kept = _contexts.compressors = {}
+    if (compressor := kept.get(level)) is None:
+        compressor = kept[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return compressor
+
+
+def _decompressor(size: int) -> zstandard.ZstdDecompressor:
+    if not 0 <= size < REUSE_CONTEXT_BELOW:
+        return zstandard.ZstdDecompressor()
+    kept: zstandard.ZstdDecompressor | None = getattr(_contexts, "decompressor", None)
+    if kept is None:
+        kept = _contexts.decompressor = zstandard.ZstdDecompressor()
+    return kept
 
 
 class EnvelopeError(ValueError):
@@ -158,7 +185,7 @@ def _maybe_compress(plaintext: bytes | memoryview, level: int) -> tuple[int, byt
         return ENCODING_RAW, plaintext
     if len(plaintext) > SAMPLE_BYTES and not _sample_compresses(plaintext):
         return ENCODING_RAW, plaintext
-    packed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(plaintext)
+    packed = _compressor(level, len(plaintext)).compress(plaintext)
     if len(packed) <= len(plaintext) * (1 - MIN_SAVING):
         return ENCODING_ZSTD, packed
     return ENCODING_RAW, plaintext
@@ -183,7 +210,7 @@ def bounded_decompress(frame: bytes | memoryview, max_size: int) -> bytes:
     declared = zstandard.frame_content_size(frame)
     if declared > max_size:  # -1: not declared, and then max_output_size applies
         raise zstandard.ZstdError(f"declares {declared} bytes, more than the {max_size} allowed")
-    return zstandard.ZstdDecompressor().decompress(frame, max_output_size=max_size)
+    return _decompressor(declared).decompress(frame, max_output_size=max_size)
 
 
 def seal_chunk(
@@ -347,7 +374,7 @@ def _blob_aad(keys: MasterKeys, kind: str, name: str, version: int) -> bytes:
 
 
 def seal_blob(keys: MasterKeys, kind: str, name: str, payload: bytes) -> bytes:
-    packed = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(payload)
+    packed = _compressor(3, len(payload)).compress(payload)
     return seal_packed_blob(keys, kind, name, packed)
 
 

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import os
 import struct
+import threading
 
 import pytest
 import zstandard
@@ -11,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chunkvault.crypto import envelope
 from chunkvault.crypto.envelope import (
     BLOB_FLOOR,
     CHUNK_FLOOR,
@@ -452,3 +454,28 @@ def test_a_frame_declaring_more_than_the_cap_is_refused_before_it_is_inflated():
     assert open_blob(keys, "manifest", "m", blob) == data
     with pytest.raises(EnvelopeError, match="declares"):
         open_blob(keys, "manifest", "m", blob, max_size=1 << 20)
+
+
+def test_zstd_contexts_are_kept_per_thread_for_small_inputs_and_change_no_byte() -> None:
+    """A context per thread (not per call) for what is under REUSE_CONTEXT_BELOW: the same
+    frames as a fresh context, none shared between threads, none kept for a large chunk."""
+    small = b"small and compressible " * 300
+    assert envelope._compressor(3, len(small)) is envelope._compressor(3, len(small))
+    assert envelope._compressor(3, len(small)) is not envelope._compressor(1, len(small))
+    big = envelope.REUSE_CONTEXT_BELOW
+    assert envelope._compressor(3, big) is not envelope._compressor(3, big)
+    fresh = zstandard.ZstdCompressor(level=3, write_content_size=True)
+    for data in (small, os.urandom(2000) + small, small[:100]):
+        kept = envelope._compressor(3, len(data)).compress(data)
+        assert kept == fresh.compress(data)
+        assert envelope.bounded_decompress(kept, len(data)) == data
+    here = envelope._compressor(3, 10), envelope._decompressor(10)
+    there: list[object] = []
+    thread = threading.Thread(
+        target=lambda: there.extend((envelope._compressor(3, 10), envelope._decompressor(10)))
+    )
+    thread.start()
+    thread.join()
+    assert here[0] is not there[0] and here[1] is not there[1]
+    assert envelope._decompressor(10) is here[1]
+    assert envelope._decompressor(-1) is not envelope._decompressor(-1)  # size not declared

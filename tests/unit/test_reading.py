@@ -151,6 +151,32 @@ def test_a_stale_first_key_spends_the_body_and_the_next_key_opens_it_read_again(
         catalog.close()
 
 
+def test_a_span_body_opens_with_the_manifest_key_and_asks_the_catalog_only_if_that_fails(
+    tmp_path,
+) -> None:
+    """A body read in a span was placed there by the manifest that names it: its key comes
+    first (the catalog may hold an older sealing's, which would spend the body in place).
+    A manifest key that does not open for this chunk falls back to the catalog's."""
+    data = os.urandom(5000)
+    fresh, stale = seal_chunk(K, data, compress=False), seal_chunk(K, data, compress=False)
+    other = seal_chunk(K, os.urandom(5000), compress=False)  # another chunk's wrapping
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        reader = reader_over([MemoryPeer("p0")], catalog)
+
+        def open_span(body: bytes, deks: list[bytes]):
+            view = memoryview(bytearray(body))
+            return reader.open_in_span(fresh.chunk_id, view, deks, len(data), "p0")
+
+        row = ChunkRow(fresh.chunk_id, len(data), len(fresh.body), stale.wrapped_dek, 1, "")
+        catalog.record_chunk(row, ["p0"])
+        assert bytes(open_span(fresh.body, [fresh.wrapped_dek])) == data
+        assert bytes(open_span(stale.body, [other.wrapped_dek])) == data  # the catalog's
+        assert open_span(fresh.body, [other.wrapped_dek]) is None  # no key opens it
+    finally:
+        catalog.close()
+
+
 def test_a_body_that_no_key_opens_is_damaged_on_that_peer_and_another_replica_is_read(caplog):
     mems = [MemoryPeer(f"p{i}") for i in range(2)]
     reader = reader_over(mems)
