@@ -15,6 +15,7 @@ commit in whatever order their chunks become durable.
 
 from __future__ import annotations
 
+import collections
 import enum
 import hashlib
 import logging
@@ -39,7 +40,14 @@ from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regul
 from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.pipeline import ChunkPipeline, FileBatch
-from chunkvault.seal_workers import BATCH_FILES, Request, SealWorkers, WorkerLost, sealable_below
+from chunkvault.seal_workers import (
+    BATCH_FILES,
+    BATCHES_AHEAD,
+    Request,
+    SealWorkers,
+    WorkerLost,
+    sealable_below,
+)
 from chunkvault.stored import StoredChunk
 from chunkvault.upload import Unknown
 from chunkvault.vault import Vault
@@ -209,47 +217,48 @@ class Ingestor:
             self.vault.service.flush()
 
     def _seal_loop(self, worker: int) -> None:
-        """A reader whose small files worker ``worker`` reads and seals, a batch at a time,
-        two in flight: the worker seals the next batch while this thread packs what it
-        answered for the last (one at a time, each waited for the other). If the worker
-        is lost, the files it did not answer for (and all after) are read here, as
+        """A reader whose small files worker ``worker`` reads and seals, in batches: up to
+        BATCHES_AHEAD are sent before this thread waits for the oldest one's answers (and
+        packs them), so the worker seals on while this thread is busy. If the worker is
+        lost, the files it did not answer for (and all after) are read here, as
         :meth:`_read_loop` does."""
         assert self._seal is not None
-        inflight: _SealBatch | None = None
+        inflight: collections.deque[_SealBatch] = collections.deque()
         stop = False
         while True:
-            batch: list[_Job] = []
-            if not stop:
-                batch, stop = self._next_batch(block=inflight is None)
-            if not batch and inflight is None:
-                return  # (a blocking wait returns files or the stop)
-            sent: _SealBatch | None = None
-            lost = False
-            if batch:
+            while not stop and len(inflight) < BATCHES_AHEAD:
+                # Waiting for files only when the worker has nothing to do.
+                batch, stop = self._next_batch(block=not inflight)
+                if not batch:
+                    break
                 with self._lock:
                     self._busy += 1
                 sent = self._seal_requests(batch)
+                if not sent.requests:
+                    self._batch_done(sent.jobs)  # nothing to ask
+                    continue
+                inflight.append(sent)
                 try:
-                    if sent.requests:
-                        self._seal.send(worker, sent.requests)
+                    self._seal.send(worker, sent.requests)
                 except WorkerLost:
-                    lost = True
-            if inflight is not None:
-                try:
-                    left = self._seal_answers(
-                        inflight, self._seal.receive(worker, inflight.requests)
-                    )
-                except WorkerLost:
-                    left, lost = inflight.jobs, True
-                self._batch_done(left)
-            if sent is not None and (lost or not sent.requests):
-                self._batch_done(sent.jobs)  # nothing asked, or never to be answered
-                sent = None
-            inflight = sent
-            if lost:  # the worker is gone: this thread reads from now on
-                if not stop:
-                    self._read_loop()
-                return
+                    return self._worker_lost(inflight, stop)
+            if not inflight:
+                return  # the stop, and every batch answered
+            oldest = inflight.popleft()
+            try:
+                answers = self._seal.receive(worker, oldest.requests)
+            except WorkerLost:
+                inflight.appendleft(oldest)
+                return self._worker_lost(inflight, stop)
+            self._batch_done(self._seal_answers(oldest, answers))
+
+    def _worker_lost(self, inflight: collections.deque[_SealBatch], stop: bool) -> None:
+        """Read here the files of the batches the lost worker will not answer, then every
+        file still to come (as :meth:`_read_loop`)."""
+        while inflight:
+            self._batch_done(inflight.popleft().jobs)
+        if not stop:
+            self._read_loop()
 
     def _batch_done(self, left: list[_Job]) -> None:
         """Read ``left`` here (what a worker did not settle), then count the batch done."""

@@ -32,6 +32,8 @@ there had been no worker.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -55,6 +57,14 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 4 * 1024 * 1024
 #: Files per batch the parent sends (one round trip each).
 BATCH_FILES = 64
+#: Batches a worker is sent ahead of the one the parent waits for: queued requests are a
+#: few KiB, so the worker never waits for the parent to ask (only to read its answers).
+BATCHES_AHEAD = 8
+#: The answer pipe's size (Linux lets anyone raise it to 1 MiB): a worker writes a whole
+#: answer (~0.6 MiB for 64 files of 8 KiB) and goes on while the parent is busy, instead
+#: of blocking in the write until the parent reads. A worker then waited ~0.1 s of a
+#: 2,000-file push for the parent, instead of ~0.3 s.
+PIPE_BYTES = 1024 * 1024
 #: A push reads at least this many files before it starts workers: a worker costs ~0.1 s
 #: of CPU to start, and saves ~0.2 ms per small file.
 MIN_FILES = 500
@@ -228,6 +238,7 @@ class SealWorkers:
                     [sys.executable, "-c", "from chunkvault.seal_workers import serve; serve()"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
                 ))  # fmt: skip
+                _widen(self._procs[-1].stdout)
         except BaseException:
             self.close()
             raise
@@ -299,6 +310,14 @@ class SealWorkers:
             self._procs[i] = None
             if proc is not None:
                 _stop(proc)
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """Raise the pipe's capacity to PIPE_BYTES where the system allows (Linux; else kept)."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -33,6 +33,7 @@ from chunkvault.journal import JournalStore
 from chunkvault.keystore import KeyStore
 from chunkvault.packs import HEADER
 from chunkvault.peerset import place
+from chunkvault.seal_workers import BATCH_FILES, BATCHES_AHEAD
 
 PW = {"CHUNKVAULT_PASSPHRASE": "packs test passphrase"}
 KiB = 1024
@@ -375,10 +376,19 @@ def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothi
         try:
             workers = ingestor._seal
             assert workers is not None and len(workers) == 1
-            receive = workers.receive
+            send, receive = workers.send, workers.receive
             batches: list[int] = []
+            calls: list[str] = []
+
+            queued = threading.Event()  # every file queued before the first batch goes
+
+            def send_counted(i: int, requests: list) -> None:
+                assert queued.wait(60)
+                calls.append("send")
+                send(i, requests)
 
             def receive_then_die(i: int, requests: list) -> list:
+                calls.append("receive")
                 batches.append(len(requests))
                 answers = receive(i, requests)
                 if len(batches) == 1:
@@ -388,9 +398,11 @@ def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothi
                     proc.wait()
                 return answers
 
+            monkeypatch.setattr(workers, "send", send_counted)
             monkeypatch.setattr(workers, "receive", receive_then_die)
             results = [ingestor.submit(rel) for rel in [*files, "twin.dat"]]
             ingestor.all_submitted()
+            queued.set()
             actions = [r.result(120).action for r in results]
             dropped = workers._procs == [None]  # before close() drops it anyway
         finally:
@@ -398,6 +410,10 @@ def test_small_files_sealed_by_a_worker_process_and_one_lost_mid_push_lose_nothi
     assert actions == ["stored"] * (len(files) + 1)
     # Answers already in the pipe may still be read; then the worker is found lost.
     assert len(batches) >= 2 and dropped
+    # Batches were sent ahead of the first answer awaited: every batch (at least 401 / 64)
+    # up to BATCHES_AHEAD.
+    ahead = calls.index("receive")
+    assert min(BATCHES_AHEAD, -(-(len(files) + 1) // BATCH_FILES)) <= ahead <= BATCHES_AHEAD
     out = tmp_path / "out"
     restored = run_cli(config, "restore", "--to", str(out), env=PW, timeout=300)
     assert restored.returncode == 0, restored.stderr

@@ -4,6 +4,7 @@ worker is noticed, never waited for."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from pathlib import Path
@@ -131,6 +132,10 @@ def test_a_worker_process_answers_batches_and_a_killed_one_is_lost_not_awaited(
     workers = SealWorkers(1)
     try:
         workers.start(keys, str(tmp_path), THRESHOLD, 3)
+        proc = workers._procs[0]
+        assert proc is not None and proc.stdout is not None
+        # A whole answer fits in the pipe: the worker goes on while the parent is busy.
+        assert fcntl.fcntl(proc.stdout.fileno(), fcntl.F_GETPIPE_SZ) >= seal_workers.PIPE_BYTES
         odd = os.fsdecode(b"dir/caf\xe9\nname")  # not UTF-8, a newline: through the pipe
         answers = workers.seal(0, [("a.txt", True, None), ("big.bin", False, None),
                                    (odd, True, None)])  # fmt: skip
