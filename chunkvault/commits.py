@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chunkvault.catalog import Catalog, VersionRow
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.journal import BatchBuilder, BatchEntry, JournalStore, new_batch_name
+from chunkvault.light_future import LightFuture
 from chunkvault.manifest import Manifest, ManifestError, new_manifest_name
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def version_row(
 class _Pending:
     entry: BatchEntry
     inode: int | None
-    future: Future[Committed]
+    future: LightFuture[Committed]
 
 
 class Committer:
@@ -88,9 +89,11 @@ class Committer:
         # bigger batches rather than more of them.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
 
-    def append(self, manifest: Manifest, inode: int | None = None) -> Future[Committed]:
+    def append(self, manifest: Manifest, inode: int | None = None) -> LightFuture[Committed]:
         """Queue a version whose chunks are all durable; see the module docstring."""
-        future: Future[Committed] = Future()
+        # One per version until its batch is written: a LightFuture (a Future makes a
+        # Condition and an RLock at birth).
+        future: LightFuture[Committed] = LightFuture()
         entry = BatchEntry(new_manifest_name(self.vault_id, self.keys, manifest), manifest)
         with self._lock:
             if self._closed:

@@ -26,7 +26,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Literal
 
@@ -537,7 +536,7 @@ class Ingestor:
             result.set_exception(exc)
             return
 
-        def committed(done: Future[Committed]) -> None:
+        def committed(done: LightFuture[Committed]) -> None:
             exc = done.exception()
             if exc is None:
                 result.set_result(stored_result)
@@ -591,7 +590,7 @@ class Ingestor:
             done.set_result(IngestResult(rel, "failed", error=str(exc)))
             return done
 
-        def committed(commit: Future[Committed]) -> None:
+        def committed(commit: LightFuture[Committed]) -> None:
             exc = commit.exception()
             if exc is None:
                 done.set_result(IngestResult(rel, "deleted"))

@@ -32,6 +32,7 @@ from chunkvault.layout import (
     pack_id_from_key,
     packs_prefix,
 )
+from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
@@ -195,7 +196,7 @@ class Vault:
         its name. Raises ManifestError if under min_replicas."""
         return self.commits.commit(manifest, inode).name
 
-    def commit_later(self, manifest: Manifest, inode: int | None = None) -> Future[Committed]:
+    def commit_later(self, manifest: Manifest, inode: int | None = None) -> LightFuture[Committed]:
         """Queue a version for the next batch (see :class:`chunkvault.commits.Committer`)."""
         return self.commits.append(manifest, inode)
 

@@ -361,13 +361,20 @@ class Keyring:
         """Passphrase change as two keyrings to store in order: the new slot added with the
         old one marked superseded, then the old one removed. A crash between leaves both
         passphrases valid and one active slot of the label; a rerun from either passphrase
-        replaces the whole chain, so no slot is ever left behind."""
+        replaces the whole chain, so no slot is ever left behind. What an earlier
+        interrupted change left of the chain (other than the slot opened now) goes with
+        the first keyring already: however often a change is cut short, a label never has
+        more than two slots."""
         chain = self._chain(slot)
         label = next((s.label for s in self.slots if s.id in chain and s.active), slot.label)
         new = self._make_slot(keys, new_passphrase, label, kdf)
-        marked = tuple(replace(s, superseded_by=new.id) if s.id in chain else s for s in self.slots)
+        marked = tuple(
+            replace(s, superseded_by=new.id) if s.id == slot.id else s
+            for s in self.slots
+            if s.id not in chain or s.id == slot.id
+        )
         added = self._with_slots((*marked, new), keys)
-        final = added._with_slots(tuple(s for s in added.slots if s.id not in chain), keys)
+        final = added._with_slots(tuple(s for s in added.slots if s.id != slot.id), keys)
         return added, final
 
     def without_superseded(self, keys: MasterKeys) -> Keyring:
