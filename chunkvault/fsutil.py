@@ -242,19 +242,24 @@ def open_regular_in_tree(dir_fd: int, rel: str) -> int | None:
     except SymlinkInPath:
         return None
     try:
-        if not stat.S_ISREG(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
-            return None
-        try:
-            # NONBLOCK: if a FIFO was swapped in since the lstat, open must not hang on it.
-            fd = os.open(
-                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent
-            )
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return None
-            raise
+        return open_regular_at(parent, name)
     finally:
         os.close(parent)
+
+
+def open_regular_at(parent: int, name: str) -> int | None:
+    """:func:`open_regular_in_tree` for the entry ``name`` of the directory ``parent``."""
+    if not stat.S_ISREG(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+        return None
+    try:
+        # NONBLOCK: if a FIFO was swapped in since the lstat, open must not hang on it.
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return None

@@ -23,11 +23,13 @@ passphrase and no credentials) and never talks to a peer.
 A worker answers only for small files it read whole and unchanged. Anything else goes
 back to the parent's own reader path, which handles it as before: ``reader`` (empty, or
 not below :func:`sealable_below`), ``retry`` (it changed while read, or was renamed
-meanwhile), ``later`` (the worker stops a batch after ``BATCH_BYTES`` of bodies, so a
-batch of files near the threshold holds no more memory than that), ``gone`` (its
-deletion). ``not-regular``, ``unchanged`` and ``error`` are final answers. A worker that
-dies or sends what it should not is dropped: its files are read by the parent, as if
-there had been no worker.
+meanwhile, or a directory it was read through is no longer at its path when the batch
+ends: a batch opens each directory once, component by component without following a
+symlink, and checks them all after its last file), ``later`` (the worker stops a batch
+after ``BATCH_BYTES`` of bodies, so a batch of files near the threshold holds no more
+memory than that), ``gone`` (its deletion). ``not-regular``, ``unchanged`` and ``error``
+are final answers. A worker that dies or sends what it should not is dropped: its files
+are read by the parent, as if there had been no worker.
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ import pickle
 import struct
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from chunkvault.crypto.envelope import PLAIN_OFFSET, seal_chunk_into, sealed_size_limit
 from chunkvault.crypto.material import MasterKeys
-from chunkvault.fsutil import lstat_in_tree, open_dir, open_regular_in_tree
+from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_at, open_subdir
 
 if TYPE_CHECKING:
     from chunkvault.config import ChunkingConfig
@@ -125,19 +127,29 @@ def seal_files(sealer: Sealer, requests: Sequence[Request]) -> list[tuple[Any, .
     rest are ``later``)."""
     answers: list[tuple[Any, ...]] = []
     sent = 0
-    for rel, compress, stored in requests:
-        if sent >= BATCH_BYTES:
-            answers.append(("later", rel))
-            continue
-        answer = sealer.seal(rel, compress, stored)
-        if answer[0] == "sealed":
-            sent += len(answer[7])
-        answers.append(answer)
+    with sealer.batch() as batch:
+        for rel, compress, stored in requests:
+            if sent >= BATCH_BYTES:
+                answers.append(("later", rel))
+                continue
+            answer = batch.seal(rel, compress, stored)
+            if answer[0] == "sealed":
+                sent += len(answer[7])
+            answers.append(answer)
+        moved = batch.moved()
+    if moved:  # read through a directory the tree no longer has there: the parent reads them
+        answers = [
+            ("retry", a[1]) if a[0] != "later" and _parent_of(a[1]) in moved else a for a in answers
+        ]
     return answers
 
 
+def _parent_of(rel: str) -> str:
+    return rel.rpartition("/")[0]
+
+
 class Sealer:
-    """The worker's side: one small file at a time, from the tree root it was given."""
+    """The worker's side: small files, a batch at a time, from the tree root it was given."""
 
     def __init__(self, keys: MasterKeys, root: str, threshold: int, level: int) -> None:
         self.keys = keys
@@ -147,33 +159,23 @@ class Sealer:
         # One buffer for every file: the largest small file, sealed in place.
         self.buf = bytearray(sealed_size_limit(max(1, threshold)))
 
-    def seal(self, rel: str, compress: bool, stored: tuple[int, int, int] | None) -> tuple:
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[_Batch]:
+        batch = _Batch(self)
         try:
-            root_fd = open_dir(self.root)
-        except OSError as exc:
-            return ("error", rel, f"cannot read: {exc.strerror}")
-        try:
-            try:
-                fd = open_regular_in_tree(root_fd, rel)
-            except (FileNotFoundError, NotADirectoryError):
-                return ("gone", rel)
-            except OSError as exc:
-                return ("error", rel, f"cannot read: {exc.strerror}")
-            if fd is None:
-                return ("not-regular", rel)
-            try:
-                return self._seal_open(root_fd, fd, rel, compress, stored)
-            except OSError as exc:
-                return ("error", rel, f"cannot read: {exc.strerror}")
-            finally:
-                os.close(fd)
+            yield batch
         finally:
-            os.close(root_fd)
+            batch.close()
+
+    def seal(self, rel: str, compress: bool, stored: tuple[int, int, int] | None) -> tuple:
+        """One file alone (a batch of one)."""
+        return seal_files(self, [(rel, compress, stored)])[0]
 
     def _seal_open(
-        self, root_fd: int, fd: int, rel: str, compress: bool,
+        self, parent_fd: int, fd: int, rel: str, name: str, compress: bool,
         stored: tuple[int, int, int] | None,
     ) -> tuple:  # fmt: skip
+        """Read, check and seal the open file ``rel`` (entry ``name`` of ``parent_fd``)."""
         before = os.fstat(fd)
         if stored == (before.st_size, before.st_mtime_ns, before.st_mode):
             return ("unchanged", rel, before.st_size)
@@ -186,8 +188,8 @@ class Sealer:
         while got <= size and (n := os.readv(fd, [view[got:]])):
             got += n
         after = os.fstat(fd)
-        try:
-            now = lstat_in_tree(root_fd, rel)
+        try:  # still this file under its name (its directory: checked after the batch)
+            now = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except OSError:
             return ("retry", rel)
         if (
@@ -202,6 +204,84 @@ class Sealer:
         stat = (size, before.st_mtime_ns, before.st_mode, before.st_ino)
         return ("sealed", rel, stat, sha256, sealed.chunk_id, sealed.wrapped_dek,
                 sealed.generation, bytes(sealed.body))  # fmt: skip
+
+
+class _Batch:
+    """One batch's view of the tree: the root and each directory opened once (component by
+    component, no symlink followed) for all the batch's files in it, instead of once per
+    file. Whether each is still where it was is checked once, after the batch
+    (:meth:`moved`); each file's own name is checked after it is read."""
+
+    def __init__(self, sealer: Sealer) -> None:
+        self.sealer = sealer
+        self.root_fd: int | None = None
+        self.root_error: OSError | None = None
+        try:
+            self.root_fd = open_dir(sealer.root)
+        except OSError as exc:
+            self.root_error = exc
+        self.dirs: dict[str, int] = {}
+
+    def _dir(self, parent: str) -> int:
+        assert self.root_fd is not None
+        fd = self.dirs.get(parent)
+        if fd is None:
+            fd = self.dirs[parent] = open_subdir(self.root_fd, parent.split("/") if parent else [])
+        return fd
+
+    def seal(self, rel: str, compress: bool, stored: tuple[int, int, int] | None) -> tuple:
+        if self.root_error is not None:
+            return ("error", rel, f"cannot read: {self.root_error.strerror}")
+        parent, _, name = rel.rpartition("/")
+        try:
+            parent_fd = self._dir(parent)
+            fd = open_regular_at(parent_fd, name)
+        except SymlinkInPath:
+            return ("not-regular", rel)
+        except (FileNotFoundError, NotADirectoryError):
+            return ("gone", rel)
+        except OSError as exc:
+            return ("error", rel, f"cannot read: {exc.strerror}")
+        if fd is None:
+            return ("not-regular", rel)
+        try:
+            return self.sealer._seal_open(parent_fd, fd, rel, name, compress, stored)
+        except OSError as exc:
+            return ("error", rel, f"cannot read: {exc.strerror}")
+        finally:
+            os.close(fd)
+
+    def moved(self) -> set[str]:
+        """The directories (relative paths) this batch read through that the tree no
+        longer has at their path: replaced, renamed, or a symlink now."""
+        if self.root_fd is None:
+            return set()
+        try:
+            root_now = os.stat(self.sealer.root)
+            root_then = os.fstat(self.root_fd)
+        except OSError:
+            return set(self.dirs)
+        if (root_now.st_dev, root_now.st_ino) != (root_then.st_dev, root_then.st_ino):
+            return set(self.dirs)
+        moved = set()
+        for parent, fd in self.dirs.items():
+            then = os.fstat(fd)
+            try:
+                now = lstat_in_tree(self.root_fd, parent) if parent else root_then
+            except OSError:
+                moved.add(parent)
+                continue
+            if (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino):
+                moved.add(parent)
+        return moved
+
+    def close(self) -> None:
+        for fd in self.dirs.values():
+            os.close(fd)
+        self.dirs.clear()
+        if self.root_fd is not None:
+            os.close(self.root_fd)
+            self.root_fd = None
 
 
 def serve() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -97,6 +98,45 @@ def test_a_file_that_changes_while_read_goes_back_to_the_parent(
     assert Sealer(keys, str(tmp_path), THRESHOLD, 3).seal("a.txt", True, None) == (
         "retry", "a.txt"
     )  # fmt: skip
+
+
+def test_a_directory_moved_during_a_batch_sends_its_files_back_to_the_parent(
+    tmp_path: Path, keys: MasterKeys, monkeypatch: pytest.MonkeyPatch
+):
+    """A batch opens each directory once; one replaced after that (renamed away, another
+    put at its path, or a symlink) is found after the batch, and every answer about a
+    file in it becomes ``retry``: what was read there may not be what the path holds."""
+    tree(tmp_path)
+    (tmp_path / "dir" / "c.txt").write_bytes(b"third\n" * 50)
+    sealer = Sealer(keys, str(tmp_path), THRESHOLD, 3)
+    with sealer.batch() as batch:
+        assert batch.seal("dir/b.bin", True, None)[0] == "sealed"
+        assert batch.moved() == set()
+        os.rename(tmp_path / "dir", tmp_path / "old")
+        (tmp_path / "dir").mkdir()
+        (tmp_path / "dir" / "new.txt").write_bytes(b"new")
+        assert batch.seal("dir/new.txt", True, None) == ("gone", "dir/new.txt")  # old dir
+        assert batch.moved() == {"dir"}
+    # Through seal_files: the directory is swapped after the batch's first file.
+    shutil.rmtree(tmp_path / "dir")
+    os.rename(tmp_path / "old", tmp_path / "dir")
+    real = Sealer._seal_open
+    calls: list[str] = []
+
+    def swap_after_first(self: Sealer, *args: object) -> tuple:
+        answer = real(self, *args)  # type: ignore[arg-type]
+        calls.append(answer[1])
+        if len(calls) == 1:
+            os.rename(tmp_path / "dir", tmp_path / "elsewhere")
+            (tmp_path / "dir").symlink_to(tmp_path / "elsewhere")
+        return answer
+
+    monkeypatch.setattr(Sealer, "_seal_open", swap_after_first)
+    answers = seal_files(sealer, [("dir/b.bin", True, None), ("dir/c.txt", True, None),
+                                  ("a.txt", True, None)])  # fmt: skip
+    assert calls == ["dir/b.bin", "dir/c.txt", "a.txt"]  # c.txt read from the old place
+    assert [a[:2] for a in answers] == [("retry", "dir/b.bin"), ("retry", "dir/c.txt"),
+                                        ("sealed", "a.txt")]  # fmt: skip
 
 
 def test_a_batch_stops_after_its_bytes_and_leaves_the_rest_for_later(
