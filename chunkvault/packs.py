@@ -222,6 +222,10 @@ class PackWriter:
                 for s in pack.slots
             ]
         finally:
+            # Written (or not): the body goes now, not after the completions below. They
+            # take a while for a pack of thousands of small files, while the next pack is
+            # already being written: a 20,000-file push held a third body meanwhile.
+            pack.body = bytearray()
             with self._cond:
                 # After the catalog has the chunks (in _store): a chunk stored again meanwhile
                 # finds them there, never in neither place.

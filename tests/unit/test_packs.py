@@ -176,6 +176,27 @@ def test_after_a_pack_is_written_its_chunks_are_settled_then_the_hook_runs(
         rig.catalog.close()
 
 
+def test_a_written_pack_lets_go_of_its_body_before_its_chunks_settle(
+    rig: PackRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settling a pack of thousands of small files takes a while (their completions run),
+    and the next pack is being written meanwhile: the body is not held through that."""
+    written: list = []
+    store = packs.PackWriter._store
+
+    def keep(self: packs.PackWriter, pack) -> list:  # type: ignore[no-untyped-def]
+        written.append(pack)
+        return store(self, pack)
+
+    monkeypatch.setattr(packs.PackWriter, "_store", keep)
+    held: list[int] = []
+    future = rig.start(os.urandom(3000))
+    future.add_done_callback(lambda _: held.append(len(written[0].body)))
+    rig.service.flush()
+    assert future.result(10).ok and held == [0]
+    assert len(rig.body(future.result().pack)) > 3000  # what was sent is whole
+
+
 def test_a_lone_small_chunk_is_written_after_pack_flush_seconds(tmp_path: Path) -> None:
     rig = PackRig(tmp_path, flush_seconds=0.2)
     try:
