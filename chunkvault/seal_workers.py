@@ -171,7 +171,7 @@ class Sealer:
         """One file alone (a batch of one)."""
         return seal_files(self, [(rel, compress, stored)])[0]
 
-    def _seal_open(
+    def seal_open(
         self, parent_fd: int, fd: int, rel: str, name: str, compress: bool,
         stored: tuple[int, int, int] | None,
     ) -> tuple:  # fmt: skip
@@ -245,7 +245,7 @@ class _Batch:
         if fd is None:
             return ("not-regular", rel)
         try:
-            return self.sealer._seal_open(parent_fd, fd, rel, name, compress, stored)
+            return self.sealer.seal_open(parent_fd, fd, rel, name, compress, stored)
         except OSError as exc:
             return ("error", rel, f"cannot read: {exc.strerror}")
         finally:

@@ -469,6 +469,10 @@ def test_zstd_contexts_are_kept_per_thread_for_small_inputs_and_change_no_byte()
         kept = envelope._compressor(3, len(data)).compress(data)
         assert kept == fresh.compress(data)
         assert envelope.bounded_decompress(kept, len(data)) == data
+        # A frame that fails leaves the kept context fit for the next one.
+        with pytest.raises(zstandard.ZstdError):
+            envelope.bounded_decompress(kept[: len(kept) // 2] + bytes(8), len(data))
+        assert envelope.bounded_decompress(kept, len(data)) == data
     here = envelope._compressor(3, 10), envelope._decompressor(10)
     there: list[object] = []
     thread = threading.Thread(

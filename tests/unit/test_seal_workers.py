@@ -120,7 +120,7 @@ def test_a_directory_moved_during_a_batch_sends_its_files_back_to_the_parent(
     # Through seal_files: the directory is swapped after the batch's first file.
     shutil.rmtree(tmp_path / "dir")
     os.rename(tmp_path / "old", tmp_path / "dir")
-    real = Sealer._seal_open
+    real = Sealer.seal_open
     calls: list[str] = []
 
     def swap_after_first(self: Sealer, *args: object) -> tuple:
@@ -131,7 +131,7 @@ def test_a_directory_moved_during_a_batch_sends_its_files_back_to_the_parent(
             (tmp_path / "dir").symlink_to(tmp_path / "elsewhere")
         return answer
 
-    monkeypatch.setattr(Sealer, "_seal_open", swap_after_first)
+    monkeypatch.setattr(Sealer, "seal_open", swap_after_first)
     answers = seal_files(sealer, [("dir/b.bin", True, None), ("dir/c.txt", True, None),
                                   ("a.txt", True, None)])  # fmt: skip
     assert calls == ["dir/b.bin", "dir/c.txt", "a.txt"]  # c.txt read from the old place
