@@ -325,7 +325,12 @@ METHOD = """
   snapshot). These runs take seconds and swing by a third from run to run here, so each
   tool makes them three times, taking turns (each time on fresh peers, with a fresh
   vault or repository): every figure is the median run's, and `results.json` keeps all
-  three times (`runs`).
+  three times (`runs`). On this machine's disk (ext4 without a journal) a restore also
+  pays for what was deleted in the minutes before it: the kernel will not reuse an inode
+  freed in the last minute (six while its table block is dirty) and scans past each one
+  for every file and directory it makes, ~1 ms each after a 2,000-file tree is removed.
+  Each restore here follows the removal of the trees restored before it, so both tools
+  pay that, in turn, and the restore figures swing with it.
 - **Many small files**: 20,000 files of the same kind; chunkvault `push` only (its peak
   RSS is the figure), checked by `ls --json` listing every file.
 - **Agent, idle tree**: `chunkvault run` on a vault of its own (R=2 with min_replicas 2,
