@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from chunkvault import names
-from chunkvault.backends.base import MalformedReply, NotFound, PeerError
+from chunkvault.backends.base import MalformedReply, NotFound, Peer, PeerError
 from chunkvault.backends.listing import show_key
 from chunkvault.backends.warn_once import WarnOnce
 from chunkvault.crypto.envelope import (
@@ -397,6 +397,12 @@ class SealedStore(ABC, Generic[T]):
     def read(self, name: str, holders: Sequence[str] = ()) -> T:
         """:meth:`fetch` without the body."""
         return self.fetch(name, holders)[1]
+
+    def read_copy(self, name: str, peer: Peer) -> T:
+        """The copy ``peer`` holds, opened (``check --read-data`` reads every copy).
+        Raises PeerError (NotFound among them), or ManifestError / EnvelopeError for a
+        copy that does not open."""
+        return self.open(name, peer.get(name, max_size=self._max_bytes()))
 
     def names(self, unlisted: list[str] | None = None) -> Iterator[tuple[str, list[str]]]:
         """Every name of this kind on any reachable peer, with the peers holding it. A

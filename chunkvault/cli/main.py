@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "config": "chunkvault.cli.config_cmd:config",
     "peers": "chunkvault.cli.peers:peers",
     "bench": "chunkvault.cli.bench:bench",
+    "check": "chunkvault.cli.check_cmd:check",
 }
 
 

@@ -1,0 +1,359 @@
+"""`chunkvault check`: is everything the catalog's versions need on the peers, R times, and
+(``--read-data``) does every copy still authenticate? Read-only: it takes no lock and
+writes nothing, to the peers or the catalog. :mod:`chunkvault.integrity` draws the
+conclusions.
+
+Structure (always):
+
+- every peer is listed (chunk objects, packs, manifest batches and manifests);
+- every version in the catalog is read from its batch or manifest object: one that no
+  holder serves readable is a problem naming its files;
+- each object those versions need (their batch or manifest, their chunk objects and packs)
+  is compared with the listings and with the replicas the catalog records
+  (:func:`integrity.placement_problems`);
+- the keyring on every peer: present, of this vault, and the revision this machine holds.
+
+Data (``--read-data``, or ``--read-data-subset N%`` for a sample that changes from run to
+run): every copy of every chunk object, pack, batch and manifest is downloaded from each
+peer that holds it and opened: a chunk object's AES-GCM tag and content id, a pack's
+SHA-256 (where the catalog knows it) and every packed chunk's tag and id, a batch's or
+manifest's seal. Downloads run ``transfer.concurrency`` at a time within
+``transfer.max_inflight_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from chunkvault.backends.base import NotFound, Peer, PeerError
+from chunkvault.budget import ByteBudget
+from chunkvault.catalog import VersionRow
+from chunkvault.config import PACK_MAX
+from chunkvault.crypto.envelope import EnvelopeError, open_chunk, sealed_size_limit
+from chunkvault.errors import ChunkvaultError
+from chunkvault.integrity import Holdings, Problem, placement_problems, sampled
+from chunkvault.keystore import KeyStore
+from chunkvault.layout import (
+    LayoutError,
+    chunk_id_from_key,
+    chunk_key,
+    chunks_prefix,
+    pack_id_from_key,
+    pack_key,
+    packs_prefix,
+)
+from chunkvault.manifest import ChunkRef, ManifestError
+from chunkvault.peerset import PlacedPeer
+from chunkvault.vault import Vault
+
+log = logging.getLogger(__name__)
+
+#: Largest pack a peer may serve: the largest pack_size the config accepts, plus the one
+#: chunk body that may go past it.
+PACK_LIMIT = PACK_MAX + sealed_size_limit(PACK_MAX)
+
+
+@dataclass
+class CheckReport:
+    problems: list[Problem] = field(default_factory=list)
+    versions: int = 0
+    objects: dict[str, int] = field(default_factory=dict)  # kind -> how many
+    peers: int = 0
+    copies_read: int = 0
+    bytes_read: int = 0
+
+
+@dataclass
+class _Listing:
+    chunks: dict[str, int] = field(default_factory=dict)  # chunk id -> size
+    packs: dict[str, int] = field(default_factory=dict)
+
+
+class Checker:
+    """One check of one vault (see the module docstring). ``read_fraction``: 0 checks the
+    structure only, 1 reads every copy, in between a sample of the objects."""
+
+    def __init__(self, vault: Vault, read_fraction: float = 0.0) -> None:
+        self.vault = vault
+        self._file_refs: list[tuple[str, ChunkRef]] = []  # (path, chunk) of every version
+        # What the structure check found, for the data check: copies to read (the object,
+        # the peer, the chunks in it) and their bytes as listed (for a progress bar).
+        self._copies: list[tuple[Holdings, Peer, dict[str, ChunkRef]]] = []
+        self.data_bytes = 0
+        self.read_fraction = read_fraction
+        self.replicas = vault.config.replication.replicas
+        self._seed = os.urandom(16)
+        self._budget = ByteBudget(vault.config.transfer.max_inflight_bytes)
+
+    def run(self) -> CheckReport:
+        """The structure check, then (``read_fraction`` > 0) the data check."""
+        report = self.structure()
+        if self.read_fraction > 0:
+            self.read_data(report)
+        return report
+
+    def structure(self) -> CheckReport:
+        report = CheckReport(peers=len(self.vault.peers))
+        # The versions first, then the listings: a version is committed only once what it
+        # needs is durable, so everything these need was listed, even with the agent
+        # storing more meanwhile (the other way round, new versions would look lost).
+        versions = self.vault.catalog.all_versions()
+        listings, unlisted = self._list_peers(report)
+        names_unlisted: list[str] = []
+        batches = dict(self.vault.journal.names(names_unlisted))
+        manifests = dict(self.vault.manifests.names(names_unlisted))
+        for name in sorted(set(names_unlisted) - unlisted):
+            report.problems.append(Problem("peer", f"peer {name}", "cannot list its manifests"))
+            unlisted.add(name)
+        listed = {p.name for p in self.vault.peers} - unlisted
+        every_listed = not unlisted
+
+        holdings = self._read_versions(report, versions, batches, manifests)
+        refs = self._place_chunks(holdings, listings)
+        self._record_catalog(holdings)
+        for held in holdings.values():
+            report.objects[held.kind] = report.objects.get(held.kind, 0) + 1
+            report.problems += placement_problems(held, self.replicas, listed, every_listed)
+        report.problems += self._keyring_problems()
+        self._choose_copies(holdings, refs, listings)
+        return report
+
+    # --- structure -------------------------------------------------------------------------
+
+    def _list_peers(self, report: CheckReport) -> tuple[dict[str, _Listing], set[str]]:
+        vault_id = self.vault.config.vault.id
+
+        def listing(placed: PlacedPeer) -> _Listing | str:
+            found = _Listing()
+            try:
+                for info in placed.peer.list(chunks_prefix(vault_id)):
+                    try:
+                        found.chunks[chunk_id_from_key(vault_id, info.key)] = info.size
+                    except LayoutError:
+                        continue  # not ours: nothing to check
+                for info in placed.peer.list(packs_prefix(vault_id)):
+                    try:
+                        found.packs[pack_id_from_key(vault_id, info.key)] = info.size
+                    except LayoutError:
+                        continue
+            except PeerError as exc:
+                return exc.message
+            return found
+
+        listings: dict[str, _Listing] = {}
+        unlisted: set[str] = set()
+        with ThreadPoolExecutor(max_workers=max(1, len(self.vault.peers))) as pool:
+            for placed, found in zip(
+                self.vault.peers, pool.map(listing, self.vault.peers), strict=True
+            ):
+                if isinstance(found, str):
+                    report.problems.append(
+                        Problem("peer", f"peer {placed.name}", f"cannot be listed: {found}")
+                    )
+                    unlisted.add(placed.name)
+                else:
+                    listings[placed.name] = found
+        return listings, unlisted
+
+    def _read_versions(
+        self,
+        report: CheckReport,
+        versions: list[VersionRow],
+        batches: dict[str, list[str]],
+        manifests: dict[str, list[str]],
+    ) -> dict[tuple[str, str], Holdings]:
+        """Every catalog version read from its batch or manifest (its chunks go to
+        :attr:`_file_refs`); the holdings of those batches and manifests."""
+        holdings: dict[tuple[str, str], Holdings] = {}
+        unreadable: dict[tuple[str, str], str] = {}
+        for version in versions:
+            report.versions += 1
+            if version.batch is not None:
+                key = ("manifest batch", version.batch)
+                found_on = batches.get(version.batch, [])
+            else:
+                key = ("manifest", version.manifest)
+                found_on = manifests.get(version.manifest, [])
+            held = holdings.get(key)
+            if held is None:
+                held = holdings[key] = Holdings(key[0], key[1], found_on=set(found_on))
+            held.files.add(version.path)
+            if key in unreadable or not found_on:
+                continue
+            try:
+                manifest = self.vault.read_version(version)
+            except ManifestError as exc:
+                unreadable[key] = str(exc)
+                continue
+            for ref in manifest.chunks:
+                self._file_refs.append((version.path, ref))
+        for key, why in unreadable.items():
+            held = holdings[key]
+            report.problems.append(
+                Problem("unreadable", held.subject, why, tuple(sorted(held.files)))
+            )
+        return holdings
+
+    def _place_chunks(
+        self, holdings: dict[tuple[str, str], Holdings], listings: dict[str, _Listing]
+    ) -> dict[tuple[str, str], dict[str, ChunkRef]]:
+        """Add the chunk objects and packs the versions need to ``holdings``, with the
+        listed peers holding each; returns, per object, the chunk refs it serves."""
+        refs: dict[tuple[str, str], dict[str, ChunkRef]] = {}
+        for path, ref in self._file_refs:
+            if ref.pack is None:
+                key, name = ("chunk", ref.id), ref.id
+            else:
+                key, name = ("pack", ref.pack), ref.pack
+            held = holdings.get(key)
+            if held is None:
+                held = holdings[key] = Holdings(key[0], name)
+                for peer, found in listings.items():
+                    where = found.chunks if key[0] == "chunk" else found.packs
+                    if name in where:
+                        held.found_on.add(peer)
+            held.files.add(path)
+            refs.setdefault(key, {})[ref.id] = ref
+        return refs
+
+    def _record_catalog(self, holdings: dict[tuple[str, str], Holdings]) -> None:
+        """The replicas the catalog records, for the objects the versions need."""
+        for chunk_id, peer in self.vault.catalog.query("SELECT chunk_id, peer FROM replicas"):
+            held = holdings.get(("chunk", chunk_id))
+            if held is not None:
+                held.recorded_on.add(peer)
+        for pack_id, peer in self.vault.catalog.query("SELECT pack_id, peer FROM pack_replicas"):
+            held = holdings.get(("pack", pack_id))
+            if held is not None:
+                held.recorded_on.add(peer)
+
+    def _keyring_problems(self) -> list[Problem]:
+        store = KeyStore(
+            self.vault.config.vault.state_dir,
+            self.vault.config.vault.id,
+            [p.peer for p in self.vault.peers],
+        )
+        local = store.load_local()
+        problems = []
+        for copy in store.peer_copies():
+            subject = f"keyring on peer {copy.peer}"
+            if copy.missing:
+                problems.append(Problem("keyring", subject, "missing"))
+            elif copy.ring is None:
+                problems.append(Problem("keyring", subject, copy.error or "unreadable"))
+            elif local is not None and copy.ring.revision < local.revision:
+                problems.append(Problem("keyring", subject, f"revision {copy.ring.revision}, "
+                                        f"this machine's is {local.revision}"))  # fmt: skip
+        return problems
+
+    # --- data ------------------------------------------------------------------------------
+
+    def _choose_copies(
+        self,
+        holdings: dict[tuple[str, str], Holdings],
+        refs: dict[tuple[str, str], dict[str, ChunkRef]],
+        listings: dict[str, _Listing],
+    ) -> None:
+        if self.read_fraction <= 0:
+            return
+        by_name = {p.name: p.peer for p in self.vault.peers}
+        for key, held in sorted(holdings.items()):
+            if not sampled(f"{key[0]}/{key[1]}", self.read_fraction, self._seed):
+                continue
+            for peer in sorted(held.found_on):
+                self._copies.append((held, by_name[peer], refs.get(key, {})))
+                listing = listings.get(peer)
+                if listing is not None and key[0] in ("chunk", "pack"):
+                    where = listing.chunks if key[0] == "chunk" else listing.packs
+                    self.data_bytes += min(where.get(key[1], 0), PACK_LIMIT)
+
+    def read_data(self, report: CheckReport, progress: Callable[[int], None] | None = None) -> None:
+        """Read and open the copies :meth:`structure` chose, ``transfer.concurrency`` at a
+        time; ``progress`` is told the bytes of each copy read."""
+        workers = max(1, self.vault.config.transfer.concurrency)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
+            for problem, size in pool.map(lambda c: self._read_copy(*c), self._copies):
+                report.copies_read += 1
+                report.bytes_read += size
+                if problem is not None:
+                    report.problems.append(problem)
+                if progress:
+                    progress(size)
+
+    def _read_copy(
+        self, held: Holdings, peer: Peer, refs: dict[str, ChunkRef]
+    ) -> tuple[Problem | None, int]:
+        """Read and open one copy; the problem with it (if any) and the bytes read."""
+        try:
+            if held.kind == "manifest batch":
+                self.vault.journal.read_copy(held.name, peer)
+                return None, 0
+            if held.kind == "manifest":
+                self.vault.manifests.read_copy(held.name, peer)
+                return None, 0
+            if held.kind == "chunk":
+                return self._chunk_copy(held, peer, next(iter(refs.values())))
+            return self._pack_copy(held, peer, refs)
+        except NotFound:
+            why = "listed but not served"
+        except (PeerError, ChunkvaultError, EnvelopeError) as exc:
+            why = getattr(exc, "message", None) or str(exc)
+        return Problem("damaged", held.subject, f"copy on {peer.name}: {why}",
+                       tuple(sorted(held.files))), 0  # fmt: skip
+
+    def _chunk_copy(self, held: Holdings, peer: Peer, ref: ChunkRef) -> tuple[Problem | None, int]:
+        vault_id = self.vault.config.vault.id
+        limit = sealed_size_limit(ref.size)
+        self._budget.acquire(limit)
+        try:
+            body = peer.get(chunk_key(vault_id, ref.id), max_size=limit)
+            open_chunk(self.vault.keys, ref.id, body, ref.wrapped_dek, max_size=ref.size)
+        finally:
+            self._budget.release(limit)
+        return None, len(body)
+
+    def _pack_copy(
+        self, held: Holdings, peer: Peer, refs: dict[str, ChunkRef]
+    ) -> tuple[Problem | None, int]:
+        """A pack written here is read whole and checked against the SHA-256 recorded then;
+        any other (rebuilt catalog: its size came from a peer's listing, its SHA-256 is not
+        known) up to the end of its last chunk, as the manifests place them. Then every
+        chunk in it is opened."""
+        vault_id = self.vault.config.vault.id
+        end = max((r.offset + r.length for r in refs.values()), default=0)
+        known = self.vault.catalog.pack(held.name)
+        recorded = known.sha256 if known is not None else ""
+        limit = known.stored_size if known is not None and recorded else end
+        if limit > PACK_LIMIT or end > limit:
+            raise ChunkvaultError(f"larger than any pack can be ({max(limit, end)} bytes)")
+        key = pack_key(vault_id, held.name)
+        self._budget.acquire(limit)
+        try:
+            if recorded:
+                body: bytes | memoryview = peer.get(key, max_size=limit)
+            else:
+                body = memoryview(bytearray(end))
+                peer.get_range_into(key, body, 0, end)
+            bad = []
+            if recorded and hashlib.sha256(body).hexdigest() != recorded:
+                bad.append("SHA-256 differs from the one recorded when it was written")
+            for ref in refs.values():
+                try:
+                    open_chunk(self.vault.keys, ref.id,
+                               bytes(body[ref.offset : ref.offset + ref.length]),
+                               ref.wrapped_dek, max_size=ref.size)  # fmt: skip
+                except EnvelopeError as exc:
+                    bad.append(str(exc))
+        finally:
+            self._budget.release(limit)
+        if not bad:
+            return None, len(body)
+        detail = f"copy on {peer.name}: {bad[0]}" + (
+            f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        )
+        return Problem("damaged", held.subject, detail, tuple(sorted(held.files))), len(body)
