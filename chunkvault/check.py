@@ -26,8 +26,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from chunkvault.backends.base import NotFound, Peer, PeerError
@@ -81,10 +82,15 @@ class Checker:
     def __init__(self, vault: Vault, read_fraction: float = 0.0) -> None:
         self.vault = vault
         self._file_refs: list[tuple[str, ChunkRef]] = []  # (path, chunk) of every version
-        # What the structure check found, for the data check: copies to read (the object,
-        # the peer, the chunks in it) and their bytes as listed (for a progress bar).
-        self._copies: list[tuple[Holdings, Peer, dict[str, ChunkRef]]] = []
+        # What the structure check found: every object the versions need, the chunks each
+        # chunk object or pack serves; for the data check, the copies to read and their
+        # bytes as listed (for a progress bar); what the data check found damaged.
+        self.holdings: dict[tuple[str, str], Holdings] = {}
+        self.listed: set[str] = set()  # the peers whose listings were read
+        self.refs: dict[tuple[str, str], dict[str, ChunkRef]] = {}
+        self._copies: list[tuple[Holdings, Peer]] = []
         self.data_bytes = 0
+        self.damaged: dict[tuple[str, str], set[str]] = {}  # object -> peers
         self.read_fraction = read_fraction
         self.replicas = vault.config.replication.replicas
         self._seed = os.urandom(16)
@@ -110,17 +116,17 @@ class Checker:
         for name in sorted(set(names_unlisted) - unlisted):
             report.problems.append(Problem("peer", f"peer {name}", "cannot list its manifests"))
             unlisted.add(name)
-        listed = {p.name for p in self.vault.peers} - unlisted
+        self.listed = listed = {p.name for p in self.vault.peers} - unlisted
         every_listed = not unlisted
 
-        holdings = self._read_versions(report, versions, batches, manifests)
-        refs = self._place_chunks(holdings, listings)
+        self.holdings = holdings = self._read_versions(report, versions, batches, manifests)
+        self.refs = self._place_chunks(holdings, listings)
         self._record_catalog(holdings)
         for held in holdings.values():
             report.objects[held.kind] = report.objects.get(held.kind, 0) + 1
             report.problems += placement_problems(held, self.replicas, listed, every_listed)
         report.problems += self._keyring_problems()
-        self._choose_copies(holdings, refs, listings)
+        self._choose_copies(listings)
         return report
 
     # --- structure -------------------------------------------------------------------------
@@ -223,11 +229,14 @@ class Checker:
 
     def _record_catalog(self, holdings: dict[tuple[str, str], Holdings]) -> None:
         """The replicas the catalog records, for the objects the versions need."""
-        for chunk_id, peer in self.vault.catalog.query("SELECT chunk_id, peer FROM replicas"):
+        ok = " WHERE state = 'ok'"
+        for chunk_id, peer in self.vault.catalog.query("SELECT chunk_id, peer FROM replicas" + ok):
             held = holdings.get(("chunk", chunk_id))
             if held is not None:
                 held.recorded_on.add(peer)
-        for pack_id, peer in self.vault.catalog.query("SELECT pack_id, peer FROM pack_replicas"):
+        for pack_id, peer in self.vault.catalog.query(
+            "SELECT pack_id, peer FROM pack_replicas" + ok
+        ):
             held = holdings.get(("pack", pack_id))
             if held is not None:
                 held.recorded_on.add(peer)
@@ -253,20 +262,15 @@ class Checker:
 
     # --- data ------------------------------------------------------------------------------
 
-    def _choose_copies(
-        self,
-        holdings: dict[tuple[str, str], Holdings],
-        refs: dict[tuple[str, str], dict[str, ChunkRef]],
-        listings: dict[str, _Listing],
-    ) -> None:
+    def _choose_copies(self, listings: dict[str, _Listing]) -> None:
         if self.read_fraction <= 0:
             return
         by_name = {p.name: p.peer for p in self.vault.peers}
-        for key, held in sorted(holdings.items()):
+        for key, held in sorted(self.holdings.items()):
             if not sampled(f"{key[0]}/{key[1]}", self.read_fraction, self._seed):
                 continue
             for peer in sorted(held.found_on):
-                self._copies.append((held, by_name[peer], refs.get(key, {})))
+                self._copies.append((held, by_name[peer]))
                 listing = listings.get(peer)
                 if listing is not None and key[0] in ("chunk", "pack"):
                     where = listing.chunks if key[0] == "chunk" else listing.packs
@@ -274,66 +278,70 @@ class Checker:
 
     def read_data(self, report: CheckReport, progress: Callable[[int], None] | None = None) -> None:
         """Read and open the copies :meth:`structure` chose, ``transfer.concurrency`` at a
-        time; ``progress`` is told the bytes of each copy read."""
+        time (``progress`` is told the bytes of each); a copy that does not open is a
+        problem, and is kept in :attr:`damaged`."""
         workers = max(1, self.vault.config.transfer.concurrency)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
-            for problem, size in pool.map(lambda c: self._read_copy(*c), self._copies):
+            for (held, peer), (why, size) in zip(
+                self._copies, pool.map(lambda c: self._read_copy(*c), self._copies), strict=True
+            ):
                 report.copies_read += 1
                 report.bytes_read += size
-                if problem is not None:
-                    report.problems.append(problem)
+                if why is not None:
+                    self.damaged.setdefault((held.kind, held.name), set()).add(peer.name)
+                    report.problems.append(Problem("damaged", held.subject,
+                                                   f"copy on {peer.name}: {why}",
+                                                   tuple(sorted(held.files))))  # fmt: skip
                 if progress:
                     progress(size)
 
-    def _read_copy(
-        self, held: Holdings, peer: Peer, refs: dict[str, ChunkRef]
-    ) -> tuple[Problem | None, int]:
-        """Read and open one copy; the problem with it (if any) and the bytes read."""
+    def _read_copy(self, held: Holdings, peer: Peer) -> tuple[str | None, int]:
+        """Why the copy on ``peer`` is bad (None if it is good), and the bytes read."""
         try:
-            if held.kind == "manifest batch":
-                self.vault.journal.read_copy(held.name, peer)
-                return None, 0
-            if held.kind == "manifest":
-                self.vault.manifests.read_copy(held.name, peer)
-                return None, 0
-            if held.kind == "chunk":
-                return self._chunk_copy(held, peer, next(iter(refs.values())))
-            return self._pack_copy(held, peer, refs)
+            with self.verified(held, peer) as body:
+                return None, len(body)
         except NotFound:
-            why = "listed but not served"
+            return "listed but not served", 0
         except (PeerError, ChunkvaultError, EnvelopeError) as exc:
-            why = getattr(exc, "message", None) or str(exc)
-        return Problem("damaged", held.subject, f"copy on {peer.name}: {why}",
-                       tuple(sorted(held.files))), 0  # fmt: skip
+            return getattr(exc, "message", None) or str(exc), 0
 
-    def _chunk_copy(self, held: Holdings, peer: Peer, ref: ChunkRef) -> tuple[Problem | None, int]:
-        vault_id = self.vault.config.vault.id
-        limit = sealed_size_limit(ref.size)
-        self._budget.acquire(limit)
-        try:
-            body = peer.get(chunk_key(vault_id, ref.id), max_size=limit)
-            open_chunk(self.vault.keys, ref.id, body, ref.wrapped_dek, max_size=ref.size)
-        finally:
-            self._budget.release(limit)
-        return None, len(body)
+    @contextmanager
+    def verified(self, held: Holdings, peer: Peer) -> Iterator[bytes | memoryview]:
+        """The copy of ``held`` on ``peer``, read (within the byte budget, given back when
+        the block ends) and opened. Raises PeerError (NotFound for a copy that is gone),
+        or ChunkvaultError / EnvelopeError for one that does not open."""
+        if held.kind in ("manifest batch", "manifest"):
+            store = self.vault.journal if held.kind == "manifest batch" else self.vault.manifests
+            yield store.read_copy(held.name, peer)
+            return
+        refs = self.refs.get((held.kind, held.name), {})
+        if held.kind == "chunk":
+            ref = next(iter(refs.values()))
+            limit = sealed_size_limit(ref.size)
+            with self._budget.holding(limit):
+                body = peer.get(chunk_key(self.vault.config.vault.id, ref.id), max_size=limit)
+                open_chunk(self.vault.keys, ref.id, body, ref.wrapped_dek, max_size=ref.size)
+                yield body
+            return
+        with self._pack_body(held, peer, refs) as body:
+            yield body
 
-    def _pack_copy(
+    @contextmanager
+    def _pack_body(
         self, held: Holdings, peer: Peer, refs: dict[str, ChunkRef]
-    ) -> tuple[Problem | None, int]:
+    ) -> Iterator[bytes | memoryview]:
         """A pack written here is read whole and checked against the SHA-256 recorded then;
         any other (rebuilt catalog: its size came from a peer's listing, its SHA-256 is not
         known) up to the end of its last chunk, as the manifests place them. Then every
         chunk in it is opened."""
-        vault_id = self.vault.config.vault.id
         end = max((r.offset + r.length for r in refs.values()), default=0)
         known = self.vault.catalog.pack(held.name)
         recorded = known.sha256 if known is not None else ""
         limit = known.stored_size if known is not None and recorded else end
         if limit > PACK_LIMIT or end > limit:
             raise ChunkvaultError(f"larger than any pack can be ({max(limit, end)} bytes)")
-        key = pack_key(vault_id, held.name)
-        self._budget.acquire(limit)
-        try:
+        key = pack_key(self.vault.config.vault.id, held.name)
+        with self._budget.holding(limit):
             if recorded:
                 body: bytes | memoryview = peer.get(key, max_size=limit)
             else:
@@ -349,11 +357,7 @@ class Checker:
                                ref.wrapped_dek, max_size=ref.size)  # fmt: skip
                 except EnvelopeError as exc:
                     bad.append(str(exc))
-        finally:
-            self._budget.release(limit)
-        if not bad:
-            return None, len(body)
-        detail = f"copy on {peer.name}: {bad[0]}" + (
-            f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        )
-        return Problem("damaged", held.subject, detail, tuple(sorted(held.files))), len(body)
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise ChunkvaultError(f"{bad[0]}{more}")
+            yield body

@@ -398,11 +398,13 @@ class SealedStore(ABC, Generic[T]):
         """:meth:`fetch` without the body."""
         return self.fetch(name, holders)[1]
 
-    def read_copy(self, name: str, peer: Peer) -> T:
-        """The copy ``peer`` holds, opened (``check --read-data`` reads every copy).
-        Raises PeerError (NotFound among them), or ManifestError / EnvelopeError for a
-        copy that does not open."""
-        return self.open(name, peer.get(name, max_size=self._max_bytes()))
+    def read_copy(self, name: str, peer: Peer) -> bytes:
+        """The sealed copy ``peer`` holds, checked to open (``check --read-data`` reads
+        every copy, ``repair`` copies a good one). Raises PeerError (NotFound among them),
+        or ManifestError / EnvelopeError for a copy that does not open."""
+        body = peer.get(name, max_size=self._max_bytes())
+        self.open(name, body)
+        return body
 
     def names(self, unlisted: list[str] | None = None) -> Iterator[tuple[str, list[str]]]:
         """Every name of this kind on any reachable peer, with the peers holding it. A

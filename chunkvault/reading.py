@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 UNAVAILABLE_HINT = (
     "`chunkvault peers list` shows which peers are down: once they are back, run the same "
     "restore again (files already restored count as identical); replicas reported damaged "
-    "above are lost on those peers (`chunkvault check --read-data` lists every damaged copy)"
+    "above are lost on those peers (`chunkvault check --read-data` lists every damaged copy, "
+    "`chunkvault repair` replaces them)"
 )
 
 

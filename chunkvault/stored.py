@@ -37,5 +37,5 @@ def stored_reason(written: int, target: int) -> str:
     return (
         "stored"
         if written >= target
-        else f"stored on {written} of {target} peers (under-replicated)"  # no repair yet
+        else f"stored on {written} of {target} peers (under-replicated)"
     )

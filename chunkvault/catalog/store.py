@@ -331,6 +331,27 @@ class Catalog:
                 [(row.id, peer, now) for peer in peers],
             )
 
+    def forget_replicas(self, chunk_id: str, peers: Sequence[str]) -> None:
+        """``peers`` no longer hold the chunk object (``repair`` found them without it)."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM replicas WHERE chunk_id = ? AND peer = ?",
+                [(chunk_id, peer) for peer in peers],
+            )
+
+    def forget_pack_replicas(self, pack_id: str, peers: Sequence[str]) -> None:
+        """``peers`` no longer hold the pack, so neither the chunks in it."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM pack_replicas WHERE pack_id = ? AND peer = ?",
+                [(pack_id, peer) for peer in peers],
+            )
+            db.executemany(
+                "DELETE FROM replicas WHERE peer = ? AND chunk_id IN "
+                "(SELECT id FROM chunks WHERE pack = ?)",
+                [(peer, pack_id) for peer in peers],
+            )
+
     def set_replica_state(self, chunk_id: str, peer: str, state: str) -> None:
         with self.transaction() as db:
             db.execute(

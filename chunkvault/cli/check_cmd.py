@@ -78,5 +78,5 @@ def check(
             f"{len(report.problems)} problem(s) found"
             + (f", affecting {len(files)} file(s)" if files else ""),
             "restores read around missing and damaged copies while one good copy is left; "
-            "a `repair` command that brings every object back to R copies is planned",
+            "`chunkvault repair` brings every object back to R good copies",
         )

@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "peers": "chunkvault.cli.peers:peers",
     "bench": "chunkvault.cli.bench:bench",
     "check": "chunkvault.cli.check_cmd:check",
+    "repair": "chunkvault.cli.repair_cmd:repair",
 }
 
 

@@ -1,4 +1,4 @@
-"""A byte progress bar on a terminal (rich), nothing when output is piped."""
+"""Progress bars on a terminal (rich): bytes, or things counted; nothing when output is piped."""
 
 from __future__ import annotations
 
@@ -28,6 +28,21 @@ def byte_progress(label: str, total: int) -> Iterator[Callable[[int], None] | No
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def count_progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """As :func:`byte_progress`, counting things (objects, files) instead of bytes."""
+    if not sys.stderr.isatty() or total <= 0:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        f"[bold]{label}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)

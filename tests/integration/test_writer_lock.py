@@ -57,7 +57,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         proc.wait()
 
 
-def test_key_commands_and_push_refuse_while_the_agent_runs(vault):
+def test_key_commands_push_and_repair_refuse_while_the_agent_runs(vault):
     config, inbox = vault
     (inbox / "a.txt").write_text("stored by the agent\n")
     agent = start_agent(config)
@@ -67,13 +67,15 @@ def test_key_commands_and_push_refuse_while_the_agent_runs(vault):
             ["key", "passwd"],
             ["key", "add", "--label", "x"],
             ["push"],
+            ["repair"],
         ):
             busy = run_cli(config, *args, env=PW | {"CHUNKVAULT_NEW_PASSPHRASE": "new one!!"})
             assert busy.returncode == 11, (args, busy.stderr)
             assert f"in use by PID {agent.pid} (chunkvault run" in busy.stderr
             assert busy.stderr.count("\n") == 1
-        # Readers take no lock: restore and ls work beside the agent.
+        # Readers take no lock: restore, ls and check work beside the agent.
         assert run_cli(config, "ls", env=PW).returncode == 0
+        assert run_cli(config, "check", env=PW).returncode == 0
     finally:
         stop(agent)
     assert agent.returncode == 0
