@@ -146,7 +146,7 @@ class Repairer:
         for source in plan.source:
             try:
                 with self.checker.verified(held, self._peers[source].peer) as body:
-                    written = self._write(plan, bytes(body), errors)
+                    written = self._write(plan, body, errors)
                     size = len(body)
             except (PeerError, ChunkvaultError, EnvelopeError) as exc:
                 # Damaged since the check, or gone: the next good copy.
@@ -158,7 +158,7 @@ class Repairer:
             return written, size, problem
         return [], 0, Problem("not repaired", held.subject, "; ".join(errors), files)
 
-    def _write(self, plan: _Plan, body: bytes, errors: list[str]) -> list[str]:
+    def _write(self, plan: _Plan, body: bytes | memoryview, errors: list[str]) -> list[str]:
         """Write ``body`` to the plan's targets; a new copy whose write fails goes to the
         next-ranked peer instead (a damaged copy stays where it is until repaired)."""
         queue, spare = list(plan.targets), list(plan.spare)
@@ -175,7 +175,7 @@ class Repairer:
             written.append(name)
         return written
 
-    def _put(self, held: Holdings, body: bytes, name: str) -> None:
+    def _put(self, held: Holdings, body: bytes | memoryview, name: str) -> None:
         """One copy of ``held`` on peer ``name``, then recorded in the catalog."""
         vault_id = self.vault.config.vault.id
         catalog = self.vault.catalog
