@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.cli import init_vault, run_cli
+from support.hostile_proxy import Reply, named
 from support.moto_peers import unique_bucket
 
 from chunkvault.backends.base import Peer
@@ -182,3 +183,36 @@ def test_a_new_machine_repairs_and_both_machines_then_check_clean(
         check = run_cli(machine, "check", "--read-data", env=PW)
         assert check.returncode == 0, check.stdout + check.stderr
     assert restored_exactly(fresh, tmp_path, files)
+
+
+def test_a_new_copy_whose_write_fails_goes_to_the_next_ranked_peer(
+    tmp_path: Path, moto_peers, hostile_proxy_factory
+) -> None:
+    """p2 (behind a proxy, weighted to rank first for every object) lost a pack copy and
+    now refuses writes: the copy goes to the next-ranked peer, the catalog forgets the
+    copy p2 no longer holds, and `check` then passes."""
+    proxy = hostile_proxy_factory(moto_peers[2].endpoint)
+    endpoints = [moto_peers[0].endpoint, moto_peers[1].endpoint, proxy.endpoint]
+    config, inbox = init_vault(
+        tmp_path, endpoints, unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 2},
+    )  # fmt: skip
+    data = yaml.safe_load(config.read_text())
+    data["peers"][2]["weight"] = 50
+    config.write_text(yaml.safe_dump(data))
+    files = tree(inbox, 30)
+    assert run_cli(config, "push", env=PW).returncode == 0
+    before = holders(config)
+    pack = next(k for k in sorted(before) if "/packs/" in k and "p2" in before[k])
+    on_peer(config, "p2", lambda p: p.delete(pack))
+    proxy.add(named("refuse_puts", lambda request, forward: Reply(
+        403, body=b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>"
+    ) if request.method == "PUT" else None))  # fmt: skip
+
+    result = run_cli(config, "repair", env=PW)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert proxy.hits("refuse_puts") >= 1
+    assert holders(config)[pack] == {"p0", "p1"}
+    check = run_cli(config, "check", env=PW)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert restored_exactly(config, tmp_path, files)
