@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from chunkvault.cli.context import CliContext, pass_cli
+from chunkvault.cli.output import echo_json
 from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.errors import ChunkvaultError
+from chunkvault.names import json_fields
 from chunkvault.sizes import format_size
 
 
@@ -34,10 +36,15 @@ def subset_fraction(value: str) -> float:
     metavar="N%",
     help="As --read-data, for N% of the objects (each run another).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @passphrase_option
 @pass_cli
 def check(
-    cli: CliContext, read_data: bool, read_data_subset: str | None, passphrase_file: Path | None
+    cli: CliContext,
+    read_data: bool,
+    read_data_subset: str | None,
+    as_json: bool,
+    passphrase_file: Path | None,
 ) -> None:
     """Check that every object the stored versions need is on R peers, that every
     manifest batch opens and that each peer holds the keyring; with --read-data, that
@@ -58,8 +65,19 @@ def check(
         if fraction:
             with byte_progress("check", checker.data_bytes) as progress:
                 checker.read_data(report, progress)
-    for problem in report.problems:
-        click.echo(describe(problem))
+    if as_json:
+        echo_json({
+            "versions": report.versions, "objects": report.objects, "peers": report.peers,
+            "copies_read": report.copies_read, "bytes_read": report.bytes_read,
+            "problems": [
+                {"kind": p.kind, "subject": p.subject, "detail": p.detail,
+                 "files": [json_fields(f) for f in p.files]}
+                for p in report.problems
+            ],
+        })  # fmt: skip
+    else:
+        for problem in report.problems:
+            click.echo(describe(problem))
     counts = ", ".join(
         f"{n} {kind}{'(es)' if kind.endswith('ch') else '(s)'}"
         for kind, n in sorted(report.objects.items())
@@ -67,11 +85,12 @@ def check(
     read = (
         f"; read {report.copies_read} copies ({format_size(report.bytes_read)})" if fraction else ""
     )
-    click.echo(
-        f"check: {report.versions} version(s), {counts or 'no objects'} on "
-        f"{report.peers} peer(s){read}: "
-        + (f"{len(report.problems)} problem(s)" if report.problems else "no problems")
-    )
+    if not as_json:
+        click.echo(
+            f"check: {report.versions} version(s), {counts or 'no objects'} on "
+            f"{report.peers} peer(s){read}: "
+            + (f"{len(report.problems)} problem(s)" if report.problems else "no problems")
+        )
     if report.problems:
         files = affected(report.problems)
         raise ChunkvaultError(

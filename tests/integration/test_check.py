@@ -6,6 +6,7 @@ told apart from one merely unseen on a peer that is down."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable
@@ -185,3 +186,18 @@ def test_on_a_new_machine_packs_are_checked_chunk_by_chunk(pushed: Path, tmp_pat
     assert result.returncode == 1
     damaged = [line for line in result.stdout.splitlines() if line.startswith("damaged:")]
     assert len(damaged) == 1 and f"copy on {peer}" in damaged[0], result.stdout
+
+
+def test_json_lists_each_problem_with_its_files(pushed: Path) -> None:
+    peer, key = change_one_copy(pushed, "test/packs/", delete)
+    result = run_cli(pushed, "check", "--json", env=PW)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["versions"] == 41 and report["objects"]["pack"] >= 1
+    (problem,) = report["problems"]
+    assert problem["kind"] == "under-replicated"
+    assert problem["subject"] == f"pack {key.rsplit('/', 1)[-1][:16]}"
+    assert f"recorded on {peer}" in problem["detail"]
+    assert problem["files"] and all(set(f) == {"path"} for f in problem["files"])
+    read = run_cli(pushed, "check", "--json", "--read-data-subset", "100%", env=PW)
+    assert json.loads(read.stdout)["copies_read"] > 0
