@@ -1,0 +1,178 @@
+"""Issue 13's black-box run, as far as it is built (gc is not yet): 4 peers, R=2.
+
+A peer is SIGKILLed and the agent SIGKILLed during a 120-file ingest; the agent restarted
+(the peer still down) stores every file and they restore exactly. The peer comes back
+empty; `repair` puts every data object on >= 2 peers. One replica corrupted: the restore
+is still exact, `check --read-data` exits non-zero naming it, `repair` heals it and
+`check --read-data` then exits 0. Real moto processes, `chunkvault run` and the CLI as
+subprocesses, real files and inotify.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from support.cli import CLI, init_vault, run_cli
+from support.moto_peers import unique_bucket
+
+from chunkvault.backends.stack import build_peers
+from chunkvault.config import load_config
+
+PW = {"CHUNKVAULT_PASSPHRASE": "fault suite passphrase"}
+FILES = 120
+
+
+def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
+    offset = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([CLI, "--config", str(config), "run"], env=env,
+                                stdout=out, stderr=out)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while b"watching" not in log.read_bytes()[offset:]:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return proc
+
+
+def stored_paths(config: Path) -> set[str]:
+    result = run_cli(config, "ls", "--json", env=PW)
+    assert result.returncode == 0, result.stderr
+    return {entry["path"] for entry in json.loads(result.stdout)}
+
+
+def data_holders(config: Path) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    peers = build_peers(load_config(config))
+    try:
+        for peer in peers:
+            for prefix in ("test/chunks/", "test/packs/"):
+                for info in peer.list(prefix):
+                    out.setdefault(info.key, set()).add(peer.name)
+    finally:
+        for peer in peers:
+            peer.close()
+    return out
+
+
+def restore_matches(config: Path, target: Path, files: dict[str, bytes]) -> None:
+    result = run_cli(config, "restore", "--to", str(target), env=PW, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert {rel: (target / rel).read_bytes() for rel in files} == files
+
+
+@pytest.mark.slow
+def test_peer_and_agent_killed_mid_ingest_then_empty_peer_and_corruption_heal(
+    tmp_path: Path, moto_peer_factory
+) -> None:
+    servers = [moto_peer_factory() for _ in range(4)]
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 1},
+        watch={"settle_seconds": 0.3, "rescan_seconds": 0},
+        api={"enabled": False},
+    )  # fmt: skip
+    log = tmp_path / "agent.log"
+    agent = start_agent(config, log)
+    rng = random.Random(13)
+    files: dict[str, bytes] = {}
+    try:
+        for i in range(FILES):
+            rel = f"d{i % 6}/f{i:03}.bin"
+            size = rng.randint(2000, 40_000) if i % 10 else rng.randint(600_000, 900_000)
+            files[rel] = rng.randbytes(size)
+            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+            (inbox / rel).write_bytes(files[rel])
+            if i == 40:
+                servers[1].kill()  # p1 dies mid-ingest
+            if i == 80:
+                agent.send_signal(signal.SIGKILL)  # and so does the agent
+                agent.wait(timeout=10)
+            time.sleep(0.01)
+        agent = start_agent(config, log)  # p1 still down
+        deadline = time.monotonic() + 120
+        while stored_paths(config) != set(files):
+            assert agent.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config))[:5]
+            time.sleep(1)
+    finally:
+        if agent.poll() is None:
+            agent.terminate()
+            agent.wait(timeout=30)
+    restore_matches(config, tmp_path / "r1", files)
+
+    # p1 comes back empty (a new server under its name), then repair.
+    data = yaml.safe_load(config.read_text())
+    data["peers"][1]["endpoint"] = moto_peer_factory().endpoint
+    config.write_text(yaml.safe_dump(data))
+    assert run_cli(config, "peers", "init", env=PW).returncode == 0
+    assert run_cli(config, "check", env=PW).returncode == 1  # under-replicated, and p1 empty
+    repaired = run_cli(config, "repair", env=PW, timeout=300)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    holders = data_holders(config)
+    assert holders and all(len(peers) >= 2 for peers in holders.values())
+    assert "p1" in set().union(*holders.values())  # the empty peer got its share back
+
+    # One replica corrupted: restore exact, check names it, repair heals it.
+    key = sorted(k for k in holders if "/packs/" in k)[0]
+    peers = build_peers(load_config(config))
+    try:
+        peer = next(p for p in peers if p.name == sorted(holders[key])[0])
+        meta = dict(peer.stat(key).metadata)
+        body = bytearray(peer.get(key))
+        body[len(body) // 2] ^= 0x40
+        peer.put(key, bytes(body), meta)
+    finally:
+        for p in peers:
+            p.close()
+    restore_matches(config, tmp_path / "r2", files)
+    check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
+    assert check.returncode == 1
+    damaged = [line for line in check.stdout.splitlines() if line.startswith("damaged:")]
+    assert len(damaged) == 1 and f"copy on {peer.name}" in damaged[0], check.stdout
+    assert key.rsplit("/", 1)[-1][:16] in damaged[0]
+    assert run_cli(config, "repair", env=PW, timeout=300).returncode == 0
+    again = run_cli(config, "check", "--read-data", env=PW, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_a_hung_peer_does_not_stop_ingest(tmp_path: Path, moto_peer_factory) -> None:
+    """A peer SIGSTOPped (it accepts connections and never answers): files written
+    meanwhile are stored on the others within the transfer timeout, and restore exactly
+    while it still hangs."""
+    servers = [moto_peer_factory() for _ in range(3)]
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 1},
+        watch={"settle_seconds": 0.3, "rescan_seconds": 0},
+        api={"enabled": False},
+    )  # fmt: skip
+    log = tmp_path / "agent.log"
+    agent = start_agent(config, log)
+    rng = random.Random(17)
+    files = {f"h{i % 3}/f{i:02}.bin": rng.randbytes(rng.randint(2000, 30_000)) for i in range(30)}
+    try:
+        servers[0].stop()  # hangs
+        started = time.monotonic()
+        for rel, data in files.items():
+            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+            (inbox / rel).write_bytes(data)
+        while stored_paths(config) != set(files):
+            assert agent.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() - started < 60, log.read_text()[-3000:]
+            time.sleep(0.5)
+        restore_matches(config, tmp_path / "r", files)
+    finally:
+        servers[0].cont()
+        if agent.poll() is None:
+            agent.terminate()
+            agent.wait(timeout=30)
