@@ -176,3 +176,48 @@ def test_a_hung_peer_does_not_stop_ingest(tmp_path: Path, moto_peer_factory) -> 
         if agent.poll() is None:
             agent.terminate()
             agent.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_agent_sigkilled_again_and_again_mid_ingest_loses_nothing(
+    tmp_path: Path, moto_peer_factory
+) -> None:
+    """The agent is SIGKILLed three times while files keep arriving, and restarted each
+    time: every file is stored once the last one settles, restores exactly, and `check
+    --read-data` finds every object the versions need on R good copies."""
+    servers = [moto_peer_factory() for _ in range(3)]
+    config, inbox = init_vault(
+        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 2},
+        watch={"settle_seconds": 0.2, "rescan_seconds": 0},
+        chunking={"pack_flush_seconds": 0.3},
+        api={"enabled": False},
+    )  # fmt: skip
+    log = tmp_path / "agent.log"
+    agent = start_agent(config, log)
+    rng = random.Random(19)
+    files: dict[str, bytes] = {}
+    try:
+        for i in range(90):
+            rel = f"k{i % 4}/f{i:02}.bin"
+            files[rel] = rng.randbytes(rng.randint(1000, 60_000))
+            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+            (inbox / rel).write_bytes(files[rel])
+            if i in (20, 45, 70):
+                time.sleep(rng.uniform(0.1, 0.6))  # somewhere in a pack or a batch
+                agent.send_signal(signal.SIGKILL)
+                agent.wait(timeout=10)
+                agent = start_agent(config, log)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while stored_paths(config) != set(files):
+            assert agent.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config))[:5]
+            time.sleep(0.5)
+    finally:
+        if agent.poll() is None:
+            agent.terminate()
+            agent.wait(timeout=30)
+    restore_matches(config, tmp_path / "r", files)
+    check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
