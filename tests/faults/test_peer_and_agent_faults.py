@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.cli import CLI, init_vault, run_cli
-from support.moto_peers import unique_bucket
+from support.moto_peers import MotoServer, unique_bucket
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
@@ -41,6 +41,40 @@ def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
     return proc
+
+
+def agent_vault(
+    tmp_path: Path, servers: list[MotoServer], min_replicas: int, **sections: dict
+) -> tuple[Path, Path]:
+    """A vault over ``servers`` (R=2) watched by an agent that settles quickly: (config,
+    inbox)."""
+    return init_vault(
+        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": min_replicas},
+        watch={"settle_seconds": 0.3, "rescan_seconds": 0},
+        api={"enabled": False},
+        **sections,
+    )  # fmt: skip
+
+
+def write(inbox: Path, rel: str, data: bytes) -> None:
+    (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
+    (inbox / rel).write_bytes(data)
+
+
+def wait_stored(
+    config: Path,
+    files: dict[str, bytes],
+    agent: subprocess.Popen[bytes],
+    log: Path,
+    seconds: float,
+) -> None:
+    """Until ``ls`` lists every file (the agent must stay up meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while stored_paths(config) != set(files):
+        assert agent.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config))[:5]
+        time.sleep(0.5)
 
 
 def stored_paths(config: Path) -> set[str]:
@@ -74,12 +108,7 @@ def test_peer_and_agent_killed_mid_ingest_then_empty_peer_and_corruption_heal(
     tmp_path: Path, moto_peer_factory
 ) -> None:
     servers = [moto_peer_factory() for _ in range(4)]
-    config, inbox = init_vault(
-        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
-        replication={"replicas": 2, "min_replicas": 1},
-        watch={"settle_seconds": 0.3, "rescan_seconds": 0},
-        api={"enabled": False},
-    )  # fmt: skip
+    config, inbox = agent_vault(tmp_path, servers, min_replicas=1)
     log = tmp_path / "agent.log"
     agent = start_agent(config, log)
     rng = random.Random(13)
@@ -89,8 +118,7 @@ def test_peer_and_agent_killed_mid_ingest_then_empty_peer_and_corruption_heal(
             rel = f"d{i % 6}/f{i:03}.bin"
             size = rng.randint(2000, 40_000) if i % 10 else rng.randint(600_000, 900_000)
             files[rel] = rng.randbytes(size)
-            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
-            (inbox / rel).write_bytes(files[rel])
+            write(inbox, rel, files[rel])
             if i == 40:
                 # p1 dies mid-ingest, once it holds some of what was stored (so its loss
                 # leaves copies to repair, whatever the timing of the packs).
@@ -104,11 +132,7 @@ def test_peer_and_agent_killed_mid_ingest_then_empty_peer_and_corruption_heal(
                 agent.wait(timeout=10)
             time.sleep(0.01)
         agent = start_agent(config, log)  # p1 still down
-        deadline = time.monotonic() + 120
-        while stored_paths(config) != set(files):
-            assert agent.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config))[:5]
-            time.sleep(1)
+        wait_stored(config, files, agent, log, 120)
     finally:
         if agent.poll() is None:
             agent.terminate()
@@ -155,26 +179,16 @@ def test_a_hung_peer_does_not_stop_ingest(tmp_path: Path, moto_peer_factory) -> 
     meanwhile are stored on the others within the transfer timeout, and restore exactly
     while it still hangs."""
     servers = [moto_peer_factory() for _ in range(3)]
-    config, inbox = init_vault(
-        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
-        replication={"replicas": 2, "min_replicas": 1},
-        watch={"settle_seconds": 0.3, "rescan_seconds": 0},
-        api={"enabled": False},
-    )  # fmt: skip
+    config, inbox = agent_vault(tmp_path, servers, min_replicas=1)
     log = tmp_path / "agent.log"
     agent = start_agent(config, log)
     rng = random.Random(17)
     files = {f"h{i % 3}/f{i:02}.bin": rng.randbytes(rng.randint(2000, 30_000)) for i in range(30)}
     try:
         servers[0].stop()  # hangs
-        started = time.monotonic()
         for rel, data in files.items():
-            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
-            (inbox / rel).write_bytes(data)
-        while stored_paths(config) != set(files):
-            assert agent.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() - started < 60, log.read_text()[-3000:]
-            time.sleep(0.5)
+            write(inbox, rel, data)
+        wait_stored(config, files, agent, log, 60)
         restore_matches(config, tmp_path / "r", files)
     finally:
         servers[0].cont()
@@ -191,13 +205,9 @@ def test_the_agent_sigkilled_again_and_again_mid_ingest_loses_nothing(
     time: every file is stored once the last one settles, restores exactly, and `check
     --read-data` finds every object the versions need on R good copies."""
     servers = [moto_peer_factory() for _ in range(3)]
-    config, inbox = init_vault(
-        tmp_path, [s.endpoint for s in servers], unique_bucket(), PW,
-        replication={"replicas": 2, "min_replicas": 2},
-        watch={"settle_seconds": 0.2, "rescan_seconds": 0},
-        chunking={"pack_flush_seconds": 0.3},
-        api={"enabled": False},
-    )  # fmt: skip
+    config, inbox = agent_vault(
+        tmp_path, servers, min_replicas=2, chunking={"pack_flush_seconds": 0.3}
+    )
     log = tmp_path / "agent.log"
     agent = start_agent(config, log)
     rng = random.Random(19)
@@ -206,19 +216,14 @@ def test_the_agent_sigkilled_again_and_again_mid_ingest_loses_nothing(
         for i in range(90):
             rel = f"k{i % 4}/f{i:02}.bin"
             files[rel] = rng.randbytes(rng.randint(1000, 60_000))
-            (inbox / rel).parent.mkdir(parents=True, exist_ok=True)
-            (inbox / rel).write_bytes(files[rel])
+            write(inbox, rel, files[rel])
             if i in (20, 45, 70):
                 time.sleep(rng.uniform(0.1, 0.6))  # somewhere in a pack or a batch
                 agent.send_signal(signal.SIGKILL)
                 agent.wait(timeout=10)
                 agent = start_agent(config, log)
             time.sleep(0.02)
-        deadline = time.monotonic() + 120
-        while stored_paths(config) != set(files):
-            assert agent.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config))[:5]
-            time.sleep(0.5)
+        wait_stored(config, files, agent, log, 120)
     finally:
         if agent.poll() is None:
             agent.terminate()
