@@ -238,6 +238,21 @@ class ReplicationConfig(_Model):
     min_replicas: int = Field(1, ge=1, le=16)
 
 
+class RetentionConfig(_Model):
+    """What `chunkvault gc` keeps (docs/config.md)."""
+
+    # A deleted file's versions stay restorable (`restore --deleted`) this long.
+    deleted_days: float = Field(30.0, ge=0, le=36_500, allow_inf_nan=False)
+    # The newest N versions of each file's content are kept; None keeps them all.
+    versions: int | None = Field(None, ge=1)
+    # A pack is rewritten without its garbage once this fraction of its bytes is garbage:
+    # repacking costs reading and writing the live rest, so a little garbage is left.
+    repack_threshold: float = Field(0.3, gt=0, le=1, allow_inf_nan=False)
+    # An object no version references, and that no version gc dropped referenced, is an
+    # upload whose commit may still be coming (from another machine): kept this long.
+    grace_hours: float = Field(24.0, ge=0, le=87_600, allow_inf_nan=False)
+
+
 class PeerConfig(_Model):
     """One peer: S3 (``endpoint`` + ``bucket``) xor a local directory (``path``)."""
 
@@ -405,6 +420,7 @@ class Config(_Model):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     peers: list[PeerConfig] = Field(min_length=1)
     keys: KeysConfig = Field(default_factory=KeysConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)

@@ -105,7 +105,7 @@ class UploadService:
         self.packs: PackWriter | None = None
         if self.pack_threshold > 0:
             self.packs = PackWriter(
-                self.vault_id, catalog, self._write_replicas,
+                self.vault_id, catalog, self.write_replicas,
                 pack_size=chunking.pack_size, flush_seconds=chunking.pack_flush_seconds,
                 on_written=after_pack,
             )  # fmt: skip
@@ -205,7 +205,7 @@ class UploadService:
                     chunk_id, size, sealed.body, sealed.wrapped_dek, sealed.generation,
                     target, minimum, again=known is not None,
                 )  # fmt: skip
-            written, errors = self._write_replicas(
+            written, errors = self.write_replicas(
                 chunk_key(self.vault_id, chunk_id), chunk_id, sealed.body,
                 chunk_metadata(sealed), target,
             )  # fmt: skip
@@ -276,7 +276,7 @@ class UploadService:
         if self.packs is not None:
             self.packs.flush()
 
-    def _write_replicas(
+    def write_replicas(
         self,
         key: str,
         placement_id: str,

@@ -346,14 +346,14 @@ class Vault:
             entries = self.journal.read(batch)
             kept = [e for e in entries if e.name not in gone]
             if kept:
-                self.journal.rewrite(batch, kept, self._holders(batch))
+                self.journal.rewrite(batch, kept, self.holders(batch))
             else:
                 self.journal.delete(batch)
             self.forget_batch(batch)
         self.catalog.remove_versions(path)
         return len(versions)
 
-    def _holders(self, name: str) -> list[str]:
+    def holders(self, name: str) -> list[str]:
         held = []
         for placed in self.peers:
             try:

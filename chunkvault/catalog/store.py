@@ -352,6 +352,48 @@ class Catalog:
                 [(peer, pack_id) for peer in peers],
             )
 
+    def relocate_chunks(
+        self, rows: Sequence[ChunkRow], peers: Sequence[str], pack: PackRow | None = None
+    ) -> None:
+        """The chunks now live where ``rows`` say (in ``pack``, new and on ``peers``, when
+        given), on exactly ``peers``: gc moved them out of a pack it repacks or deletes.
+        One transaction, so they are at the old place or the new one, never neither."""
+        now = time.time()
+        with self.transaction() as db:
+            if pack is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?)",
+                    (pack.id, pack.stored_size, pack.sha256, now),
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO pack_replicas VALUES (?, ?, 'ok', ?)",
+                    [(pack.id, peer, now) for peer in peers],
+                )
+            for row in rows:
+                db.execute(
+                    f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET stored_size=excluded.stored_size, "
+                    "sha256=excluded.sha256, pack=excluded.pack, "
+                    "pack_offset=excluded.pack_offset",
+                    _chunk_values(row, row.pack, now),
+                )
+                db.execute("DELETE FROM replicas WHERE chunk_id = ?", (row.id,))
+                db.executemany(
+                    "INSERT INTO replicas VALUES (?, ?, 'ok', ?)",
+                    [(row.id, peer, now) for peer in peers],
+                )
+
+    def forget_objects(self, chunk_ids: Sequence[str], pack_ids: Sequence[str]) -> None:
+        """gc is about to delete these chunk objects and packs: the chunks stored in them
+        leave the catalog first (with their replicas), so nothing stored later
+        deduplicates against a chunk that is going."""
+        with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM chunks WHERE id = ? AND pack IS NULL", [(c,) for c in chunk_ids]
+            )
+            db.executemany("DELETE FROM chunks WHERE pack = ?", [(p,) for p in pack_ids])
+            db.executemany("DELETE FROM packs WHERE id = ?", [(p,) for p in pack_ids])
+
     def set_replica_state(self, chunk_id: str, peer: str, state: str) -> None:
         with self.transaction() as db:
             db.execute(
@@ -494,6 +536,11 @@ class Catalog:
             found = [r[0] for r in db.execute("SELECT manifest FROM versions WHERE path = ?", key)]
             db.execute("DELETE FROM versions WHERE path = ?", key)
         return found
+
+    def remove_versions_named(self, manifests: Sequence[str]) -> None:
+        """Forget these versions (gc: the ones retention no longer keeps)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM versions WHERE manifest = ?", [(m,) for m in manifests])
 
     def has_manifest(self, name: str) -> bool:
         return bool(self.query("SELECT 1 FROM versions WHERE manifest = ?", (name,)))

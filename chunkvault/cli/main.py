@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "bench": "chunkvault.cli.bench:bench",
     "check": "chunkvault.cli.check_cmd:check",
     "repair": "chunkvault.cli.repair_cmd:repair",
+    "gc": "chunkvault.cli.gc_cmd:gc",
 }
 
 

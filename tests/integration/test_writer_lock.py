@@ -57,7 +57,7 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         proc.wait()
 
 
-def test_key_commands_push_and_repair_refuse_while_the_agent_runs(vault):
+def test_key_commands_push_repair_and_gc_refuse_while_the_agent_runs(vault):
     config, inbox = vault
     (inbox / "a.txt").write_text("stored by the agent\n")
     agent = start_agent(config)
@@ -68,14 +68,16 @@ def test_key_commands_push_and_repair_refuse_while_the_agent_runs(vault):
             ["key", "add", "--label", "x"],
             ["push"],
             ["repair"],
+            ["gc"],
         ):
             busy = run_cli(config, *args, env=PW | {"CHUNKVAULT_NEW_PASSPHRASE": "new one!!"})
             assert busy.returncode == 11, (args, busy.stderr)
             assert f"in use by PID {agent.pid} (chunkvault run" in busy.stderr
             assert busy.stderr.count("\n") == 1
-        # Readers take no lock: restore, ls and check work beside the agent.
+        # Readers take no lock: restore, ls, check and gc --dry-run work beside the agent.
         assert run_cli(config, "ls", env=PW).returncode == 0
         assert run_cli(config, "check", env=PW).returncode == 0
+        assert run_cli(config, "gc", "--dry-run", env=PW).returncode == 0
     finally:
         stop(agent)
     assert agent.returncode == 0

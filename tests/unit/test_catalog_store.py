@@ -367,6 +367,24 @@ def test_record_chunk_stores_and_moves_a_location(tmp_path):
     catalog.close()
 
 
+def test_gc_moves_chunks_to_a_new_pack_and_forgets_what_it_deletes(tmp_path):
+    catalog = Catalog(tmp_path / "catalog.db")
+    catalog.record_pack(PackRow("k1", 170, "f" * 64), [packed("a", 5), packed("b", 45)], ["p0"])
+    catalog.record_chunk(ChunkRow("own", 10, 52, DEK, 1, "dd"), ["p0", "p1"])
+    catalog.relocate_chunks([packed("a", 5, pack="k2")], ["p1", "p2"], PackRow("k2", 50, "e"))
+    # Moved whole: the new place, and replicas only where the new pack is.
+    assert catalog.chunk("a") == packed("a", 5, pack="k2")
+    assert catalog.replicas("a") == ["p1", "p2"] and catalog.pack_replicas("k2") == ["p1", "p2"]
+    catalog.forget_objects(["own", "b"], ["k1"])  # "b" is not its own object: kept by that
+    assert catalog.chunk("own") is None and catalog.chunk("b") is None  # gone with k1
+    assert catalog.pack("k1") is None and catalog.pack_replicas("k1") == []
+    assert catalog.replicas("own") == [] and catalog.chunk_count() == 1
+    catalog.add_versions([version("x", 1), version("x", 2)])
+    catalog.remove_versions_named(["m/x/1"])
+    assert [v.manifest for v in catalog.all_versions()] == ["m/x/2"]
+    catalog.close()
+
+
 def test_versions_of_a_batch(tmp_path):
     catalog = Catalog(tmp_path / "catalog.db")
     rows = [version(f"f{i}", i, batch="b/1") for i in (3, 1, 2)]

@@ -40,14 +40,15 @@ def test_every_curl_shown_to_a_user_is_silent(capsys: pytest.CaptureFixture[str]
     assert found >= 10  # README, docs/api.md and the tour all have some
 
 
-def test_no_doc_still_calls_repair_planned_now_that_it_exists() -> None:
-    assert "repair" in COMMANDS
+@pytest.mark.parametrize("command", ["repair", "gc"])
+def test_no_doc_still_calls_a_command_planned_now_that_it_exists(command: str) -> None:
+    assert command in COMMANDS
     for path in DOCS:
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
-            if re.search(r"\brepair\b", line):
+            if re.search(rf"\b{command}\b", line):
                 near = " ".join(lines[max(0, i - 1) : i + 2])
-                assert not re.search(r"repair[^.;]*\bplanned\b", near), (
+                assert not re.search(rf"\b{command}\b[^.;]*\b(planned|not built)\b", near), (
                     f"{path.name}:{i + 1}: {line.strip()}"
                 )
     assert stored_reason(1, 2) == "stored on 1 of 2 peers (under-replicated)"
