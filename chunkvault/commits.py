@@ -178,5 +178,4 @@ class Committer:
         return name
 
     def clear_pending(self, name: str) -> None:
-        with self.catalog.transaction() as db:
-            db.execute("DELETE FROM meta WHERE key = ?", (PENDING + name,))
+        self.catalog.delete_meta(PENDING + name)

@@ -55,7 +55,7 @@ from chunkvault.crypto.envelope import (
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.peerset import PlacedPeer
-from chunkvault.placement import rank
+from chunkvault.placement import choose, rank
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -350,9 +350,12 @@ class SealedStore(ABC, Generic[T]):
         ManifestError if fewer than ``minimum`` copies were written."""
         written: list[str] = []
         errors: list[str] = []
-        for placed in self._ranked(name):
+        # Zone-aware, as chunks are placed (the best peer of each zone first).
+        for placed in choose(name, self.peers, len(self.peers)):
             if len(written) >= self.replicas:
                 break
+            if placed.draining:
+                continue
             peer = placed.peer
             try:
                 peer.put(name, body)

@@ -49,6 +49,7 @@ def peer_row(placed: PlacedPeer) -> dict[str, Any]:
         "location": peer.location,
         "weight": placed.weight,
         "zone": placed.zone,
+        "draining": placed.draining,
         "up": up,
         "error": None if up else peer.error or peer.last_error,
         "consecutive_failures": peer.consecutive_failures,

@@ -17,6 +17,8 @@ class PlacedPeer:
     peer: HealthPeer
     weight: float
     zone: str | None
+    # Being drained (`peers drain`): read from as before, never chosen for a new copy.
+    draining: bool = False
 
     @property
     def name(self) -> str:

@@ -109,7 +109,9 @@ class Repairer:
                     report.left.append(problem)
                 if progress:
                     progress(1)
-        report.keyrings_written = self._keyrings(report)
+        report.keyrings_written, failed = self.place_keyrings()
+        for peer in failed:
+            report.left.append(Problem("not repaired", f"keyring on peer {peer}", "write failed"))
 
     def _plans(self, report: RepairReport) -> list[_Plan]:
         plans = []
@@ -127,7 +129,7 @@ class Repairer:
                                            tuple(sorted(held.files))))  # fmt: skip
                 continue
             # Zone-aware, as writes choose: the best peer of each zone first, then the rest.
-            healthy = [p for p in self.vault.peers if p.peer.down_for <= 0]
+            healthy = [p for p in self.vault.peers if p.peer.down_for <= 0 and not p.draining]
             ranked = choose(held.name, healthy, len(healthy))
             missing = max(0, self.replicas - len(good) - len(damaged))
             more = [p.name for p in ranked if p.name not in good and p.name not in damaged]
@@ -166,7 +168,7 @@ class Repairer:
         while queue:
             name = queue.pop(0)
             try:
-                self._put(plan.held, body, name)
+                self.put_copy(plan.held, body, name)
             except PeerError as exc:
                 errors.append(f"writing {name}: {exc.message}")
                 if name not in plan.damaged and spare:
@@ -175,7 +177,7 @@ class Repairer:
             written.append(name)
         return written
 
-    def _put(self, held: Holdings, body: bytes | memoryview, name: str) -> None:
+    def put_copy(self, held: Holdings, body: bytes | memoryview, name: str) -> None:
         """One copy of ``held`` on peer ``name``, then recorded in the catalog."""
         vault_id = self.vault.config.vault.id
         catalog = self.vault.catalog
@@ -205,22 +207,21 @@ class Repairer:
         else:  # a manifest batch or manifest: the sealed object as it is
             peer.put(held.name, body)
 
-    def _keyrings(self, report: RepairReport) -> list[str]:
+    def place_keyrings(self) -> tuple[list[str], list[str]]:
         """This machine's keyring onto every peer that misses it or holds an older copy
-        (never over a newer revision, nor another vault's: ``key`` commands decide)."""
+        (never over a newer revision, nor another vault's: ``key`` commands decide): the
+        peers written, and those whose write failed."""
         local = self.keystore.load_local()
         if local is None:
-            return []
+            return [], []
         stale = []
         for copy in self.keystore.peer_copies():
             if copy.missing or (copy.ring is not None and copy.ring.revision < local.revision):
                 stale.append(copy.peer)
         if not stale:
-            return []
+            return [], []
         failed = self.keystore.save(local, only=stale)
-        for peer in failed:
-            report.left.append(Problem("not repaired", f"keyring on peer {peer}", "write failed"))
-        return [p for p in stale if p not in failed]
+        return [p for p in stale if p not in failed], list(failed)
 
 
 def _ranked_first(good: set[str], ranked: list[PlacedPeer]) -> list[str]:

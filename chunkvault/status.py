@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chunkvault.catalog.jobs import JobQueue
+from chunkvault.draining import rebalance_progress
 from chunkvault.names import json_fields
 from chunkvault.peerhealth import PROBE_MAX_AGE, PROBE_WAIT, check_peers, peer_row
 from chunkvault.vault import Vault
@@ -78,6 +79,7 @@ def vault_status(
             "pending": pending,
             "failing": failing,
             "last_errors": list(last_errors),
+            "rebalance": rebalance_progress(catalog),
             "unreadable_dirs": len(blocked),
             "unreadable": blocked[:MAX_LISTED],
         },

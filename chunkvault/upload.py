@@ -288,7 +288,7 @@ class UploadService:
         pack id); replace failures with the next ranked."""
         # Skip peers in their cool-off. Once it has passed, a down peer is tried again:
         # that write is the health tracker's probe, so a recovered peer rejoins.
-        excluded = {p.name for p in self.peers if p.peer.down_for > 0}
+        excluded = {p.name for p in self.peers if p.peer.down_for > 0 or p.draining}
         written: list[str] = []
         errors: list[str] = []
         while len(written) < target:

@@ -22,6 +22,7 @@ from chunkvault.commits import PENDING, Committed, Committer, version_row
 from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
 from chunkvault.crypto.material import MasterKeys
+from chunkvault.draining import draining, marked
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
 from chunkvault.journal import JournalStore, parse_batch_name
@@ -107,6 +108,8 @@ class Vault:
         except StaleKeyring:
             self.catalog.close()
             raise
+        # Before any service is built on them: a peer being drained gets no new copy.
+        self.peers = marked(self.peers, draining(self.catalog))
         # Manifests the last sync could not read (name -> why): their files are missing
         # from the catalog, so `ls` and `restore` must fail naming them.
         self.unreadable: dict[str, str] = {}
@@ -206,10 +209,7 @@ class Vault:
     def pending(self) -> list[str]:
         """Manifest and batch names whose commit was cut short (by a kill or a failed
         delete)."""
-        rows = self.catalog.query(
-            "SELECT key FROM meta WHERE substr(key, 1, ?) = ?", (len(PENDING), PENDING)
-        )
-        return sorted(str(key)[len(PENDING) :] for (key,) in rows)
+        return sorted(key[len(PENDING) :] for key in self.catalog.meta_with_prefix(PENDING))
 
     def recover_pending(self) -> int:
         """Finish or drop every commit a kill cut short; returns the versions added. A

@@ -289,6 +289,16 @@ class Catalog:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {str(k): str(v) for k, v in rows}
+
     # --- chunks and replicas ---------------------------------------------------------------
 
     def chunk(self, chunk_id: str) -> ChunkRow | None:

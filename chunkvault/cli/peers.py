@@ -1,4 +1,5 @@
-"""``chunkvault peers ...``: list, test and initialise the storage peers."""
+"""``chunkvault peers ...``: list, test and initialise the storage peers; drain one (move
+every copy off it) and rebalance after one was added or re-weighted."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -15,11 +17,14 @@ import click
 from chunkvault.backends.base import Peer, PeerError
 from chunkvault.cli.context import CliContext, pass_cli
 from chunkvault.cli.output import echo_json, table
+from chunkvault.cli.passphrase import passphrase_option
 from chunkvault.errors import ChunkvaultError
 from chunkvault.sizes import format_size
 
 if TYPE_CHECKING:  # boto3 is imported only by commands that talk to peers: fast --help
     from chunkvault.backends.health import HealthPeer
+    from chunkvault.rebalance import RebalanceReport
+    from chunkvault.vault import Vault
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -34,7 +39,7 @@ def _each(peers: list[HealthPeer], fn: Callable[[HealthPeer], T]) -> list[T]:
 
 @click.group()
 def peers() -> None:
-    """List, test and initialise the storage peers."""
+    """List, test and initialise the storage peers; drain one, rebalance after a change."""
 
 
 @peers.command("list")
@@ -159,3 +164,101 @@ def init_peers(cli: CliContext) -> None:
             f"could not initialise {', '.join(failed)}",
             "check the endpoint, credentials and bucket permissions",
         )
+
+
+def _configured(cli: CliContext, name: str) -> None:
+    names = [p.name for p in cli.config.peers]
+    if name not in names:
+        raise click.BadParameter(
+            f"{name!r} is not a configured peer ({', '.join(names)})", param_hint="NAME"
+        )
+
+
+@peers.command("drain")
+@click.argument("name")
+@passphrase_option
+@pass_cli
+def drain(cli: CliContext, name: str, passphrase_file: Path | None) -> None:
+    """Move every copy off peer NAME (write-new-then-delete-old), then it can be removed
+    from the config. From now on no writer on this machine gives it a new copy. Safe to
+    interrupt and run again; `status` shows the progress."""
+    from chunkvault.draining import draining, set_draining
+
+    _configured(cli, name)
+    with cli.writer("peers drain"), cli.vault(passphrase_file, writer=True, prepare=True) as vault:
+        names = draining(vault.catalog) | {name}
+        left = len(cli.config.peers) - len(names & {p.name for p in cli.config.peers})
+        if left < cli.config.replication.replicas:
+            raise ChunkvaultError(
+                f"draining {name} would leave {left} peer(s) for "
+                f"{cli.config.replication.replicas} replicas",
+                "add a peer to the config first (or lower replication.replicas)",
+            )
+        set_draining(vault.catalog, names)
+        report = _rebalance(cli, vault)
+    if not report.left:
+        click.echo(f"peer {name} is drained: no stored version needs anything on it; remove it "
+                   "from the config (what is left there is garbage)")  # fmt: skip
+
+
+@peers.command("undrain")
+@click.argument("name")
+@passphrase_option
+@pass_cli
+def undrain(cli: CliContext, name: str, passphrase_file: Path | None) -> None:
+    """Let peer NAME take new copies again (after `peers drain`); `peers rebalance` then
+    moves its share back."""
+    from chunkvault.draining import draining, set_draining
+
+    with cli.writer("peers undrain"), cli.vault(passphrase_file, writer=True) as vault:
+        names = draining(vault.catalog)
+        if name not in names:
+            raise ChunkvaultError(f"peer {name} is not being drained")
+        set_draining(vault.catalog, names - {name})
+    click.echo(f"peer {name} takes new copies again; `chunkvault peers rebalance` moves its "
+               "share back")  # fmt: skip
+
+
+@peers.command("rebalance")
+@passphrase_option
+@pass_cli
+def rebalance(cli: CliContext, passphrase_file: Path | None) -> None:
+    """After a peer was added or re-weighted: move the copies whose ranking changed to
+    where placement wants them now (write-new-then-delete-old; only those move). Safe to
+    interrupt and run again; `status` shows the progress."""
+    with (
+        cli.writer("peers rebalance"),
+        cli.vault(passphrase_file, writer=True, prepare=True) as vault,
+    ):
+        _rebalance(cli, vault)
+
+
+def _rebalance(cli: CliContext, vault: Vault) -> RebalanceReport:
+    from chunkvault.cli.progress import count_progress
+    from chunkvault.integrity import describe
+    from chunkvault.rebalance import Rebalancer
+
+    rebalancer = Rebalancer(vault, cli.keystore([p.peer for p in vault.peers]))
+    report, jobs = rebalancer.plan()
+    with count_progress("move", len(jobs)) as progress:
+        rebalancer.run(report, jobs, progress)
+    for problem in report.left:
+        click.echo(f"left: {describe(problem)}")
+    click.echo(
+        f"rebalance: {report.objects} object(s), {report.moved} moved: "
+        f"{report.copies_written} copies written ({format_size(report.bytes_written)}), "
+        f"{report.copies_deleted} deleted"
+        + (
+            f", the keyring on {', '.join(report.keyrings_written)}"
+            if report.keyrings_written
+            else ""
+        )
+        + "; "
+        + (f"{len(report.left)} left" if report.left else "every copy where it belongs")
+    )
+    if report.left:
+        raise ChunkvaultError(
+            f"{len(report.left)} object(s) could not be moved (their old copies stay)",
+            "check `chunkvault peers list`, then run the command again: it finishes the moves",
+        )
+    return report

@@ -54,13 +54,18 @@ def status(cli: CliContext, as_json: bool, passphrase_file: Path | None) -> None
         how = "older versions are still there: rolled back" if m.older_listed else "lost"
         click.echo(f"warning: the {what} of {show(m.path)} is on no peer ({how}); "
                    "a fresh machine would not see it", err=True)  # fmt: skip
+    moving = extra["rebalance"]
+    if moving is not None:
+        drained = f" (draining {', '.join(moving['draining'])})" if moving["draining"] else ""
+        click.echo(f"rebalance{drained}: {moving['state']}, {moving['done']} of "
+                   f"{moving['objects']} object(s) moved")  # fmt: skip
     click.echo(
         table(
             ["PEER", "STATE", "CHUNKS", "LATENCY", "LAST ERROR"],
             [
                 [
                     p["name"],
-                    "up" if p["up"] else "down",
+                    ("up" if p["up"] else "down") + (", draining" if p["draining"] else ""),
                     p["chunks"],
                     f"{p['latency_ms']} ms" if p["latency_ms"] is not None else None,
                     p["last_error"],

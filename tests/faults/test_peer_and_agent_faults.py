@@ -5,7 +5,8 @@ A peer is SIGKILLed and the agent SIGKILLed during a 120-file ingest; the agent 
 empty; `repair` puts every data object on >= 2 peers. One replica corrupted: the restore
 is still exact, `check --read-data` exits non-zero naming it, `repair` heals it and
 `check --read-data` then exits 0. Half the files deleted, `gc` (deleted_days 0) frees at
-least 40 % of the stored bytes and the rest restores exactly. Real moto processes,
+least 40 % of the stored bytes and the rest restores exactly. Beside it: a hung peer, the
+agent SIGKILLed again and again, and a drained peer that then dies. Real moto processes,
 `chunkvault run` and the CLI as subprocesses, real files and inotify.
 """
 
@@ -266,5 +267,49 @@ def test_the_agent_sigkilled_again_and_again_mid_ingest_loses_nothing(
             agent.terminate()
             agent.wait(timeout=30)
     restore_matches(config, tmp_path / "r", files)
+    check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_a_drained_peer_can_die_without_loss_and_gets_nothing_from_the_agent(
+    tmp_path: Path, moto_peer_factory
+) -> None:
+    """4 peers, R=2: the agent stores files; it is stopped and p1 drained; the agent runs
+    again with p1 still configured and stores more, none of it on p1. Then p1 is
+    SIGKILLed: every file restores exactly from the others; with p1 removed from the
+    config, `check --read-data` is clean (every object on R good copies)."""
+    servers = [moto_peer_factory() for _ in range(4)]
+    config, inbox = agent_vault(tmp_path, servers, min_replicas=2)
+    log = tmp_path / "agent.log"
+    rng = random.Random(23)
+    files: dict[str, bytes] = {}
+
+    def ingest(count: int, start: int) -> None:
+        agent = start_agent(config, log)
+        try:
+            for i in range(start, start + count):
+                rel = f"g{i % 3}/f{i:03}.bin"
+                size = rng.randint(2000, 40_000) if i % 8 else rng.randint(600_000, 800_000)
+                files[rel] = rng.randbytes(size)
+                write(inbox, rel, files[rel])
+            wait_stored(config, files, agent, log, 90)
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+
+    ingest(40, 0)
+    assert any("p1" in held for held in data_holders(config).values())
+    drained = run_cli(config, "peers", "drain", "p1", env=PW, timeout=300)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    ingest(30, 40)
+    holders = data_holders(config)
+    assert all("p1" not in held and len(held) >= 2 for held in holders.values())
+
+    servers[1].kill()
+    restore_matches(config, tmp_path / "r", files)
+    data = yaml.safe_load(config.read_text())
+    data["peers"].pop(1)
+    config.write_text(yaml.safe_dump(data))
     check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
