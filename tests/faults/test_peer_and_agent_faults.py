@@ -24,6 +24,7 @@ import pytest
 import yaml
 from support.cli import CLI, init_vault, run_cli
 from support.moto_peers import MotoServer, unique_bucket
+from support.vault_objects import data_holders, stored_bytes
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
@@ -83,33 +84,6 @@ def stored_paths(config: Path) -> set[str]:
     result = run_cli(config, "ls", "--json", env=PW)
     assert result.returncode == 0, result.stderr
     return {entry["path"] for entry in json.loads(result.stdout)}
-
-
-def data_holders(config: Path) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    peers = build_peers(load_config(config))
-    try:
-        for peer in peers:
-            for prefix in ("test/chunks/", "test/packs/"):
-                for info in peer.list(prefix):
-                    out.setdefault(info.key, set()).add(peer.name)
-    finally:
-        for peer in peers:
-            peer.close()
-    return out
-
-
-def stored_bytes(config: Path) -> int:
-    """Bytes of every copy of every object of the vault (the keyring aside)."""
-    total = 0
-    peers = build_peers(load_config(config))
-    try:
-        for peer in peers:
-            total += sum(i.size for i in peer.list("test/") if i.key != "test/keyring")
-    finally:
-        for peer in peers:
-            peer.close()
-    return total
 
 
 def restore_matches(config: Path, target: Path, files: dict[str, bytes]) -> None:

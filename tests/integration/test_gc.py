@@ -10,19 +10,15 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from support.cli import CLI, init_vault, run_cli
+from support.cli import init_vault, kill_when, run_cli
 from support.hostile_proxy import Reply
 from support.moto_peers import unique_bucket
-
-from chunkvault.backends.stack import build_peers
-from chunkvault.config import load_config
+from support.vault_objects import copies, on_peer, stored_bytes
 
 PW = {"CHUNKVAULT_PASSPHRASE": "gc test passphrase"}
 
@@ -39,23 +35,12 @@ def tree(root: Path, count: int, seed: int = 5) -> dict[str, bytes]:
     return files
 
 
-def stored(config: Path) -> dict[str, int]:
-    """key -> bytes of all its copies, for every object under the vault but the keyring."""
-    out: dict[str, int] = {}
-    peers = build_peers(load_config(config))
-    try:
-        for peer in peers:
-            for info in peer.list("test/"):
-                if info.key != "test/keyring":
-                    out[info.key] = out.get(info.key, 0) + info.size
-    finally:
-        for peer in peers:
-            peer.close()
-    return out
+def stored(config: Path) -> set[str]:
+    return set(copies(config))
 
 
 def data_bytes(config: Path) -> int:
-    return sum(size for key, size in stored(config).items() if "/manifests/" not in key)
+    return stored_bytes(config, manifests=False)
 
 
 def restores(config: Path, target: Path, files: dict[str, bytes]) -> None:
@@ -174,18 +159,7 @@ def test_a_gc_killed_at_each_step_is_finished_by_the_next(
     before = data_bytes(config)
     for proxy in proxies:
         proxy.add(stall_once(method, pattern, reached, release))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
-    proc = subprocess.Popen([CLI, "--config", str(config), "gc"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        assert reached.wait(timeout=60), "gc never got there"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        release.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_when(config, ["gc"], PW, reached, release)
     for proxy in proxies:
         proxy.clear()
 
@@ -213,12 +187,7 @@ def test_versions_keeps_the_newest_n_and_unreferenced_young_objects_stay(
         assert run_cli(config, "push", env=PW).returncode == 0
     files[rel] = history[-1]
     orphan = "test/chunks/ab/ab" + "0" * 62  # an upload whose commit never came
-    peers = build_peers(load_config(config))
-    try:
-        peers[0].put(orphan, b"x" * 5000)
-    finally:
-        for peer in peers:
-            peer.close()
+    on_peer(config, "p0", lambda peer: peer.put(orphan, b"x" * 5000))
 
     set_retention(config, versions=2)
     done = gc(config)

@@ -7,18 +7,16 @@ without an extra copy; `status` shows the progress. Every file restores exactly 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import signal
-import subprocess
 import threading
 from pathlib import Path
 
 import yaml
-from support.cli import CLI, init_vault, run_cli
+from support.cli import init_vault, kill_when, run_cli
 from support.hostile_proxy import Reply
 from support.moto_peers import unique_bucket
+from support.vault_objects import holders as all_holders
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
@@ -41,18 +39,7 @@ def tree(root: Path, count: int, seed: int) -> dict[str, bytes]:
 
 
 def holders(config: Path) -> dict[str, set[str]]:
-    """Every object of the vault (the keyring aside) -> the peers holding it."""
-    out: dict[str, set[str]] = {}
-    peers = build_peers(load_config(config))
-    try:
-        for peer in peers:
-            for info in peer.list("test/"):
-                if info.key != "test/keyring":
-                    out.setdefault(info.key, set()).add(peer.name)
-    finally:
-        for peer in peers:
-            peer.close()
-    return out
+    return all_holders(config, keyring=False)
 
 
 def placement_id(key: str) -> str:
@@ -180,18 +167,7 @@ def test_a_drain_killed_mid_way_is_finished_by_the_next_without_an_extra_copy(
     stall_third_delete.seen = 0
     for proxy in proxies:
         proxy.add(stall_third_delete)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
-    proc = subprocess.Popen([CLI, "--config", str(config), "peers", "drain", "p2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        assert reached.wait(timeout=60), "the drain never deleted a third copy"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        release.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_when(config, ["peers", "drain", "p2"], PW, reached, release)
     for proxy in proxies:
         proxy.clear()
     status = run_cli(config, "status", env=PW)

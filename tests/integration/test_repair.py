@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ import yaml
 from support.cli import init_vault, run_cli
 from support.hostile_proxy import Reply, named
 from support.moto_peers import unique_bucket
+from support.vault_objects import holders, on_peer
 
 from chunkvault.backends.base import Peer
-from chunkvault.backends.stack import build_peers
-from chunkvault.config import load_config
 from chunkvault.packs import HEADER
 
 PW = {"CHUNKVAULT_PASSPHRASE": "repair test passphrase"}
@@ -35,29 +33,6 @@ def tree(root: Path, count: int = 60) -> dict[str, bytes]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
     return files
-
-
-def holders(config: Path) -> dict[str, set[str]]:
-    """key -> peers holding it (keys under the vault)."""
-    out: dict[str, set[str]] = {}
-    peers = build_peers(load_config(config))
-    try:
-        for peer in peers:
-            for info in peer.list("test/"):
-                out.setdefault(info.key, set()).add(peer.name)
-    finally:
-        for peer in peers:
-            peer.close()
-    return out
-
-
-def on_peer(config: Path, name: str, change: Callable[[Peer], None]) -> None:
-    peers = build_peers(load_config(config))
-    try:
-        change(next(p for p in peers if p.name == name))
-    finally:
-        for peer in peers:
-            peer.close()
 
 
 def flip(peer: Peer, key: str, at: int) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -70,3 +72,23 @@ def init_vault(
     result = run_cli(config, "init", env=env)
     assert result.returncode == 0, result.stderr
     return config, inbox
+
+
+def kill_when(
+    config: Path, args: list[str], env: dict[str, str], reached: threading.Event,
+    release: threading.Event,
+) -> None:  # fmt: skip
+    """Run the CLI with ``args`` and SIGKILL it once ``reached`` is set (by a proxy rule
+    that then holds its request until ``release``, set here once the process is gone)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | env
+    proc = subprocess.Popen([CLI, "--config", str(config), *args], env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert reached.wait(timeout=60), f"{' '.join(args)} never got there"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
