@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from chunkvault.catalog.jobs import Job, JobQueue, Note
 from chunkvault.errors import ChunkvaultError
+from chunkvault.healing import Healer
 from chunkvault.ingest import Ingestor, IngestResult
 from chunkvault.light_future import LightFuture
 from chunkvault.names import show
@@ -95,6 +96,7 @@ class Agent:
         self.ingestor = Ingestor(vault)
         self.stats = AgentStats()
         self.on_result = on_result
+        self.on_healed: Callable[[int], None] | None = None  # copies the background repair wrote
         # Workers only wait for their file: the data goes through the ingestor's one
         # shared pipeline, bounded by its byte budget, so a worker per concurrent transfer
         # lets that many files overlap (an idle worker costs a sleeping thread).
@@ -133,6 +135,8 @@ class Agent:
         self._spawn("recorder", self._record_loop)
         self._spawn("rescan", self._rescan_loop)
         self._spawn("state", self._state_loop)
+        if self.vault.config.repair.interval_seconds > 0:
+            self._spawn("heal", self._heal_loop)
         for i in range(self._workers):
             self._spawn(f"worker-{i}", self._work_loop)
         log.info("watching %s (%s), %d job(s) queued", self.root, self.mode, self.jobs.depth())
@@ -312,6 +316,19 @@ class Agent:
                 )
             )
             return
+
+    def _heal_loop(self) -> None:
+        """The background repair (chunkvault.healing): a pass every interval."""
+        repair = self.vault.config.repair
+        healer = Healer(self.vault, repair.bytes_per_second, wait=self._stop.wait)
+        while not self._stop.wait(repair.interval_seconds):
+            try:
+                done = healer.heal()
+            except Exception:  # a bug: the agent goes on storing files, the next pass retries
+                log.exception("background repair failed")
+                continue
+            if done.copies and self.on_healed is not None:
+                self.on_healed(done.copies)
 
     def _fail(self, error: ChunkvaultError) -> None:
         self.fatal = error  # before reading on_fatal: see run.py

@@ -21,6 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from chunkvault import shortfall
 from chunkvault.catalog import Catalog, VersionRow
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.journal import BatchBuilder, BatchEntry, JournalStore, new_batch_name
@@ -162,7 +163,7 @@ class Committer:
         self.catalog.set_meta(PENDING + name, "1")
         entries = [entry for entry, _ in items]
         try:
-            self.journal.write(entries, name)
+            _, written = self.journal.write(entries, name)
         except ManifestError:
             # Take back the copies that were written: no stray batch of a failed commit.
             try:
@@ -173,6 +174,8 @@ class Committer:
                 self.clear_pending(name)
             raise
         rows = [version_row(e.manifest, e.name, inode, batch=name) for e, inode in items]
+        if len(written) < self.journal.replicas:  # the agent's background repair tops it up
+            shortfall.note(self.catalog, name, self.journal.replicas, written)
         self.catalog.add_versions(rows)
         self.clear_pending(name)  # a kill before this: recover_pending finds it in the catalog
         return name

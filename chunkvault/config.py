@@ -253,6 +253,24 @@ class RetentionConfig(_Model):
     grace_hours: float = Field(24.0, ge=0, le=87_600, allow_inf_nan=False)
 
 
+class RepairConfig(_Model):
+    """The agent's background repair (docs/config.md)."""
+
+    # How often the agent looks for what it stored on fewer than R peers; 0: never.
+    interval_seconds: float = Field(60.0, ge=0, le=86_400, allow_inf_nan=False)
+    # The most it copies per second, so repair never crowds out new files.
+    bytes_per_second: int = 8 * MiB
+
+    _sizes = _size_validator("bytes_per_second")
+
+    @field_validator("bytes_per_second")
+    @classmethod
+    def _rate_bounds(cls, value: int) -> int:
+        if not 64 * 1024 <= value <= 64 * 1024 * MiB:
+            raise ValueError(f"must be between 64KiB and 64GiB, got {value}")
+        return value
+
+
 class PeerConfig(_Model):
     """One peer: S3 (``endpoint`` + ``bucket``) xor a local directory (``path``)."""
 
@@ -421,6 +439,7 @@ class Config(_Model):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    repair: RepairConfig = Field(default_factory=RepairConfig)
     peers: list[PeerConfig] = Field(min_length=1)
     keys: KeysConfig = Field(default_factory=KeysConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)

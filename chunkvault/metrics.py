@@ -38,6 +38,12 @@ class AgentMetrics:
         depth.set_function(agent.jobs.depth)
         in_flight = Gauge("chunkvault_in_flight", "Files being processed now", registry=registry)
         in_flight.set_function(lambda: agent.stats.in_flight)
+        healed = Counter(
+            "chunkvault_repaired_copies_total",
+            "Copies the background repair wrote for objects stored on fewer than R peers",
+            registry=registry,
+        )
+        agent.on_healed = healed.inc
         packs = Gauge("chunkvault_packs", "Pack objects the vault holds", registry=registry)
         packs.set_function(agent.vault.catalog.pack_count)
         up = Gauge("chunkvault_peer_up", "1 if the peer is up", ["peer"], registry=registry)

@@ -29,10 +29,12 @@ problem of each kind per peer is logged once (:class:`WarnOnce`), not once per c
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from chunkvault import shortfall
 from chunkvault.backends.base import MalformedReply, NotFound, Peer, PeerError
 from chunkvault.backends.warn_once import WarnOnce
 from chunkvault.catalog import Catalog
@@ -142,6 +144,7 @@ class ChunkReader:
                 with self.chooser.reading(peer.name):
                     where.get(peer, view, length)
             except NotFound:
+                self._note_bad(where, peer.name, "missing")
                 continue
             except PeerError as exc:
                 if isinstance(exc, MalformedReply):
@@ -246,6 +249,7 @@ class ChunkReader:
                 with self.chooser.reading(peer.name):
                     size = where.get(peer, view, limit)
             except NotFound:
+                self._note_bad(where, peer.name, "missing")
                 continue
             except MalformedReply as exc:
                 self._warnings.warn(
@@ -263,7 +267,32 @@ class ChunkReader:
                 self.chooser.succeeded(peer.name, time.monotonic() - started)
                 return data
             self.chooser.failed(peer.name)
+            # (A body from a span that does not open comes here too: restore reads that
+            # chunk alone, from the same peer first.)
+            self._note_bad(where, peer.name, "damaged")
         return None
+
+    def _note_bad(self, where: _Where, peer: str, state: str) -> None:
+        """A copy the catalog records on ``peer`` is missing or damaged there: no longer
+        counted, and noted short so the agent's background repair replaces it
+        (:mod:`chunkvault.healing`), back to as many copies as were recorded."""
+        if self.catalog is None:
+            return
+        if where.offset is None:
+            recorded = self.catalog.replicas(where.placement_id)
+            mark = self.catalog.set_replica_state
+        else:
+            recorded = self.catalog.pack_replicas(where.placement_id)
+            mark = self.catalog.set_pack_replica_state
+        if peer not in recorded:
+            return
+        try:
+            mark(where.placement_id, peer, state)
+            shortfall.note(
+                self.catalog, where.key, len(recorded), [p for p in recorded if p != peer]
+            )
+        except sqlite3.Error as exc:  # e.g. a catalog this reader may not write: reading goes on
+            log.debug("cannot note the %s copy of %s on %s: %s", state, where.key, peer, exc)
 
     def _open(
         self,

@@ -22,21 +22,19 @@ anywhere cannot be repaired and is reported with the files it affects.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chunkvault.backends.base import Peer, PeerError
-from chunkvault.catalog import ChunkRow, PackRow
+from chunkvault.catalog import ChunkRow
 from chunkvault.check import Checker, CheckReport
-from chunkvault.crypto.envelope import EnvelopeError, SealedChunk, wrapped_generation
+from chunkvault.copies import put_chunk, put_pack
+from chunkvault.crypto.envelope import EnvelopeError, wrapped_generation
 from chunkvault.errors import ChunkvaultError
 from chunkvault.integrity import Holdings, Problem
 from chunkvault.keystore import KeyStore
-from chunkvault.layout import chunk_key, chunk_metadata, pack_key, pack_metadata
-from chunkvault.packs import VERSION as PACK_VERSION
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 from chunkvault.vault import Vault
@@ -184,26 +182,15 @@ class Repairer:
         peer: Peer = self._peers[name].peer
         if held.kind == "chunk":
             ref = next(iter(self.checker.refs[("chunk", held.name)].values()))
-            generation = wrapped_generation(ref.wrapped_dek)
-            sealed = SealedChunk(ref.id, body, ref.wrapped_dek, generation, ref.size)
-            peer.put(chunk_key(vault_id, ref.id), body, chunk_metadata(sealed))
-            row = catalog.chunk(ref.id) or ChunkRow(
-                ref.id, ref.size, len(body), ref.wrapped_dek, generation, sealed.body_sha256
-            )
-            catalog.record_chunk(row, [name])
+            put_chunk(vault_id, catalog, peer, ref, body)
         elif held.kind == "pack":
-            sha256 = hashlib.sha256(body).hexdigest()
-            peer.put(pack_key(vault_id, held.name), body, pack_metadata(PACK_VERSION, sha256))
-            # A pack this catalog did not write: what was copied is the pack up to its last
-            # chunk, so its SHA-256 is not the other copies' (left unknown).
-            known = catalog.pack(held.name) or PackRow(held.name, len(body), "")
-            # Its chunks get the new replica too (only those the catalog places in it).
+            # Its chunks get the new replica too (those the manifests place in it).
             rows = [
                 ChunkRow(r.id, r.size, r.length, r.wrapped_dek, wrapped_generation(r.wrapped_dek),
                          "", pack=held.name, pack_offset=r.offset)
                 for r in self.checker.refs.get(("pack", held.name), {}).values()
             ]  # fmt: skip
-            catalog.record_pack(known, rows, [name])
+            put_pack(vault_id, catalog, peer, held.name, body, rows)
         else:  # a manifest batch or manifest: the sealed object as it is
             peer.put(held.name, body)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
+from chunkvault import shortfall
 from chunkvault.backends.base import PeerError
 from chunkvault.backends.listing import show_key
 from chunkvault.catalog import Catalog, ChunkRow
@@ -317,6 +318,8 @@ class UploadService:
                     errors.append(f"{name}: {exc.message}")
                     excluded.add(name)
                     log.warning("%s: replica on %s failed: %s", show_key(key), name, exc.message)
+        if 0 < len(written) < target:  # the agent's background repair tops it up
+            shortfall.note(self.catalog, key, target, written)
         return written, errors
 
     # --- the seed's upload API (translation layer) -----------------------------------------

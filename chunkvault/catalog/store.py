@@ -411,6 +411,13 @@ class Catalog:
                 (state, time.time(), chunk_id, peer),
             )
 
+    def set_pack_replica_state(self, pack_id: str, peer: str, state: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE pack_replicas SET state = ?, updated = ? WHERE pack_id = ? AND peer = ?",
+                (state, time.time(), pack_id, peer),
+            )
+
     def update_wrapped_dek(self, chunk_id: str, wrapped: bytes, generation: int) -> None:
         with self.transaction() as db:
             db.execute(
@@ -490,6 +497,11 @@ class Catalog:
             (pack_id,),
         )
         return [r[0] for r in rows]
+
+    def chunks_in_pack(self, pack_id: str) -> list[ChunkRow]:
+        """The chunks the catalog places in ``pack_id``."""
+        rows = self.query(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE pack = ?", (pack_id,))
+        return [ChunkRow(*r) for r in rows]
 
     def pack_count(self) -> int:
         return int(self.query("SELECT count(*) FROM packs")[0][0])

@@ -1,0 +1,47 @@
+"""One more copy of a verified chunk object or pack on a peer, recorded in the catalog:
+what `repair`, `peers rebalance` and the agent's background repair write. The caller has
+opened the body already; the object's metadata is rebuilt from what is known (the wrapped
+DEK from a manifest or the catalog, the SHA-256 of the body), never copied from a peer."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from chunkvault.backends.base import Peer
+from chunkvault.catalog import Catalog, ChunkRow, PackRow
+from chunkvault.crypto.envelope import SealedChunk, wrapped_generation
+from chunkvault.layout import chunk_key, chunk_metadata, pack_key, pack_metadata
+from chunkvault.manifest import ChunkRef
+from chunkvault.packs import VERSION as PACK_VERSION
+
+
+def put_chunk(
+    vault_id: str, catalog: Catalog, peer: Peer, ref: ChunkRef, body: bytes | memoryview
+) -> None:
+    """A chunk object's copy on ``peer``; PeerError if the write fails."""
+    generation = wrapped_generation(ref.wrapped_dek)
+    sealed = SealedChunk(ref.id, body, ref.wrapped_dek, generation, ref.size)
+    peer.put(chunk_key(vault_id, ref.id), body, chunk_metadata(sealed))
+    row = catalog.chunk(ref.id) or ChunkRow(
+        ref.id, ref.size, len(body), ref.wrapped_dek, generation, sealed.body_sha256
+    )
+    catalog.record_chunk(row, [peer.name])
+
+
+def put_pack(
+    vault_id: str,
+    catalog: Catalog,
+    peer: Peer,
+    pack_id: str,
+    body: bytes | memoryview,
+    chunks: Sequence[ChunkRow],
+) -> None:
+    """A pack's copy on ``peer``; its ``chunks`` (those the caller knows are in it) get
+    the new replica too. PeerError if the write fails."""
+    sha256 = hashlib.sha256(body).hexdigest()
+    peer.put(pack_key(vault_id, pack_id), body, pack_metadata(PACK_VERSION, sha256))
+    # A pack this catalog did not write may have been copied only up to its last chunk
+    # the manifests place, so its SHA-256 is not the other copies' (left unknown).
+    known = catalog.pack(pack_id) or PackRow(pack_id, len(body), "")
+    catalog.record_pack(known, chunks, [peer.name])
