@@ -126,7 +126,7 @@ def test_peer_and_agent_killed_mid_ingest_then_empty_peer_and_corruption_heal(
 def test_a_hung_peer_does_not_stop_ingest(tmp_path: Path, moto_peer_factory) -> None:
     """A peer SIGSTOPped (it accepts connections and never answers): files written
     meanwhile are stored on the others within the transfer timeout, and restore exactly
-    while it still hangs."""
+    while it still hangs; once it answers again, every object is on R good copies."""
     servers = [moto_peer_factory() for _ in range(3)]
     config, inbox = agent_vault(tmp_path, servers, min_replicas=1)
     log = tmp_path / "agent.log"
@@ -144,6 +144,9 @@ def test_a_hung_peer_does_not_stop_ingest(tmp_path: Path, moto_peer_factory) -> 
         if agent.poll() is None:
             agent.terminate()
             agent.wait(timeout=30)
+    # Each copy went to the next-ranked peer instead: every object is on R good copies.
+    check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 @pytest.mark.slow
