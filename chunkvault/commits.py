@@ -174,9 +174,9 @@ class Committer:
                 self.clear_pending(name)
             raise
         rows = [version_row(e.manifest, e.name, inode, batch=name) for e, inode in items]
+        self.catalog.add_versions(rows)
         if len(written) < self.journal.replicas:  # the agent's background repair tops it up
             shortfall.note(self.catalog, name, self.journal.replicas, written)
-        self.catalog.add_versions(rows)
         self.clear_pending(name)  # a kill before this: recover_pending finds it in the catalog
         return name
 

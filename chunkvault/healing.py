@@ -85,7 +85,8 @@ class Healer:
         for short in shortfall.noted(self.vault.catalog)[:PASS_LIMIT]:
             found = self._what(short)
             if found is None:
-                shortfall.clear(self.vault.catalog, short.key)  # gone: nothing to heal
+                if short.settled(time.time()):  # its file failed, or gc took it
+                    shortfall.clear(self.vault.catalog, short.key)
                 continue
             kind, name, holders = found
             if len(holders) >= short.target:
@@ -125,8 +126,8 @@ class Healer:
     # --- what is due -----------------------------------------------------------------------
 
     def _what(self, short: shortfall.Shortfall) -> tuple[str, str, list[str]] | None:
-        """(kind, id or name, peers holding it now) of a noted object; None if it is no
-        longer in the catalog (its file failed, or gc took it)."""
+        """(kind, id or name, peers holding it now) of a noted object; None while it is
+        not in the catalog (not yet recorded, its file failed, or gc took it)."""
         vault_id = self.vault.config.vault.id
         catalog = self.vault.catalog
         configured = {p.name for p in self.vault.peers}

@@ -278,10 +278,18 @@ class ChunkReader:
         (:mod:`chunkvault.healing`), back to as many copies as were recorded."""
         if self.catalog is None:
             return
+        # Only where the catalog places the body: a packed chunk is tried as an object of
+        # its own first when the caller does not say where it is (its replicas there are
+        # its pack's), and a place from a manifest need not be the catalog's.
         if where.offset is None:
+            row = self.catalog.chunk(where.placement_id)
+            if row is None or row.pack is not None:
+                return
             recorded = self.catalog.replicas(where.placement_id)
             mark = self.catalog.set_replica_state
         else:
+            if self.catalog.pack(where.placement_id) is None:
+                return
             recorded = self.catalog.pack_replicas(where.placement_id)
             mark = self.catalog.set_pack_replica_state
         if peer not in recorded:

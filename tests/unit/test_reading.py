@@ -10,12 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chunkvault import shortfall
 from chunkvault.backends import MalformedReply, MemoryPeer, wrap_peer
-from chunkvault.catalog import Catalog, ChunkRow
+from chunkvault.catalog import Catalog, ChunkRow, PackRow
 from chunkvault.config import TransferConfig
 from chunkvault.crypto.envelope import seal_chunk, sealed_size_limit
 from chunkvault.crypto.material import MasterKeys
-from chunkvault.layout import chunk_key, chunk_metadata
+from chunkvault.layout import chunk_key, chunk_metadata, pack_key
+from chunkvault.packs import HEADER
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader, ChunkUnavailable
 
@@ -210,3 +212,44 @@ def test_the_unavailable_hint_promises_no_command_that_does_not_exist() -> None:
     for planned in ("check", "repair"):
         if planned not in COMMANDS and re.search(rf"\b{planned}\b", hint):
             assert "planned" in hint, hint
+
+
+def test_a_missing_or_damaged_copy_where_the_catalog_places_it_is_noted_short(tmp_path):
+    mems = [MemoryPeer(f"p{i}") for i in range(3)]
+    data = os.urandom(3000)
+    chunk_id, wrapped = store(mems[:2], data)
+    body = mems[0].get(chunk_key(VAULT, chunk_id))
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        catalog.record_chunk(ChunkRow(chunk_id, 3000, len(body), wrapped, 1, ""), ["p0", "p1"])
+        reader = reader_over(mems, catalog)
+        first = ranked_first(reader, chunk_id, mems)
+        first.plant(chunk_key(VAULT, chunk_id), body[:-1] + bytes([body[-1] ^ 1]))
+        assert reader.read(chunk_id) == data  # read around it
+        assert catalog.replicas(chunk_id) == sorted({"p0", "p1"} - {first.name})
+        (short,) = shortfall.noted(catalog)
+        assert (short.key, short.target) == (chunk_key(VAULT, chunk_id), 2)
+    finally:
+        catalog.close()
+
+
+def test_a_packed_chunk_read_without_its_place_notes_nothing(tmp_path):
+    """Asked for a chunk without its place, the reader tries a chunk object first, which a
+    packed chunk does not have: that is no missing copy."""
+    mems = [MemoryPeer(f"p{i}") for i in range(2)]
+    data = os.urandom(2000)
+    sealed = seal_chunk(K, data, compress=False)
+    pack_id = "ab" * 32
+    pack = HEADER + sealed.body
+    for mem in mems:
+        mem.put(pack_key(VAULT, pack_id), pack, {})
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        row = ChunkRow(sealed.chunk_id, 2000, len(sealed.body), sealed.wrapped_dek, 1, "",
+                       pack=pack_id, pack_offset=len(HEADER))  # fmt: skip
+        catalog.record_pack(PackRow(pack_id, len(pack), ""), [row], ["p0", "p1"])
+        assert reader_over(mems, catalog).read(sealed.chunk_id) == data
+        assert catalog.replicas(sealed.chunk_id) == ["p0", "p1"]
+        assert shortfall.noted(catalog) == []
+    finally:
+        catalog.close()
