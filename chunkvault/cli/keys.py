@@ -214,7 +214,8 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
                     err=True,
                 )
             generation = keys.add_generation()
-            ring = ring.rewrap_all(keys, slot, unlocked.passphrase, kdf)
+            # The vault key and writer keys move to the new generation with the slot.
+            ring = ring.rewrap_all(keys, slot, unlocked.passphrase, kdf).rewrapped_secrets(keys)
             _saved(cli, unlocked, ring)
             click.echo(f"rotation started: master key generation {generation}", err=True)
         else:
@@ -247,6 +248,7 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
                 cached = rewrap_catalog(catalog, keys, generation)
             finally:
                 catalog.close()
+        ring = ring.rewrapped_secrets(keys)  # (a no-op unless an older version started)
         keys.drop_generations_except(generation)
         ring = ring.rewrap_all(keys, ring.slots[0], unlocked.passphrase, kdf)
         _saved(cli, unlocked, ring)

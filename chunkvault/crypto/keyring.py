@@ -24,13 +24,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from chunkvault.crypto import vault_seal
 from chunkvault.crypto.kdf import KdfError, KdfName, KdfParams
 from chunkvault.crypto.material import MasterKeys, MaterialError
 from chunkvault.errors import ChunkvaultError
 
 FORMAT = "chunkvault-keyring"
 VERSION = 2  # 2: revision and slots authenticated by a MAC under the master material
-READABLE_VERSIONS = (1, 2)
+# 3: also a vault key pair and writers (write-only hosts, issue 14). Slots, their AADs and
+# the MAC are version 2's; the number only keeps versions that would drop those fields
+# on their next save from reading such a keyring.
+WITH_VAULT_KEY = 3
+READABLE_VERSIONS = (1, 2, 3)
 VERIFIER_PLAINTEXT = b"key_is_correct"  # the seed owner's verifier constant
 NONCE_BYTES = 12
 UUID_BYTES = 16
@@ -42,6 +47,9 @@ MAX_REVISION = 2**53 - 1  # the integers every JSON reader keeps exact
 MAX_TOTAL_KDF_COST_KIB = 8 * 1024 * 1024
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 _SLOT_ID = re.compile(r"^[0-9a-f]{8}$")
+MAX_WRITERS = 64
+SECRET_BYTES = 32
+_WRAPPED_SECRET_BYTES = NONCE_BYTES + SECRET_BYTES + 16
 _VERIFIER_BYTES = NONCE_BYTES + len(VERIFIER_PLAINTEXT) + 16
 _MAX_MATERIAL_BYTES = 4096
 
@@ -163,6 +171,86 @@ class Slot:
         return cls(slot_id, label, created, kdf, verifier, material, superseded)
 
 
+@dataclass(frozen=True)
+class VaultKey:
+    """The vault's X25519 key pair: the public key as it is, the private key wrapped by
+    the master KEK of ``generation`` (``key rotate-master`` re-wraps it)."""
+
+    public: bytes
+    wrapped: bytes
+    generation: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"public": _b64(self.public), "private": _b64(self.wrapped),
+                "generation": self.generation}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Any) -> VaultKey:
+        if not isinstance(data, dict):
+            raise KeyringFormatError("keyring: vault_key is not an object")
+        public = _unb64(data.get("public"), "vault_key public")
+        wrapped = _unb64(data.get("private"), "vault_key private")
+        generation = data.get("generation")
+        if len(public) != SECRET_BYTES or len(wrapped) != _WRAPPED_SECRET_BYTES:
+            raise KeyringFormatError("keyring: vault_key has bad sizes")
+        if type(generation) is not int or not 0 < generation < 2**32:
+            raise KeyringFormatError("keyring: vault_key has a bad generation")
+        return cls(public, wrapped, generation)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A writer credential issued (`key writer-credential`): its id and label, and its
+    key (which authenticates what that writer stores) wrapped by the master KEK of
+    ``generation``. ``revoked``: when `key revoke-writer` stopped trusting it."""
+
+    id: str
+    label: str
+    created: str
+    wrapped: bytes
+    generation: int
+    revoked: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "label": self.label,
+            "created": self.created,
+            "key": _b64(self.wrapped),
+            "generation": self.generation,
+        }
+        if self.revoked is not None:
+            data["revoked"] = self.revoked
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Writer:
+        if not isinstance(data, dict):
+            raise KeyringFormatError("keyring: a writer is not an object")
+        writer_id, label, created = data.get("id"), data.get("label"), data.get("created")
+        revoked, generation = data.get("revoked"), data.get("generation")
+        if not (isinstance(writer_id, str) and _SLOT_ID.match(writer_id)):
+            raise KeyringFormatError("keyring: bad writer id")
+        if not (isinstance(label, str) and _LABEL.match(label)):
+            raise KeyringFormatError(f"keyring: writer {writer_id}: bad label")
+        for value in (created, revoked):
+            if value is not None and not (isinstance(value, str) and len(value) <= 64):
+                raise KeyringFormatError(f"keyring: writer {writer_id}: bad date")
+        if created is None:
+            raise KeyringFormatError(f"keyring: writer {writer_id}: no created date")
+        wrapped = _unb64(data.get("key"), f"writer {writer_id} key")
+        if len(wrapped) != _WRAPPED_SECRET_BYTES:
+            raise KeyringFormatError(f"keyring: writer {writer_id}: bad key size")
+        if type(generation) is not int or not 0 < generation < 2**32:
+            raise KeyringFormatError(f"keyring: writer {writer_id}: bad generation")
+        return cls(writer_id, label, created, wrapped, generation, revoked)
+
+
+def _secret_aad(kind: str, vault_uuid: bytes, name: str, generation: int) -> bytes:
+    return (f"chunkvault/{kind}".encode() + bytes([WITH_VAULT_KEY]) + vault_uuid
+            + struct.pack(">I", generation) + name.encode())  # fmt: skip
+
+
 class KdfCache:
     """Slot KEKs already derived in this process, keyed by (passphrase, KDF parameters):
     the copies of one keyring on several peers share their slots, so trying every copy
@@ -194,6 +282,8 @@ class Keyring:
     slots: tuple[Slot, ...] = field(default_factory=tuple)
     version: int = VERSION
     mac: bytes | None = None
+    vault_key: VaultKey | None = None
+    writers: tuple[Writer, ...] = ()
 
     # --- creation and unlocking ----------------------------------------------------------
 
@@ -268,9 +358,11 @@ class Keyring:
         )
 
     def sealed(self, keys: MasterKeys) -> Keyring:
-        """This keyring as version 2, with its MAC: revision, slots and the current key
-        generation can then not be changed by anyone without the master key."""
-        ring = replace(self, version=VERSION, mac=None)
+        """This keyring as version 2 (3 with a vault key), with its MAC: revision, slots,
+        vault key, writers and the current key generation can then not be changed by
+        anyone without the master key."""
+        version = WITH_VAULT_KEY if self.vault_key is not None or self.writers else VERSION
+        ring = replace(self, version=version, mac=None)
         mac = hmac.new(_mac_key(keys), ring._mac_input(keys), hashlib.sha256).digest()
         return replace(ring, mac=mac)
 
@@ -385,6 +477,103 @@ class Keyring:
         """Keyring holding only ``slot`` (same label), re-made over new master material."""
         return replace(self, slots=()).add_slot(keys, passphrase, slot.label, kdf)
 
+    # --- the vault key and writers (write-only hosts) --------------------------------------
+
+    def with_vault_key(self, keys: MasterKeys) -> Keyring:
+        """This keyring with a vault key pair (a new one if it has none; next revision)."""
+        if self.vault_key is not None:
+            return self
+        private, public = vault_seal.new_key_pair()
+        vault_key = VaultKey(public, self._wrap(keys, "vault-key", "", private), keys.current)
+        return replace(self, vault_key=vault_key, revision=self.revision + 1).sealed(keys)
+
+    def vault_private_key(self, keys: MasterKeys) -> bytes:
+        """The vault's private key; KeyringCorrupted if it does not unwrap or does not
+        match its public key."""
+        if self.vault_key is None:
+            raise KeyringCorrupted("this vault has no vault key pair yet")
+        private = self._unwrap(keys, "vault-key", "", self.vault_key.wrapped,
+                               self.vault_key.generation)  # fmt: skip
+        if vault_seal.public_key_of(private) != self.vault_key.public:
+            raise KeyringCorrupted("keyring: the vault's private key does not match its public key")
+        return private
+
+    def add_writer(self, keys: MasterKeys, label: str) -> tuple[Keyring, Writer, bytes]:
+        """A new writer (and the vault key pair if there is none): the keyring, the writer
+        and its key (for its credential)."""
+        if not _LABEL.match(label):
+            raise SlotError(f"invalid writer label {label!r}", "use letters, digits, ' ._@-'")
+        if any(w.label == label and w.revoked is None for w in self.writers):
+            raise SlotError(f"a writer labelled {label!r} exists", "choose another --label")
+        if len(self.writers) >= MAX_WRITERS:
+            raise SlotError(f"a keyring holds at most {MAX_WRITERS} writers")
+        ring = self.with_vault_key(keys)
+        taken = {w.id for w in ring.writers}
+        writer_id = os.urandom(4).hex()
+        while writer_id in taken:
+            writer_id = os.urandom(4).hex()
+        secret = os.urandom(SECRET_BYTES)
+        wrapped = ring._wrap(keys, "writer-key", writer_id, secret)
+        writer = Writer(writer_id, label, _now(), wrapped, keys.current)
+        ring = replace(ring, writers=(*ring.writers, writer), revision=ring.revision + 1)
+        return ring.sealed(keys), writer, secret
+
+    def find_writer(self, id_or_label: str) -> Writer:
+        matches = [w for w in self.writers if id_or_label in (w.id, w.label)]
+        if len(matches) != 1:
+            raise SlotError(
+                f"no single writer with id or label {id_or_label!r}"
+                + (f" ({len(matches)} match)" if matches else ""),
+                "see `chunkvault key list`",
+            )
+        return matches[0]
+
+    def writer_key(self, keys: MasterKeys, writer: Writer) -> bytes:
+        return self._unwrap(keys, "writer-key", writer.id, writer.wrapped, writer.generation)
+
+    def revoke_writer(self, keys: MasterKeys, id_or_label: str) -> Keyring:
+        writer = self.find_writer(id_or_label)
+        if writer.revoked is not None:
+            raise SlotError(f"writer {writer.label!r} was revoked at {writer.revoked}")
+        writers = tuple(replace(w, revoked=_now()) if w.id == writer.id else w
+                        for w in self.writers)  # fmt: skip
+        return replace(self, writers=writers, revision=self.revision + 1).sealed(keys)
+
+    def rewrapped_secrets(self, keys: MasterKeys) -> Keyring:
+        """The vault key and writer keys wrapped by the current KEK (``key rotate-master``,
+        before the old generation is dropped: writers keep working unchanged)."""
+        vault_key = self.vault_key
+        if vault_key is not None and vault_key.generation != keys.current:
+            private = self.vault_private_key(keys)
+            vault_key = VaultKey(vault_key.public, self._wrap(keys, "vault-key", "", private),
+                                 keys.current)  # fmt: skip
+        writers = tuple(
+            w if w.generation == keys.current
+            else replace(w, wrapped=self._wrap(keys, "writer-key", w.id, self.writer_key(keys, w)),
+                         generation=keys.current)
+            for w in self.writers
+        )  # fmt: skip
+        if vault_key == self.vault_key and writers == self.writers:
+            return self
+        return replace(self, vault_key=vault_key, writers=writers,
+                       revision=self.revision + 1).sealed(keys)  # fmt: skip
+
+    def _wrap(self, keys: MasterKeys, kind: str, name: str, secret: bytes) -> bytes:
+        return _seal(keys.current_kek, secret,
+                     _secret_aad(kind, self.vault_uuid, name, keys.current))  # fmt: skip
+
+    def _unwrap(
+        self, keys: MasterKeys, kind: str, name: str, wrapped: bytes, generation: int
+    ) -> bytes:
+        try:
+            return _open(keys.kek(generation), wrapped,
+                         _secret_aad(kind, self.vault_uuid, name, generation))  # fmt: skip
+        except (InvalidTag, ValueError, MaterialError):
+            raise KeyringCorrupted(
+                f"keyring: the {kind} {name} does not unwrap with the master key",
+                "restore the keyring from a peer or a `key export` backup",
+            ) from None
+
     # --- JSON ------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
@@ -396,6 +585,10 @@ class Keyring:
             "revision": self.revision,
             "slots": [s.to_json() for s in self.slots],
         }
+        if self.vault_key is not None:
+            data["vault_key"] = self.vault_key.to_json()
+        if self.writers:
+            data["writers"] = [w.to_json() for w in self.writers]
         if self.mac is not None:
             data["mac"] = _b64(self.mac)
         return data
@@ -430,8 +623,22 @@ class Keyring:
             mac = _unb64(data.get("mac"), "mac")
             if len(mac) != MAC_BYTES:
                 raise KeyringFormatError("keyring: bad mac")
+        vault_key, writers = None, ()
+        if version >= WITH_VAULT_KEY:
+            if data.get("vault_key") is not None:
+                vault_key = VaultKey.from_json(data["vault_key"])
+            raw_writers = data.get("writers", [])
+            if not isinstance(raw_writers, list) or len(raw_writers) > MAX_WRITERS:
+                raise KeyringFormatError(
+                    f"keyring: writers must be a list of at most {MAX_WRITERS}"
+                )
+            writers = tuple(Writer.from_json(w) for w in raw_writers)
+            if len({w.id for w in writers}) != len(writers):
+                raise KeyringFormatError("keyring: duplicate writer ids")
+            if writers and vault_key is None:
+                raise KeyringFormatError("keyring: writers without a vault key")
         ring = cls(vault_id, vault_uuid, revision, tuple(Slot.from_json(s) for s in slots),
-                   version, mac)  # fmt: skip
+                   version, mac, vault_key, writers)  # fmt: skip
         ids = [s.id for s in ring.slots]
         if len(set(ids)) != len(ids):
             raise KeyringFormatError("keyring: duplicate slot ids")

@@ -283,3 +283,60 @@ def test_version_1_keyrings_are_read_and_upgraded(ring_and_keys):
     assert new.version == 2 and new.revision == old.revision + 1
     assert len({s.label for s in new.slots}) == 2
     assert Keyring.from_json(new.to_json()).unlock(PW)[0].keks == keys.keks
+
+
+# --- version 3: the vault key pair and writers (write-only hosts, issue 14) -------------
+
+
+def test_a_writer_brings_the_vault_key_and_both_are_authenticated(ring_and_keys):
+    from chunkvault.crypto import vault_seal
+
+    ring, keys = ring_and_keys
+    with_writer, writer, secret = ring.add_writer(keys, "laptop")
+    assert with_writer.version == 3 and with_writer.revision == ring.revision + 2
+    private = with_writer.vault_private_key(keys)
+    assert vault_seal.public_key_of(private) == with_writer.vault_key.public
+    assert with_writer.writer_key(keys, writer) == secret
+    text = json.dumps(with_writer.to_json())
+    assert private.hex() not in text and secret.hex() not in text  # only wrapped
+    again = Keyring.from_json(json.loads(text))
+    again.unlock(PW)  # round trip, MAC verified
+    assert again.find_writer("laptop").id == writer.id
+    with pytest.raises(SlotError, match="exists"):
+        again.add_writer(keys, "laptop")
+    for mutate in (
+        lambda d: d["writers"][0].update(label="desktop"),
+        lambda d: d["writers"][0].pop("revoked", None) or d["writers"][0].update(created="x"),
+        lambda d: d["vault_key"].update(public=d["vault_key"]["private"][:44]),
+        lambda d: d.pop("writers"),
+    ):
+        data = copy.deepcopy(with_writer.to_json())
+        mutate(data)
+        with pytest.raises((KeyringTampered, KeyringFormatError)):
+            Keyring.from_json(data).unlock(PW)
+
+
+def test_revoking_a_writer_and_rotating_the_master_key_keep_its_key(ring_and_keys):
+    ring, keys = ring_and_keys
+    ring, writer, secret = ring.add_writer(keys, "nas")
+    private = ring.vault_private_key(keys)
+    revoked = ring.revoke_writer(keys, "nas")
+    assert revoked.find_writer(writer.id).revoked is not None
+    with pytest.raises(SlotError, match="was revoked"):
+        revoked.revoke_writer(keys, "nas")
+    # rotate-master: a new generation, the secrets re-wrapped, then the old one dropped.
+    rotated = MasterKeys(keys.vault_uuid, keys.id_key, dict(keys.keks), keys.current)
+    rotated.add_generation()
+    moved = revoked.rewrapped_secrets(rotated)
+    rotated.drop_generations_except(rotated.current)
+    assert moved.vault_key.generation == rotated.current
+    assert moved.vault_private_key(rotated) == private
+    assert moved.writer_key(rotated, moved.find_writer("nas")) == secret
+    with pytest.raises(KeyringCorrupted):  # the old ring's wrapping needs the old KEK
+        revoked.vault_private_key(rotated)
+
+
+def test_a_keyring_without_the_feature_stays_version_2(ring_and_keys):
+    ring, keys = ring_and_keys
+    assert ring.vault_key is None and ring.sealed(keys).version == 2
+    assert "vault_key" not in ring.to_json() and "writers" not in ring.to_json()
