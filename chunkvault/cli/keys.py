@@ -80,7 +80,8 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_cli
 def list_slots(cli: CliContext, as_json: bool) -> None:
-    """Show the key slots (no passphrase needed: slots hold no readable secret)."""
+    """Show the key slots and issued writer credentials (no passphrase needed: the keyring
+    holds no readable secret)."""
     with cli.peers() as peers:
         ring, source = cli.keystore(peers).load_unverified()
     if source != "local":
@@ -90,12 +91,17 @@ def list_slots(cli: CliContext, as_json: bool) -> None:
             err=True,
         )
     rows = [
-        {"id": s.id, "label": s.label, "created": s.created, "kdf": s.kdf.alg, **s.kdf.params,
-         "state": "active" if s.active else f"superseded by {s.superseded_by}"}
+        {"kind": "slot", "id": s.id, "label": s.label, "created": s.created, "kdf": s.kdf.alg,
+         **s.kdf.params, "state": "active" if s.active else f"superseded by {s.superseded_by}"}
         for s in ring.slots
     ]  # fmt: skip
+    writers = [
+        {"kind": "writer", "id": w.id, "label": w.label, "created": w.created,
+         "state": "active" if w.revoked is None else f"revoked {w.revoked}"}
+        for w in ring.writers
+    ]  # fmt: skip
     if as_json:
-        echo_json(rows)
+        echo_json(rows + writers)
         return
     click.echo(
         table(
@@ -113,6 +119,10 @@ def list_slots(cli: CliContext, as_json: bool) -> None:
             ],
         )
     )
+    if writers:
+        click.echo()
+        cells = [[w["id"], w["label"], w["created"], w["state"]] for w in writers]
+        click.echo(table(["WRITER", "LABEL", "CREATED", "STATE"], cells))
 
 
 @key.command(epilog=NEW_PASSPHRASE_HELP)
@@ -350,3 +360,58 @@ def import_(
     click.echo(f"keyring imported ({len(ring.slots)} slot(s)); `chunkvault key verify` checks it")
     if failed:
         click.echo(f"warning: not stored on {', '.join(failed)}", err=True)
+
+
+@key.command("writer-credential")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to create (mode 0600; never over an existing file).",
+)
+@click.option("--label", default=None, help="Name of the writer [default: writer-N].")
+@passphrase_option
+@pass_cli
+def writer_credential(
+    cli: CliContext, out: Path, label: str | None, passphrase_file: Path | None
+) -> None:
+    """Issue a credential for a write-only host: the vault's public key, the chunk-id key
+    and a key of its own, nothing that decrypts (the vault gets its key pair the first
+    time). `key list` shows it; `key revoke-writer` stops trusting it."""
+    from chunkvault.writer_credential import WriterCredential, write_new
+
+    if out.exists() or out.is_symlink():
+        raise ChunkvaultError(f"{out} exists: a credential is never written over a file",
+                              "choose another --out, or remove the old file first")  # fmt: skip
+    with cli.writer("key writer-credential"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
+        ring, keys = unlocked.ring, unlocked.keys
+        if label is None:
+            taken = {w.label for w in ring.writers}
+            label = next(f"writer-{n}" for n in range(1, len(taken) + 2)
+                         if f"writer-{n}" not in taken)  # fmt: skip
+        ring, writer, secret = ring.add_writer(keys, label)
+        assert ring.vault_key is not None
+        credential = WriterCredential(
+            ring.vault_id, ring.vault_uuid, writer.id, writer.label, ring.vault_key.public,
+            keys.id_key, secret,
+        )  # fmt: skip
+        # The keyring first: a credential the keyring does not know would be refused.
+        _saved(cli, unlocked, ring)
+        write_new(out, credential)
+    click.echo(f"writer {label!r} ({writer.id}) issued: {out} (mode 0600); copy it to the "
+               "write-only host and delete it here")  # fmt: skip
+
+
+@key.command("revoke-writer")
+@click.argument("writer")
+@passphrase_option
+@pass_cli
+def revoke_writer(cli: CliContext, writer: str, passphrase_file: Path | None) -> None:
+    """Stop trusting a writer credential (by label or id)."""
+    with cli.writer("key revoke-writer"), cli.peers() as peers:
+        unlocked = cli.unlock(peers, passphrase_file, consult_peers=True, writer=True)
+        target = unlocked.ring.find_writer(writer)
+        ring = unlocked.ring.revoke_writer(unlocked.keys, writer)
+        _saved(cli, unlocked, ring)
+    click.echo(f"writer {target.label!r} ({target.id}) revoked")
