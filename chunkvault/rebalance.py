@@ -13,7 +13,9 @@ concurrency`` at a time:
 2. a good copy is read and opened (nothing unverified is copied) and written to each
    new peer, and the catalog records it;
 3. only then are the old copies deleted (and forgotten by the catalog), and the record
-   cleared. A write that fails deletes nothing; the next run tries again.
+   cleared. A write that fails deletes nothing; the next run tries again. Where fewer
+   copies were written than go (a resumed move; fewer peers left than copies), every
+   copy that stays is read and opened first: a listing alone may lie.
 
 Progress is kept in the catalog for ``status`` (``rebalance``). A peer being drained gets
 no new copy from any writer on this machine (:mod:`chunkvault.draining`).
@@ -150,6 +152,16 @@ class Rebalancer:
                     size,
                     Problem("not moved", held.subject, "; ".join(errors), files),
                 )
+        if written < len(move.off):
+            # Fewer verified copies written than deleted (a resumed move, or fewer peers
+            # left than copies): the copies that stay were only listed, and a peer may
+            # list what it does not hold. Each must open before any copy goes.
+            staying = sorted(held.found_on - set(move.off) - set(missing))
+            bad = [name for name in staying if not self._opens(held, name, errors)]
+            if bad or not (staying or written):
+                errors.append(f"kept the copies on {', '.join(move.off)}")
+                problem = Problem("not moved", held.subject, "; ".join(errors), files)
+                return written, 0, size, problem
         deleted = 0
         for name in move.off:
             try:
@@ -186,6 +198,15 @@ class Rebalancer:
             except (PeerError, ChunkvaultError, EnvelopeError) as exc:
                 errors.append(f"reading {source}: {getattr(exc, 'message', None) or exc}")
         return 0, 0
+
+    def _opens(self, held: Holdings, name: str, errors: list[str]) -> bool:
+        """Whether the copy on peer ``name`` reads and opens (else why, in ``errors``)."""
+        try:
+            with self.checker.verified(held, self._by_name[name].peer):
+                return True
+        except (PeerError, ChunkvaultError, EnvelopeError) as exc:
+            errors.append(f"copy on {name}: {getattr(exc, 'message', None) or exc}")
+            return False
 
     def _delete(self, held: Holdings, name: str) -> None:
         vault_id = self.vault.config.vault.id

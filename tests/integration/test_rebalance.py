@@ -17,6 +17,7 @@ from support.cli import init_vault, kill_when, run_cli
 from support.hostile_proxy import Reply
 from support.moto_peers import unique_bucket
 from support.vault_objects import holders as all_holders
+from support.vault_objects import on_peer
 
 from chunkvault.backends.stack import build_peers
 from chunkvault.config import load_config
@@ -193,3 +194,30 @@ def test_drain_refuses_what_would_leave_too_few_peers_or_an_unknown_name(
     unknown = run_cli(config, "peers", "drain", "p9", env=PW)
     assert unknown.returncode == 2 and "'p9' is not a configured peer" in unknown.stderr
     assert holders(config) == before
+
+
+def test_a_drain_that_writes_no_new_copy_first_checks_the_copies_that_stay(
+    tmp_path: Path, moto_peers
+) -> None:
+    """Three copies each (a flow asks for 3) on 3 peers: draining p2 leaves no peer to
+    move to, so its copies just go. A staying copy that does not open (a peer may list
+    what it does not hold) keeps the drained copy where it is."""
+    config, inbox = init_vault(tmp_path, moto_peers.endpoints, unique_bucket(), PW,
+                               replication={"replicas": 2, "min_replicas": 2},
+                               flows=[{"match": "**", "replicas": 3}])  # fmt: skip
+    files = tree(inbox, 20, 6)
+    assert run_cli(config, "push", env=PW).returncode == 0
+    before = holders(config)
+    pack = next(k for k in sorted(before) if "/packs/" in k)
+    data = {k for k in before if "/chunks/" in k or "/packs/" in k}
+    assert data and all(len(before[k]) == 3 for k in data)  # (batches: R copies)
+    on_peer(config, "p0", lambda p: p.put(pack, b"not the pack"))
+
+    result = run_cli(config, "peers", "drain", "p2", env=PW, timeout=300)
+    assert result.returncode == 1
+    assert f"left: not moved: pack {pack.rsplit('/', 1)[-1][:16]}" in result.stdout
+    after = holders(config)
+    assert after[pack] == {"p0", "p1", "p2"}  # the drained copy kept
+    assert all(after[k] == {"p0", "p1"} for k in data - {pack})
+    assert all("p2" not in held for key, held in after.items() if key != pack)
+    restores(config, tmp_path / "out", files)
