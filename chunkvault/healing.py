@@ -53,10 +53,8 @@ MAX_BACKOFF = 3600.0
 
 @dataclass
 class HealPass:
-    objects: int = 0  # found under-replicated
-    healed: int = 0  # brought to R
-    copies: int = 0
-    bytes: int = 0
+    healed: int = 0  # objects brought back to their target
+    copies: int = 0  # copies written
 
 
 class Healer:
@@ -95,7 +93,6 @@ class Healer:
             retry = self._backoff.get(short.key)
             if retry is not None and time.monotonic() < retry[0]:
                 continue
-            done.objects += 1
             targets = self._targets(name, holders, short.target)
             if not targets:
                 continue  # not enough peers up: the next pass
@@ -110,7 +107,6 @@ class Healer:
             self._backoff.pop(short.key, None)
             written = self._write(name, write, targets)
             done.copies += len(written)
-            done.bytes += len(written) * len(body)
             if len(holders) + len(written) >= short.target:
                 shortfall.clear(self.vault.catalog, short.key)
                 done.healed += 1

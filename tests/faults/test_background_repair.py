@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 from support.cli import init_vault, run_cli
-from support.faults import PW, restore_matches, start_agent, wait_stored, write
+from support.faults import (
+    PW,
+    assert_clean,
+    restore_matches,
+    start_agent,
+    stop_agent,
+    wait_stored,
+    write,
+)
 from support.hostile_proxy import Reply, named
 from support.moto_peers import unique_bucket
 from support.vault_objects import holders, on_peer
@@ -69,12 +77,9 @@ def test_what_was_stored_while_a_peer_refused_writes_is_healed_by_the_agent(
             time.sleep(0.5)
         assert under_replicated(config) == 0
         assert "background repair:" in log.read_text()
-        check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
-        assert check.returncode == 0, check.stdout + check.stderr
+        assert_clean(config)
     finally:
-        if agent.poll() is None:
-            agent.terminate()
-            agent.wait(timeout=30)
+        stop_agent(agent)
     restore_matches(config, tmp_path / "r", files)
 
 
@@ -130,9 +135,7 @@ def test_copies_a_restore_found_missing_or_damaged_are_replaced_by_the_agent(
             time.sleep(0.5)
         assert holders(config, keyring=False)[pack] == held[pack]  # back where it was
     finally:
-        if agent.poll() is None:
-            agent.terminate()
-            agent.wait(timeout=30)
+        stop_agent(agent)
 
 
 def unavailable(keys: set[str]):

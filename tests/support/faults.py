@@ -72,3 +72,16 @@ def restore_matches(config: Path, target: Path, files: dict[str, bytes]) -> None
     result = run_cli(config, "restore", "--to", str(target), env=PW, timeout=180)
     assert result.returncode == 0, result.stderr
     assert {rel: (target / rel).read_bytes() for rel in files} == files
+
+
+def stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the agent if it still runs, and wait for it to finish what is in flight."""
+    if agent.poll() is None:
+        agent.terminate()
+        agent.wait(timeout=30)
+
+
+def assert_clean(config: Path) -> None:
+    """`check --read-data` finds every object the versions need on R good copies."""
+    check = run_cli(config, "check", "--read-data", env=PW, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr

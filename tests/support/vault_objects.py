@@ -53,3 +53,25 @@ def on_peer(config: Path, name: str, change: Callable[[Peer], None]) -> None:
     finally:
         for peer in peers:
             peer.close()
+
+
+def needed_objects(config: Path, passphrase: str) -> set[str]:
+    """The keys of the chunk objects and packs the stored versions reference (as `check`
+    sees them): an upload whose commit never came (a SIGKILLed agent) is not among them."""
+    from chunkvault.check import Checker
+    from chunkvault.keystore import KeyStore
+    from chunkvault.layout import chunk_key, pack_key
+    from chunkvault.peerset import open_peer_set
+    from chunkvault.vault import Vault
+
+    cfg = load_config(config)
+    keys = KeyStore(cfg.vault.state_dir, cfg.vault.id, []).open(passphrase).keys
+    with open_peer_set(cfg) as placed:
+        vault = Vault(cfg, placed, keys)
+        try:
+            checker = Checker(vault)
+            checker.structure()
+        finally:
+            vault.close()
+    key_of = {"chunk": chunk_key, "pack": pack_key}
+    return {key_of[kind](cfg.vault.id, name) for kind, name in checker.holdings if kind in key_of}
