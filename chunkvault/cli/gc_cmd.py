@@ -47,7 +47,10 @@ def gc(cli: CliContext, dry_run: bool, as_json: bool, passphrase_file: Path | No
         "dry_run": dry_run,
         "versions_dropped": len(plan.drop),
         "versions_kept": plan.versions_kept,
-        "objects_deleted": len(objects.delete) if dry_run else report.objects_deleted,
+        # (a repacked pack is deleted too, once its live chunks are in the new one)
+        "objects_deleted": (
+            len(objects.delete) + len(objects.repack) if dry_run else report.objects_deleted
+        ),
         "packs_repacked": len(objects.repack) if dry_run else report.packs_repacked,
         "batches_rewritten": len(plan.batches) if dry_run else report.batches_rewritten,
         "stored_bytes": plan.stored_bytes,

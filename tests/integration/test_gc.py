@@ -106,6 +106,8 @@ def test_gc_after_deleting_half_frees_at_least_40_percent_and_keeps_the_rest(
     done = gc(config)
     after = data_bytes(config)
     assert done["problems"] == []
+    for field in ("versions_dropped", "objects_deleted", "packs_repacked", "batches_rewritten"):
+        assert dry[field] == done[field], field  # the dry run said what gc then did
     assert after <= 0.6 * before, (before, after)
     assert done["packs_repacked"] >= 1
     assert abs(done["freed_bytes"] - (before - after)) <= 0.02 * before
