@@ -354,6 +354,12 @@ class PeerConfig(_Model):
 
 class KeysConfig(_Model):
     kdf: Literal["argon2id", "scrypt"] = "argon2id"
+    # A write-only host (issue 14): stores with this credential, never holds the passphrase.
+    writer_credential_file: Path | None = None
+
+    _paths = field_validator("writer_credential_file")(
+        classmethod(lambda cls, v, info: None if v is None else _resolve_path(v, info))
+    )
 
 
 class ApiConfig(_Model):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from chunkvault.backends.base import Peer
 from chunkvault.catalog import Catalog, ChunkRow, PackRow
 from chunkvault.crypto.envelope import SealedChunk, wrapped_generation
+from chunkvault.crypto.material import SEALED_GENERATION
 from chunkvault.layout import chunk_key, chunk_metadata, pack_key, pack_metadata
 from chunkvault.manifest import ChunkRef
 from chunkvault.packs import VERSION as PACK_VERSION
@@ -40,7 +41,8 @@ def put_pack(
     """A pack's copy on ``peer``; its ``chunks`` (those the caller knows are in it) get
     the new replica too. PeerError if the write fails."""
     sha256 = hashlib.sha256(body).hexdigest()
-    peer.put(pack_key(vault_id, pack_id), body, pack_metadata(PACK_VERSION, sha256))
+    sealed = any(c.generation == SEALED_GENERATION for c in chunks)
+    peer.put(pack_key(vault_id, pack_id), body, pack_metadata(PACK_VERSION, sha256, sealed))
     # A pack this catalog did not write may have been copied only up to its last chunk
     # the manifests place, so its SHA-256 is not the other copies' (left unknown).
     known = catalog.pack(pack_id) or PackRow(pack_id, len(body), "")

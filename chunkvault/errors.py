@@ -15,3 +15,16 @@ class ChunkvaultError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class WriteOnlyHost(ChunkvaultError):
+    """A command that needs the passphrase, on a host configured with a writer credential."""
+
+    exit_code = 12
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"this host holds a write-only credential (keys.writer_credential_file): it "
+            f"stores files but cannot {what}",
+            "run it where the passphrase is",
+        )

@@ -15,7 +15,7 @@ point there, and the old pack is deleted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from chunkvault.manifest import ChunkRef
@@ -65,6 +65,26 @@ class Plan:
     # threshold; (objects, bytes of all their copies).
     young: tuple[int, int] = (0, 0)
     below_threshold: tuple[int, int] = (0, 0)
+    # Garbage a write-only host stored, left alone: it may still deduplicate against it
+    # (:meth:`spare`); (objects, bytes of all their copies).
+    writers: tuple[int, int] = (0, 0)
+
+    def spare(self, stored_by_writer: Callable[[tuple[str, str], Listed], bool]) -> None:
+        """Leave out of the plan every object ``stored_by_writer``: a write-only host
+        cannot learn what gc deletes, and may deduplicate a new file against any chunk it
+        stored (docs/usage.md, "Protecting a machine you don't fully trust")."""
+        spared = [0, 0]
+
+        def keep(key: tuple[str, str], listed: Listed) -> bool:
+            if not stored_by_writer(key, listed):
+                return False
+            spared[0] += 1
+            spared[1] += listed.copies_bytes()
+            return True
+
+        self.delete = {k: v for k, v in self.delete.items() if not keep(k, v)}
+        self.repack = [r for r in self.repack if not keep(("pack", r.pack), r.listed)]
+        self.writers = (spared[0], spared[1])
 
     def freed_bytes(self, replicas: int) -> int:
         """Bytes of every copy deleted, less the new packs' copies (``replicas`` each)."""

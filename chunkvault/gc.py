@@ -39,10 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from chunkvault import garbage, retention
-from chunkvault.backends.base import PeerError
+from chunkvault.backends.base import NotFound, PeerError
 from chunkvault.catalog import ChunkRow, PackRow, VersionRow
 from chunkvault.check import PACK_LIMIT
 from chunkvault.crypto.envelope import EnvelopeError, open_chunk, wrapped_generation
+from chunkvault.crypto.vault_seal import is_sealed_dek
 from chunkvault.errors import ChunkvaultError
 from chunkvault.garbage import Listed, Repack
 from chunkvault.journal import BatchEntry
@@ -55,6 +56,7 @@ from chunkvault.layout import (
     pack_key,
     pack_metadata,
     packs_prefix,
+    sealed_object,
 )
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.packs import HEADER, new_pack_id
@@ -169,6 +171,9 @@ class Collector:
             live, dead, chunks, packs, self.config.retention.repack_threshold,
             self.now - self.config.retention.grace_hours * HOUR, condemned, self._ours(),
         )  # fmt: skip
+        sealed = {("chunk", r.id) if r.pack is None else ("pack", r.pack)
+                  for r in (*live, *dead) if is_sealed_dek(r.wrapped_dek)}  # fmt: skip
+        objects.spare(lambda key, listed: key in sealed or self._stored_by_writer(key, listed))
         repacked = {r.pack for r in objects.repack}
         batch_packs = {}
         for name, used in packs_of.items():
@@ -218,6 +223,25 @@ class Collector:
                         listed.size = max(listed.size, size)
                         listed.holders[placed.name] = modified
         return chunks, packs
+
+    def _stored_by_writer(self, key: tuple[str, str], listed: Listed) -> bool:
+        """Whether the object's metadata says a write-only host stored it (asked of its
+        holders in turn; True if none answers: when in doubt, nothing is deleted)."""
+        kind, object_id = key
+        vault_id = self.config.vault.id
+        name = chunk_key(vault_id, object_id) if kind == "chunk" else pack_key(vault_id, object_id)
+        by_name = {p.name: p.peer for p in self.vault.peers}
+        for holder in listed.holders:
+            peer = by_name.get(holder)
+            if peer is None:
+                continue
+            try:
+                return sealed_object(peer.stat(name).metadata)
+            except NotFound:
+                continue
+            except PeerError:
+                return True
+        return False  # on no peer any more: nothing to spare
 
     def _ours(self) -> list[tuple[str, str]]:
         """The chunk objects and packs this machine's catalog records (written here)."""

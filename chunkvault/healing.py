@@ -6,10 +6,11 @@ It learns what to heal from the catalog: every write that reached fewer peers th
 meant for is noted there (:mod:`chunkvault.shortfall`) with its target (a flow's
 ``replicas`` when one sets it), and where each copy went is recorded as always. Each copy
 is read from a recorded holder and opened before it is copied (a chunk's AES-GCM tag and
-id, a pack's SHA-256 as recorded when it was written, a batch's seal), then written to the
-best-ranked peers that are up, not being drained and hold none, as writes choose. What
-has no readable copy is tried again later, less and less often (`chunkvault repair` reads
-every copy on every peer).
+id, a pack's SHA-256 as recorded when it was written, a batch's seal; on a write-only
+host, which opens nothing, a chunk's SHA-256 as recorded and a batch's writer MAC), then
+written to the best-ranked peers that are up, not being drained and hold none, as writes
+choose. What has no readable copy is tried again later, less and less often (`chunkvault
+repair` reads every copy on every peer).
 
 Copies on a peer that is down now are not copied elsewhere: they still exist, and copying
 them meanwhile would leave an extra copy when it comes back (`check` and `repair` judge
@@ -189,7 +190,12 @@ class Healer:
                 raise _NoGoodCopy("gone from the catalog")
             limit = sealed_size_limit(row.plain_size)
             body = peer.get(chunk_key(vault_id, name), max_size=limit)
-            open_chunk(self.vault.keys, name, body, row.wrapped_dek, max_size=row.plain_size)
+            if self.vault.write_only:  # opens nothing: the SHA-256 it recorded at the write
+                if not row.sha256 or hashlib.sha256(body).hexdigest() != row.sha256:
+                    raise EnvelopeError("SHA-256 differs from the one recorded when it was "
+                                        "written")  # fmt: skip
+            else:
+                open_chunk(self.vault.keys, name, body, row.wrapped_dek, max_size=row.plain_size)
             ref = ChunkRef(name, row.plain_size, row.wrapped_dek)
             return body, lambda p: put_chunk(vault_id, catalog, p.peer, ref, body)
         if kind == "pack":

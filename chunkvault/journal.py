@@ -41,8 +41,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from chunkvault.crypto.envelope import open_blob, seal_blob
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.backends.base import Peer
+from chunkvault.crypto import writer_blob
+from chunkvault.crypto.envelope import EnvelopeError, open_blob, seal_blob
+from chunkvault.crypto.material import MasterKeys, WriterKeys
 from chunkvault.manifest import (
     BATCH_DIR,
     Manifest,
@@ -80,6 +82,11 @@ def new_batch_name(vault_id: str) -> str:
     # Whole seconds, as manifest names: sorts by time, no finer timing for peers.
     created = time.time_ns() // 10**9 * 10**9
     return f"{batch_prefix(vault_id)}{created:020d}-{os.urandom(8).hex()}"
+
+
+def batch_time_ns(name: str) -> int:
+    """When a batch name says it was written (whole seconds; whoever wrote it chose it)."""
+    return int(name.rpartition("/")[2].partition("-")[0])
 
 
 def parse_batch_name(vault_id: str, key: str) -> str | None:
@@ -236,17 +243,47 @@ class JournalStore(SealedStore[list[BatchEntry]]):
         return MAX_BATCH_BYTES  # looked up per call: tests lower it
 
     def seal(self, name: str, entries: Sequence[BatchEntry]) -> bytes:
-        """The sealed body; ManifestError for a batch a reader would refuse."""
-        body = seal_blob(self.keys, KIND, name, batch_to_json(self.vault_id, self.keys, entries))
+        """The sealed body; ManifestError for a batch a reader would refuse. Keys that only
+        write seal it to the vault key and sign it as their writer (a writer blob)."""
+        payload = batch_to_json(self.vault_id, self.keys, entries)
+        keys = self.keys
+        if isinstance(keys, WriterKeys):
+            assert keys.seal_to is not None
+            body = writer_blob.seal(keys.seal_to, keys.vault_uuid, keys.writer_id,
+                                    keys.writer_key, KIND, name, payload)  # fmt: skip
+        else:
+            body = seal_blob(keys, KIND, name, payload)
         if len(body) > MAX_BATCH_BYTES:  # cannot happen under MAX_BATCH_JSON (docstring)
             raise ManifestError(f"manifest batch {name} is over the {MAX_BATCH_BYTES} bytes cap")
         return body
 
     def open(self, name: str, body: bytes) -> list[BatchEntry]:
         """Authenticate and parse a body fetched for ``name`` (EnvelopeError or
-        ManifestError)."""
-        payload = open_blob(self.keys, KIND, name, body, MAX_BATCH_JSON)
+        ManifestError). A writer blob opens with the vault's private key, if its writer
+        is one the keyring trusts for the time the batch's name gives."""
+        if writer_blob.writer_of(body) is None:
+            payload = open_blob(self.keys, KIND, name, body, MAX_BATCH_JSON)
+        elif self.keys.vault_private is None:
+            raise EnvelopeError(f"manifest batch {name} is sealed to the vault key, which "
+                                "this host does not hold")  # fmt: skip
+        else:
+            dated = batch_time_ns(name)
+            _, payload = writer_blob.open_blob(
+                self.keys.vault_private, self.keys.vault_uuid,
+                lambda writer: self.keys.writer_key(writer, dated), KIND, name, body,
+                MAX_BATCH_JSON,
+            )  # fmt: skip
         return batch_from_json(self.vault_id, self.keys, payload)
+
+    def read_copy(self, name: str, peer: Peer) -> bytes:
+        """As :meth:`SealedStore.read_copy`; on a write-only host (which opens nothing) a
+        copy is checked to be its own batch as it wrote it (the writer MAC)."""
+        keys = self.keys
+        if not isinstance(keys, WriterKeys):
+            return super().read_copy(name, peer)
+        body = peer.get(name, max_size=self._max_bytes())
+        writer_blob.check_mac(keys.vault_uuid, keys.writer_id, keys.writer_key, KIND, name, body)
+        return body
 
     def write(
         self, entries: Sequence[BatchEntry], name: str | None = None

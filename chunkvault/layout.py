@@ -26,6 +26,9 @@ META_GENERATION = "cv-gen"
 META_DEK = "cv-dek"
 META_NONCE = "cv-nonce"
 META_SHA256 = "cv-sha256"
+# On a pack holding a chunk whose data key is sealed to the vault key (a write-only host's);
+# a chunk object says so by its generation (0). See :func:`sealed_object`.
+META_SEALED = "cv-sealed"
 
 
 class LayoutError(ValueError):
@@ -59,10 +62,20 @@ def pack_id_from_key(vault_id: str, key: str) -> str:
     return pack_id
 
 
-def pack_metadata(version: int, sha256: str) -> dict[str, str]:
+def pack_metadata(version: int, sha256: str, sealed: bool = False) -> dict[str, str]:
     """A pack object's user metadata: its format version and SHA-256 (checked without
-    keys, like a chunk's). No key: the chunks' wrapped DEKs live in the manifests."""
-    return {META_VERSION: str(version), META_SHA256: sha256}
+    keys, like a chunk's). No key: the chunks' wrapped DEKs live in the manifests.
+    ``sealed``: it holds a write-only host's chunks."""
+    meta = {META_VERSION: str(version), META_SHA256: sha256}
+    if sealed:
+        meta[META_SEALED] = "1"
+    return meta
+
+
+def sealed_object(metadata: Mapping[str, str]) -> bool:
+    """Whether a chunk object's or pack's metadata says a write-only host stored it: its
+    data keys are sealed to the vault key (a chunk's generation 0, a pack's flag)."""
+    return metadata.get(META_SEALED) == "1" or metadata.get(META_GENERATION) == "0"
 
 
 def chunk_id_from_key(vault_id: str, key: str) -> str:

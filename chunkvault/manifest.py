@@ -52,7 +52,7 @@ from chunkvault.crypto.envelope import (
     sealed_size_limit,
     wrapped_generation,
 )
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import SEALED_GENERATION, MasterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose, rank
@@ -189,10 +189,13 @@ class Manifest:
             raise ManifestError(f"manifest does not parse: {exc!r}") from None
 
     def rewrapped(self, keys: MasterKeys, generation: int) -> Manifest:
+        """Every data key wrapped by KEK[``generation``]; one sealed to the vault key
+        (a write-only host's) stays as it is: no KEK is involved."""
         chunks = tuple(
-            replace(c, wrapped_dek=rewrap_dek(keys, c.id, c.wrapped_dek, generation))
+            c if wrapped_generation(c.wrapped_dek) in (generation, SEALED_GENERATION)
+            else replace(c, wrapped_dek=rewrap_dek(keys, c.id, c.wrapped_dek, generation))
             for c in self.chunks
-        )
+        )  # fmt: skip
         return replace(self, chunks=chunks)
 
 

@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chunkvault.catalog import Catalog, ChunkRow, PackRow
+from chunkvault.crypto.material import SEALED_GENERATION
 from chunkvault.layout import pack_key, pack_metadata
 from chunkvault.stored import StoredChunk, settled, stored_reason
 
@@ -244,8 +245,9 @@ class PackWriter:
         body = pack.body  # nobody appends to it any more: sent as it is, not copied
         sha256 = hashlib.sha256(body).hexdigest()
         key = pack_key(self.vault_id, pack.id)
+        sealed = any(s.generation == SEALED_GENERATION for s in pack.slots)
         written, errors = self._write(
-            key, pack.id, body, pack_metadata(VERSION, sha256), pack.target
+            key, pack.id, body, pack_metadata(VERSION, sha256, sealed), pack.target
         )
         if written:
             rows = [

@@ -41,6 +41,7 @@ from chunkvault.catalog import Catalog
 from chunkvault.crypto.envelope import (
     MAX_PLAINTEXT,
     EnvelopeError,
+    checks_id,
     open_chunk_into,
     sealed_size_limit,
     unwrap_dek,
@@ -182,8 +183,9 @@ class ChunkReader:
                 continue
             try:
                 return open_chunk_into(
-                    self.keys, chunk_id, body, dek, sealed_size_limit(plain_size)
-                )
+                    self.keys, chunk_id, body, dek, sealed_size_limit(plain_size),
+                    check_id=checks_id(wrapped),
+                )  # fmt: skip
             except EnvelopeError as exc:  # spent in place: only a new read can try again
                 error = exc
                 break
@@ -332,7 +334,8 @@ class ChunkReader:
                     size = where.get(placed.peer, view, limit)
                 try:
                     # limit (the largest body of this size) also caps what zstd may inflate
-                    return open_chunk_into(self.keys, chunk_id, view[:size], dek, limit)
+                    return open_chunk_into(self.keys, chunk_id, view[:size], dek, limit,
+                                           check_id=checks_id(wrapped))  # fmt: skip
                 except EnvelopeError as exc:
                     error, spent = exc, True
         except (PeerError, LayoutError) as exc:

@@ -30,7 +30,8 @@ from chunkvault.crypto.envelope import (
     rewrap_dek,
     wrapped_generation,
 )
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import SEALED_GENERATION, MasterKeys
+from chunkvault.crypto.writer_blob import writer_of
 from chunkvault.journal import MAX_BATCH_BYTES, BatchEntry, JournalStore
 from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix, parse_chunk_metadata
 from chunkvault.manifest import ManifestError, ManifestStore
@@ -82,7 +83,7 @@ def rewrap_chunk_objects(
         try:
             info = peer.stat(key)
             meta = parse_chunk_metadata(info.metadata)
-            if meta.generation == generation:
+            if meta.generation in (generation, SEALED_GENERATION):  # sealed: no KEK in it
                 return False
             wrapped = rewrap_dek(keys, chunk_id, meta.wrapped_dek, generation)
             peer.replace_metadata(key, meta.with_wrapped_dek(wrapped, info.metadata))
@@ -123,7 +124,8 @@ def rewrap_manifests(
         try:
             body, manifest = store.fetch(name, holders)
             current = blob_generation(body) == generation and all(
-                wrapped_generation(c.wrapped_dek) == generation for c in manifest.chunks
+                wrapped_generation(c.wrapped_dek) in (generation, SEALED_GENERATION)
+                for c in manifest.chunks
             )
             if current:
                 return False
@@ -149,8 +151,11 @@ def rewrap_manifests(
 
 
 def _batch_current(body: bytes, entries: list[BatchEntry], generation: int) -> bool:
-    return blob_generation(body) == generation and all(
-        wrapped_generation(c.wrapped_dek) == generation
+    """No key in it is wrapped by another generation's KEK. A write-only host's batch
+    (a writer blob: sealed to the vault key, its data keys too) holds none."""
+    sealed = writer_of(body) is not None
+    return (sealed or blob_generation(body) == generation) and all(
+        wrapped_generation(c.wrapped_dek) in (generation, SEALED_GENERATION)
         for entry in entries
         for c in entry.manifest.chunks
     )
@@ -215,7 +220,7 @@ def rewrap_batches(
 
 def rewrap_catalog(catalog: Catalog, keys: MasterKeys, generation: int) -> int:
     """The local cache's copies of wrapped DEKs (no I/O beyond SQLite)."""
-    rows = catalog.chunks_not_at(generation)
+    rows = [r for r in catalog.chunks_not_at(generation) if r.generation != SEALED_GENERATION]
     for row in rows:
         catalog.update_wrapped_dek(
             row.id, rewrap_dek(keys, row.id, row.wrapped_dek, generation), generation

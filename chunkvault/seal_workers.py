@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from chunkvault.crypto.envelope import PLAIN_OFFSET, seal_chunk_into, sealed_size_limit
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import MasterKeys, keys_from_bytes
 from chunkvault.fsutil import SymlinkInPath, lstat_in_tree, open_dir, open_regular_at, open_subdir
 
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ def serve() -> None:
     if start is None:
         return
     _, vault_uuid, key_bytes, root, threshold, level = start
-    sealer = Sealer(MasterKeys.from_bytes(vault_uuid, key_bytes), root, threshold, level)
+    sealer = Sealer(keys_from_bytes(vault_uuid, key_bytes), root, threshold, level)
     del key_bytes
     while (message := _read_frame(inp, 64 * 1024 * 1024)) is not None:
         _write_frame(out, seal_files(sealer, message[1]))

@@ -35,7 +35,7 @@ from chunkvault.crypto.envelope import (
     unwrap_dek,
 )
 from chunkvault.crypto.material import MasterKeys
-from chunkvault.layout import chunk_key, chunk_metadata
+from chunkvault.layout import chunk_key, chunk_metadata, pack_key
 from chunkvault.packs import PackWriter
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
@@ -194,9 +194,16 @@ class UploadService:
                 return settled(_already_stored(known, have, target))
             if packed and self.packs is not None and (waiting := self.packs.pending(chunk_id)):
                 return _deduplicated(waiting)
+            if known and have and keys.seal_to is not None:
+                # A write-only host cannot open the DEK it sealed to store the chunk again
+                # under it: the copies it has stand, and the background repair copies them
+                # (as they are) to the peers that lack one.
+                shortfall.note(self.catalog, self._object_key(known), target, have)
+                return settled(_already_stored(known, have, target))
             # Re-replicating a known chunk reuses its DEK, so every manifest's copy of the
-            # wrapped DEK stays valid.
-            dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known else None
+            # wrapped DEK stays valid (a write-only host's with no copy left starts anew).
+            reuse = known is not None and keys.seal_to is None
+            dek = unwrap_dek(keys, chunk_id, known.wrapped_dek) if known and reuse else None
             sealed = seal_chunk_into(
                 keys, buf, size, compress=compress, level=self.config.chunking.zstd_level,
                 dek=dek, chunk_id=chunk_id,
@@ -267,6 +274,9 @@ class UploadService:
                     return None
                 return settled(_already_stored(known, have, target))
             return self.packs.add(chunk_id, size, body, wrapped_dek, generation, target, minimum)
+
+    def _object_key(self, row: ChunkRow) -> str:
+        return pack_key(self.vault_id, row.pack) if row.pack else chunk_key(self.vault_id, row.id)
 
     def packed(self, size: int) -> bool:
         """A chunk of ``size`` plaintext bytes goes into a pack (not an object of its own)."""

@@ -21,7 +21,7 @@ from chunkvault.catalog import Catalog, ChunkRow, PackRow, VersionRow
 from chunkvault.commits import PENDING, Committed, Committer, version_row
 from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import MasterKeys, WriterKeys
 from chunkvault.draining import draining, marked
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
@@ -46,6 +46,8 @@ T = TypeVar("T")
 CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
 GENERATION_FLOOR = "max_key_generation"
+#: Catalog meta of a write-only host's state dir (writer_credential.DOMAIN_META).
+WRITER_DOMAIN = "writer_domain"
 #: Parsed manifest batches kept for reading versions (restore reads many from one batch).
 BATCH_CACHE = 8
 
@@ -98,6 +100,13 @@ class Vault:
         self.keys = keys
         state = config.vault.state_dir
         self.catalog = Catalog(state / CATALOG_NAME)
+        if not self.write_only and self.catalog.get_meta(WRITER_DOMAIN) is not None:
+            self.catalog.close()
+            raise ChunkvaultError(
+                f"state_dir {state} is a write-only host's (its catalog was made with a "
+                "writer credential)",
+                "open the vault with the passphrase from a state_dir of its own",
+            )
         self._state_files = {
             name: identity
             for name in (CATALOG_NAME, LOCK_NAME)
@@ -142,6 +151,11 @@ class Vault:
         largest_chunk = max(config.chunking.max_size, config.api.max_chunk_bytes)
         self.reader = ChunkReader(config.vault.id, self.peers, keys, self.catalog, largest_chunk)
         self.rules = FlowRules(config)
+
+    @property
+    def write_only(self) -> bool:
+        """Opened with a writer credential: stores, reads nothing back (issue 14)."""
+        return isinstance(self.keys, WriterKeys)
 
     def close(self) -> None:
         # Not waiting for a batch still being written: a hung peer must not hold up a
@@ -191,6 +205,29 @@ class Vault:
         if self.catalog.get_meta(SYNCED) is None:
             added = self.sync_from_peers()
             log.info("catalog rebuilt from peers: %d version(s)", added)
+        elif self.keys.writers:
+            added = self.sync_written()
+            if added:
+                log.info("%d version(s) stored by write-only hosts added", added)
+
+    def sync_written(self) -> int:
+        """Add the manifest batches on the peers that this catalog lacks: what write-only
+        hosts stored since (they tell nobody). One listing of batches per peer; only when
+        one is new are the chunks and packs listed, to learn where its objects are."""
+        unlisted: list[str] = []
+        new = [(n, h) for n, h in self.journal.names(unlisted) if not self.catalog.has_batch(n)]
+        self.unlisted = sorted(set(unlisted) | set(self.unlisted))
+        if not new:
+            return 0
+        refs: dict[str, ChunkRef] = {}
+        added = 0
+        for name, holders in new:
+            added += self._sync_one(name, holders, refs, self.journal.read, lambda es, n: [
+                (e.manifest, version_row(e.manifest, e.name, batch=n)) for e in es
+            ])  # fmt: skip
+        self._sync_replicas(refs)
+        self._sync_packs(refs)
+        return added
 
     # --- committing versions exactly once -------------------------------------------------
 
@@ -230,10 +267,20 @@ class Vault:
         return added
 
     def _recover_batch(self, name: str) -> int:
+        if self.write_only:
+            return self._recover_written_batch(name)
         return self._recover(
             name, self.catalog.has_batch(name), self.journal.read, self.journal.write,
             lambda entries: [version_row(e.manifest, e.name, batch=name) for e in entries],
         )  # fmt: skip
+
+    def _recover_written_batch(self, name: str) -> int:
+        """A write-only host's pending batch: it cannot read it back to learn its versions.
+        Its files, missing from the catalog, are stored again by the next scan, so it is
+        forgotten whether or not a peer holds it: one found stays where it is (the owner
+        sees those versions twice, the same content)."""
+        self._clear_pending(name)
+        return 0
 
     def _recover_manifest(self, name: str) -> int:
         """A per-file manifest commit (written by versions before manifest batches)."""

@@ -8,9 +8,13 @@ store into a vault, and nothing that decrypts it (docs/format.md, "Writer creden
 - ``public_key``: the vault's X25519 public key, which data keys and manifests are sealed
   to (:mod:`chunkvault.crypto.vault_seal`); only the vault's private key, wrapped by the
   master key in the keyring, opens them.
-- ``id_key``: the chunk-id key, so the writer names chunks as every other writer does and
-  deduplicates. It lets its holder test whether a given content or path is in the vault
-  (compute its id, look for it on a peer), never read anything stored.
+- ``id_key``: this writer's chunk-id key, derived from the vault's
+  (``domains.writer_id_key``), so that the writer deduplicates what it stores. Each state
+  dir that uses the credential derives its own id domain from it (:func:`writer_keys`), so
+  two hosts (or a host that lost its state dir) never write one chunk object with two data
+  keys. It lets its holder test whether a given content is among what this writer stored
+  (compute its id, look for it on a peer), nothing about the owner's or other writers'
+  data, and it reads nothing.
 - ``writer_key``: authenticates what this writer stores, so that a peer (which may know the
   public key) cannot pass its own data off as a writer's; the owner keeps it in the
   keyring and can revoke it.
@@ -26,6 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunkvault.crypto.domains import domain_id_key
+from chunkvault.crypto.material import SEALED_GENERATION, WriterKeys
 from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import PRIVATE_FILE_MODE
 
@@ -148,3 +154,44 @@ def load(path: Path) -> WriterCredential:
     if len(data) > MAX_BYTES:
         raise CredentialError(f"writer credential {path} is larger than any credential")
     return WriterCredential.from_bytes(data)
+
+
+#: Catalog meta: the id domain this state dir's writer names its chunks in, and its writer.
+DOMAIN_META = "writer_domain"  # vault.WRITER_DOMAIN
+WRITER_META = "writer_id"
+
+
+def writer_keys(credential: WriterCredential, state_dir: Path) -> WriterKeys:
+    """The keys a write-only host seals with, in the id domain of its state dir (made at
+    first use: a random name, kept in its catalog). CredentialError if the state dir
+    belongs to the owner or to another writer."""
+    from chunkvault.catalog import Catalog
+    from chunkvault.vault import CATALOG_NAME, GENERATION_FLOOR
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(state_dir / CATALOG_NAME)
+    try:
+        if int(catalog.get_meta(GENERATION_FLOOR) or 0) > 0:
+            raise CredentialError(
+                f"state_dir {state_dir} holds a catalog opened with the passphrase",
+                "give the write-only host a state_dir of its own",
+            )
+        domain = catalog.get_meta(DOMAIN_META)
+        writer = catalog.get_meta(WRITER_META)
+        if writer is not None and writer != credential.writer_id:
+            raise CredentialError(
+                f"state_dir {state_dir} belongs to writer {writer}, not to this credential's "
+                f"{credential.writer_id}",
+                "give each writer credential a state_dir of its own",
+            )
+        if domain is None:
+            domain = os.urandom(16).hex()
+            catalog.set_meta(WRITER_META, credential.writer_id)
+            catalog.set_meta(DOMAIN_META, domain)
+    finally:
+        catalog.close()
+    return WriterKeys(
+        credential.vault_uuid, domain_id_key(credential.id_key, f"state-{domain}"), {},
+        SEALED_GENERATION, seal_to=credential.public_key, writer_id=credential.writer_id,
+        writer_key=credential.writer_key,
+    )  # fmt: skip

@@ -59,6 +59,10 @@ _BACKEND_ERRORS: dict[type[Exception], tuple[int, str]] = {
     # 507, not 413: the request is fine, the server's staging space is (for now) used up;
     # a client may retry once staged chunks are uploaded or expire (see docs/api.md).
     be.StagingFull: (507, "staging quota exceeded"),
+    be.ReadRefused: (
+        403,
+        "this host holds a write-only credential: it stores chunks but cannot read them back",
+    ),
     be.UnknownChunk: (404, "unknown chunk"),
     be.UnknownRequest: (404, "unknown request_id"),
     be.BackendUnavailable: (503, "backend unavailable, retry later"),
@@ -225,7 +229,7 @@ class _BodyPieces:
     "/chunks/{id}",
     response_class=Response,
     summary="The decrypted bytes of an uploaded chunk",
-    responses={200: {"content": _OCTETS}, **_err(404, 422, 503)},
+    responses={200: {"content": _OCTETS}, **_err(403, 404, 422, 503)},
 )
 async def get_chunk(request: Request, chunk_id: ChunkIdPath) -> Response:
     data = await run_in_threadpool(request.app.state.backend.read_chunk, chunk_id)

@@ -26,6 +26,7 @@ __all__ = [
     "BackendUnavailable",
     "ChunkOutcome",
     "ChunkTooLarge",
+    "ReadRefused",
     "RequestConflict",
     "SendResult",
     "StagingFull",
@@ -44,6 +45,10 @@ class ChunkTooLarge(Exception):
 
 class UnknownChunk(Exception):
     """No chunk with that client id (HTTP 404)."""
+
+
+class ReadRefused(Exception):
+    """This host stores but never reads back: it holds a write-only credential (403)."""
 
 
 class BackendUnavailable(Exception):
@@ -74,7 +79,7 @@ class ApiBackend(Protocol):
 
     def read_chunk(self, chunk_id: str) -> bytes:
         """The decrypted bytes of an uploaded client chunk. Raises UnknownChunk,
-        BackendUnavailable."""
+        BackendUnavailable, ReadRefused."""
 
     def status(self) -> Status:
         """Peers up/down, queue depth, in-flight work, under-replicated count."""

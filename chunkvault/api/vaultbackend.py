@@ -8,6 +8,7 @@ from chunkvault.agent import Agent
 from chunkvault.api.backend import (
     BackendUnavailable,
     ChunkTooLarge,
+    ReadRefused,
     Status,
     UnknownChunk,
     UploadRequest,
@@ -48,6 +49,8 @@ class VaultBackend:
         return self.vault.service.request_detail(request_id)
 
     def read_chunk(self, chunk_id: str) -> bytes:
+        if self.vault.write_only:
+            raise ReadRefused()
         stored = self.vault.catalog.client_chunk(chunk_id)
         if stored is None:
             raise UnknownChunk(chunk_id)

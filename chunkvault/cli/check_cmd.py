@@ -50,6 +50,7 @@ def check(
     manifest batch opens and that each peer holds the keyring; with --read-data, that
     every copy on every peer authenticates. Lists each problem once, with the files it
     affects, and exits non-zero if there is any."""
+    cli.require_owner("check the vault (it cannot read what is stored)")
     from chunkvault.check import Checker
     from chunkvault.cli.progress import byte_progress
     from chunkvault.integrity import affected, describe

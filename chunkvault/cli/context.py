@@ -3,6 +3,7 @@ the unlocked vault."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,8 +12,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chunkvault.cli.passphrase import current_passphrase
+from chunkvault.cli.passphrase import PASSPHRASE_VARIABLES, current_passphrase
 from chunkvault.config import Config, load_config
+from chunkvault.errors import WriteOnlyHost
 
 if TYPE_CHECKING:  # boto3 is imported only by commands that talk to peers: fast --help
     from chunkvault.backends.health import HealthPeer
@@ -91,6 +93,45 @@ class CliContext:
     def passphrase(self, file_option: Path | None = None) -> str:
         return current_passphrase(file_option or self.passphrase_file)
 
+    # --- write-only hosts (keys.writer_credential_file) ----------------------------------
+
+    @property
+    def write_only(self) -> bool:
+        """This host stores with a writer credential and never holds the passphrase."""
+        return self.config.keys.writer_credential_file is not None
+
+    def require_owner(self, what: str) -> None:
+        """Refuse (one line, exit 12) a command that needs the passphrase on a write-only
+        host: ``what`` it cannot do."""
+        if self.write_only:
+            raise WriteOnlyHost(what)
+
+    def _writer_keys(self, file_option: Path | None) -> MasterKeys:
+        """The keys of a write-only host, from its credential. A passphrase offered here
+        is refused: the point of the host's credential is that it holds none."""
+        from chunkvault.writer_credential import CredentialError, load, writer_keys
+
+        offered = ["--passphrase-file"] if file_option or self.passphrase_file else []
+        offered += [name for name in PASSPHRASE_VARIABLES if os.environ.get(name)]
+        if offered:
+            raise CredentialError(
+                f"this host is write-only (keys.writer_credential_file), but {offered[0]} "
+                "offers it a passphrase",
+                "a write-only host must not hold the passphrase: remove it from this host "
+                "(or keys.writer_credential_file from the config)",
+            )
+        cfg = self.config
+        path = cfg.keys.writer_credential_file
+        assert path is not None
+        credential = load(path)
+        if credential.vault_id != cfg.vault.id:
+            raise CredentialError(
+                f"writer credential {path} is for vault {credential.vault_id!r}, not for "
+                f"vault.id {cfg.vault.id!r}",
+                "use the credential issued for this vault",
+            )
+        return writer_keys(credential, cfg.vault.state_dir)
+
     @contextmanager
     def writer(self, command: str) -> Iterator[None]:
         """The vault's writer lock (see :mod:`chunkvault.writerlock`) for the block."""
@@ -114,6 +155,7 @@ class CliContext:
         ``writer`` (the caller holds the writer lock): a version 1 keyring is upgraded to
         the authenticated version 2 and stored everywhere. ``passphrase``: already read by
         the caller (else it is read now)."""
+        self.require_owner("open the keyring")
         store = self.keystore(peers)
         if passphrase is None:
             passphrase = self.passphrase(file_option)
@@ -141,15 +183,21 @@ class CliContext:
     ) -> Iterator[Vault]:
         """Unlock and open the vault; on a fresh machine rebuild the catalog from peers.
         ``writer``: the caller holds the writer lock. ``prepare``: the command will send
-        requests (see :meth:`peers`). ``passphrase``: as for :meth:`unlock`."""
+        requests (see :meth:`peers`). ``passphrase``: as for :meth:`unlock`.
+
+        On a write-only host the vault opens with the writer credential's keys, and its
+        catalog is what this host stored (it can read nothing back to sync from)."""
         from chunkvault.peerset import place
         from chunkvault.vault import Vault
 
         with self.peers(prepare) as peers:
-            unlocked = self.unlock(peers, file_option, writer=writer, passphrase=passphrase)
-            vault = Vault(self.config, place(self.config, peers), unlocked.keys)
+            if self.write_only:
+                keys = self._writer_keys(file_option)
+            else:
+                keys = self.unlock(peers, file_option, writer=writer, passphrase=passphrase).keys
+            vault = Vault(self.config, place(self.config, peers), keys)
             try:
-                if sync:
+                if sync and not vault.write_only:
                     vault.ensure_synced()
                 if writer:  # commits a kill cut short (read-only commands leave them be)
                     vault.recover_pending()

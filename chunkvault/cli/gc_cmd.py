@@ -28,6 +28,7 @@ def gc(cli: CliContext, dry_run: bool, as_json: bool, passphrase_file: Path | No
     no kept version references; rewrite packs whose garbage reaches
     retention.repack_threshold. Holds the writer lock (stop the agent first); safe to
     interrupt and run again."""
+    cli.require_owner("collect garbage (it cannot read what other versions need)")
     from chunkvault.cli.progress import count_progress
     from chunkvault.gc import Collector, GcReport
 
@@ -56,6 +57,7 @@ def gc(cli: CliContext, dry_run: bool, as_json: bool, passphrase_file: Path | No
         "stored_bytes": plan.stored_bytes,
         "freed_bytes": plan.freed_bytes if dry_run else report.bytes_freed,
         "kept_young": {"objects": objects.young[0], "bytes": objects.young[1]},
+        "kept_for_writers": {"objects": objects.writers[0], "bytes": objects.writers[1]},
         "kept_below_threshold": {
             "packs": objects.below_threshold[0], "bytes": objects.below_threshold[1],
         },
@@ -79,6 +81,12 @@ def gc(cli: CliContext, dry_run: bool, as_json: bool, passphrase_file: Path | No
                 f"gc: kept {objects.young[0]} unreferenced object(s) "
                 f"({format_size(objects.young[1])}) younger than retention.grace_hours: "
                 "uploads whose commit may still come"
+            )
+        if objects.writers[0]:
+            click.echo(
+                f"gc: kept {objects.writers[0]} unreferenced object(s) "
+                f"({format_size(objects.writers[1])}) that write-only hosts stored: they "
+                "may still deduplicate against them"
             )
         if objects.below_threshold[0]:
             click.echo(

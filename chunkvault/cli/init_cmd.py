@@ -34,6 +34,7 @@ def init(cli: CliContext, label: str, if_missing: bool, passphrase_file: Path | 
 
     Refuses to touch a vault that already exists here or on any peer.
     """
+    cli.require_owner("initialise a vault")
     cfg = cli.config
     with cli.writer("init"), cli.peers() as peers:
         store = cli.keystore(peers)

@@ -30,8 +30,10 @@ def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> list[str]:
 
 
 @click.group()
-def key() -> None:
+@pass_cli
+def key(cli: CliContext) -> None:
     """Manage passphrase slots and the master key."""
+    cli.require_owner("manage keys")
 
 
 @key.command()
@@ -378,6 +380,7 @@ def writer_credential(
     """Issue a credential for a write-only host: the vault's public key, the chunk-id key
     and a key of its own, nothing that decrypts (the vault gets its key pair the first
     time). `key list` shows it; `key revoke-writer` stops trusting it."""
+    from chunkvault.crypto.domains import writer_id_key
     from chunkvault.writer_credential import WriterCredential, write_new
 
     if out.exists() or out.is_symlink():
@@ -394,7 +397,7 @@ def writer_credential(
         assert ring.vault_key is not None
         credential = WriterCredential(
             ring.vault_id, ring.vault_uuid, writer.id, writer.label, ring.vault_key.public,
-            keys.id_key, secret,
+            writer_id_key(keys.id_key, writer.id), secret,
         )  # fmt: skip
         # The keyring first: a credential the keyring does not know would be refused.
         _saved(cli, unlocked, ring)

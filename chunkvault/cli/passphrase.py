@@ -19,6 +19,9 @@ import click
 from chunkvault.errors import ChunkvaultError
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Where the current passphrase may come from in the environment (a write-only host
+#: refuses to run with either set).
+PASSPHRASE_VARIABLES = ("CHUNKVAULT_PASSPHRASE_FILE", "CHUNKVAULT_PASSPHRASE")
 
 #: The end of `--help` of every command that asks for a new passphrase.
 NEW_PASSPHRASE_HELP = (

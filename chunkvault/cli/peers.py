@@ -182,6 +182,7 @@ def drain(cli: CliContext, name: str, passphrase_file: Path | None) -> None:
     """Move every copy off peer NAME (write-new-then-delete-old), then it can be removed
     from the config. From now on no writer on this machine gives it a new copy. Safe to
     interrupt and run again; `status` shows the progress."""
+    cli.require_owner("drain a peer (it cannot verify the copies it moves)")
     from chunkvault.draining import draining, set_draining
 
     _configured(cli, name)
@@ -208,6 +209,7 @@ def drain(cli: CliContext, name: str, passphrase_file: Path | None) -> None:
 def undrain(cli: CliContext, name: str, passphrase_file: Path | None) -> None:
     """Let peer NAME take new copies again (after `peers drain`); `peers rebalance` then
     moves its share back."""
+    cli.require_owner("undrain a peer")
     from chunkvault.draining import draining, set_draining
 
     with cli.writer("peers undrain"), cli.vault(passphrase_file, writer=True) as vault:
@@ -226,6 +228,7 @@ def rebalance(cli: CliContext, passphrase_file: Path | None) -> None:
     """After a peer was added or re-weighted: move the copies whose ranking changed to
     where placement wants them now (write-new-then-delete-old; only those move). Safe to
     interrupt and run again; `status` shows the progress."""
+    cli.require_owner("rebalance (it cannot verify the copies it moves)")
     with (
         cli.writer("peers rebalance"),
         cli.vault(passphrase_file, writer=True, prepare=True) as vault,

@@ -246,7 +246,7 @@ def push(cli: CliContext, paths: tuple[str, ...], passphrase_file: Path | None) 
     started = time.monotonic()
     with cli.writer("push"):
         # The passphrase first: a prompt (or its absence) comes before any work.
-        passphrase = cli.passphrase(passphrase_file)
+        passphrase = None if cli.write_only else cli.passphrase(passphrase_file)
         early = EarlyPlan(cfg, paths)
         # Seal workers start now, so their start-up overlaps the KDF; they get the keys
         # after the unlock.

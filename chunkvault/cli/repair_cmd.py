@@ -21,6 +21,7 @@ def repair(cli: CliContext, passphrase_file: Path | None) -> None:
     verifies every copy (as check --read-data), copies a verified one over each damaged
     copy and to the best-ranked peers missing one, and puts the keyring back on peers
     that lack it. Safe to run again; exits non-zero if something could not be repaired."""
+    cli.require_owner("repair the vault (it cannot read what is stored)")
     from chunkvault.cli.progress import byte_progress, count_progress
     from chunkvault.integrity import describe
     from chunkvault.repair import Repairer

@@ -51,6 +51,7 @@ def restore(
 
     Existing files at the destination are never replaced unless --overwrite says so: a
     file that differs is kept and reported, so a restore cannot silently destroy an edit."""
+    cli.require_owner("restore files: only the passphrase opens what it stored")
     from chunkvault.restore import Restorer, select
 
     started = time.monotonic()

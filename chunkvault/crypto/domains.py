@@ -17,7 +17,7 @@ from typing import NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from chunkvault.crypto.material import KEY_BYTES, MasterKeys
+from chunkvault.crypto.material import KEY_BYTES, MasterKeys, TrustedWriter
 
 API_CHUNKS = "api-chunks"  # chunks stored through POST /upload
 
@@ -56,6 +56,21 @@ class DomainKeys(MasterKeys):
     def current(self) -> int:
         return self.base.current
 
+    @property  # type: ignore[override]
+    def seal_to(self) -> bytes | None:
+        return self.base.seal_to
+
+    @property  # type: ignore[override]
+    def vault_private(self) -> bytes | None:
+        return self.base.vault_private
+
+    @property  # type: ignore[override]
+    def writers(self) -> dict[str, TrustedWriter]:
+        return self.base.writers
+
+    def kek(self, generation: int) -> bytes:
+        return self.base.kek(generation)
+
     def add_generation(self) -> NoReturn:
         raise TypeError("a domain view is read-only: rotate the vault's master keys")
 
@@ -64,6 +79,12 @@ class DomainKeys(MasterKeys):
 
     def to_bytes(self) -> NoReturn:
         raise TypeError("a domain view is never stored: store the vault's master keys")
+
+
+def writer_id_key(id_key: bytes, writer_id: str) -> bytes:
+    """The chunk-id key a writer credential holds: its own domain, so the credential tells
+    nothing about the owner's chunks or another writer's."""
+    return domain_id_key(id_key, f"writer-{writer_id}")
 
 
 def api_chunk_keys(keys: MasterKeys) -> DomainKeys:

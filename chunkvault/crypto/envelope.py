@@ -33,7 +33,9 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from chunkvault.crypto.material import MasterKeys, MaterialError
+from chunkvault.crypto import vault_seal
+from chunkvault.crypto.errors import EnvelopeError
+from chunkvault.crypto.material import SEALED_GENERATION, MasterKeys, MaterialError
 from chunkvault.crypto.padding import LENGTH_BYTES, PaddingError, pad, padded_size, unpad
 
 # Chunk envelope version (also the `cv-v` object metadata). Padding arrived as a flag
@@ -90,10 +92,6 @@ def _decompressor(size: int) -> zstandard.ZstdDecompressor:
     return kept
 
 
-class EnvelopeError(ValueError):
-    """The object is not a valid chunk envelope, or failed authentication."""
-
-
 def sealed_size_limit(plain_size: int) -> int:
     """The largest body a chunk of ``plain_size`` plaintext bytes can seal to, in any
     format this module reads (padded or not): a cap for reading bodies from peers.
@@ -148,6 +146,11 @@ def wrap_dek(
     generation: int | None = None,
     nonce: bytes | None = None,
 ) -> bytes:
+    """The DEK wrapped by KEK[``generation``] (default: the current one), or, by keys
+    that only write (:class:`~chunkvault.crypto.material.WriterKeys`), sealed to the vault
+    key (:func:`~chunkvault.crypto.vault_seal.seal_dek`)."""
+    if keys.seal_to is not None and generation is None:
+        return vault_seal.seal_dek(keys.seal_to, keys.vault_uuid, chunk_id, dek)
     gen = keys.current if generation is None else generation
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
     sealed = AESGCM(keys.kek(gen)).encrypt(nonce, dek, dek_aad(keys.vault_uuid, chunk_id, gen))
@@ -155,6 +158,10 @@ def wrap_dek(
 
 
 def wrapped_generation(wrapped: bytes) -> int:
+    """The KEK generation of a wrapped DEK; SEALED_GENERATION (0) for one sealed to the
+    vault key. EnvelopeError for anything else."""
+    if vault_seal.is_sealed_dek(wrapped):
+        return SEALED_GENERATION
     if len(wrapped) != WRAPPED_DEK_BYTES or wrapped[0] != VERSION:
         raise EnvelopeError(f"wrapped data key: bad length {len(wrapped)} or version")
     return struct.unpack(">I", wrapped[1:5])[0]
@@ -162,6 +169,14 @@ def wrapped_generation(wrapped: bytes) -> int:
 
 def unwrap_dek(keys: MasterKeys, chunk_id: str, wrapped: bytes) -> bytes:
     gen = wrapped_generation(wrapped)
+    if gen == SEALED_GENERATION:
+        if keys.vault_private is None:
+            raise EnvelopeError(
+                f"chunk {chunk_id[:16]}: its data key is sealed to the vault key, which "
+                + ("a write-only host does not hold" if keys.seal_to is not None
+                   else "this keyring lacks")
+            )  # fmt: skip
+        return vault_seal.open_dek(keys.vault_private, keys.vault_uuid, chunk_id, wrapped)
     try:
         kek = keys.kek(gen)
     except MaterialError as exc:
@@ -311,7 +326,13 @@ def _header_flags(chunk_id: str, body: bytes | memoryview) -> int:
 
 
 def open_chunk_into(
-    keys: MasterKeys, chunk_id: str, body: memoryview, dek: bytes, max_size: int = MAX_PLAINTEXT
+    keys: MasterKeys,
+    chunk_id: str,
+    body: memoryview,
+    dek: bytes,
+    max_size: int = MAX_PLAINTEXT,
+    *,
+    check_id: bool = True,
 ) -> memoryview:
     """Authenticate and decrypt a chunk *in place*; the plaintext, verified against its
     id, as a view of ``body`` (of a new buffer for a zstd chunk). ``dek``: the unwrapped
@@ -319,7 +340,12 @@ def open_chunk_into(
     the file from this view: no fresh chunk-sized buffer on the way.
 
     On :class:`EnvelopeError` the body may be overwritten with garbage (GCM decrypts
-    before the tag is known to be bad): read it again before trying another data key."""
+    before the tag is known to be bad): read it again before trying another data key.
+
+    ``check_id``: hash the plaintext to its id under these keys' id key. Not for a chunk
+    whose DEK is sealed to the vault key (:func:`checks_id`): a write-only host names its
+    chunks in an id domain of its own, which the owner does not hold. The AEAD tag (the
+    AAD binds the id) and the file's SHA-256 at restore still authenticate it."""
     flags = _header_flags(chunk_id, body)
     sealed = body[HEADER_BYTES:]
     decrypted = sealed[: len(sealed) - TAG_BYTES]
@@ -340,7 +366,7 @@ def open_chunk_into(
         except zstandard.ZstdError as exc:
             raise EnvelopeError(f"chunk {chunk_id[:16]}: bad compressed payload: {exc}") from None
     # Defence in depth: the content must hash to its id (catches our own bugs, too).
-    if not hmac.compare_digest(keys.chunk_id(payload), chunk_id):  # type: ignore[arg-type]
+    if check_id and not hmac.compare_digest(keys.chunk_id(payload), chunk_id):  # type: ignore[arg-type]
         raise EnvelopeError(f"chunk {chunk_id[:16]}: content does not match its id")
     return payload
 
@@ -352,7 +378,15 @@ def open_chunk(
     Copies: for callers holding a ``bytes`` body (restore uses :func:`open_chunk_into`)."""
     _header_flags(chunk_id, body)
     dek = unwrap_dek(keys, chunk_id, wrapped_dek)
-    return bytes(open_chunk_into(keys, chunk_id, memoryview(bytearray(body)), dek, max_size))
+    view = memoryview(bytearray(body))
+    return bytes(open_chunk_into(keys, chunk_id, view, dek, max_size,
+                                 check_id=checks_id(wrapped_dek)))  # fmt: skip
+
+
+def checks_id(wrapped_dek: bytes) -> bool:
+    """Whether opening a chunk with this wrapped DEK can check its content against its id:
+    not when the DEK is sealed to the vault key (a write-only host's id domain)."""
+    return not vault_seal.is_sealed_dek(wrapped_dek)
 
 
 # --- blobs: manifests and other small named objects --------------------------------------

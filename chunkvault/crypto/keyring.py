@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from chunkvault.crypto import vault_seal
 from chunkvault.crypto.kdf import KdfError, KdfName, KdfParams
-from chunkvault.crypto.material import MasterKeys, MaterialError
+from chunkvault.crypto.material import MasterKeys, MaterialError, TrustedWriter
 from chunkvault.errors import ChunkvaultError
 
 FORMAT = "chunkvault-keyring"
@@ -294,6 +294,10 @@ class Keyring:
         vault_uuid = os.urandom(UUID_BYTES)
         keys = MasterKeys.generate(vault_uuid)
         ring = cls(vault_id=vault_id, vault_uuid=vault_uuid).add_slot(keys, passphrase, label, kdf)
+        # The key pair write-only hosts seal to, from the start (issue 14): an older vault
+        # gets one at its first `key writer-credential`.
+        ring = replace(ring.with_vault_key(keys), revision=ring.revision).sealed(keys)
+        ring.attach_vault_key(keys)
         return ring, keys
 
     def _make_slot(self, keys: MasterKeys, passphrase: str, label: str, kdf: KdfName) -> Slot:
@@ -340,8 +344,18 @@ class Keyring:
                     "restore the keyring from a peer or a `key export --paper` backup",
                 ) from None
             self.verify(keys)
+            self.attach_vault_key(keys)
             return keys, slot
         raise WrongPassphrase()
+
+    def attach_vault_key(self, keys: MasterKeys) -> None:
+        """Give ``keys`` what opens write-only hosts' data: the vault's private key and the
+        writers this keyring lists (the keyring is authenticated already)."""
+        if self.vault_key is None:
+            return
+        keys.vault_private = self.vault_private_key(keys)
+        keys.writers = {w.id: TrustedWriter(self.writer_key(keys, w), w.revoked)
+                        for w in self.writers}  # fmt: skip
 
     # --- authentication (version 2) -------------------------------------------------------
 

@@ -5,6 +5,11 @@
 - ``keks`` (generation -> 32 bytes): the master key-encryption keys that wrap per-chunk
   data keys. ``key rotate-master`` adds a generation, re-wraps every data key, then drops
   the old one.
+
+Beside them, once unlocked, the owner's keys carry what the keyring holds for write-only
+hosts (not part of the material: the keyring wraps them on their own): the vault's private
+key, which opens data keys and batches sealed to the vault key, and the writers it trusts.
+A write-only host holds :class:`WriterKeys` instead: no KEK, no private key.
 """
 
 from __future__ import annotations
@@ -14,13 +19,35 @@ import hmac
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 
 KEY_BYTES = 32
 MATERIAL_VERSION = 1
+#: The generation of data keys sealed to the vault key (by a write-only host): no KEK's.
+SEALED_GENERATION = 0
 
 
 class MaterialError(ValueError):
     """Decrypted master material that does not parse: the keyring is corrupted."""
+
+
+class WriteOnlyKeys(MaterialError):
+    """A write-only host asked for a key it does not hold (a KEK, the private key)."""
+
+
+@dataclass(frozen=True)
+class TrustedWriter:
+    """A writer the keyring lists: its key (which authenticates its batches) and when it
+    was revoked, if it was (ISO 8601, UTC: batches it dates from then on are refused)."""
+
+    key: bytes = field(repr=False)
+    revoked: str | None = None
+
+    def trusts_at(self, when_ns: int) -> bool:
+        if self.revoked is None:
+            return True
+        revoked = datetime.fromisoformat(self.revoked.replace("Z", "+00:00"))
+        return when_ns < int(revoked.timestamp()) * 10**9
 
 
 @dataclass
@@ -29,6 +56,12 @@ class MasterKeys:
     id_key: bytes
     keks: dict[int, bytes] = field(default_factory=dict)
     current: int = 1
+    # Set at unlock from the keyring (crypto.keyring), never serialized with the material.
+    vault_private: bytes | None = field(default=None, repr=False, compare=False)
+    writers: dict[str, TrustedWriter] = field(default_factory=dict, repr=False, compare=False)
+
+    #: The vault's public key when these keys only write: data keys are sealed to it.
+    seal_to: bytes | None = None
 
     @classmethod
     def generate(cls, vault_uuid: bytes) -> MasterKeys:
@@ -49,6 +82,12 @@ class MasterKeys:
                 f"data is wrapped with key generation {generation}, which this keyring does "
                 f"not hold (it has {sorted(self.keks)})"
             ) from None
+
+    def writer_key(self, writer_id: str, when_ns: int) -> bytes | None:
+        """The key of writer ``writer_id`` if the keyring trusts what it dated
+        ``when_ns``; None if it lists no such writer or revoked it before then."""
+        trusted = self.writers.get(writer_id)
+        return trusted.key if trusted is not None and trusted.trusts_at(when_ns) else None
 
     def chunk_id(self, plaintext: bytes) -> str:
         """Keyed content address: equal plaintexts dedupe, but ids leak nothing."""
@@ -98,3 +137,58 @@ class MasterKeys:
         if not sizes_ok or keys.current not in keys.keks:
             raise MaterialError("master material has wrong key sizes or generations")
         return keys
+
+
+WRITER_MATERIAL = "writer"
+
+
+@dataclass
+class WriterKeys(MasterKeys):
+    """What a write-only host seals with (from its credential): the chunk-id key of its
+    own domain, the vault's public key, and its writer id and key (which authenticate its
+    batches). No KEK: asking for one raises :class:`WriteOnlyKeys`."""
+
+    writer_id: str = ""
+    writer_key: bytes = field(default=b"", repr=False)
+
+    def __repr__(self) -> str:  # never print key bytes
+        return f"WriterKeys(writer={self.writer_id})"
+
+    def kek(self, generation: int) -> bytes:
+        raise WriteOnlyKeys("this host holds a write-only credential: it has no master key")
+
+    @property
+    def current_kek(self) -> bytes:
+        return self.kek(self.current)
+
+    def add_generation(self) -> int:
+        raise WriteOnlyKeys("this host holds a write-only credential: it has no master key")
+
+    def to_bytes(self) -> bytes:
+        """For a seal worker (``seal_workers.py``), as the owner's material is."""
+        assert self.seal_to is not None
+        return json.dumps(
+            {
+                "v": MATERIAL_VERSION,
+                WRITER_MATERIAL: self.writer_id,
+                "writer_key": self.writer_key.hex(),
+                "id_key": self.id_key.hex(),
+                "seal_to": self.seal_to.hex(),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+def keys_from_bytes(vault_uuid: bytes, data: bytes) -> MasterKeys:
+    """The owner's material or a writer's, as ``to_bytes`` wrote it."""
+    try:
+        obj = json.loads(data)
+        if isinstance(obj, dict) and WRITER_MATERIAL in obj:
+            return WriterKeys(
+                vault_uuid, bytes.fromhex(obj["id_key"]), {}, SEALED_GENERATION,
+                seal_to=bytes.fromhex(obj["seal_to"]), writer_id=str(obj[WRITER_MATERIAL]),
+                writer_key=bytes.fromhex(obj["writer_key"]),
+            )  # fmt: skip
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MaterialError(f"writer material does not parse: {exc}") from None
+    return MasterKeys.from_bytes(vault_uuid, data)

@@ -28,11 +28,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from chunkvault.crypto.envelope import DEK_BYTES, TAG_BYTES, EnvelopeError
+from chunkvault.crypto.errors import EnvelopeError
 
 VERSION = 1
 SEALED_DEK_VERSION = 0x02  # the first byte of a KEK-wrapped DEK is 0x01 (envelope.VERSION)
 KEY_BYTES = 32
+DEK_BYTES = 32
+TAG_BYTES = 16
 ENC_BYTES = 32  # X25519's encapsulated key
 SEALED_DEK_BYTES = 1 + ENC_BYTES + DEK_BYTES + TAG_BYTES
 UUID_BYTES = 16

@@ -62,6 +62,18 @@ def writer_of(blob: bytes) -> str | None:
     return blob[1 : 1 + WRITER_ID_BYTES].hex()
 
 
+def check_mac(
+    vault_uuid: bytes, writer_id: str, writer_key: bytes, kind: str, name: str, blob: bytes
+) -> None:
+    """That ``blob`` is writer ``writer_id``'s blob of ``kind`` ``name``, as it wrote it
+    (what a writer, which cannot open it, checks of its own copies); EnvelopeError if not."""
+    if writer_of(blob) != writer_id:
+        raise EnvelopeError(f"{kind} {name}: not a blob of writer {writer_id}")
+    signed, mac = blob[:-MAC_BYTES], blob[-MAC_BYTES:]
+    if not hmac.compare_digest(mac, _mac(writer_key, vault_uuid, kind, name, signed)):
+        raise EnvelopeError(f"{kind} {name}: failed authentication as writer {writer_id}")
+
+
 def open_blob(
     private: bytes,
     vault_uuid: bytes,
@@ -80,10 +92,10 @@ def open_blob(
     key = writer_key(writer_id)
     if key is None:
         raise EnvelopeError(f"{kind} {name}: written by writer {writer_id}, which this vault "
-                            "does not trust (unknown or revoked)")  # fmt: skip
-    signed, mac = blob[:-MAC_BYTES], blob[-MAC_BYTES:]
-    if not hmac.compare_digest(mac, _mac(key, vault_uuid, kind, name, signed)):
-        raise EnvelopeError(f"{kind} {name}: failed authentication as writer {writer_id}")
+                            "does not trust (unknown, or revoked before the time the blob "
+                            "gives)")  # fmt: skip
+    check_mac(vault_uuid, writer_id, key, kind, name, blob)
+    signed = blob[:-MAC_BYTES]
     inner = vault_seal.open_sealed(
         private, vault_uuid, f"blob/{kind}", name.encode(), signed[1 + WRITER_ID_BYTES :]
     )

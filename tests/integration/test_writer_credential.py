@@ -11,14 +11,16 @@ import stat
 from pathlib import Path
 
 import pytest
+import yaml
 from support.cli import run_cli, write_config
 from support.moto_peers import unique_bucket
 
 from chunkvault.config import load_config
 from chunkvault.crypto import vault_seal
+from chunkvault.crypto.domains import writer_id_key
 from chunkvault.crypto.envelope import EnvelopeError
 from chunkvault.keystore import KeyStore
-from chunkvault.writer_credential import WriterCredential, load
+from chunkvault.writer_credential import WriterCredential, load, writer_keys
 
 PW = {"CHUNKVAULT_PASSPHRASE": "owner passphrase"}
 
@@ -48,7 +50,9 @@ def test_a_credential_holds_what_a_writer_needs_and_nothing_that_decrypts(
     ring, keys = keys_now.ring, keys_now.keys
     writer = ring.find_writer("nas")
     assert (credential.vault_id, credential.vault_uuid) == (ring.vault_id, ring.vault_uuid)
-    assert credential.public_key == ring.vault_key.public and credential.id_key == keys.id_key
+    assert credential.public_key == ring.vault_key.public
+    # Its own id domain: it tells nothing about the owner's chunk ids.
+    assert credential.id_key == writer_id_key(keys.id_key, writer.id) != keys.id_key
     assert credential.writer_key == ring.writer_key(keys, writer)
     text = out.read_bytes()
     private = ring.vault_private_key(keys)
@@ -120,3 +124,49 @@ def test_a_paper_backup_keeps_the_vault_key_and_writers(vault: Path, tmp_path: P
     after = opened(vault)
     assert after.ring.vault_private_key(after.keys) == before.ring.vault_private_key(before.keys)
     assert after.ring.find_writer("writer-1").id == before.ring.find_writer("writer-1").id
+
+
+def test_a_state_dir_is_either_the_owner_or_one_writer_and_each_says_so(
+    vault: Path, tmp_path: Path
+) -> None:
+    cred = tmp_path / "w.cred"
+    other = tmp_path / "x.cred"
+    for out in (cred, other):
+        assert run_cli(vault, "key", "writer-credential", "--out", str(out), env=PW).returncode == 0
+    owner_cfg = load_config(vault)
+    raw = yaml.safe_load(vault.read_text())
+
+    def config(name: str, **changes: object) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**raw, **changes}))
+        return path
+
+    writer_state = str(tmp_path / "writer-state")
+    writer = config("writer", keys={"writer_credential_file": str(cred)},
+                    vault={"id": "test", "state_dir": writer_state})  # fmt: skip
+    assert run_cli(writer, "ls").returncode == 0
+    # The same credential in the same state dir: the same id domain, every time.
+    first = writer_keys(load(cred), Path(writer_state))
+    assert writer_keys(load(cred), Path(writer_state)).id_key == first.id_key
+    assert first.id_key != load(cred).id_key  # derived, per state dir
+    elsewhere = writer_keys(load(cred), tmp_path / "another-state")
+    assert elsewhere.id_key != first.id_key
+
+    cases = [
+        # Another writer's credential in that state dir.
+        (config("x", keys={"writer_credential_file": str(other)},
+                vault={"id": "test", "state_dir": writer_state}), {}, "belongs to writer"),
+        # A writer credential in the owner's state dir.
+        (config("y", keys={"writer_credential_file": str(cred)}), {}, "opened with the passphrase"),
+        # The owner in the writer's state dir.
+        (config("z", vault={"id": "test", "state_dir": writer_state}), PW,
+         "write-only host's"),
+        # A credential of another vault.
+        (config("v", keys={"writer_credential_file": str(cred)},
+                vault={"id": "other", "state_dir": str(tmp_path / "v")}), {}, "for vault 'test'"),
+    ]  # fmt: skip
+    for path, env, message in cases:
+        result = run_cli(path, "ls", env=env)
+        assert result.returncode != 0 and message in result.stderr, (message, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert owner_cfg.vault.state_dir.is_dir()

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chunkvault.crypto import envelope
+from chunkvault.crypto import envelope, vault_seal
 from chunkvault.crypto.envelope import (
     BLOB_FLOOR,
     CHUNK_FLOOR,
@@ -23,6 +23,7 @@ from chunkvault.crypto.envelope import (
     TAG_BYTES,
     EnvelopeError,
     blob_generation,
+    checks_id,
     open_blob,
     open_chunk,
     open_chunk_into,
@@ -33,9 +34,17 @@ from chunkvault.crypto.envelope import (
     seal_packed_blob,
     sealed_size_limit,
     unwrap_dek,
+    wrap_dek,
     wrapped_generation,
 )
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import (
+    SEALED_GENERATION,
+    MasterKeys,
+    MaterialError,
+    TrustedWriter,
+    WriterKeys,
+    keys_from_bytes,
+)
 
 UUID = bytes(range(16))
 PLAIN = b"chunkvault test vector\n" * 4
@@ -483,3 +492,63 @@ def test_zstd_contexts_are_kept_per_thread_for_small_inputs_and_change_no_byte()
     assert here[0] is not there[0] and here[1] is not there[1]
     assert envelope._decompressor(10) is here[1]
     assert envelope._decompressor(-1) is not envelope._decompressor(-1)  # size not declared
+
+
+# -- keys that only write (a writer credential's, issue 14) -----------------------------------
+
+
+def _writer_and_owner() -> tuple[WriterKeys, MasterKeys]:
+    private, public = vault_seal.new_key_pair()
+    owner = MasterKeys.generate(os.urandom(16))
+    owner.vault_private = private
+    writer = WriterKeys(owner.vault_uuid, os.urandom(32), {}, SEALED_GENERATION, seal_to=public,
+                        writer_id="01020304", writer_key=os.urandom(32))  # fmt: skip
+    return writer, owner
+
+
+def test_a_writer_seals_chunks_the_owner_opens_and_it_cannot() -> None:
+    writer, owner = _writer_and_owner()
+    plaintext = b"what a write-only host stores " * 100
+    sealed = seal_chunk(writer, plaintext)
+    assert sealed.generation == SEALED_GENERATION == wrapped_generation(sealed.wrapped_dek)
+    assert vault_seal.is_sealed_dek(sealed.wrapped_dek) and not checks_id(sealed.wrapped_dek)
+    # The owner opens it; the content is not hashed to its id (the writer's own id key).
+    assert open_chunk(owner, sealed.chunk_id, sealed.body, sealed.wrapped_dek) == plaintext
+    with pytest.raises(EnvelopeError, match="write-only host does not hold"):
+        open_chunk(writer, sealed.chunk_id, sealed.body, sealed.wrapped_dek)
+    with pytest.raises(EnvelopeError, match="this keyring lacks"):
+        open_chunk(MasterKeys.generate(owner.vault_uuid), sealed.chunk_id, sealed.body,
+                   sealed.wrapped_dek)  # fmt: skip
+    # Bound to its chunk: a sealed DEK copied to another id does not open.
+    with pytest.raises(EnvelopeError):
+        unwrap_dek(owner, "cd" * 32, sealed.wrapped_dek)
+    # Re-wrapping under a KEK (rotation) is the owner's, never the writer's.
+    assert unwrap_dek(owner, sealed.chunk_id, rewrap_dek(owner, sealed.chunk_id,
+                                                         sealed.wrapped_dek, 1)) == unwrap_dek(
+        owner, sealed.chunk_id, sealed.wrapped_dek)  # fmt: skip
+    with pytest.raises(MaterialError):
+        wrap_dek(writer, sealed.chunk_id, b"k" * 32, generation=1)
+
+
+def test_writer_keys_reach_a_seal_worker_as_they_are_and_never_print() -> None:
+    writer, _ = _writer_and_owner()
+    again = keys_from_bytes(writer.vault_uuid, writer.to_bytes())
+    assert isinstance(again, WriterKeys)
+    assert (again.id_key, again.seal_to, again.writer_id, again.writer_key) == (
+        writer.id_key, writer.seal_to, writer.writer_id, writer.writer_key)  # fmt: skip
+    assert writer.writer_key.hex() not in repr(writer) and writer.id_key.hex() not in repr(writer)
+    owner = MasterKeys.generate(writer.vault_uuid)
+    assert keys_from_bytes(owner.vault_uuid, owner.to_bytes()).keks == owner.keks
+    # A domain view over writer keys seals to the vault key too (POST /upload chunks).
+    from chunkvault.crypto.domains import api_chunk_keys
+
+    api = api_chunk_keys(writer)
+    assert api.seal_to == writer.seal_to and api.id_key != writer.id_key
+    assert vault_seal.is_sealed_dek(seal_chunk(api, b"api chunk").wrapped_dek)
+
+
+def test_a_revocation_trusts_what_was_dated_before_it() -> None:
+    trusted = TrustedWriter(b"k" * 32, "2026-11-30T12:00:00Z")
+    at = 1_796_040_000 * 10**9  # 2026-11-30T12:00:00Z
+    assert trusted.trusts_at(at - 1) and not trusted.trusts_at(at)
+    assert TrustedWriter(b"k" * 32).trusts_at(at * 2)

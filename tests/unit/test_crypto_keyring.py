@@ -1,6 +1,8 @@
 """Key slots: verifier semantics, slot management, JSON round trip, tamper detection."""
 
+import base64
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -157,10 +159,12 @@ def test_kdf_params_validated_and_salt_random():
 
 def test_revision_and_slots_are_authenticated(ring_and_keys):
     ring, keys = ring_and_keys
-    assert ring.version == 2 and ring.authenticated
+    # Version 3: a new vault has its key pair from `init` on (write-only hosts).
+    assert ring.version == 3 and ring.authenticated and ring.vault_key is not None
     ring.verify(keys)
     for mutate in (
         lambda d: d.update(revision=1_000_000),
+        lambda d: d["vault_key"].update(public=base64.b64encode(bytes(range(32))).decode()),
         lambda d: d["slots"][0].update(label="renamed"),
         lambda d: d["slots"][0].update(created="2020-01-01T00:00:00Z"),
     ):
@@ -293,7 +297,8 @@ def test_a_writer_brings_the_vault_key_and_both_are_authenticated(ring_and_keys)
 
     ring, keys = ring_and_keys
     with_writer, writer, secret = ring.add_writer(keys, "laptop")
-    assert with_writer.version == 3 and with_writer.revision == ring.revision + 2
+    assert with_writer.version == 3 and with_writer.revision == ring.revision + 1
+    assert with_writer.vault_key == ring.vault_key  # made at create
     private = with_writer.vault_private_key(keys)
     assert vault_seal.public_key_of(private) == with_writer.vault_key.public
     assert with_writer.writer_key(keys, writer) == secret
@@ -337,6 +342,11 @@ def test_revoking_a_writer_and_rotating_the_master_key_keep_its_key(ring_and_key
 
 
 def test_a_keyring_without_the_feature_stays_version_2(ring_and_keys):
-    ring, keys = ring_and_keys
-    assert ring.vault_key is None and ring.sealed(keys).version == 2
+    # A vault made before the feature: its first writer brings the key pair.
+    old, keys = ring_and_keys
+    ring = dataclasses.replace(old, vault_key=None).sealed(keys)
+    assert ring.version == 2
     assert "vault_key" not in ring.to_json() and "writers" not in ring.to_json()
+    with_writer, _, _ = ring.add_writer(keys, "nas")
+    assert with_writer.version == 3 and with_writer.vault_key is not None
+    assert with_writer.revision == ring.revision + 2

@@ -73,3 +73,23 @@ def test_a_chunk_referenced_twice_in_a_pack_is_carried_once() -> None:
     live = [packed(1, len(HEADER), 100), packed(1, len(HEADER), 100)]
     result = plan(live, [], {}, {PACK: listed(len(HEADER) + 1000)}, 0.3, CUTOFF)
     assert [r.id for r in result.repack[0].live] == [cid(1)]
+
+
+def test_what_a_write_only_host_stored_is_spared_and_counted() -> None:
+    from chunkvault.layout import pack_metadata, sealed_object
+
+    refs = [packed(1, len(HEADER), 100, pack="bb" * 32)]
+    result = plan(
+        [], refs, {cid(7): listed(500), cid(8): listed(300)},
+        {"bb" * 32: listed(len(HEADER) + 100)}, 0.3, CUTOFF,
+    )  # fmt: skip
+    assert set(result.delete) == {("chunk", cid(7)), ("chunk", cid(8)), ("pack", "bb" * 32)}
+    writers = {("chunk", cid(7)), ("pack", "bb" * 32)}
+    result.spare(lambda key, _: key in writers)
+    assert set(result.delete) == {("chunk", cid(8))}
+    assert result.writers == (2, 2 * 500 + 2 * (len(HEADER) + 100))
+    # How an object says it is a writer's: a chunk's generation 0, a pack's flag.
+    assert sealed_object({"cv-v": "1", "cv-gen": "0"})
+    assert not sealed_object({"cv-v": "1", "cv-gen": "3"})
+    assert sealed_object(pack_metadata(1, "ab" * 32, sealed=True))
+    assert not sealed_object(pack_metadata(1, "ab" * 32))

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from chunkvault import journal
 from chunkvault.backends import MemoryPeer, wrap_peer
 from chunkvault.config import TransferConfig
+from chunkvault.crypto import vault_seal, writer_blob
 from chunkvault.crypto.envelope import (
     BLOB_FLOOR,
     BLOB_OVERHEAD,
@@ -27,7 +28,7 @@ from chunkvault.crypto.envelope import (
     seal_blob,
     wrap_dek,
 )
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import SEALED_GENERATION, MasterKeys, TrustedWriter, WriterKeys
 from chunkvault.crypto.padding import padded_size
 from chunkvault.journal import (
     KIND,
@@ -504,3 +505,72 @@ def test_rewrite_replaces_exactly_the_given_holders_and_delete_removes_all():
     mems[int(written[1][1])].down = False
     store.delete(name)
     assert holders_of(name, mems) == []
+
+
+# -- a write-only host's batches (writer blobs, issue 14) ------------------------------------
+
+
+def _owner_and_writer(revoked: str | None = None) -> tuple[MasterKeys, WriterKeys]:
+    private, public = vault_seal.new_key_pair()
+    owner = MasterKeys.generate(os.urandom(16))
+    owner.vault_private = private
+    writer_key = os.urandom(32)
+    owner.writers = {"0badc0de": TrustedWriter(writer_key, revoked)}
+    writer = WriterKeys(owner.vault_uuid, os.urandom(32), {}, SEALED_GENERATION, seal_to=public,
+                        writer_id="0badc0de", writer_key=writer_key)  # fmt: skip
+    return owner, writer
+
+
+def _writer_entries(writer: WriterKeys, n: int) -> list[BatchEntry]:
+    out = []
+    for i in range(n):
+        chunk_id = os.urandom(32).hex()
+        ref = ChunkRef(chunk_id, 700, wrap_dek(writer, chunk_id, os.urandom(32)))
+        m = Manifest(f"w/{i}.txt", 700, 1_700_000_000_000_000_000, 0o100644, "ab" * 32, (ref,))
+        out.append(BatchEntry(new_manifest_name("home", writer, m), m))
+    return out
+
+
+def test_a_writer_batch_opens_with_the_owner_keys_only_and_never_on_the_writer():
+    owner, writer = _owner_and_writer()
+    mems = mem_peers()
+    written = _writer_entries(writer, 3)
+    name, holders = store_with(mems, writer).write(written)
+    body = holders_of(name, mems)[0]._objects[name].body
+    assert writer_blob.writer_of(body) == "0badc0de"
+    assert all(vault_seal.is_sealed_dek(c.wrapped_dek) for e in written for c in e.manifest.chunks)
+    # The owner reads it (its names rebuilt under its own id key), the same manifests.
+    read = store_with(mems, owner).read(name)
+    assert [e.manifest for e in read] == [e.manifest for e in written]
+    # The writer cannot open it, and checks its own copies by their MAC only.
+    with pytest.raises(ManifestError):
+        store_with(mems, writer).read(name)
+    store = store_with(mems, writer)
+    placed = store.peers[int(holders[0][1])].peer
+    assert store.read_copy(name, placed) == body
+    mems[int(holders[0][1])].put(name, body[:-1] + bytes([body[-1] ^ 1]))
+    with pytest.raises(EnvelopeError, match="failed authentication"):
+        store.read_copy(name, placed)
+
+
+def test_a_writer_batch_is_refused_from_its_writer_revocation_on_and_from_a_stranger():
+    owner, writer = _owner_and_writer()
+    payload_name = new_batch_name("home")
+    dated = journal.batch_time_ns(payload_name)
+    assert abs(dated - time.time_ns()) < 2 * 10**9
+    body = JournalStore("home", writer, [], 2, 1).seal(payload_name, _writer_entries(writer, 1))
+    assert JournalStore("home", owner, [], 2, 1).open(payload_name, body)
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dated // 10**9 + 1))
+    owner.writers["0badc0de"] = TrustedWriter(owner.writers["0badc0de"].key, later)
+    assert JournalStore("home", owner, [], 2, 1).open(payload_name, body)  # dated before
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dated // 10**9))
+    owner.writers["0badc0de"] = TrustedWriter(owner.writers["0badc0de"].key, now)
+    with pytest.raises(EnvelopeError, match="does not trust"):
+        JournalStore("home", owner, [], 2, 1).open(payload_name, body)
+    owner.writers = {}
+    with pytest.raises(EnvelopeError, match="does not trust"):
+        JournalStore("home", owner, [], 2, 1).open(payload_name, body)
+    # A keyring without the vault key opens no writer blob.
+    owner.vault_private = None
+    with pytest.raises(EnvelopeError, match="sealed to the vault key"):
+        JournalStore("home", owner, [], 2, 1).open(payload_name, body)

@@ -195,6 +195,29 @@ def test_a_worker_process_answers_batches_and_a_killed_one_is_lost_not_awaited(
         workers.close()
 
 
+def test_a_write_only_host_worker_seals_to_the_vault_key(tmp_path: Path) -> None:
+    # A writer's keys reach its worker as they are: what it seals, only the owner opens.
+    from chunkvault.crypto import vault_seal
+    from chunkvault.crypto.material import SEALED_GENERATION, WriterKeys
+
+    private, public = vault_seal.new_key_pair()
+    writer = WriterKeys(os.urandom(16), os.urandom(32), {}, SEALED_GENERATION, seal_to=public,
+                        writer_id="01020304", writer_key=os.urandom(32))  # fmt: skip
+    owner = MasterKeys.generate(writer.vault_uuid)
+    owner.vault_private = private
+    files = tree(tmp_path)
+    workers = SealWorkers(1)
+    try:
+        workers.start(writer, str(tmp_path), THRESHOLD, 3)
+        answer = workers.seal(0, [("a.txt", True, None)])[0]
+        assert answer[:2] == ("sealed", "a.txt") and answer[6] == SEALED_GENERATION
+        assert answer[4] == writer.chunk_id(files["a.txt"])
+        assert vault_seal.is_sealed_dek(answer[5])
+        assert open_chunk(owner, answer[4], answer[7], answer[5]) == files["a.txt"]
+    finally:
+        workers.close()
+
+
 def test_a_worker_seals_only_what_the_reader_would_keep_as_one_packed_chunk() -> None:
     def below(**chunking: object) -> int:
         peers = [{"name": f"p{i}", "path": f"/tmp/p{i}"} for i in range(3)]
