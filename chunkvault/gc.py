@@ -87,6 +87,9 @@ class GcPlan:
     versions_kept: int
     stored_bytes: int  # every copy of every chunk object and pack, before
     replicas: int
+    # Batches of writers the keyring does not trust (revoked before the date they give):
+    # no version of theirs is read, so they are deleted.
+    refused: list[str] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
@@ -99,6 +102,7 @@ class GcReport:
     batches_rewritten: int = 0
     objects_deleted: int = 0
     packs_repacked: int = 0
+    refused_deleted: int = 0
     bytes_freed: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -120,7 +124,8 @@ class Collector:
         if sync:
             self.vault.sync_from_peers()
             trouble = [f"peer {n} cannot be listed" for n in self.vault.unlisted]
-            trouble += [f"{n} cannot be read ({why})" for n, why in self.vault.unreadable.items()]
+            trouble += [f"{n} cannot be read ({why})" for n, why in self.vault.unreadable.items()
+                        if n not in self.vault.refused]  # fmt: skip
             if trouble:
                 raise GcError(
                     "gc deletes only what no version needs, and cannot tell: "
@@ -182,7 +187,8 @@ class Collector:
                 batches.setdefault(name, set())
         stored = sum(x.copies_bytes() for x in (*chunks.values(), *packs.values()))
         return GcPlan(drop, batches, batch_packs, manifests, objects, len(versions) - len(drop),
-                      stored, self.config.replication.replicas)  # fmt: skip
+                      stored, self.config.replication.replicas,
+                      sorted(self.vault.refused))  # fmt: skip
 
     @staticmethod
     def _unreadable(name: str, exc: ManifestError) -> GcError:
@@ -291,6 +297,12 @@ class Collector:
         for name in plan.manifests:
             try:
                 self.vault.manifests.delete(name)
+            except ManifestError as exc:
+                report.problems.append(str(exc))
+        for name in plan.refused:
+            try:
+                self.vault.journal.delete(name)
+                report.refused_deleted += 1
             except ManifestError as exc:
                 report.problems.append(str(exc))
         doomed = dict(plan.objects.delete)

@@ -53,6 +53,7 @@ from chunkvault.crypto.envelope import (
     wrapped_generation,
 )
 from chunkvault.crypto.material import SEALED_GENERATION, MasterKeys
+from chunkvault.crypto.writer_blob import UntrustedWriter
 from chunkvault.errors import ChunkvaultError
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose, rank
@@ -80,6 +81,11 @@ _INT64 = (-(2**63), 2**63 - 1)  # what SQLite (the catalog) can hold
 
 class ManifestError(ChunkvaultError):
     pass
+
+
+class RefusedBlob(ManifestError):
+    """Every copy is a writer blob of a writer the keyring does not trust (revoked before
+    the date it gives, or unknown): refused by the owner's decision, not damaged."""
 
 
 @dataclass(frozen=True)
@@ -379,6 +385,7 @@ class SealedStore(ABC, Generic[T]):
         if not self._is_name(name):
             raise ManifestError(f"{name!r} is not a {self.noun} name of vault {self.vault_id}")
         problems = []
+        refused = 0
         ranked = self._ranked(name)
         for placed in sorted(ranked, key=lambda p: p.name not in holders):
             peer = placed.peer
@@ -387,6 +394,9 @@ class SealedStore(ABC, Generic[T]):
                 return body, self.open(name, body)
             except NotFound:
                 continue
+            except UntrustedWriter as exc:  # the keyring's decision, not the peer's fault
+                refused += 1
+                problems.append(f"{peer.name}: {exc}")
             except (MalformedReply, EnvelopeError, ManifestError) as exc:
                 self._warnings.warn(
                     peer.name, f"bad {self.nouns}", "peer %s: bad copy of %s: %s",
@@ -395,6 +405,8 @@ class SealedStore(ABC, Generic[T]):
                 problems.append(f"{peer.name}: {exc}")
             except PeerError as exc:
                 problems.append(f"{peer.name}: {exc}")
+        if problems and refused == len(problems):
+            raise RefusedBlob(problems[0].partition(": ")[2])
         raise ManifestError(
             f"no readable copy of {self.noun} {name}"
             + (f" ({'; '.join(problems)})" if problems else "")

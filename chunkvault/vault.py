@@ -34,7 +34,7 @@ from chunkvault.layout import (
     packs_prefix,
 )
 from chunkvault.light_future import LightFuture
-from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore
+from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore, RefusedBlob
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.staging import Staging
@@ -46,7 +46,9 @@ T = TypeVar("T")
 CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
 GENERATION_FLOOR = "max_key_generation"
-#: Catalog meta of a write-only host's state dir (writer_credential.DOMAIN_META).
+#: Catalog meta of a write-only host's state dir: its writer, and the id domain it names
+#: its chunks in (writer_credential.writer_keys).
+WRITER_ID = "writer_id"
 WRITER_DOMAIN = "writer_domain"
 #: Parsed manifest batches kept for reading versions (restore reads many from one batch).
 BATCH_CACHE = 8
@@ -100,7 +102,7 @@ class Vault:
         self.keys = keys
         state = config.vault.state_dir
         self.catalog = Catalog(state / CATALOG_NAME)
-        if not self.write_only and self.catalog.get_meta(WRITER_DOMAIN) is not None:
+        if not self.write_only and self.catalog.get_meta(WRITER_ID) is not None:
             self.catalog.close()
             raise ChunkvaultError(
                 f"state_dir {state} is a write-only host's (its catalog was made with a "
@@ -122,6 +124,9 @@ class Vault:
         # Manifests the last sync could not read (name -> why): their files are missing
         # from the catalog, so `ls` and `restore` must fail naming them.
         self.unreadable: dict[str, str] = {}
+        # Those of them that are refused, not damaged: batches of writers the keyring does
+        # not trust (revoked before the date they give). `gc` deletes them.
+        self.refused: set[str] = set()
         self.unlisted: list[str] = []
         self.staging = Staging.from_config(state / "staging", config.api)
         self.manifests = ManifestStore(
@@ -432,6 +437,7 @@ class Vault:
         refs: dict[str, ChunkRef] = {}
         added = 0
         self.unreadable = {}
+        self.refused = set()
         unlisted: list[str] = []
         names = list(self.manifests.names(unlisted))
         batches = list(self.journal.names(unlisted))
@@ -445,7 +451,9 @@ class Vault:
                 added += self._sync_one(name, holders, refs, self.manifests.read, lambda m, n: [
                     (m, version_row(m, n))
                 ])  # fmt: skip
-        complete = not unlisted and not self.unreadable
+        # A refused batch is the keyring's lasting decision: it does not keep the catalog
+        # from being complete (it is read again, and reported, until gc deletes it).
+        complete = not unlisted and not set(self.unreadable) - self.refused
         complete &= self._sync_replicas(refs)
         complete &= self._sync_packs(refs)
         self.unlisted = sorted(set(unlisted) | set(self.unlisted))
@@ -470,7 +478,11 @@ class Vault:
             found = versions(read(name, holders), name)
         except ManifestError as exc:
             log.debug("%s unreadable: %s", name, exc)
-            self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
+            if isinstance(exc, RefusedBlob):
+                self.refused.add(name)
+                self.unreadable[name] = f"refused: {exc}"
+            else:
+                self.unreadable[name] = f"listed by {', '.join(holders)}: {exc}"
             return 0
         for manifest, _ in found:
             for ref in manifest.chunks:

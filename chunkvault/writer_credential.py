@@ -156,17 +156,12 @@ def load(path: Path) -> WriterCredential:
     return WriterCredential.from_bytes(data)
 
 
-#: Catalog meta: the id domain this state dir's writer names its chunks in, and its writer.
-DOMAIN_META = "writer_domain"  # vault.WRITER_DOMAIN
-WRITER_META = "writer_id"
-
-
 def writer_keys(credential: WriterCredential, state_dir: Path) -> WriterKeys:
     """The keys a write-only host seals with, in the id domain of its state dir (made at
     first use: a random name, kept in its catalog). CredentialError if the state dir
     belongs to the owner or to another writer."""
     from chunkvault.catalog import Catalog
-    from chunkvault.vault import CATALOG_NAME, GENERATION_FLOOR
+    from chunkvault.vault import CATALOG_NAME, GENERATION_FLOOR, WRITER_DOMAIN, WRITER_ID
 
     state_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(state_dir / CATALOG_NAME)
@@ -176,18 +171,14 @@ def writer_keys(credential: WriterCredential, state_dir: Path) -> WriterKeys:
                 f"state_dir {state_dir} holds a catalog opened with the passphrase",
                 "give the write-only host a state_dir of its own",
             )
-        domain = catalog.get_meta(DOMAIN_META)
-        writer = catalog.get_meta(WRITER_META)
-        if writer is not None and writer != credential.writer_id:
+        writer = catalog.first_meta(WRITER_ID, credential.writer_id)
+        if writer != credential.writer_id:
             raise CredentialError(
                 f"state_dir {state_dir} belongs to writer {writer}, not to this credential's "
                 f"{credential.writer_id}",
                 "give each writer credential a state_dir of its own",
             )
-        if domain is None:
-            domain = os.urandom(16).hex()
-            catalog.set_meta(WRITER_META, credential.writer_id)
-            catalog.set_meta(DOMAIN_META, domain)
+        domain = catalog.first_meta(WRITER_DOMAIN, os.urandom(16).hex())
     finally:
         catalog.close()
     return WriterKeys(

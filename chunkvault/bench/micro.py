@@ -69,8 +69,41 @@ def crypto(size: int, block: int = 4 * MiB, kdf: bool = True) -> list[Row]:
     ):  # fmt: skip
         total, seconds = _timed(pieces, op)
         rows.append(_row(name, total, seconds))
+    rows += data_key_rows()
     if kdf:
         rows += kdf_rows()
+    return rows
+
+
+#: Data keys wrapped per timing: one each is ~3 us (KEK) or ~80 us (HPKE).
+DATA_KEYS = 500
+
+
+def data_key_rows() -> list[Row]:
+    """One data key wrapped by the master KEK (the owner's), sealed to the vault key and
+    opened with the private key (a write-only host's, HPKE X25519): per chunk, on top of
+    its bytes, so it is what a small file costs more on a write-only host."""
+    from chunkvault.crypto import vault_seal
+    from chunkvault.crypto.envelope import wrap_dek
+    from chunkvault.crypto.material import MasterKeys
+
+    keys = MasterKeys.generate(os.urandom(16))
+    private, public = vault_seal.new_key_pair()
+    dek, chunk_id = os.urandom(32), "ab" * 32
+    sealed = vault_seal.seal_dek(public, keys.vault_uuid, chunk_id, dek)
+    rows = []
+    for name, op in (
+        ("data key: wrap (master KEK)", lambda: wrap_dek(keys, chunk_id, dek)),
+        ("data key: seal (HPKE, write-only host)",
+         lambda: vault_seal.seal_dek(public, keys.vault_uuid, chunk_id, dek)),
+        ("data key: open sealed (HPKE)",
+         lambda: vault_seal.open_dek(private, keys.vault_uuid, chunk_id, sealed)),
+    ):  # fmt: skip
+        start = time.perf_counter()
+        for _ in range(DATA_KEYS):
+            op()
+        seconds = (time.perf_counter() - start) / DATA_KEYS
+        rows.append({"operation": name, "bytes": 0, "seconds": seconds, "mb_per_s": None})
     return rows
 
 

@@ -289,6 +289,15 @@ class Catalog:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def first_meta(self, key: str, value: str) -> str:
+        """``key``'s value, set to ``value`` if it has none: of two processes that set it
+        at once, both get the first one's."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+        found = self.get_meta(key)
+        assert found is not None
+        return found
+
     def delete_meta(self, key: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM meta WHERE key = ?", (key,))

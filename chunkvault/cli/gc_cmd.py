@@ -57,6 +57,7 @@ def gc(cli: CliContext, dry_run: bool, as_json: bool, passphrase_file: Path | No
         "stored_bytes": plan.stored_bytes,
         "freed_bytes": plan.freed_bytes if dry_run else report.bytes_freed,
         "kept_young": {"objects": objects.young[0], "bytes": objects.young[1]},
+        "refused_batches_deleted": len(plan.refused) if dry_run else report.refused_deleted,
         "kept_for_writers": {"objects": objects.writers[0], "bytes": objects.writers[1]},
         "kept_below_threshold": {
             "packs": objects.below_threshold[0], "bytes": objects.below_threshold[1],
@@ -81,6 +82,12 @@ def gc(cli: CliContext, dry_run: bool, as_json: bool, passphrase_file: Path | No
                 f"gc: kept {objects.young[0]} unreferenced object(s) "
                 f"({format_size(objects.young[1])}) younger than retention.grace_hours: "
                 "uploads whose commit may still come"
+            )
+        if summary["refused_batches_deleted"]:
+            click.echo(
+                f"gc: {'would delete' if dry_run else 'deleted'} "
+                f"{summary['refused_batches_deleted']} manifest batch(es) of revoked writers, "
+                "dated after their revocation"
             )
         if objects.writers[0]:
             click.echo(

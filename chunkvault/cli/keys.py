@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -14,6 +17,8 @@ from chunkvault.cli.passphrase import NEW_PASSPHRASE_HELP, new_passphrase, passp
 from chunkvault.crypto.keyring import Keyring, KeyringCorrupted
 from chunkvault.crypto.material import MasterKeys
 from chunkvault.errors import ChunkvaultError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> list[str]:
@@ -30,15 +35,26 @@ def _saved(cli: CliContext, unlocked: Unlocked, ring: Keyring) -> list[str]:
 
 
 @click.group()
-@pass_cli
-def key(cli: CliContext) -> None:
+def key() -> None:
     """Manage passphrase slots and the master key."""
-    cli.require_owner("manage keys")
+
+
+def owner_only(command: F) -> F:
+    """A key command: refused on a write-only host (under ``pass_cli``, so that `--help`
+    works everywhere)."""
+
+    @functools.wraps(command)
+    def refusing(cli: CliContext, *args: Any, **kwargs: Any) -> Any:
+        cli.require_owner("manage keys")
+        return command(cli, *args, **kwargs)
+
+    return refusing  # type: ignore[return-value]
 
 
 @key.command()
 @passphrase_option
 @pass_cli
+@owner_only
 def verify(cli: CliContext, passphrase_file: Path | None) -> None:
     """Check the passphrase, and that every peer holds the current keyring (copying it to
     peers that miss it or hold an older, damaged or forged copy)."""
@@ -81,6 +97,7 @@ def verify(cli: CliContext, passphrase_file: Path | None) -> None:
 @key.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_cli
+@owner_only
 def list_slots(cli: CliContext, as_json: bool) -> None:
     """Show the key slots and issued writer credentials (no passphrase needed: the keyring
     holds no readable secret)."""
@@ -131,6 +148,7 @@ def list_slots(cli: CliContext, as_json: bool) -> None:
 @click.option("--label", required=True, help="Name of the new slot (e.g. 'laptop', 'paper').")
 @passphrase_option
 @pass_cli
+@owner_only
 def add(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
     """Add a slot: another passphrase that opens the same vault."""
     with cli.writer("key add"), cli.peers() as peers:
@@ -143,6 +161,7 @@ def add(cli: CliContext, label: str, passphrase_file: Path | None) -> None:
 @key.command(epilog=NEW_PASSPHRASE_HELP)
 @passphrase_option
 @pass_cli
+@owner_only
 def passwd(cli: CliContext, passphrase_file: Path | None) -> None:
     """Change the passphrase of the slot it opens. Touches only the keyring: O(1) in vault
     size, no chunk or manifest is rewritten."""
@@ -173,6 +192,7 @@ def passwd(cli: CliContext, passphrase_file: Path | None) -> None:
 @click.argument("slot")
 @passphrase_option
 @pass_cli
+@owner_only
 def remove(cli: CliContext, slot: str, passphrase_file: Path | None) -> None:
     """Remove a slot by id or label (never the last one)."""
     with cli.writer("key remove"), cli.peers() as peers:
@@ -187,6 +207,7 @@ def remove(cli: CliContext, slot: str, passphrase_file: Path | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask before removing the other slots.")
 @passphrase_option
 @pass_cli
+@owner_only
 def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> None:
     """Replace the master key: new generation, every data key re-wrapped (object metadata
     by server-side copy; no chunk data is re-sent). Resumable: rerun after an interruption.
@@ -277,6 +298,7 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
 @key.command("export")
 @click.option("--paper", is_flag=True, help="Printable text with per-line checksums.")
 @pass_cli
+@owner_only
 def export(cli: CliContext, paper: bool) -> None:
     """Print the keyring for a backup (it holds only passphrase-wrapped slots)."""
     from chunkvault.crypto.paper import to_paper
@@ -320,6 +342,7 @@ def _counts(ring: Keyring, keys: MasterKeys) -> bool:
 @click.option("--paper", is_flag=True, help="SOURCE is a paper backup, not JSON.")
 @passphrase_option
 @pass_cli
+@owner_only
 def import_(
     cli: CliContext, source: click.utils.LazyFile, paper: bool, passphrase_file: Path | None
 ) -> None:
@@ -374,6 +397,7 @@ def import_(
 @click.option("--label", default=None, help="Name of the writer [default: writer-N].")
 @passphrase_option
 @pass_cli
+@owner_only
 def writer_credential(
     cli: CliContext, out: Path, label: str | None, passphrase_file: Path | None
 ) -> None:
@@ -410,6 +434,7 @@ def writer_credential(
 @click.argument("writer")
 @passphrase_option
 @pass_cli
+@owner_only
 def revoke_writer(cli: CliContext, writer: str, passphrase_file: Path | None) -> None:
     """Stop trusting a writer credential (by label or id)."""
     with cli.writer("key revoke-writer"), cli.peers() as peers:

@@ -25,6 +25,12 @@ from chunkvault.crypto import vault_seal
 from chunkvault.crypto.envelope import BLOB_FLOOR, EnvelopeError, bounded_decompress
 from chunkvault.crypto.padding import PaddingError, pad, unpad
 
+
+class UntrustedWriter(EnvelopeError):
+    """A writer blob of a writer the vault does not trust (unknown, or revoked before the
+    time the blob gives): refused by the owner's decision, not a damaged copy."""
+
+
 VERSION = 0x10
 WRITER_ID_BYTES = 4
 MAC_BYTES = 32
@@ -91,7 +97,7 @@ def open_blob(
         raise EnvelopeError(f"{kind} {name}: not a writer blob")
     key = writer_key(writer_id)
     if key is None:
-        raise EnvelopeError(f"{kind} {name}: written by writer {writer_id}, which this vault "
+        raise UntrustedWriter(f"{kind} {name}: written by writer {writer_id}, which this vault "
                             "does not trust (unknown, or revoked before the time the blob "
                             "gives)")  # fmt: skip
     check_mac(vault_uuid, writer_id, key, kind, name, blob)

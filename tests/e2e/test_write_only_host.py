@@ -190,6 +190,9 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
         assert "write-only credential" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert not target.exists()
+    status = run_cli(hosts.agent, "status", "--json", env=_no_passphrase())
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["extra"]["files"] == len(TREE)
     # A passphrase offered to a write-only host is refused, not used.
     offered = run_cli(hosts.agent, "ls", env=_no_passphrase() | PW)
     assert offered.returncode == 2 and "must not hold the passphrase" in offered.stderr
@@ -200,6 +203,25 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     restored = run_cli(hosts.owner, "restore", "--to", str(out), env=PW, timeout=180)
     assert restored.returncode == 0, restored.stderr
     assert _read_tree(out) == {k: v for k, v in TREE.items()}
+    check = run_cli(hosts.owner, "check", "--read-data", env=PW, timeout=180)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # A lost copy of a writer's chunk object and of one of its packs: `repair` opens them
+    # with the private key and copies them back.
+    from chunkvault.backends.stack import build_peers
+    from chunkvault.layout import chunks_prefix, packs_prefix
+
+    cfg = load_config(hosts.owner)
+    peers = build_peers(cfg)
+    try:
+        for prefix in (chunks_prefix(cfg.vault.id), packs_prefix(cfg.vault.id)):
+            holder = next(p for p in peers if list(p.list(prefix)))
+            holder.delete(next(iter(holder.list(prefix))).key)
+    finally:
+        for peer in peers:
+            peer.close()
+    assert run_cli(hosts.owner, "check", env=PW, timeout=180).returncode != 0
+    repaired = run_cli(hosts.owner, "repair", env=PW, timeout=180)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     check = run_cli(hosts.owner, "check", "--read-data", env=PW, timeout=180)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -271,6 +293,12 @@ def test_a_revoked_writer_is_refused_from_its_revocation_on(hosts: Hosts, tmp_pa
     listed = run_cli(hosts.owner, "ls", env=PW)
     assert listed.returncode == 1 and "before.txt" in listed.stdout
     assert "after.txt" not in listed.stdout
+    # gc deletes what the keyring refuses (it is not blocked by it), and then all is clean.
+    gc = run_cli(hosts.owner, "gc", "--json", env=PW, timeout=180)
+    assert gc.returncode == 0, gc.stderr
+    assert json.loads(gc.stdout)["refused_batches_deleted"] == 1
+    listed = run_cli(hosts.owner, "ls", env=PW)
+    assert listed.returncode == 0 and "before.txt" in listed.stdout, listed.stderr
 
 
 def _secrets_of_the_owner(owner: Path, chunk_rows) -> list[bytes]:  # type: ignore[no-untyped-def]

@@ -37,6 +37,9 @@ def test_crypto_json() -> None:
         assert ops[name]["bytes"] == 2 * 1024 * 1024
     for kdf in ("passphrase KDF: argon2id", "passphrase KDF: scrypt"):
         positive(ops[kdf], "seconds")
+    for key in ("data key: wrap (master KEK)", "data key: seal (HPKE, write-only host)",
+                "data key: open sealed (HPKE)"):  # fmt: skip
+        positive(ops[key], "seconds")
 
 
 def test_chunker_json_and_table() -> None:
