@@ -195,7 +195,7 @@ class Agent:
 
     def _live_under(self, directory: str) -> list[str]:
         prefix = directory.rstrip("/") + "/"
-        latest = self.vault.catalog.latest_all()
+        latest = self.vault.catalog.latest_own()
         return [v.path for v in latest if not v.deleted and v.path.startswith(prefix)]
 
     def _notes_for(self, change: Change) -> list[Note]:
@@ -229,7 +229,7 @@ class Agent:
     def rescan(self, under: str = "") -> tuple[int, int]:
         found: set[str] = set()
         tree = scan_tree(self.root, self.vault.rules.ignored, under, found)
-        changed, gone = differences(tree, self.vault.catalog.latest_all(), under, found)
+        changed, gone = differences(tree, self.vault.catalog.latest_own(), under, found)
         notes = [
             Note(p, "upsert", self.settle, False, None, tree[p].size, tree[p].mtime_ns)
             for p in changed

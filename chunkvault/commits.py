@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chunkvault import shortfall
 from chunkvault.catalog import Catalog, VersionRow
-from chunkvault.crypto.material import MasterKeys
+from chunkvault.crypto.material import MasterKeys, WriterKeys
 from chunkvault.journal import BatchBuilder, BatchEntry, JournalStore, new_batch_name
 from chunkvault.light_future import LightFuture
 from chunkvault.manifest import Manifest, ManifestError, new_manifest_name
@@ -58,6 +58,7 @@ def version_row(
         chunk_count=len(manifest.chunks),
         inode=inode,
         batch=batch,
+        writer=manifest.writer,
     )
 
 
@@ -95,6 +96,8 @@ class Committer:
         # One per version until its batch is written: a LightFuture (a Future makes a
         # Condition and an RLock at birth).
         future: LightFuture[Committed] = LightFuture()
+        if isinstance(self.keys, WriterKeys):  # whose it is, for the owner's scans
+            manifest = replace(manifest, writer=self.keys.writer_id)
         entry = BatchEntry(new_manifest_name(self.vault_id, self.keys, manifest), manifest)
         with self._lock:
             if self._closed:

@@ -170,6 +170,7 @@ class Collector:
                 else:
                     dead.extend(entry.manifest.chunks)
                     batches.setdefault(name, set()).add(entry.name)
+        live.extend(self._api_chunks())
         chunks, packs = self._listings()
         condemned = self._condemned()
         objects = garbage.plan(
@@ -189,6 +190,22 @@ class Collector:
         return GcPlan(drop, batches, batch_packs, manifests, objects, len(versions) - len(drop),
                       stored, self.config.replication.replicas,
                       sorted(self.vault.refused))  # fmt: skip
+
+    def _api_chunks(self) -> list[ChunkRef]:
+        """The chunks of ``POST /upload``: no file version names them, the API's map in
+        the catalog does (``GET /chunks/{id}`` reads them back): live, like a version's."""
+        catalog = self.vault.catalog
+        refs = []
+        for (chunk_id,) in catalog.query("SELECT DISTINCT chunk_id FROM api_chunks"):
+            row = catalog.chunk(chunk_id)
+            if row is None:
+                continue
+            if row.pack is None:
+                refs.append(ChunkRef(row.id, row.plain_size, row.wrapped_dek))
+            else:
+                refs.append(ChunkRef(row.id, row.plain_size, row.wrapped_dek, row.pack,
+                                     row.pack_offset, row.stored_size))  # fmt: skip
+        return refs
 
     @staticmethod
     def _unreadable(name: str, exc: ManifestError) -> GcError:

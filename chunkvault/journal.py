@@ -268,11 +268,16 @@ class JournalStore(SealedStore[list[BatchEntry]]):
                                 "this host does not hold")  # fmt: skip
         else:
             dated = batch_time_ns(name)
-            _, payload = writer_blob.open_blob(
+            writer, payload = writer_blob.open_blob(
                 self.keys.vault_private, self.keys.vault_uuid,
                 lambda writer: self.keys.writer_key(writer, dated), KIND, name, body,
                 MAX_BATCH_JSON,
             )  # fmt: skip
+            entries = batch_from_json(self.vault_id, self.keys, payload)
+            if any(e.manifest.writer != writer for e in entries):
+                raise ManifestError(f"manifest batch {name} of writer {writer} holds a version "
+                                    "it does not sign as its own")  # fmt: skip
+            return entries
         return batch_from_json(self.vault_id, self.keys, payload)
 
     def read_copy(self, name: str, peer: Peer) -> bytes:

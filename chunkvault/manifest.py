@@ -73,6 +73,7 @@ MAX_MANIFEST_JSON = 256 * MiB
 # Used with fullmatch: "$" alone would also accept a trailing newline.
 _NAME_TAIL = re.compile(r"(?P<path_key>[0-9a-f]{32})/(?P<created_ns>[0-9]{20})-[0-9a-f]{8}")
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+_WRITER_ID = re.compile(r"[0-9a-f]{8}")
 _PACK_ID = _CHUNK_ID  # 64 random lower-case hex (packs.py)
 #: Under ``manifests/``: where manifest batches live (journal.py), never a path key (hex).
 BATCH_DIR = "batch/"
@@ -124,6 +125,8 @@ class Manifest:
     chunks: tuple[ChunkRef, ...] = ()
     deleted: bool = False
     created_ns: int = field(default_factory=time.time_ns)
+    # The write-only host (its writer id) that stored this version; None: the owner.
+    writer: str | None = None
 
     def to_obj(self) -> dict[str, Any]:
         """The manifest's fields as JSON values (what a manifest object and a batch entry
@@ -142,6 +145,7 @@ class Manifest:
             "deleted": self.deleted,
             "created_ns": self.created_ns,
             "chunks": [c.to_obj() for c in self.chunks],
+            **({"writer": self.writer} if self.writer is not None else {}),
         }
 
     def to_json(self) -> bytes:
@@ -188,6 +192,7 @@ class Manifest:
                 chunks=tuple(
                     _chunk_ref(entry, allow_packed) for entry in _field(obj, "chunks", list)
                 ),
+                writer=_writer(obj),
             )
         except ManifestError:
             raise
@@ -203,6 +208,15 @@ class Manifest:
             for c in self.chunks
         )  # fmt: skip
         return replace(self, chunks=chunks)
+
+
+def _writer(obj: dict[str, Any]) -> str | None:
+    writer = obj.get("writer")
+    if writer is None:
+        return None
+    if not isinstance(writer, str) or not _WRITER_ID.fullmatch(writer):
+        raise ManifestError(f"manifest: bad writer {str(writer)[:20]!r}")
+    return writer
 
 
 def _field(obj: dict[str, Any], name: str, kind: type) -> Any:

@@ -84,3 +84,12 @@ def json_fields(path: str) -> dict[str, str]:
     if is_utf8(path):
         return {"path": path}
     return {"path": show(path), "path_b64": b64(path)}
+
+
+#: Where a write-only host's ``POST /upload`` chunks appear as files (chunkvault.vault):
+#: a name of the vault's, not of the watched tree (whose scans leave it alone).
+API_UPLOADS = ".chunkvault-api"
+
+
+def is_api_upload(path: str) -> bool:
+    return path.startswith(API_UPLOADS + "/")

@@ -14,6 +14,7 @@ vault holds some content. For the same reason the API's answer never says "dedup
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -100,6 +101,13 @@ class UploadService:
         # (peer name) per failed replica write.
         self.on_write: Callable[[str, int], None] | None = None
         self.on_write_error: Callable[[str], None] | None = None
+        # Called with (request id, [(client id, stored chunk, SHA-256)]) for the chunks a
+        # POST /upload stored, before it answers; returns {client id: why} for those it
+        # could not keep. A write-only host commits them as file versions there (the
+        # owner could not find them otherwise: see chunkvault.vault).
+        self.on_uploaded: (
+            Callable[[str, list[tuple[str, StoredChunk, str]]], dict[str, str]] | None
+        ) = None
         chunking = config.chunking
         # Chunks below the threshold go into packs (chunkvault.packs); 0 turns packing off.
         self.pack_threshold = chunking.pack_threshold
@@ -345,10 +353,14 @@ class UploadService:
                 return _response_from_json(response, replayed=True)
             # Every chunk sealed and handed over first, then the small ones' pack written
             # once: a request's small chunks share a pack.
-            started = list(self._chunk_pool.map(self._upload_start, request.chunks))
+            digests: dict[str, str] = {}
+            start = functools.partial(self._upload_start, digests=digests)
+            started = list(self._chunk_pool.map(start, request.chunks))
             self.flush()
             outcomes = [_upload_outcome(chunk, s) for chunk, s in zip(request.chunks, started,
                                                                           strict=True)]  # fmt: skip
+            if self.on_uploaded is not None:
+                outcomes = self._committed(request.request_id, outcomes, started, digests)
             chunk_map = {o.id: cid for o, cid in outcomes if o.send == "OK" and cid}
             response = UploadResponse(request.request_id, tuple(o for o, _ in outcomes))
             self.catalog.record_api_request(
@@ -359,7 +371,30 @@ class UploadService:
                 self.staging.discard(client_id)
         return response
 
-    def _upload_start(self, chunk: UploadChunk) -> ChunkOutcome | Future[StoredChunk]:
+    def _committed(
+        self,
+        request_id: str,
+        outcomes: list[tuple[ChunkOutcome, str | None]],
+        started: list[ChunkOutcome | Future[StoredChunk]],
+        digests: dict[str, str],
+    ) -> list[tuple[ChunkOutcome, str | None]]:
+        """Hand the chunks stored to ``on_uploaded`` (it commits them as versions); those
+        it could not commit are NOTOK, with its reason."""
+        assert self.on_uploaded is not None
+        stored = [(o.id, s.result(), digests[o.id]) for (o, _), s in zip(outcomes, started,
+                                                                          strict=True)
+                  if o.send == "OK" and isinstance(s, Future)]  # fmt: skip
+        failed = self.on_uploaded(request_id, stored) if stored else {}
+        return [
+            (ChunkOutcome(o.id, "NOTOK", failed[o.id]), None) if o.id in failed else (o, cid)
+            for o, cid in outcomes
+        ]
+
+    def _upload_start(
+        self, chunk: UploadChunk, digests: dict[str, str] | None = None
+    ) -> ChunkOutcome | Future[StoredChunk]:
+        """Seal and store one staged chunk (``digests``: its SHA-256 goes there, for
+        ``on_uploaded``)."""
         client_id, declared = chunk.id, chunk.size_in_kb
         data = self.staging.get(client_id) if self.staging else None
         if data is None:
@@ -373,6 +408,8 @@ class UploadService:
                 f"size mismatch: declared {declared} KB, staged {len(data)} bytes ({actual} KB)",
             )  # fmt: skip
         size = len(data)
+        if digests is not None and self.on_uploaded is not None:
+            digests[client_id] = hashlib.sha256(data).hexdigest()
         buf = bytearray(sealed_size_limit(size))
         buf[PLAIN_OFFSET : PLAIN_OFFSET + size] = data
         del data

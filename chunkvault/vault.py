@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import TypeVar
 
 from chunkvault.backends.base import NotFound, PeerError
 from chunkvault.catalog import Catalog, ChunkRow, PackRow, VersionRow
+from chunkvault.catalog.store import WRITER_ID
 from chunkvault.commits import PENDING, Committed, Committer, version_row
 from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
@@ -35,9 +37,11 @@ from chunkvault.layout import (
 )
 from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore, RefusedBlob
+from chunkvault.names import API_UPLOADS
 from chunkvault.peerset import PlacedPeer
 from chunkvault.reading import ChunkReader
 from chunkvault.staging import Staging
+from chunkvault.stored import StoredChunk
 from chunkvault.upload import UploadService
 from chunkvault.writerlock import LOCK_NAME
 
@@ -46,9 +50,8 @@ T = TypeVar("T")
 CATALOG_NAME = "catalog.db"
 SYNCED = "synced_from_peers"
 GENERATION_FLOOR = "max_key_generation"
-#: Catalog meta of a write-only host's state dir: its writer, and the id domain it names
-#: its chunks in (writer_credential.writer_keys).
-WRITER_ID = "writer_id"
+#: Catalog meta of a write-only host's state dir: the id domain it names its chunks in
+#: (writer_credential.writer_keys; its writer is catalog.store.WRITER_ID).
 WRITER_DOMAIN = "writer_domain"
 #: Parsed manifest batches kept for reading versions (restore reads many from one batch).
 BATCH_CACHE = 8
@@ -151,6 +154,8 @@ class Vault:
         self.service = UploadService(
             config, self.peers, keys, self.catalog, self.staging, after_pack=self.commits.flush
         )
+        if self.write_only:
+            self.service.on_uploaded = self._commit_uploads
         self._batches: OrderedDict[str, Future[dict[str, Manifest]]] = OrderedDict()
         self._batches_lock = threading.Lock()
         largest_chunk = max(config.chunking.max_size, config.api.max_chunk_bytes)
@@ -324,6 +329,31 @@ class Vault:
         self.catalog.add_versions(versions)
         self._clear_pending(name)
         return len(versions)
+
+    def _commit_uploads(
+        self, request_id: str, stored: list[tuple[str, StoredChunk, str]]
+    ) -> dict[str, str]:
+        """A write-only host's ``POST /upload``: each chunk stored becomes a file version,
+        ``API_UPLOADS/req-<request id>/chunk-<id>``, committed before the answer. The map
+        from client ids to chunks is in this host's catalog only, which the owner never
+        sees, and this host cannot read a chunk back: as a file, the owner lists and
+        restores it. Returns {client id: why} for those not committed."""
+        now = time.time_ns()
+        waiting = []
+        for client_id, chunk, sha256 in stored:
+            ref = ChunkRef(chunk.chunk_id, chunk.plain_size, chunk.wrapped_dek, chunk.pack,
+                           chunk.offset, chunk.length)  # fmt: skip
+            manifest = Manifest(f"{API_UPLOADS}/req-{request_id}/chunk-{client_id}",
+                                chunk.plain_size, now, 0o100644, sha256, (ref,))  # fmt: skip
+            waiting.append((client_id, self.commits.append(manifest)))
+        self.commits.flush()
+        failed = {}
+        for client_id, future in waiting:
+            try:
+                future.result()
+            except ManifestError as exc:
+                failed[client_id] = f"stored, but not committed: {exc.message}"
+        return failed
 
     # --- reading versions ------------------------------------------------------------------
 

@@ -161,7 +161,8 @@ def writer_keys(credential: WriterCredential, state_dir: Path) -> WriterKeys:
     first use: a random name, kept in its catalog). CredentialError if the state dir
     belongs to the owner or to another writer."""
     from chunkvault.catalog import Catalog
-    from chunkvault.vault import CATALOG_NAME, GENERATION_FLOOR, WRITER_DOMAIN, WRITER_ID
+    from chunkvault.catalog.store import WRITER_ID
+    from chunkvault.vault import CATALOG_NAME, GENERATION_FLOOR, WRITER_DOMAIN
 
     state_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(state_dir / CATALOG_NAME)

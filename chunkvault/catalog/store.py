@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS versions (
     created_ns INTEGER NOT NULL,
     inode INTEGER,
     chunk_count INTEGER NOT NULL,
-    batch TEXT  -- NULL: `manifest` names a per-file manifest object, else the batch holding it
+    batch TEXT,  -- NULL: `manifest` names a per-file manifest object, else the batch holding it
+    writer TEXT  -- the writer id of the write-only host that stored it, NULL for the owner
 );
 CREATE INDEX IF NOT EXISTS versions_path ON versions(path, created_ns);
 CREATE TABLE IF NOT EXISTS packs (
@@ -103,7 +104,7 @@ CREATE INDEX IF NOT EXISTS versions_batch ON versions(batch) WHERE batch IS NOT 
 # Columns schema 3 added to tables of schema 1 and 2, as ALTER TABLE ADD COLUMN takes them.
 _ADDED_COLUMNS = {
     "chunks": (("pack", "TEXT"), ("pack_offset", "INTEGER NOT NULL DEFAULT 0")),
-    "versions": (("batch", "TEXT"),),
+    "versions": (("batch", "TEXT"), ("writer", "TEXT")),
 }
 
 
@@ -155,6 +156,10 @@ def _make_private(path: Path) -> None:
     os.close(open_private_file(path, os.O_RDONLY))
 
 
+#: Meta of a write-only host's state dir: its writer id (and so, its versions' origin).
+WRITER_ID = "writer_id"
+
+
 class CatalogError(ChunkvaultError):
     pass
 
@@ -165,7 +170,7 @@ _CHUNK_INSERT = (
 )
 _INSERT_VERSION = (
     "INSERT OR IGNORE INTO versions (path, manifest, size, mtime_ns, mode, sha256, deleted, "
-    "created_ns, inode, chunk_count, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "created_ns, inode, chunk_count, batch, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -207,6 +212,8 @@ class VersionRow:
     # None: ``manifest`` names a per-file manifest object. Else the manifest batch object
     # that holds this version, and ``manifest`` is only the entry's identity.
     batch: str | None = None
+    # The write-only host that stored it (its writer id); None: the owner.
+    writer: str | None = None
 
 
 def _chunk_values(row: ChunkRow, pack: str | None, now: float) -> tuple[Any, ...]:
@@ -216,7 +223,8 @@ def _chunk_values(row: ChunkRow, pack: str | None, now: float) -> tuple[Any, ...
 
 def _version_values(row: VersionRow) -> tuple[Any, ...]:
     return (path_value(row.path), row.manifest, row.size, row.mtime_ns, row.mode, row.sha256,
-            int(row.deleted), row.created_ns, row.inode, row.chunk_count, row.batch)  # fmt: skip
+            int(row.deleted), row.created_ns, row.inode, row.chunk_count, row.batch,
+            row.writer)  # fmt: skip
 
 
 class Catalog:
@@ -234,6 +242,10 @@ class Catalog:
         except BaseException:
             self._db.close()
             raise
+        # Whose versions this machine's tree is compared with (latest, latest_own): the
+        # writer id of a write-only host's state dir (writer_credential.writer_keys sets it
+        # at its first use), None for the owner's.
+        self.origin: str | None = self.get_meta(WRITER_ID)
 
     def _open_schema(self) -> None:
         """Create the tables of a new catalog, convert an older one, refuse a newer one."""
@@ -529,15 +541,18 @@ class Catalog:
     def _versions(self, where: str, args: Sequence[Any]) -> list[VersionRow]:
         rows = self.query(
             "SELECT path, manifest, size, mtime_ns, mode, sha256, deleted, created_ns, "
-            f"chunk_count, inode, batch FROM versions {where}",
+            f"chunk_count, inode, batch, writer FROM versions {where}",
             args,
         )
         return [VersionRow(path_of(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8],
-                           r[9], r[10]) for r in rows]  # fmt: skip
+                           r[9], r[10], r[11]) for r in rows]  # fmt: skip
 
     def latest(self, path: str) -> VersionRow | None:
+        """The newest version of ``path`` this machine stored (``origin``): what its tree
+        is compared with. Another host's versions of the path are not its to replace."""
         rows = self._versions(
-            "WHERE path = ? ORDER BY created_ns DESC, id DESC LIMIT 1", (path_value(path),)
+            "WHERE path = ? AND writer IS ? ORDER BY created_ns DESC, id DESC LIMIT 1",
+            (path_value(path), self.origin),
         )
         return rows[0] if rows else None
 
@@ -545,13 +560,27 @@ class Catalog:
         return self._versions("WHERE path = ? ORDER BY created_ns, id", (path_value(path),))
 
     def latest_all(self) -> list[VersionRow]:
-        """The newest version of every path (tombstones included), by path."""
+        """The newest version of every path (tombstones included), by path, whoever
+        stored it: what `ls` and `restore` show."""
         return self._versions(
             "v WHERE NOT EXISTS (SELECT 1 FROM versions w WHERE w.path = v.path AND "
             "(w.created_ns > v.created_ns OR (w.created_ns = v.created_ns AND w.id > v.id))) "
             "ORDER BY path",
             (),
         )
+
+    def latest_own(self) -> list[VersionRow]:
+        """The newest version of every path this machine stored (``origin``), by path:
+        what a scan of its tree is compared with. The versions write-only hosts stored
+        (synced here by the owner) are not gone from this tree, nor changed in it; nor are
+        the chunks a write-only host's API stored as files (``names.API_UPLOADS``)."""
+        rows = self._versions(
+            "v WHERE writer IS ? AND NOT EXISTS (SELECT 1 FROM versions w WHERE "
+            "w.path = v.path AND w.writer IS v.writer AND (w.created_ns > v.created_ns OR "
+            "(w.created_ns = v.created_ns AND w.id > v.id))) ORDER BY path",
+            (self.origin,),
+        )
+        return [v for v in rows if not names.is_api_upload(v.path)]
 
     def all_versions(self) -> list[VersionRow]:
         return self._versions("ORDER BY path, created_ns, id", ())

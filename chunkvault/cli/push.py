@@ -134,7 +134,7 @@ def plan_push(catalog: Catalog, rules: FlowRules, root: Path, paths: tuple[str, 
 
     # Every path's newest version, in one query (not one per file): the writer lock keeps
     # them current while this push runs.
-    newest = {v.path: v for v in catalog.latest_all()}
+    newest = {v.path: v for v in catalog.latest_own()}
     live = [path for path, v in newest.items() if not v.deleted]
 
     def stored(rel: str) -> bool:

@@ -192,17 +192,25 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     assert not target.exists()
     status = run_cli(hosts.agent, "status", "--json", env=_no_passphrase())
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["extra"]["files"] == len(TREE)
+    assert json.loads(status.stdout)["extra"]["files"] == len(TREE) + 1  # and the API chunk
     # A passphrase offered to a write-only host is refused, not used.
     offered = run_cli(hosts.agent, "ls", env=_no_passphrase() | PW)
     assert offered.returncode == 2 and "must not hold the passphrase" in offered.stderr
     hosts.stop()
 
-    # Back on the trusted machine: all of it lists and restores byte-identical.
+    # Back on the trusted machine: all of it lists and restores byte-identical, the chunk
+    # POST /upload stored as a file (the owner has no other way to find it). The owner's
+    # push of its own tree stores that tree, and leaves the writer's files as they are.
+    own = {b"owner-notes.txt": b"the owner's own file\n"}
+    _write_tree(tmp_path / "owner" / "inbox", own)
+    pushed = run_cli(hosts.owner, "push", env=PW, timeout=120)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "deleted" not in pushed.stdout, pushed.stdout
+    uploaded = {b".chunkvault-api/req-w1/chunk-api1": api_chunk}
     out = tmp_path / "owner" / "restored"
     restored = run_cli(hosts.owner, "restore", "--to", str(out), env=PW, timeout=180)
     assert restored.returncode == 0, restored.stderr
-    assert _read_tree(out) == {k: v for k, v in TREE.items()}
+    assert _read_tree(out) == TREE | uploaded | own
     check = run_cli(hosts.owner, "check", "--read-data", env=PW, timeout=180)
     assert check.returncode == 0, check.stdout + check.stderr
     # A lost copy of a writer's chunk object and of one of its packs: `repair` opens them
@@ -235,7 +243,7 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     again = tmp_path / "owner" / "again"
     restored = run_cli(hosts.owner, "restore", "--to", str(again), env=PW, timeout=180)
     assert restored.returncode == 0, restored.stderr
-    assert _read_tree(again) == TREE | later
+    assert _read_tree(again) == TREE | later | uploaded | own
 
 
 def test_gc_keeps_what_a_writer_may_deduplicate_against(hosts: Hosts, tmp_path: Path) -> None:

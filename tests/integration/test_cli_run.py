@@ -547,3 +547,28 @@ def test_status_names_pending_files_whatever_their_names(start_daemon):
     assert {e["path"] for e in json.loads(cli.stdout)["extra"]["pending"]} == {
         r"caf\xe9.txt", "new\nline.txt",
     }  # fmt: skip
+
+
+def test_gc_keeps_what_post_upload_stored(start_daemon):
+    # Chunks of POST /upload are named by no file version, only by the API's map: gc
+    # must keep them (and their packs) for GET /chunks/{id}, whatever their age.
+    first = start_daemon(retention={"grace_hours": 0, "deleted_days": 0})
+    blobs = {"small": os.urandom(5000), "large": os.urandom(700 * 1024)}
+    for cid, data in blobs.items():
+        assert first.call("PUT", f"/chunks/{cid}", data,
+                          content_type="application/octet-stream")[0] == 201  # fmt: skip
+    request = {"chunks": [{"id": c, "size_in_KB": math.ceil(len(d) / 1024)}
+                          for c, d in blobs.items()], "request_id": "keep-me"}  # fmt: skip
+    status, body = first.call("POST", "/upload", json.dumps(request).encode(),
+                              content_type="application/json")  # fmt: skip
+    assert status == 200 and all(c["send"] == "OK" for c in json.loads(body)["chunks"]), body
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=20) == 0
+    stored = object_count(first.config)
+    done = run_cli(first.config, "gc", "--json", env=PW, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["objects_deleted"] == 0, done.stdout
+    assert object_count(first.config) == stored
+    again = start_daemon.again(first)
+    for cid, data in blobs.items():
+        assert again.call("GET", f"/chunks/{cid}") == (200, data)

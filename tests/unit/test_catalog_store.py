@@ -421,3 +421,35 @@ def test_batched_writes_are_one_transaction(tmp_path):
     assert catalog.replica_counts() == {"p0": 2000, "p1": 2000}
     assert len(catalog.versions_in_batch("b/1")) == 2000 and catalog.under_replicated(2) == 0
     catalog.close()
+
+
+def test_a_machine_compares_its_tree_with_its_own_versions_only(tmp_path):
+    # The owner's catalog holds what write-only hosts stored too (synced): its scans must
+    # not take their files for its own deleted or changed ones; `ls` shows them all.
+    from dataclasses import replace
+
+    from chunkvault.catalog.store import WRITER_ID
+
+    catalog = Catalog(tmp_path / "c.db")
+    mine = row("docs/a.txt", 1)
+    theirs = replace(row("docs/a.txt", 2), writer="0a0b0c0d")
+    elsewhere = replace(row("photos/b.jpg", 3), writer="0a0b0c0d")
+    api = replace(row(".chunkvault-api/req-1/chunk-x", 4), writer="0a0b0c0d")
+    catalog.add_versions([mine, theirs, elsewhere, api])
+    assert catalog.origin is None
+    assert [v.manifest for v in catalog.latest_all()] == [api.manifest, theirs.manifest,
+                                                          elsewhere.manifest]  # fmt: skip
+    assert [v.manifest for v in catalog.latest_own()] == [mine.manifest]
+    assert catalog.latest("docs/a.txt") == mine and catalog.latest("photos/b.jpg") is None
+    catalog.close()
+    # A write-only host's state dir says whose it is: its catalog compares with that
+    # writer's versions, and leaves the API's files out of its tree.
+    writer = Catalog(tmp_path / "w.db")
+    writer.first_meta(WRITER_ID, "0a0b0c0d")
+    writer.add_versions([theirs, elsewhere, api])
+    writer.close()
+    again = Catalog(tmp_path / "w.db")
+    assert again.origin == "0a0b0c0d"
+    assert [v.path for v in again.latest_own()] == ["docs/a.txt", "photos/b.jpg"]
+    assert again.first_meta(WRITER_ID, "ffffffff") == "0a0b0c0d"  # set once
+    again.close()

@@ -526,7 +526,8 @@ def _writer_entries(writer: WriterKeys, n: int) -> list[BatchEntry]:
     for i in range(n):
         chunk_id = os.urandom(32).hex()
         ref = ChunkRef(chunk_id, 700, wrap_dek(writer, chunk_id, os.urandom(32)))
-        m = Manifest(f"w/{i}.txt", 700, 1_700_000_000_000_000_000, 0o100644, "ab" * 32, (ref,))
+        m = Manifest(f"w/{i}.txt", 700, 1_700_000_000_000_000_000, 0o100644, "ab" * 32, (ref,),
+                     writer=writer.writer_id)  # fmt: skip
         out.append(BatchEntry(new_manifest_name("home", writer, m), m))
     return out
 
@@ -574,3 +575,16 @@ def test_a_writer_batch_is_refused_from_its_writer_revocation_on_and_from_a_stra
     owner.vault_private = None
     with pytest.raises(EnvelopeError, match="sealed to the vault key"):
         JournalStore("home", owner, [], 2, 1).open(payload_name, body)
+
+
+def test_a_writer_batch_holding_a_version_it_does_not_sign_as_its_own_is_refused():
+    # Each version says which host stored it (the owner's scans leave other hosts' files
+    # alone): a writer cannot pass one off as the owner's, or as another writer's.
+    owner, writer = _owner_and_writer()
+    name = new_batch_name("home")
+    for claimed in (None, "ffffffff"):
+        entries = [BatchEntry(e.name, replace(e.manifest, writer=claimed))
+                   for e in _writer_entries(writer, 2)]  # fmt: skip
+        body = JournalStore("home", writer, [], 2, 1).seal(name, entries)
+        with pytest.raises(ManifestError, match="does not sign as its own"):
+            JournalStore("home", owner, [], 2, 1).open(name, body)
