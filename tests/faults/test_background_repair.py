@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from support.cli import init_vault, run_cli
 from support.faults import (
     PW,
@@ -154,3 +155,62 @@ def flip(peer: Peer, key: str) -> None:
     body = bytearray(peer.get(key))
     body[-1] ^= 0x10
     peer.put(key, bytes(body), meta)
+
+
+@pytest.mark.slow
+def test_a_write_only_host_heals_what_it_stored_without_opening_it(
+    tmp_path: Path, moto_peer_factory, hostile_proxy_factory
+) -> None:
+    # It can open nothing it stored: it checks each copy by the SHA-256 it recorded at the
+    # write (chunks, packs) or by its own MAC (batches) before it copies it as it is.
+    proxies = [hostile_proxy_factory(moto_peer_factory().endpoint) for _ in range(2)]
+    (tmp_path / "owner").mkdir()
+    owner, _ = init_vault(
+        tmp_path / "owner", [p.endpoint for p in proxies], unique_bucket(), PW,
+        replication={"replicas": 2, "min_replicas": 1},
+    )  # fmt: skip
+    credential = tmp_path / "host" / "writer.cred"
+    credential.parent.mkdir()
+    issued = run_cli(owner, "key", "writer-credential", "--out", str(credential), env=PW)
+    assert issued.returncode == 0, issued.stderr
+    inbox = tmp_path / "host" / "inbox"
+    inbox.mkdir()
+    data = yaml.safe_load(owner.read_text())
+    data.update(
+        vault={"id": "test", "state_dir": str(tmp_path / "host" / "state")},
+        keys={"writer_credential_file": str(credential)},
+        watch={"path": str(inbox), "settle_seconds": 0.3, "rescan_seconds": 0},
+        transfer={**data.get("transfer", {}), "down_seconds": 1},
+        repair={"interval_seconds": 0.5, "bytes_per_second": "4MiB"},
+        api={"enabled": False},
+    )
+    host = tmp_path / "host" / "cv.yaml"
+    host.write_text(yaml.safe_dump(data))
+
+    def refuse(request, forward):
+        if request.method in ("PUT", "POST") and request.key.startswith("test/"):
+            return Reply(503, body=b"<Error><Code>SlowDown</Code></Error>")
+        return None
+
+    proxies[1].add(named("refuse", refuse))
+    log = tmp_path / "host" / "agent.log"
+    agent = start_agent(host, log, env={})
+    rng = random.Random(31)
+    files = {f"w{i % 3}/f{i:02}.bin": rng.randbytes(rng.randint(2000, 30_000)) for i in range(20)}
+    files["big.bin"] = rng.randbytes(700_000)  # a chunk object
+    try:
+        for rel, body in files.items():
+            write(inbox, rel, body)
+        wait_stored(host, files, agent, log, 60, env={})
+        assert all(held == {"p0"} for held in holders(owner, keyring=False).values())
+        proxies[1].clear()
+        deadline = time.monotonic() + 60
+        while not all(len(h) == 2 for h in holders(owner, keyring=False).values()):
+            assert agent.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, holders(owner, keyring=False)
+            time.sleep(0.5)
+        assert "background repair:" in log.read_text()
+    finally:
+        stop_agent(agent)
+    restore_matches(owner, tmp_path / "owner" / "out", files)
+    assert_clean(owner)

@@ -15,8 +15,14 @@ from support.moto_peers import MotoServer, unique_bucket
 PW = {"CHUNKVAULT_PASSPHRASE": "fault suite passphrase"}
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | PW
+def start_agent(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``env``: on top of the environment without CHUNKVAULT_* (default: the passphrase;
+    ``{}`` for a write-only host)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKVAULT_")} | (
+        PW if env is None else env
+    )
     offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen([CLI, "--config", str(config), "run"], env=env,
@@ -53,17 +59,18 @@ def wait_stored(
     agent: subprocess.Popen[bytes],
     log: Path,
     seconds: float,
+    env: dict[str, str] | None = None,
 ) -> None:
     """Until ``ls`` lists every file (the agent must stay up meanwhile)."""
     deadline = time.monotonic() + seconds
-    while stored_paths(config) != set(files):
+    while stored_paths(config, env) != set(files):
         assert agent.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config))[:5]
+        assert time.monotonic() < deadline, sorted(set(files) - stored_paths(config, env))[:5]
         time.sleep(0.5)
 
 
-def stored_paths(config: Path) -> set[str]:
-    result = run_cli(config, "ls", "--json", env=PW)
+def stored_paths(config: Path, env: dict[str, str] | None = None) -> set[str]:
+    result = run_cli(config, "ls", "--json", env=PW if env is None else env)
     assert result.returncode == 0, result.stderr
     return {entry["path"] for entry in json.loads(result.stdout)}
 
