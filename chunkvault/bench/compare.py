@@ -167,6 +167,37 @@ def chunkvault_rows(ds: Dataset, work: Path, expected: Any, *, nochange: bool = 
     return rows
 
 
+def chunkvault_writer_rows(ds: Dataset, work: Path, expected: Any) -> list[Row]:
+    """The same push from a write-only host (a writer credential and no passphrase: each
+    data key and batch sealed to the vault key with HPKE), then the owner's restore of it
+    (each data key opened with the vault's private key)."""
+    tool = "chunkvault, write-only host"
+    with fresh_peers() as endpoints:
+        config = cv_config(work / "cvw", endpoints, ds.root, REPLICAS, 1)
+        owner = VaultUnderTest(config)
+        owner.init()
+        credential = work / "cvw" / "writer.cred"
+        owner.run("key", "writer-credential", "--out", str(credential)).check(
+            "chunkvault key writer-credential"
+        )
+        data = yaml.safe_load(config.read_text())
+        data["vault"]["state_dir"] = str(work / "cvw" / "host-state")
+        data["keys"] = {"writer_credential_file": str(credential)}
+        host_config = work / "cvw" / "host.yaml"
+        host_config.write_text(yaml.safe_dump(data, sort_keys=False))
+        push = VaultUnderTest(host_config, write_only=True).push()
+        rows = [_row("cvw_push", tool, "push", REPLICAS, push.seconds, push)]
+        rows[0]["stored"], rows[0]["objects"] = usage(endpoints, CV_BUCKET)
+        target = work / "cvw-restored"
+        restore = owner.restore(target)
+        verify_tree(expected, target, "chunkvault restore of a write-only host's push")
+        shutil.rmtree(target)
+        rows.append(_row("cvw_restore", tool, "restore (by the owner)", None, restore.seconds,
+                         restore, verified=True))  # fmt: skip
+    shutil.rmtree(work / "cvw", ignore_errors=True)
+    return rows
+
+
 def chunkvault_many_rows(ds: Dataset, work: Path) -> list[Row]:
     """Push only (its peak RSS is the figure), checked by ``ls --json`` listing every file:
     a restore of this many files would double the run for no new figure."""
@@ -385,14 +416,15 @@ def run(scale: float, work: Path, only: set[str], log: Callable[[str], None]) ->
     n, size = sizes["random_files"], sizes["random_file_size"]
     plans = {
         "random": (f"{n * size // MiB} MiB: {n} x {size // MiB} MiB random files",
-                   lambda d: random_tree(d, n, size), ("ceil", "cv", "restic", "rclone"), 1),
+                   lambda d: random_tree(d, n, size), ("ceil", "cv", "cvw", "restic", "rclone"),
+                   1),
         "text": (f"Text corpus: {sizes['text_files']} files, {sizes['text_bytes'] // MiB} MiB "
                  "of generated text", lambda d: text_tree(d, sizes["text_files"],
                  sizes["text_bytes"]), ("ceil", "cv", "restic", "rclone"), 1),
         "big": (f"One {sizes['big_bytes'] / 1024 / MiB:g} GiB random file (peak RSS)",
                 lambda d: big_file(d, sizes["big_bytes"]), ("cv1", "restic"), 1),
         "small": (f"Small files: {sizes['small_files']:,} files of 6-10 KiB",
-                  lambda d: small_tree(d, sizes["small_files"]), ("cv", "restic"),
+                  lambda d: small_tree(d, sizes["small_files"]), ("cv", "cvw", "restic"),
                   SMALL_ROUNDS),
         "many": (f"Many small files: {sizes['many_files']:,} files of 6-10 KiB (peak RSS)",
                  lambda d: small_tree(d, sizes["many_files"]), ("cvmany",), 1),
@@ -407,6 +439,7 @@ def run(scale: float, work: Path, only: set[str], log: Callable[[str], None]) ->
             "ceil": lambda ds=ds: ceilings(ds, work, (1, REPLICAS)),
             "cv": lambda ds=ds, e=expected: chunkvault_rows(ds, work, e),
             "cv1": lambda ds=ds, e=expected: chunkvault_rows(ds, work, e, nochange=False),
+            "cvw": lambda ds=ds, e=expected: chunkvault_writer_rows(ds, work, e),
             "restic": lambda ds=ds, e=expected: restic_rows(ds, work, e),
             "rclone": lambda ds=ds: rclone_rows(ds, work),
             "cvmany": lambda ds=ds: chunkvault_many_rows(ds, work),

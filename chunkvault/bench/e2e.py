@@ -31,9 +31,14 @@ def cli_command() -> list[str]:
 class VaultUnderTest:
     """One config file and passphrase; every method runs the CLI once and measures it."""
 
-    def __init__(self, config: Path, passphrase: str | None = None) -> None:
+    def __init__(
+        self, config: Path, passphrase: str | None = None, write_only: bool = False
+    ) -> None:
+        """``write_only``: the config names a writer credential; no passphrase is given."""
         self.config = config
-        self.env = clean_env({"CHUNKVAULT_PASSPHRASE": passphrase or secrets.token_hex(16)})
+        self.env = clean_env(
+            {} if write_only else {"CHUNKVAULT_PASSPHRASE": passphrase or secrets.token_hex(16)}
+        )
 
     def run(self, *args: str, timeout: float = 3600) -> Measured:
         return run_measured(

@@ -61,6 +61,9 @@ def test_small_and_many_files_end_to_end(tmp_path: Path) -> None:
     assert push["objects"] >= compare.PEERS and push["peak_rss"] > 0
     assert push["stored"] > compare.REPLICAS * small["bytes"] / 4
     assert rows["cv_restore"]["verified"] is True and "cv_nochange" in rows
+    # The same push from a write-only host, restored by the owner, verified.
+    assert rows["cvw_push"]["objects"] >= compare.PEERS and rows["cvw_push"]["seconds"] > 0
+    assert rows["cvw_restore"]["verified"] is True
     # Every tool ran the small files SMALL_ROUNDS times: each figure is a median run.
     assert small["rounds"] == compare.SMALL_ROUNDS == len(push["runs"])
     if "restic_backup" in rows:
