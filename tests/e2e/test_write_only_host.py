@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from support.cli import CLI, run_cli, write_config
 from support.moto_peers import unique_bucket
+from support.trees import tree_bytes, write_tree
 
 from chunkvault.catalog import Catalog
 from chunkvault.config import load_config
@@ -60,25 +61,6 @@ def _call(base: str, method: str, path: str, body: bytes | None = None,
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-def _write_tree(root: Path, tree: dict[bytes, bytes]) -> None:
-    for rel, data in tree.items():
-        path = os.path.join(os.fsencode(root), rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as out:
-            out.write(data)
-
-
-def _read_tree(root: Path) -> dict[bytes, bytes]:
-    found = {}
-    base = os.fsencode(root)
-    for top, _, files in os.walk(base):
-        for name in files:
-            path = os.path.join(top, name)
-            with open(path, "rb") as source:
-                found[os.path.relpath(path, base)] = source.read()
-    return found
 
 
 def _no_passphrase() -> dict[str, str]:
@@ -168,7 +150,7 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     hosts: Hosts, tmp_path: Path
 ) -> None:
     hosts.start()
-    _write_tree(hosts.inbox, TREE)
+    write_tree(hosts.inbox, TREE)
     hosts.wait_stored(set(TREE))
 
     # The API stores (POST /upload) but never reads back (GET /chunks/{id}).
@@ -202,7 +184,7 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     # POST /upload stored as a file (the owner has no other way to find it). The owner's
     # push of its own tree stores that tree, and leaves the writer's files as they are.
     own = {b"owner-notes.txt": b"the owner's own file\n"}
-    _write_tree(tmp_path / "owner" / "inbox", own)
+    write_tree(tmp_path / "owner" / "inbox", own)
     pushed = run_cli(hosts.owner, "push", env=PW, timeout=120)
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert "deleted" not in pushed.stdout, pushed.stdout
@@ -210,7 +192,7 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     out = tmp_path / "owner" / "restored"
     restored = run_cli(hosts.owner, "restore", "--to", str(out), env=PW, timeout=180)
     assert restored.returncode == 0, restored.stderr
-    assert _read_tree(out) == TREE | uploaded | own
+    assert tree_bytes(out) == TREE | uploaded | own
     check = run_cli(hosts.owner, "check", "--read-data", env=PW, timeout=180)
     assert check.returncode == 0, check.stdout + check.stderr
     # A lost copy of a writer's chunk object and of one of its packs: `repair` opens them
@@ -238,12 +220,12 @@ def test_a_write_only_host_stores_a_tree_only_the_owner_can_read(
     rotated = run_cli(hosts.owner, "key", "rotate-master", "--yes", env=PW, timeout=180)
     assert rotated.returncode == 0, rotated.stderr
     later = {b"notes/after-rotation.txt": b"stored after rotate-master\n"}
-    _write_tree(hosts.inbox, later)
+    write_tree(hosts.inbox, later)
     hosts.push()
     again = tmp_path / "owner" / "again"
     restored = run_cli(hosts.owner, "restore", "--to", str(again), env=PW, timeout=180)
     assert restored.returncode == 0, restored.stderr
-    assert _read_tree(again) == TREE | later | uploaded | own
+    assert tree_bytes(again) == TREE | later | uploaded | own
 
 
 def test_gc_keeps_what_a_writer_may_deduplicate_against(hosts: Hosts, tmp_path: Path) -> None:
@@ -252,7 +234,7 @@ def test_gc_keeps_what_a_writer_may_deduplicate_against(hosts: Hosts, tmp_path: 
     # stored: a new file with the same content deduplicates against them, so gc keeps
     # them, and that file restores.
     content = os.urandom(2 * 1024 * 1024)
-    _write_tree(hosts.inbox, {b"keep.txt": b"kept\n", b"gone.bin": content})
+    write_tree(hosts.inbox, {b"keep.txt": b"kept\n", b"gone.bin": content})
     hosts.push()
     (hosts.inbox / "gone.bin").unlink()
     hosts.push()
@@ -275,29 +257,29 @@ def test_gc_keeps_what_a_writer_may_deduplicate_against(hosts: Hosts, tmp_path: 
     assert summary["versions_dropped"] >= 1 and summary["objects_deleted"] == 0, summary
     assert summary["kept_for_writers"]["objects"] >= 2, summary
 
-    _write_tree(hosts.inbox, {b"again.bin": content})
+    write_tree(hosts.inbox, {b"again.bin": content})
     hosts.push()
     out = tmp_path / "owner" / "restored"
     restored = run_cli(hosts.owner, "restore", "--to", str(out), env=PW, timeout=180)
     assert restored.returncode == 0, restored.stderr
-    assert _read_tree(out) == {b"keep.txt": b"kept\n", b"again.bin": content}
+    assert tree_bytes(out) == {b"keep.txt": b"kept\n", b"again.bin": content}
 
 
 def test_a_revoked_writer_is_refused_from_its_revocation_on(hosts: Hosts, tmp_path: Path) -> None:
-    _write_tree(hosts.inbox, {b"before.txt": b"stored while trusted\n"})
+    write_tree(hosts.inbox, {b"before.txt": b"stored while trusted\n"})
     hosts.push()
     time.sleep(1.1)  # batch names and revocations are dated to the second
     revoked = run_cli(hosts.owner, "key", "revoke-writer", "agent-host", env=PW)
     assert revoked.returncode == 0, revoked.stderr
     time.sleep(1.1)
-    _write_tree(hosts.inbox, {b"after.txt": b"stored by a revoked writer\n"})
+    write_tree(hosts.inbox, {b"after.txt": b"stored by a revoked writer\n"})
     hosts.push()  # the writer cannot tell: its credential still seals
 
     out = tmp_path / "owner" / "restored"
     restored = run_cli(hosts.owner, "restore", "--to", str(out), env=PW, timeout=180)
     assert restored.returncode == 1
     assert "revoked" in restored.stderr and "Traceback" not in restored.stderr
-    assert _read_tree(out) == {b"before.txt": b"stored while trusted\n"}
+    assert tree_bytes(out) == {b"before.txt": b"stored while trusted\n"}
     listed = run_cli(hosts.owner, "ls", env=PW)
     assert listed.returncode == 1 and "before.txt" in listed.stdout
     assert "after.txt" not in listed.stdout
@@ -323,7 +305,7 @@ def test_the_credential_and_the_whole_state_dir_decrypt_nothing(
     hosts: Hosts, tmp_path: Path
 ) -> None:
     hosts.start()
-    _write_tree(hosts.inbox, TREE)
+    write_tree(hosts.inbox, TREE)
     hosts.wait_stored(set(TREE))
     hosts.stop()
 

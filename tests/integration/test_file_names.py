@@ -20,6 +20,7 @@ import yaml
 from rich.cells import cell_len
 from support.cli import CLI, init_vault, run_cli, write_config
 from support.moto_peers import unique_bucket
+from support.trees import tree_bytes
 
 PW = {"CHUNKVAULT_PASSPHRASE": "file names passphrase"}
 
@@ -49,18 +50,6 @@ def write_tree(inbox: Path) -> dict[bytes, bytes]:
             f.write(data)
         files[name] = data
     return files
-
-
-def tree_bytes(root: Path) -> dict[bytes, bytes]:
-    """Every regular file under ``root`` by its name as bytes, with its content."""
-    top = os.fsencode(root)
-    out = {}
-    for dirpath, _dirs, names in os.walk(top):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, top)] = f.read()
-    return out
 
 
 def fresh_machine_config(tmp_path: Path, config: Path) -> Path:
