@@ -249,17 +249,19 @@ class Collector:
 
     def _stored_by_writer(self, key: tuple[str, str], listed: Listed) -> bool:
         """Whether the object's metadata says a write-only host stored it (asked of its
-        holders in turn; True if none answers: when in doubt, nothing is deleted)."""
+        holders in turn; True if none answers: when in doubt, nothing is deleted). Never
+        asked in a vault that never issued a writer credential: no request per object."""
+        if not self.vault.keys.writers:
+            return False
         kind, object_id = key
         vault_id = self.config.vault.id
         name = chunk_key(vault_id, object_id) if kind == "chunk" else pack_key(vault_id, object_id)
-        by_name = {p.name: p.peer for p in self.vault.peers}
         for holder in listed.holders:
-            peer = by_name.get(holder)
-            if peer is None:
+            placed = self._by_name.get(holder)
+            if placed is None:
                 continue
             try:
-                return sealed_object(peer.stat(name).metadata)
+                return sealed_object(placed.peer.stat(name).metadata)
             except NotFound:
                 continue
             except PeerError:

@@ -112,6 +112,18 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def _date_ns(value: str, what: str) -> int:
+    """A date as :func:`_now` writes it, in ns since the epoch; KeyringFormatError if it is
+    not one (with its time zone)."""
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise KeyringFormatError(f"keyring: {what}: bad date") from None
+    if when.tzinfo is None:
+        raise KeyringFormatError(f"keyring: {what}: a date without its time zone")
+    return int(when.timestamp()) * 10**9
+
+
 @dataclass(frozen=True)
 class Slot:
     id: str
@@ -238,6 +250,8 @@ class Writer:
                 raise KeyringFormatError(f"keyring: writer {writer_id}: bad date")
         if created is None:
             raise KeyringFormatError(f"keyring: writer {writer_id}: no created date")
+        if revoked is not None:
+            _date_ns(revoked, f"writer {writer_id} revoked")  # what readers will compare
         wrapped = _unb64(data.get("key"), f"writer {writer_id} key")
         if len(wrapped) != _WRAPPED_SECRET_BYTES:
             raise KeyringFormatError(f"keyring: writer {writer_id}: bad key size")
@@ -354,8 +368,11 @@ class Keyring:
         if self.vault_key is None:
             return
         keys.vault_private = self.vault_private_key(keys)
-        keys.writers = {w.id: TrustedWriter(self.writer_key(keys, w), w.revoked)
-                        for w in self.writers}  # fmt: skip
+        keys.writers = {
+            w.id: TrustedWriter(self.writer_key(keys, w), None if w.revoked is None
+                                else _date_ns(w.revoked, f"writer {w.id} revoked"))
+            for w in self.writers
+        }  # fmt: skip
 
     # --- authentication (version 2) -------------------------------------------------------
 

@@ -548,7 +548,7 @@ def test_writer_keys_reach_a_seal_worker_as_they_are_and_never_print() -> None:
 
 
 def test_a_revocation_trusts_what_was_dated_before_it() -> None:
-    trusted = TrustedWriter(b"k" * 32, "2026-11-30T12:00:00Z")
     at = 1_796_040_000 * 10**9  # 2026-11-30T12:00:00Z
+    trusted = TrustedWriter(b"k" * 32, at)
     assert trusted.trusts_at(at - 1) and not trusted.trusts_at(at)
     assert TrustedWriter(b"k" * 32).trusts_at(at * 2)

@@ -313,6 +313,8 @@ def test_a_writer_brings_the_vault_key_and_both_are_authenticated(ring_and_keys)
         lambda d: d["writers"][0].update(label="desktop"),
         lambda d: d["writers"][0].pop("revoked", None) or d["writers"][0].update(created="x"),
         lambda d: d["vault_key"].update(public=d["vault_key"]["private"][:44]),
+        lambda d: d["writers"][0].update(revoked="yesterday"),
+        lambda d: d["writers"][0].update(revoked="2026-12-01T10:00:00"),  # no time zone
         lambda d: d.pop("writers"),
     ):
         data = copy.deepcopy(with_writer.to_json())

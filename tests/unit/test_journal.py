@@ -510,7 +510,7 @@ def test_rewrite_replaces_exactly_the_given_holders_and_delete_removes_all():
 # -- a write-only host's batches (writer blobs, issue 14) ------------------------------------
 
 
-def _owner_and_writer(revoked: str | None = None) -> tuple[MasterKeys, WriterKeys]:
+def _owner_and_writer(revoked: int | None = None) -> tuple[MasterKeys, WriterKeys]:
     private, public = vault_seal.new_key_pair()
     owner = MasterKeys.generate(os.urandom(16))
     owner.vault_private = private
@@ -561,11 +561,10 @@ def test_a_writer_batch_is_refused_from_its_writer_revocation_on_and_from_a_stra
     assert abs(dated - time.time_ns()) < 2 * 10**9
     body = JournalStore("home", writer, [], 2, 1).seal(payload_name, _writer_entries(writer, 1))
     assert JournalStore("home", owner, [], 2, 1).open(payload_name, body)
-    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dated // 10**9 + 1))
+    later = dated + 10**9
     owner.writers["0badc0de"] = TrustedWriter(owner.writers["0badc0de"].key, later)
     assert JournalStore("home", owner, [], 2, 1).open(payload_name, body)  # dated before
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(dated // 10**9))
-    owner.writers["0badc0de"] = TrustedWriter(owner.writers["0badc0de"].key, now)
+    owner.writers["0badc0de"] = TrustedWriter(owner.writers["0badc0de"].key, dated)
     with pytest.raises(EnvelopeError, match="does not trust"):
         JournalStore("home", owner, [], 2, 1).open(payload_name, body)
     owner.writers = {}
