@@ -152,13 +152,19 @@ def test_a_drain_killed_mid_way_is_finished_by_the_next_without_an_extra_copy(
                                transfer={"concurrency": 1})  # fmt: skip
     files = tree(inbox, 40, 4)
     assert run_cli(config, "push", env=PW).returncode == 0
+    # The third delete, or the last one if p2 holds fewer objects: placement is random
+    # (pack ids, batch names), and a p2 holding two left the drain done before a third
+    # (about one run in ten).
+    on_p2 = sum("p2" in held for held in holders(config).values())
+    assert on_p2 >= 1, holders(config)
+    stall_at = min(3, on_p2)
     reached, release, taken = threading.Event(), threading.Event(), threading.Lock()
 
     def stall_third_delete(request, forward):
         if request.method != "DELETE" or not taken.acquire(blocking=False):
             return None
         stall_third_delete.seen += 1
-        if stall_third_delete.seen < 3:
+        if stall_third_delete.seen < stall_at:
             taken.release()
             return None
         reached.set()
