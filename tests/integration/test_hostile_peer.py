@@ -31,6 +31,7 @@ from support.hostile_proxy import (
     HostileProxy,
     Reply,
     Request,
+    delay,
     endless_listing,
     huge_body,
     tamper_range,
@@ -131,9 +132,20 @@ def test_foreign_manifest_keys_on_one_peer_are_skipped_with_one_warning(
 
 
 def test_huge_chunk_bodies_on_one_peer_cost_no_memory(
-    vault: tuple[Path, dict[str, bytes], HostileProxy, str], tmp_path: Path
+    vault: tuple[Path, dict[str, bytes], HostileProxy, str],
+    tmp_path: Path,
+    moto_peers: MotoPeers,
+    hostile_proxy_factory: Callable[[str], HostileProxy],
 ) -> None:
     config, files, proxy, _bucket = vault
+    # The reader asks the quickest holder first, and p2 is behind a proxy: slow p0 and p1
+    # down so that p2 is asked first, every run, rather than by luck of timing.
+    data = yaml.safe_load(config.read_text())
+    for i in (0, 1):
+        data["peers"][i]["endpoint"] = (
+            hostile_proxy_factory(moto_peers[i].endpoint).add(delay(0.05)).endpoint
+        )
+    config.write_text(yaml.safe_dump(data))
     # Every chunk GET to p2, and every read of a pack of small chunks, answers 1 GiB (made
     # while sent; an honest Content-Length).
     proxy.add(huge_body(r"/(chunks|packs)/", GiB))

@@ -30,6 +30,7 @@ import itertools
 import re
 import socket
 import threading
+import time
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -344,6 +345,17 @@ def _handler_class(proxy: HostileProxy) -> type[BaseHTTPRequestHandler]:
 def named(name: str, rule: Rule) -> Rule:
     """Give a rule the name :meth:`HostileProxy.hits` counts it by."""
     rule.name = name  # type: ignore[attr-defined]
+    return rule
+
+
+def delay(seconds: float) -> Rule:
+    """Every request waits ``seconds`` before the next rule (or upstream) answers it: a
+    slow peer, so a reader that prefers the quickest peer prefers the others."""
+
+    def rule(request: Request, forward: Forward) -> Reply | None:
+        time.sleep(seconds)
+        return None
+
     return rule
 
 
