@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from chunkvault.chunking import chunker_problems
+from chunkvault.erasure import MAX_SHARES, Scheme
 from chunkvault.sizes import parse_size
 
 MiB = 1024 * 1024
@@ -233,9 +234,37 @@ class TransferConfig(_Model):
         return value
 
 
+class ErasureConfig(_Model):
+    """Data objects as Reed-Solomon shares: any ``data`` of ``data + parity`` rebuild one."""
+
+    data: int = Field(ge=1, le=MAX_SHARES - 1)
+    parity: int = Field(ge=1, le=MAX_SHARES - 1)
+
+    @model_validator(mode="after")
+    def _width(self) -> ErasureConfig:
+        if self.data + self.parity > MAX_SHARES:
+            raise ValueError(f"data + parity is {self.data + self.parity}, at most {MAX_SHARES}")
+        return self
+
+
 class ReplicationConfig(_Model):
     replicas: int = Field(2, ge=1, le=16)
     min_replicas: int = Field(1, ge=1, le=16)
+    # Set: chunk objects and packs are stored as shares (chunkvault.erasure), and the small
+    # metadata objects (manifest batches) as parity + 1 copies; ``replicas`` is then only
+    # for flows that set their own.
+    erasure: ErasureConfig | None = None
+
+    @property
+    def scheme(self) -> Scheme | None:
+        """The erasure scheme of new data objects; None: whole copies."""
+        e = self.erasure
+        return None if e is None else Scheme(e.data, e.parity)
+
+    @property
+    def metadata_copies(self) -> int:
+        """Copies of each manifest batch: as many losses survived as the data's."""
+        return self.replicas if self.erasure is None else self.erasure.parity + 1
 
 
 class RetentionConfig(_Model):
@@ -550,6 +579,17 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems.append(
             ("replication.replicas", f"is {replicas} but only {n} peer(s) are configured")
         )
+    erasure = rep.get("erasure")
+    if isinstance(erasure, Mapping):
+        k, m = as_int(erasure.get("data")), as_int(erasure.get("parity"))
+        if n and k is not None and m is not None and k + m > n:
+            problems.append(
+                (
+                    "replication.erasure",
+                    f"needs data + parity = {k + m} peers (one share each) but only {n} "
+                    "peer(s) are configured",
+                )
+            )
     if replicas is not None and minimum is not None and minimum > replicas:
         problems.append(
             (

@@ -3,6 +3,8 @@
     <vault>/keyring                      key slots (JSON, docs/format.md)
     <vault>/chunks/<id[:2]>/<id>         one encrypted chunk (envelope body)
     <vault>/packs/<id[:2]>/<id>          small chunks' bodies back to back (chunkvault.packs)
+    <object key>.ec<k>-<m>.<i>           share i of an erasure-coded chunk object or pack
+                                         (chunkvault.erasure), one per peer
     <vault>/manifests/...                encrypted file manifests and manifest batches
 
 Chunk metadata repeats what is needed to decrypt the body (wrapped DEK, generation,
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chunkvault.crypto.envelope import VERSION, SealedChunk, wrapped_generation
+from chunkvault.erasure import Scheme, ShareHeader
 
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")  # fullmatch: "$" would allow a trailing newline
 META_VERSION = "cv-v"
@@ -33,6 +36,75 @@ META_SEALED = "cv-sealed"
 
 class LayoutError(ValueError):
     """An object key or metadata set that is not chunkvault's."""
+
+
+# The suffix of a share's key: its scheme (data-parity) and its index. No leading zeros,
+# so one share has one key.
+_SHARE_SUFFIX = re.compile(r"\.ec([1-9][0-9]{0,2})-([1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})")
+META_SCHEME = "cv-ec"
+META_SHARE = "cv-share"
+META_OBJECT = "cv-object"
+META_OBJECT_SIZE = "cv-object-size"
+META_OBJECT_SHA256 = "cv-object-sha256"
+
+
+def share_key(object_key: str, scheme: Scheme, index: int) -> str:
+    """The key of share ``index`` of the object at ``object_key``."""
+    if not 0 <= index < scheme.width:
+        raise LayoutError(f"share index {index} of a {scheme} scheme")
+    return f"{object_key}.ec{scheme}.{index}"
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """What a key under chunks/ or packs/ names: a chunk object or pack (``share`` None),
+    or share ``share`` of one, in ``scheme``."""
+
+    kind: str  # "chunk" or "pack"
+    id: str
+    scheme: Scheme | None = None
+    share: int | None = None
+
+
+def parse_data_key(vault_id: str, key: str) -> DataKey:
+    """A chunk object's, pack's or share's key; :class:`LayoutError` for anything else."""
+    found = _SHARE_SUFFIX.search(key)
+    base = key[: found.start()] if found and found.end() == len(key) else key
+    for kind, parse in (("chunk", chunk_id_from_key), ("pack", pack_id_from_key)):
+        try:
+            object_id = parse(vault_id, base)
+        except LayoutError:
+            continue
+        if base is key:
+            return DataKey(kind, object_id)
+        assert found is not None
+        try:
+            scheme = Scheme(int(found.group(1)), int(found.group(2)))
+        except ValueError as exc:
+            raise LayoutError(f"not a share key: {key!r} ({exc})") from None
+        index = int(found.group(3))
+        if index >= scheme.width:
+            raise LayoutError(f"not a share key: {key!r} (index {index} of {scheme})")
+        return DataKey(kind, object_id, scheme, index)
+    raise LayoutError(f"not a chunk, pack or share key: {key!r}")
+
+
+def share_metadata(
+    base: Mapping[str, str], header: ShareHeader, share_sha256: str, object_id: str
+) -> dict[str, str]:
+    """A share's user metadata: the object's own (a chunk's wrapped DEK and nonce, a pack's
+    format version), with ``cv-sha256`` now the share's SHA-256 (so a share is checked
+    alone, without keys, as a whole copy is), and where it belongs: the scheme, its index,
+    the object's id, size and SHA-256 (the same as its body header says)."""
+    return {
+        **base,
+        META_SHA256: share_sha256,
+        META_SCHEME: str(header.scheme),
+        META_SHARE: str(header.index),
+        META_OBJECT: object_id,
+        META_OBJECT_SIZE: str(header.object_size),
+        META_OBJECT_SHA256: header.object_sha256.hex(),
+    }
 
 
 def chunks_prefix(vault_id: str) -> str:

@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ from chunkvault import names
 from chunkvault.errors import ChunkvaultError
 from chunkvault.fsutil import ensure_private_dir, open_private_file, tighten_private_file
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Run statement by statement (split on ";", so no ";" in a comment).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,13 +47,15 @@ CREATE TABLE IF NOT EXISTS chunks (
     sha256 TEXT NOT NULL,
     created REAL NOT NULL,
     pack TEXT,  -- NULL: the chunk is its own object under chunks/
-    pack_offset INTEGER NOT NULL DEFAULT 0
+    pack_offset INTEGER NOT NULL DEFAULT 0,
+    scheme TEXT  -- NULL: whole copies, else the erasure scheme of its shares ("3-2")
 );
 CREATE TABLE IF NOT EXISTS replicas (
     chunk_id TEXT NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
     peer TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'ok',
     updated REAL NOT NULL,
+    share INTEGER,  -- NULL: a whole copy, else the index of the share the peer holds
     PRIMARY KEY (chunk_id, peer)
 );
 CREATE TABLE IF NOT EXISTS versions (
@@ -76,13 +78,15 @@ CREATE TABLE IF NOT EXISTS packs (
     id TEXT PRIMARY KEY,
     stored_size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    scheme TEXT
 );
 CREATE TABLE IF NOT EXISTS pack_replicas (
     pack_id TEXT NOT NULL REFERENCES packs(id) ON DELETE CASCADE,
     peer TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'ok',
     updated REAL NOT NULL,
+    share INTEGER,
     PRIMARY KEY (pack_id, peer)
 );
 CREATE TABLE IF NOT EXISTS api_requests (
@@ -101,11 +105,15 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS chunks_pack ON chunks(pack) WHERE pack IS NOT NULL;
 CREATE INDEX IF NOT EXISTS versions_batch ON versions(batch) WHERE batch IS NOT NULL;
 """
-# Columns schema 3 added to tables of schema 1 and 2, as ALTER TABLE ADD COLUMN takes them.
+# Columns schemas 3 and 4 added to older tables, as ALTER TABLE ADD COLUMN takes them.
 _ADDED_COLUMNS = {
-    "chunks": (("pack", "TEXT"), ("pack_offset", "INTEGER NOT NULL DEFAULT 0")),
+    "chunks": (("pack", "TEXT"), ("pack_offset", "INTEGER NOT NULL DEFAULT 0"),
+               ("scheme", "TEXT")),
     "versions": (("batch", "TEXT"), ("writer", "TEXT")),
-}
+    "packs": (("scheme", "TEXT"),),
+    "replicas": (("share", "INTEGER"),),
+    "pack_replicas": (("share", "INTEGER"),),
+}  # fmt: skip
 
 
 # Schema 1 held paths as TEXT (UTF-8 only); 2 holds the bytes. TEXT affinity keeps a BLOB
@@ -164,9 +172,12 @@ class CatalogError(ChunkvaultError):
     pass
 
 
-_CHUNK_COLUMNS = "id, plain_size, stored_size, wrapped_dek, generation, sha256, pack, pack_offset"
+_CHUNK_COLUMNS = (
+    "id, plain_size, stored_size, wrapped_dek, generation, sha256, pack, pack_offset, scheme"
+)
 _CHUNK_INSERT = (
-    "id, plain_size, stored_size, wrapped_dek, generation, sha256, created, pack, pack_offset"
+    "id, plain_size, stored_size, wrapped_dek, generation, sha256, created, pack, pack_offset, "
+    "scheme"
 )
 _INSERT_VERSION = (
     "INSERT OR IGNORE INTO versions (path, manifest, size, mtime_ns, mode, sha256, deleted, "
@@ -186,6 +197,8 @@ class ChunkRow:
     # ``pack_offset`` in the pack object ``pack``.
     pack: str | None = None
     pack_offset: int = 0
+    # A chunk object stored as erasure-coded shares: their scheme ("3-2"); None: copies.
+    scheme: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,7 @@ class PackRow:
     id: str
     stored_size: int
     sha256: str
+    scheme: str | None = None  # as ChunkRow.scheme
 
 
 @dataclass(frozen=True)
@@ -218,7 +232,7 @@ class VersionRow:
 
 def _chunk_values(row: ChunkRow, pack: str | None, now: float) -> tuple[Any, ...]:
     return (row.id, row.plain_size, row.stored_size, row.wrapped_dek, row.generation,
-            row.sha256, now, pack, row.pack_offset)  # fmt: skip
+            row.sha256, now, pack, row.pack_offset, row.scheme)  # fmt: skip
 
 
 def _version_values(row: VersionRow) -> tuple[Any, ...]:
@@ -338,6 +352,24 @@ class Catalog:
             )
         return known
 
+    def chunk_shares(self, chunk_id: str) -> dict[str, int]:
+        """The peers holding a share of an erasure-coded chunk object: peer -> index."""
+        rows = self.query(
+            "SELECT peer, share FROM replicas WHERE chunk_id = ? AND state = 'ok' "
+            "AND share IS NOT NULL",
+            (chunk_id,),
+        )
+        return {peer: int(share) for peer, share in rows}
+
+    def pack_shares(self, pack_id: str) -> dict[str, int]:
+        """As :meth:`chunk_shares`, of a pack."""
+        rows = self.query(
+            "SELECT peer, share FROM pack_replicas WHERE pack_id = ? AND state = 'ok' "
+            "AND share IS NOT NULL",
+            (pack_id,),
+        )
+        return {peer: int(share) for peer, share in rows}
+
     def replicas(self, chunk_id: str) -> list[str]:
         rows = self.query(
             "SELECT peer FROM replicas WHERE chunk_id = ? AND state = 'ok' ORDER BY peer",
@@ -345,21 +377,25 @@ class Catalog:
         )
         return [r[0] for r in rows]
 
-    def record_chunk(self, row: ChunkRow, peers: Sequence[str]) -> None:
+    def record_chunk(
+        self, row: ChunkRow, peers: Sequence[str], shares: Mapping[str, int] | None = None
+    ) -> None:
+        """The chunk (object) is on ``peers``: whole copies, or (``shares``) the share of
+        each peer's index."""
         now = time.time()
         with self.transaction() as db:
             # The location moves with stored_size: they describe the same stored body.
             db.execute(
-                f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET "
                 "stored_size=excluded.stored_size, wrapped_dek=excluded.wrapped_dek, "
                 "generation=excluded.generation, sha256=excluded.sha256, "
-                "pack=excluded.pack, pack_offset=excluded.pack_offset",
+                "pack=excluded.pack, pack_offset=excluded.pack_offset, scheme=excluded.scheme",
                 _chunk_values(row, row.pack, now),
             )
             db.executemany(
-                "INSERT OR REPLACE INTO replicas VALUES (?, ?, 'ok', ?)",
-                [(row.id, peer, now) for peer in peers],
+                "INSERT OR REPLACE INTO replicas VALUES (?, ?, 'ok', ?, ?)",
+                [(row.id, peer, now, (shares or {}).get(peer)) for peer in peers],
             )
 
     def forget_replicas(self, chunk_id: str, peers: Sequence[str]) -> None:
@@ -384,7 +420,11 @@ class Catalog:
             )
 
     def relocate_chunks(
-        self, rows: Sequence[ChunkRow], peers: Sequence[str], pack: PackRow | None = None
+        self,
+        rows: Sequence[ChunkRow],
+        peers: Sequence[str],
+        pack: PackRow | None = None,
+        shares: Mapping[str, int] | None = None,
     ) -> None:
         """The chunks now live where ``rows`` say (in ``pack``, new and on ``peers``, when
         given), on exactly ``peers``: gc moved them out of a pack it repacks or deletes.
@@ -393,25 +433,25 @@ class Catalog:
         with self.transaction() as db:
             if pack is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?)",
-                    (pack.id, pack.stored_size, pack.sha256, now),
+                    "INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?, ?)",
+                    (pack.id, pack.stored_size, pack.sha256, now, pack.scheme),
                 )
                 db.executemany(
-                    "INSERT OR REPLACE INTO pack_replicas VALUES (?, ?, 'ok', ?)",
-                    [(pack.id, peer, now) for peer in peers],
+                    "INSERT OR REPLACE INTO pack_replicas VALUES (?, ?, 'ok', ?, ?)",
+                    [(pack.id, peer, now, (shares or {}).get(peer)) for peer in peers],
                 )
             for row in rows:
                 db.execute(
-                    f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET stored_size=excluded.stored_size, "
                     "sha256=excluded.sha256, pack=excluded.pack, "
-                    "pack_offset=excluded.pack_offset",
+                    "pack_offset=excluded.pack_offset, scheme=excluded.scheme",
                     _chunk_values(row, row.pack, now),
                 )
                 db.execute("DELETE FROM replicas WHERE chunk_id = ?", (row.id,))
                 db.executemany(
-                    "INSERT INTO replicas VALUES (?, ?, 'ok', ?)",
-                    [(row.id, peer, now) for peer in peers],
+                    "INSERT INTO replicas VALUES (?, ?, 'ok', ?, ?)",
+                    [(row.id, peer, now, (shares or {}).get(peer)) for peer in peers],
                 )
 
     def forget_objects(self, chunk_ids: Sequence[str], pack_ids: Sequence[str]) -> None:
@@ -475,41 +515,52 @@ class Catalog:
 
     # --- packs -----------------------------------------------------------------------------
 
-    def record_pack(self, pack: PackRow, chunks: Sequence[ChunkRow], peers: Sequence[str]) -> None:
+    def record_pack(
+        self,
+        pack: PackRow,
+        chunks: Sequence[ChunkRow],
+        peers: Sequence[str],
+        shares: Mapping[str, int] | None = None,
+    ) -> None:
         """A pack now durable on ``peers``, with the chunks whose bodies it holds: one
         transaction, so a crash leaves the pack and its chunks recorded together or not at
         all. A chunk id the catalog already has keeps its row (dedup: the first stored copy
         wins, this pack's body of it is never read); the chunks recorded here get a replica
-        on each of ``peers``, as :meth:`record_chunk` gives a chunk object."""
+        on each of ``peers``, as :meth:`record_chunk` gives a chunk object (with the index
+        of each peer's share, for an erasure-coded pack)."""
         for row in chunks:
             if row.pack not in (None, pack.id):
                 raise ValueError(f"chunk {row.id} says it is in pack {row.pack}, not {pack.id}")
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO packs VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "stored_size=excluded.stored_size, sha256=excluded.sha256",
-                (pack.id, pack.stored_size, pack.sha256, now),
+                "INSERT INTO packs VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "stored_size=excluded.stored_size, sha256=excluded.sha256, "
+                "scheme=excluded.scheme",
+                (pack.id, pack.stored_size, pack.sha256, now, pack.scheme),
             )
             db.executemany(
-                "INSERT OR REPLACE INTO pack_replicas VALUES (?, ?, 'ok', ?)",
-                [(pack.id, peer, now) for peer in peers],
+                "INSERT OR REPLACE INTO pack_replicas VALUES (?, ?, 'ok', ?, ?)",
+                [(pack.id, peer, now, (shares or {}).get(peer)) for peer in peers],
             )
             db.executemany(
-                f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO NOTHING",
                 [_chunk_values(row, pack.id, now) for row in chunks],
             )
             # Only rows that point into this pack: a chunk that was already stored elsewhere
             # is not here as far as the catalog knows (its replicas are its first copy's).
             db.executemany(
-                "INSERT OR REPLACE INTO replicas (chunk_id, peer, state, updated) "
-                "SELECT id, ?, 'ok', ? FROM chunks WHERE id = ? AND pack = ?",
-                [(peer, now, row.id, pack.id) for row in chunks for peer in peers],
-            )
+                "INSERT OR REPLACE INTO replicas (chunk_id, peer, state, updated, share) "
+                "SELECT id, ?, 'ok', ?, ? FROM chunks WHERE id = ? AND pack = ?",
+                [(peer, now, (shares or {}).get(peer), row.id, pack.id)
+                 for row in chunks for peer in peers],
+            )  # fmt: skip
 
     def pack(self, pack_id: str) -> PackRow | None:
-        rows = self.query("SELECT id, stored_size, sha256 FROM packs WHERE id = ?", (pack_id,))
+        rows = self.query(
+            "SELECT id, stored_size, sha256, scheme FROM packs WHERE id = ?", (pack_id,)
+        )
         return PackRow(*rows[0]) if rows else None
 
     def pack_replicas(self, pack_id: str) -> list[str]:

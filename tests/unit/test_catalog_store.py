@@ -268,12 +268,12 @@ def old_catalog(path: Path, schema: int) -> None:
 
 
 @pytest.mark.parametrize("schema", sorted(OLD_SCHEMAS))
-def test_an_older_catalog_is_converted_to_schema_3_and_every_row_reads_back(tmp_path, schema):
+def test_an_older_catalog_is_converted_to_the_schema_and_every_row_reads_back(tmp_path, schema):
     path = tmp_path / "catalog.db"
     old_catalog(path, schema)
 
     catalog = Catalog(path)
-    assert catalog.query("PRAGMA user_version") == [(3,)]
+    assert catalog.query("PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert catalog.get_meta("vault_id") == "home"
     assert catalog.chunk("c1") == ChunkRow("c1", 100, 140, DEK, 1, "aa", None, 0)
     assert catalog.chunks_not_at(1) == [ChunkRow("c2", 200, 240, DEK, 2, "bb")]
@@ -294,12 +294,16 @@ def test_an_older_catalog_is_converted_to_schema_3_and_every_row_reads_back(tmp_
     assert catalog.chunk("c3").pack == "k1" and catalog.chunk("c1").pack is None
     catalog.add_versions([version("b.txt", 1, batch="batch/1")])
     assert catalog.has_batch("batch/1") and catalog.pack_count() == 1
+    catalog.record_pack(PackRow("k2", 90, "ee", "3-2"), [], ["p0", "p3"], {"p0": 4, "p3": 0})
+    assert catalog.pack_shares("k2") == {"p0": 4, "p3": 0} and catalog.pack_shares("k1") == {}
+    assert catalog.pack("k2") == PackRow("k2", 90, "ee", "3-2")
     catalog.close()
 
     again = Catalog(path)  # converted once: reopening changes nothing
     assert again.chunk("c3") == packed("c3", 0)
     assert [v.batch for v in again.all_versions()] == [None, "batch/1", None, None]
-    assert again.query("PRAGMA user_version") == [(3,)]
+    assert again.query("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert again.pack_shares("k2") == {"p0": 4, "p3": 0}
     again.close()
 
 

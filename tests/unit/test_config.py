@@ -545,3 +545,30 @@ def test_regions_are_judged_as_botocore_judges_them(region: str) -> None:
     except ConfigError:
         ours = False
     assert ours == botocore_says
+
+
+@pytest.mark.parametrize(
+    ("erasure", "key", "message"),
+    [
+        ({"data": 3, "parity": 3}, "replication.erasure", "needs data + parity = 6 peers"),
+        ({"data": 0, "parity": 2}, "replication.erasure.data", "greater than or equal to 1"),
+        ({"data": 3, "parity": 0}, "replication.erasure.parity", "greater than or equal to 1"),
+        ({"data": 3}, "replication.erasure.parity", "required"),
+        ({"data": 3, "parity": 2, "extra": 1}, "replication.erasure.extra", "unknown key"),
+        ({"data": "three", "parity": 2}, "replication.erasure.data", "integer"),
+    ],
+)
+def test_erasure_is_validated_with_its_key_path(erasure, key, message):
+    found = problems({"peers": peers(5), "replication": {"erasure": erasure}})
+    assert key in found, found
+    assert message in found[key], found
+
+
+def test_erasure_gives_the_scheme_and_parity_plus_one_metadata_copies():
+    from chunkvault.erasure import Scheme
+
+    cfg = parse_config({"peers": peers(5), "replication": {"erasure": {"data": 3, "parity": 2}}})
+    assert cfg.replication.scheme == Scheme(3, 2)
+    assert cfg.replication.metadata_copies == 3
+    plain = parse_config({"peers": peers(5), "replication": {"replicas": 2}})
+    assert plain.replication.scheme is None and plain.replication.metadata_copies == 2

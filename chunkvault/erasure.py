@@ -1,0 +1,195 @@
+"""Reed-Solomon shares of a data object: pure, no I/O (zfec does the arithmetic).
+
+A data object (a sealed chunk's body or a pack) of ``size`` bytes is padded with zeros to
+``k * segment`` bytes, ``segment = ceil(size / k)``, and cut into ``k`` data segments; zfec
+computes ``m`` parity segments from them. Any ``k`` of the ``k + m`` segments give the
+object back. The code is systematic: data segment ``i`` *is* bytes ``[i * segment,
+(i + 1) * segment)`` of the object, so a healthy vault reads the data shares and decodes
+nothing, and a byte range of the object (a packed chunk) is a byte range of one or two
+data shares.
+
+Each segment is stored as a share object: a 48-byte header, then the segment::
+
+    magic "CVS" | version 1 | k | m | index | 0 | object size (u64 BE) | object SHA-256
+
+The header makes a share self-describing (a peer that strips metadata loses nothing):
+its place among the shares, and the size that cuts the padding off. Nothing in it is
+secret, and none of it is trusted: a decoded object counts only once it opens (a chunk's
+AES-GCM tag) or matches its SHA-256. docs/format.md specifies it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import zfec
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAX_SHARES",
+    "Scheme",
+    "ShareError",
+    "ShareHeader",
+    "decode",
+    "encode",
+    "parse_header",
+    "segment_size",
+    "span",
+    "verified",
+]
+
+MAGIC = b"CVS"
+VERSION = 1
+_HEADER = struct.Struct(">3sBBBBxQ32s")
+HEADER_SIZE = _HEADER.size  # 48
+#: zfec's limit on k + m (GF(2^8): 256 distinct evaluation points).
+MAX_SHARES = 256
+
+
+class ShareError(ValueError):
+    """Bytes that are not a share of the object they are said to be, or too few shares."""
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """``data`` + ``parity`` shares, any ``data`` of which rebuild the object."""
+
+    data: int
+    parity: int
+
+    def __post_init__(self) -> None:
+        if not (self.data >= 1 and self.parity >= 1 and self.width <= MAX_SHARES):
+            raise ValueError(
+                f"erasure scheme {self.data}+{self.parity}: need data >= 1, parity >= 1 and "
+                f"data + parity <= {MAX_SHARES}"
+            )
+
+    @property
+    def width(self) -> int:
+        """How many shares there are, each on a peer of its own."""
+        return self.data + self.parity
+
+    def __str__(self) -> str:
+        return f"{self.data}-{self.parity}"
+
+    def stored_size(self, size: int) -> int:
+        """Bytes on the peers for an object of ``size`` bytes, headers included."""
+        return self.width * (HEADER_SIZE + segment_size(size, self.data))
+
+
+@dataclass(frozen=True)
+class ShareHeader:
+    scheme: Scheme
+    index: int
+    object_size: int
+    object_sha256: bytes
+
+    @property
+    def segment(self) -> int:
+        return segment_size(self.object_size, self.scheme.data)
+
+    def to_bytes(self) -> bytes:
+        s = self.scheme
+        return _HEADER.pack(
+            MAGIC, VERSION, s.data, s.parity, self.index, self.object_size, self.object_sha256
+        )
+
+
+def segment_size(size: int, k: int) -> int:
+    """The length of each share's segment for an object of ``size`` bytes (at least 1:
+    zfec needs non-empty blocks)."""
+    return max(1, -(-size // k))
+
+
+def encode(body: bytes | bytearray | memoryview, scheme: Scheme) -> list[bytes]:
+    """The ``scheme.width`` share bodies (header + segment) of ``body``, by index."""
+    view = memoryview(body).cast("B")
+    size = len(view)
+    k = scheme.data
+    seg = segment_size(size, k)
+    sha = hashlib.sha256(view).digest()
+    padded = bytearray(k * seg)  # zeros past the object: zfec wants k equal blocks
+    padded[:size] = view
+    blocks = tuple(bytes(padded[i * seg : (i + 1) * seg]) for i in range(k))
+    del padded
+    parity = zfec.Encoder(k, scheme.width).encode(blocks, tuple(range(k, scheme.width)))
+    return [
+        ShareHeader(scheme, i, size, sha).to_bytes() + bytes(segment)
+        for i, segment in enumerate((*blocks, *parity))
+    ]
+
+
+def parse_header(share: bytes | bytearray | memoryview) -> ShareHeader:
+    """The header of a share body; :class:`ShareError` if it is not one."""
+    view = memoryview(share)
+    if len(view) < HEADER_SIZE:
+        raise ShareError(f"a share of {len(view)} bytes is shorter than its header")
+    magic, version, k, m, index, size, sha = _HEADER.unpack_from(view)
+    if magic != MAGIC:
+        raise ShareError("not a share (bad magic)")
+    if version != VERSION:
+        raise ShareError(f"unsupported share format {version}")
+    try:
+        scheme = Scheme(k, m)
+    except ValueError as exc:
+        raise ShareError(str(exc)) from None
+    if index >= scheme.width:
+        raise ShareError(f"share index {index} of a {scheme} scheme")
+    header = ShareHeader(scheme, index, size, sha)
+    if len(view) != HEADER_SIZE + header.segment:
+        raise ShareError(
+            f"share {index} is {len(view)} bytes, its header says {HEADER_SIZE + header.segment}"
+        )
+    return header
+
+
+def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHeader) -> bytes:
+    """The object rebuilt from any ``k`` of its share bodies (by index), as ``header``
+    (one of theirs, or the catalog's idea of it) describes it. The data shares are joined
+    as they are; zfec runs only if one is missing. :class:`ShareError` if there are too
+    few, or one does not fit ``header``. The result is not verified: the caller opens or
+    hashes it (see :func:`verified`)."""
+    k = header.scheme.data
+    seg = header.segment
+    chosen = sorted(shares)[:k] if len(shares) >= k else None
+    if chosen is None:
+        raise ShareError(f"{len(shares)} share(s) of a {header.scheme} object: need {k}")
+    blocks = []
+    for index in chosen:
+        view = memoryview(shares[index]).cast("B")
+        if len(view) != HEADER_SIZE + seg:
+            raise ShareError(f"share {index} is {len(view)} bytes, not {HEADER_SIZE + seg}")
+        blocks.append(view[HEADER_SIZE:])
+    if chosen == list(range(k)):
+        segments: Sequence[bytes | memoryview] = blocks
+    else:
+        segments = zfec.Decoder(k, header.scheme.width).decode(
+            tuple(bytes(b) for b in blocks), tuple(chosen)
+        )
+    joined = b"".join(segments)
+    return joined[: header.object_size]
+
+
+def verified(body: bytes, header: ShareHeader) -> bool:
+    """Whether a decoded object is the one ``header`` names (its SHA-256)."""
+    return hashlib.sha256(body).digest() == header.object_sha256
+
+
+def span(offset: int, length: int, object_size: int, k: int) -> list[tuple[int, int, int]]:
+    """Where bytes ``[offset, offset + length)`` of an object sit in its data shares:
+    ``(index, start, end)`` ranges of share bodies (header included in the positions), in
+    order. :class:`ShareError` for a range outside the object."""
+    if offset < 0 or length <= 0 or offset + length > object_size:
+        raise ShareError(f"bytes {offset}+{length} are not within an object of {object_size}")
+    seg = segment_size(object_size, k)
+    out = []
+    pos, end = offset, offset + length
+    while pos < end:
+        index, within = divmod(pos, seg)
+        take = min(end - pos, seg - within)
+        out.append((index, HEADER_SIZE + within, HEADER_SIZE + within + take))
+        pos += take
+    return out
