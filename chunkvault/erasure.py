@@ -75,6 +75,18 @@ class Scheme:
     def __str__(self) -> str:
         return f"{self.data}-{self.parity}"
 
+    @classmethod
+    def parse(cls, text: str) -> Scheme:
+        """The scheme :func:`str` wrote ("3-2"); ValueError otherwise."""
+        data, sep, parity = text.partition("-")
+        if not (sep and data.isdigit() and parity.isdigit()):
+            raise ValueError(f"not an erasure scheme: {text!r}")
+        return cls(int(data), int(parity))
+
+    def required(self, losses: int) -> int:
+        """Shares a write must reach to survive ``losses`` lost peers (at most parity)."""
+        return self.data + min(max(0, losses), self.parity)
+
     def stored_size(self, size: int) -> int:
         """Bytes on the peers for an object of ``size`` bytes, headers included."""
         return self.width * (HEADER_SIZE + segment_size(size, self.data))

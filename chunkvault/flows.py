@@ -24,7 +24,8 @@ class Flow:
     """What to do with one file: the effective values of the matching rule."""
 
     ignore: bool
-    replicas: int
+    # Whole copies of each chunk; None: the vault's erasure scheme (replication.erasure).
+    replicas: int | None
     compress: bool
     on_delete: Literal["keep", "tombstone", "purge"]
     exec: tuple[str, ...] | None
@@ -35,7 +36,8 @@ class FlowRules:
     def __init__(self, config: Config) -> None:
         self.ignore_patterns = list(config.watch.ignore)
         self.rules: list[FlowRule] = list(config.flows)
-        self.replicas = config.replication.replicas
+        # With erasure coding, only a rule that sets replicas asks for whole copies.
+        self.replicas = None if config.replication.erasure else config.replication.replicas
         self.compress = config.chunking.compression == "zstd"
         # Compiled once, into one regex per kind of ignore pattern: matching every file
         # against the patterns as strings cost ~40 us per pattern and file, and through

@@ -366,10 +366,11 @@ class Collector:
             places[(repack.pack, ref.id)] = replace(ref, pack=new_id, offset=offset)
         sha256 = hashlib.sha256(out).hexdigest()
         target = repack.copies(self.config.replication.replicas)
-        written, errors = self.vault.service.write_replicas(
+        result = self.vault.service.write_replicas(
             pack_key(self.config.vault.id, new_id), new_id, out,
             pack_metadata(PACK_VERSION, sha256), target,
         )  # fmt: skip
+        written, errors = result.peers, result.errors
         if len(written) < self.config.replication.min_replicas:
             self._delete("pack", new_id, Listed(len(out), dict.fromkeys(written)))
             raise GcError(f"the new pack could not be stored: {'; '.join(errors)}")

@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 from chunkvault.catalog import Catalog, ChunkRow, PackRow
 from chunkvault.crypto.material import SEALED_GENERATION
+from chunkvault.erasure import Scheme
 from chunkvault.layout import pack_key, pack_metadata
-from chunkvault.stored import StoredChunk, settled, stored_reason
+from chunkvault.stored import StoredChunk, Written, settled, stored_reason
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,8 @@ MAX_FLUSHING = 2
 #: after the last file is read, on the critical path) would often be a full one.
 EARLY_FRACTION = 4
 
-#: (object key, placement id, body, metadata, replicas) -> (peers written, errors)
-WriteReplicas = Callable[
-    [str, str, bytes | bytearray, dict[str, str], int], tuple[list[str], list[str]]
-]
+#: (object key, placement id, body, metadata, replicas, erasure scheme) -> where it went
+WriteReplicas = Callable[[str, str, bytes | bytearray, dict[str, str], int, Scheme | None], Written]
 
 
 def new_pack_id() -> str:
@@ -77,13 +76,15 @@ class _Slot:
 class _Pack:
     target: int
     minimum: int
+    scheme: Scheme | None  # shares, or (None) ``target`` whole copies
     id: str = field(default_factory=new_pack_id)
     body: bytearray = field(default_factory=lambda: bytearray(HEADER))
     slots: list[_Slot] = field(default_factory=list)
 
 
 class PackWriter:
-    """Open packs (one per replica count), written by a small pool of their own."""
+    """Open packs (one per replica count or erasure scheme), written by a small pool of
+    their own."""
 
     def __init__(
         self,
@@ -104,7 +105,7 @@ class PackWriter:
         self.pack_size = pack_size
         self.flush_seconds = flush_seconds
         self._cond = threading.Condition()
-        self._open: dict[int, _Pack] = {}
+        self._open: dict[tuple[int, Scheme | None], _Pack] = {}
         self._pending: dict[str, Future[StoredChunk]] = {}
         self._flushing = 0
         # Counts every time chunks left _pending (after the catalog got them): a chunk
@@ -128,18 +129,21 @@ class PackWriter:
         target: int,
         minimum: int,
         again: bool = False,
+        scheme: Scheme | None = None,
     ) -> Future[StoredChunk]:
-        """Copy ``body`` (a sealed chunk) into the open pack for ``target`` replicas; the
-        future completes once that pack is written (or failed). ``body`` is the caller's
-        again when this returns. ``again``: the catalog knows the chunk, with too few
-        replicas; once written, this pack is where it is."""
+        """Copy ``body`` (a sealed chunk) into the open pack for ``target`` replicas (or
+        ``scheme``'s shares, ``target`` its width); the future completes once that pack is
+        written (or failed). ``body`` is the caller's again when this returns. ``again``:
+        the catalog knows the chunk, with too few replicas; once written, this pack is
+        where it is."""
+        slot_key = (target, scheme)
         with self._cond:
             if self._closed:
                 return settled(_failed(chunk_id, plain_size, "stopped before it was stored"))
             waiting = self._pending.get(chunk_id)
             if waiting is not None:
                 return waiting
-            pack = self._open.get(target)
+            pack = self._open.get(slot_key)
             if pack is not None and len(pack.body) + len(body) > self.pack_size:
                 self._start_locked(pack)
                 pack = None
@@ -148,9 +152,9 @@ class PackWriter:
             if self._closed:
                 return settled(_failed(chunk_id, plain_size, "stopped before it was stored"))
             if pack is None:
-                pack = self._open.get(target)
+                pack = self._open.get(slot_key)
             if pack is None:
-                pack = self._open[target] = _Pack(target, minimum)
+                pack = self._open[slot_key] = _Pack(target, minimum, scheme)
                 timer = threading.Timer(self.flush_seconds, self._flush_stale, (pack,))
                 timer.daemon = True
                 timer.start()
@@ -192,12 +196,12 @@ class PackWriter:
 
     def _flush_stale(self, pack: _Pack) -> None:
         with self._cond:
-            if self._open.get(pack.target) is pack:
+            if self._open.get((pack.target, pack.scheme)) is pack:
                 self._start_locked(pack)
 
     def _start_locked(self, pack: _Pack) -> None:
-        if self._open.get(pack.target) is pack:
-            del self._open[pack.target]
+        if self._open.get((pack.target, pack.scheme)) is pack:
+            del self._open[(pack.target, pack.scheme)]
         self._flushing += 1
         try:
             self._pool.submit(self._flush, pack)
@@ -246,19 +250,23 @@ class PackWriter:
         sha256 = hashlib.sha256(body).hexdigest()
         key = pack_key(self.vault_id, pack.id)
         sealed = any(s.generation == SEALED_GENERATION for s in pack.slots)
-        written, errors = self._write(
-            key, pack.id, body, pack_metadata(VERSION, sha256, sealed), pack.target
+        result = self._write(
+            key, pack.id, body, pack_metadata(VERSION, sha256, sealed), pack.target, pack.scheme
         )
+        written, errors = result.peers, result.errors
         if written:
             rows = [
                 ChunkRow(s.chunk_id, s.plain_size, s.length, s.wrapped_dek, s.generation, "",
                          pack=pack.id, pack_offset=s.offset)
                 for s in pack.slots
             ]  # fmt: skip
-            self.catalog.record_pack(PackRow(pack.id, len(body), sha256), rows, written)
+            scheme = None if pack.scheme is None else str(pack.scheme)
+            self.catalog.record_pack(
+                PackRow(pack.id, len(body), sha256, scheme), rows, written, result.shares
+            )
             for slot, row in zip(pack.slots, rows, strict=True):
                 if slot.again:  # record_pack keeps a known chunk's row: move it here
-                    self.catalog.record_chunk(row, written)
+                    self.catalog.record_chunk(row, written, result.shares, replace=True)
         ok = len(written) >= pack.minimum
         reason = (
             stored_reason(len(written), pack.target)

@@ -47,11 +47,20 @@ from chunkvault.crypto.envelope import (
     unwrap_dek,
 )
 from chunkvault.crypto.material import MasterKeys
+from chunkvault.erasure import Scheme
 from chunkvault.errors import ChunkvaultError
-from chunkvault.layout import LayoutError, chunk_key, pack_key, parse_chunk_metadata
+from chunkvault.layout import (
+    LayoutError,
+    chunk_key,
+    pack_key,
+    parse_chunk_metadata,
+    parse_data_key,
+    share_key,
+)
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import rank
 from chunkvault.replica_choice import ReplicaChooser
+from chunkvault.shares import ObjectUnreadable, ShareReader
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,7 @@ class ChunkReader:
         self.max_chunk_size = max_chunk_size
         self._warnings = WarnOnce(log)
         self.chooser = ReplicaChooser()
+        self.shares = ShareReader(self.peers, self.chooser, self._warnings, self._note_bad_share)
 
     def _order(self, chunk_id: str) -> list[PlacedPeer]:
         """The replicas of a chunk object, best first."""
@@ -137,6 +147,8 @@ class ChunkReader:
         served them. Open each body with :meth:`open_in_span`. Raises only
         :class:`ChunkUnavailable`."""
         where = self._where(pack_id, (pack_id, offset, length))
+        if where.scheme is not None:
+            return self._span_from_shares(where, view)
         problems: list[str] = []
         for placed in self._order_for(where):
             peer = placed.peer
@@ -195,6 +207,159 @@ class ChunkReader:
         self.chooser.failed(peer)
         return None
 
+    def _span_from_shares(self, where: _Where, view: memoryview) -> str:
+        """:meth:`read_span_into` of an erasure-coded pack: from its data shares, else
+        rebuilt. Returns what the damaged-chunk warnings name (no one peer served it)."""
+        assert where.scheme is not None and where.offset is not None
+        args = self._share_args(where)
+        try:
+            self.shares.read_range_into(*args, where.size, view, where.offset, where.length)
+        except ObjectUnreadable:
+            try:
+                self.shares.rebuild_range_into(*args, where.size, view, where.offset,
+                                               where.length, where.sha256)  # fmt: skip
+            except ObjectUnreadable as exc:
+                raise ChunkUnavailable(
+                    f"pack {where.placement_id[:16]}: fewer than {where.scheme.data} good "
+                    f"shares ({exc})",
+                    UNAVAILABLE_HINT,
+                ) from None
+        return f"the shares of pack {where.placement_id[:12]}"
+
+    def _share_args(self, where: _Where) -> tuple[str, str, Scheme, dict[str, int]]:
+        assert where.scheme is not None
+        if self.catalog is None:
+            recorded: dict[str, int] = {}
+        elif where.offset is None:
+            recorded = self.catalog.chunk_shares(where.placement_id)
+        else:
+            recorded = self.catalog.pack_shares(where.placement_id)
+        return where.key, where.placement_id, where.scheme, recorded
+
+    def _read_shares_at(
+        self,
+        chunk_id: str,
+        deks: list[bytes],
+        view: memoryview,
+        limit: int,
+        where: _Where,
+        problems: list[str],
+    ) -> memoryview | None:
+        """:meth:`_read_at` of a chunk in an erasure-coded object: a chunk object rebuilt
+        from its shares, or a packed chunk's range of its pack's data shares (rebuilt when
+        one is unreadable or what it read does not open)."""
+        assert where.scheme is not None
+        args = self._share_args(where)
+        label = f"the shares of {where.placement_id[:12]}"
+        try:
+            if where.offset is None:
+                body = self.shares.read_object(*args, limit, where.sha256)
+                if len(body) > limit:
+                    problems.append(f"{label}: {len(body)} bytes, more than a body of its size")
+                    return None
+                view[: len(body)] = body
+                return self._open_copy(chunk_id, deks, view, len(body), limit, body, label,
+                                       problems, where)  # fmt: skip
+            try:
+                self.shares.read_range_into(*args, where.size, view, where.offset, where.length)
+                data = self._open_copy(chunk_id, deks, view, where.length, limit, None, label,
+                                       [], where)  # fmt: skip
+                if data is not None:
+                    return data
+            except ObjectUnreadable:
+                pass
+            self.shares.rebuild_range_into(*args, where.size, view, where.offset,
+                                           where.length, where.sha256)  # fmt: skip
+            copy = bytes(view[: where.length])
+            return self._open_copy(chunk_id, deks, view, where.length, limit, copy, label,
+                                   problems, where)  # fmt: skip
+        except ObjectUnreadable as exc:
+            problems.append(f"{label}: {exc}")
+            return None
+
+    def _open_copy(
+        self,
+        chunk_id: str,
+        deks: list[bytes],
+        view: memoryview,
+        size: int,
+        limit: int,
+        body: bytes | None,
+        label: str,
+        problems: list[str],
+        where: _Where,
+    ) -> memoryview | None:
+        """Open ``view[:size]`` with each data key in turn, putting ``body`` (the bytes
+        read) back before each new key (in-place decryption spends them); without
+        ``body``, one key only. A chunk object's shares carry its wrapped DEK too."""
+        error: Exception | None = None
+        tried: set[bytes] = set()
+        for wrapped in self._share_deks(deks, where):
+            try:
+                dek = unwrap_dek(self.keys, chunk_id, wrapped)
+            except EnvelopeError as exc:
+                error = exc
+                continue
+            if dek in tried:
+                continue
+            if tried:
+                if body is None:
+                    break
+                view[:size] = body
+            tried.add(dek)
+            try:
+                return open_chunk_into(self.keys, chunk_id, view[:size], dek, limit,
+                                       check_id=checks_id(wrapped))  # fmt: skip
+            except EnvelopeError as exc:
+                error = exc
+        if body is not None:  # (a range read first is retried rebuilt: no warning yet)
+            self._warnings.warn(label, "damaged chunks", "chunk %s in %s does not open: %s",
+                                chunk_id[:12], label, error)  # fmt: skip
+        problems.append(f"{label}: {error}")
+        return None
+
+    def _share_deks(self, deks: list[bytes], where: _Where) -> Iterator[bytes]:
+        """The known wrapped DEKs, then (a chunk object's, only if those failed) the one
+        in the metadata of a share's object on a recorded holder."""
+        yield from dict.fromkeys(deks)
+        if where.offset is not None or where.scheme is None or self.catalog is None:
+            return
+        for name, index in self.catalog.chunk_shares(where.placement_id).items():
+            placed = next((p for p in self.peers if p.name == name), None)
+            if placed is None:
+                continue
+            try:
+                info = placed.peer.stat(share_key(where.key, where.scheme, index))
+                yield parse_chunk_metadata(info.metadata).wrapped_dek
+                return
+            except (PeerError, LayoutError):
+                continue
+
+    def _note_bad_share(self, skey: str, peer: str, state: str) -> None:
+        """A share the catalog may record on ``peer`` is missing or damaged there."""
+        if self.catalog is None:
+            return
+        try:
+            data_key = parse_data_key(self.vault_id, skey)
+        except LayoutError:
+            return
+        if data_key.kind == "chunk":
+            recorded = self.catalog.chunk_shares(data_key.id)
+            mark = self.catalog.set_replica_state
+            key = chunk_key(self.vault_id, data_key.id)
+        else:
+            recorded = self.catalog.pack_shares(data_key.id)
+            mark = self.catalog.set_pack_replica_state
+            key = pack_key(self.vault_id, data_key.id)
+        if recorded.get(peer) != data_key.share or data_key.scheme is None:
+            return
+        try:
+            mark(data_key.id, peer, state)
+            shortfall.note(self.catalog, key, data_key.scheme.width,
+                           [p for p in recorded if p != peer])  # fmt: skip
+        except sqlite3.Error as exc:
+            log.debug("cannot note the %s share of %s on %s: %s", state, key, peer, exc)
+
     def _known(
         self, chunk_id: str, wrapped_deks: Sequence[bytes], packed: tuple[str, int, int] | None
     ) -> tuple[list[bytes], int | None, list[_Where]]:
@@ -212,9 +377,21 @@ class ChunkReader:
         return [row.wrapped_dek, *deks], row.plain_size, places
 
     def _where(self, chunk_id: str, packed: tuple[str, int, int] | None) -> _Where:
+        """Where the body is; an erasure-coded object's scheme, size and SHA-256 from the
+        catalog (objects it does not know are read as whole copies)."""
         if packed is None:
+            row = self.catalog.chunk(chunk_id) if self.catalog is not None else None
+            if row is not None and row.scheme is not None and row.pack is None:
+                return _Where(chunk_key(self.vault_id, chunk_id), chunk_id, None, 0,
+                              Scheme.parse(row.scheme), row.stored_size,
+                              row.sha256 or None)  # fmt: skip
             return _Where(chunk_key(self.vault_id, chunk_id), chunk_id, None, 0)
         pack_id, offset, length = packed
+        pack = self.catalog.pack(pack_id) if self.catalog is not None else None
+        if pack is not None and pack.scheme is not None:
+            return _Where(pack_key(self.vault_id, pack_id), pack_id, offset, length,
+                          Scheme.parse(pack.scheme), pack.stored_size,
+                          pack.sha256 or None)  # fmt: skip
         return _Where(pack_key(self.vault_id, pack_id), pack_id, offset, length)
 
     def _read(
@@ -244,6 +421,8 @@ class ChunkReader:
         where: _Where,
         problems: list[str],
     ) -> memoryview | None:
+        if where.scheme is not None:
+            return self._read_shares_at(chunk_id, deks, view, limit, where, problems)
         for placed in self._order_for(where):
             peer = placed.peer
             started = time.monotonic()
@@ -369,6 +548,11 @@ class _Where:
     placement_id: str  # what placement ranks the replicas on: the chunk or pack id
     offset: int | None
     length: int
+    # An erasure-coded object (chunkvault.shares): its scheme, size (at least; a pack's,
+    # for ranges of its shares) and SHA-256 (None: unknown here).
+    scheme: Scheme | None = None
+    size: int = 0
+    sha256: str | None = None
 
     def get(self, peer: Peer, view: memoryview, limit: int) -> int:
         if self.offset is None:

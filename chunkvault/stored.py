@@ -26,6 +26,16 @@ class StoredChunk:
     length: int = 0
 
 
+@dataclass(frozen=True)
+class Written:
+    """Where one object went: the peers written, the errors of those that failed, and for
+    an erasure-coded object the index of the share each peer got."""
+
+    peers: list[str]
+    errors: list[str]
+    shares: dict[str, int] | None = None
+
+
 def settled(value: T) -> Future[T]:
     """``value`` as a future that is already done."""
     future: Future[T] = Future()

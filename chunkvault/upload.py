@@ -36,12 +36,14 @@ from chunkvault.crypto.envelope import (
     unwrap_dek,
 )
 from chunkvault.crypto.material import MasterKeys
+from chunkvault.erasure import Scheme
 from chunkvault.layout import chunk_key, chunk_metadata, pack_key
 from chunkvault.packs import PackWriter
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
+from chunkvault.shares import write_shares
 from chunkvault.staging import Staging
-from chunkvault.stored import StoredChunk, settled, stored_reason
+from chunkvault.stored import StoredChunk, Written, settled, stored_reason
 from chunkvault.upload_requests import (
     ChunkOutcome,
     RequestConflict,
@@ -87,7 +89,10 @@ class UploadService:
         self._api_keys: DomainKeys | None = None
         # Replica writes of all chunks share this pool (every replica of every chunk in
         # flight at once); LimitPeer caps each peer.
-        replicas = max(2, config.replication.replicas)
+        # Erasure-coded, new data objects are this scheme's shares (a flow setting its own
+        # replicas keeps whole copies).
+        self.scheme = config.replication.scheme
+        replicas = max(2, config.replication.replicas, self.scheme.width if self.scheme else 0)
         self._replica_pool = ThreadPoolExecutor(
             max_workers=config.transfer.concurrency * replicas, thread_name_prefix="replica"
         )
@@ -188,9 +193,7 @@ class UploadService:
         for a chunk object, when its pack is written for a small chunk (the push
         pipeline's one buffer per chunk; :meth:`flush` writes open packs now)."""
         keys = keys or self.keys
-        target = replicas or self.config.replication.replicas
-        target = min(target, len(self.peers))
-        minimum = min(self.config.replication.min_replicas, target)
+        target, minimum, scheme = self.redundancy(replicas)
         if compress is None:
             compress = self.config.chunking.compression == "zstd"
         chunk_id = keys.chunk_id(memoryview(buf)[PLAIN_OFFSET : PLAIN_OFFSET + size])
@@ -198,6 +201,8 @@ class UploadService:
         with self._stripe(self._chunk_locks, chunk_id):
             known = self.catalog.chunk(chunk_id)
             have = self.catalog.replicas(chunk_id) if known else []
+            if known is not None:  # it stays as it is stored: copies or shares
+                target, minimum, scheme = self._kept_as(known, replicas)
             if known and len(have) >= minimum:
                 return settled(_already_stored(known, have, target))
             if packed and self.packs is not None and (waiting := self.packs.pending(chunk_id)):
@@ -219,21 +224,22 @@ class UploadService:
             if packed and self.packs is not None:
                 return self.packs.add(
                     chunk_id, size, sealed.body, sealed.wrapped_dek, sealed.generation,
-                    target, minimum, again=known is not None,
+                    target, minimum, again=known is not None, scheme=scheme,
                 )  # fmt: skip
-            written, errors = self.write_replicas(
+            result = self.write_replicas(
                 chunk_key(self.vault_id, chunk_id), chunk_id, sealed.body,
-                chunk_metadata(sealed), target,
+                chunk_metadata(sealed), target, scheme,
             )  # fmt: skip
+            written, errors = result.peers, result.errors
             # (With a reused DEK this is a new wrapping of the same key: equally valid.)
             wrapped = sealed.wrapped_dek
             if written:
                 self.catalog.record_chunk(
                     ChunkRow(
                         chunk_id, size, len(sealed.body), wrapped, sealed.generation,
-                        sealed.body_sha256,
+                        sealed.body_sha256, scheme=None if scheme is None else str(scheme),
                     ),
-                    written,
+                    written, result.shares, replace=scheme is not None,
                 )  # fmt: skip
         ok = len(written) >= minimum
         if ok:
@@ -265,8 +271,7 @@ class UploadService:
         waiting in one nor moved since is still unknown)."""
         if self.packs is None or not self.packed(size):
             raise ValueError(f"a chunk of {size} bytes does not go into a pack")
-        target = min(replicas or self.config.replication.replicas, len(self.peers))
-        minimum = min(self.config.replication.min_replicas, target)
+        target, minimum, scheme = self.redundancy(replicas)
         with self._stripe(self._chunk_locks, chunk_id):
             if (waiting := self.packs.pending(chunk_id)) is not None:
                 return _deduplicated(waiting)
@@ -278,10 +283,36 @@ class UploadService:
             known = None if still_unknown else self.catalog.chunk(chunk_id)
             if known is not None:
                 have = self.catalog.replicas(chunk_id)
+                target, minimum, scheme = self._kept_as(known, replicas)
                 if len(have) < minimum:
                     return None
                 return settled(_already_stored(known, have, target))
-            return self.packs.add(chunk_id, size, body, wrapped_dek, generation, target, minimum)
+            return self.packs.add(
+                chunk_id, size, body, wrapped_dek, generation, target, minimum, scheme=scheme
+            )
+
+    def redundancy(self, replicas: int | None) -> tuple[int, int, Scheme | None]:
+        """How a new data object of a flow asking for ``replicas`` (None: the vault's way)
+        is stored: (pieces, pieces that must be written for it to count as stored, the
+        erasure scheme or None for whole copies). ``min_replicas`` - 1 is the number of
+        peer losses a write must survive, in shares as in copies."""
+        losses = self.config.replication.min_replicas - 1
+        if replicas is None and self.scheme is not None:
+            return self.scheme.width, self.scheme.required(losses), self.scheme
+        target = min(replicas or self.config.replication.replicas, len(self.peers))
+        return target, min(losses + 1, target), None
+
+    def _kept_as(self, known: ChunkRow, replicas: int | None) -> tuple[int, int, Scheme | None]:
+        """:meth:`redundancy` of a chunk the catalog knows: as it is stored (its own
+        object's or its pack's scheme), whatever the config says now."""
+        scheme = known.scheme
+        if known.pack is not None:
+            pack = self.catalog.pack(known.pack)
+            scheme = pack.scheme if pack is not None else None
+        if scheme is None:
+            return self.redundancy(replicas or self.config.replication.replicas)
+        s = Scheme.parse(scheme)
+        return s.width, s.required(self.config.replication.min_replicas - 1), s
 
     def _object_key(self, row: ChunkRow) -> str:
         return pack_key(self.vault_id, row.pack) if row.pack else chunk_key(self.vault_id, row.id)
@@ -302,9 +333,19 @@ class UploadService:
         body: bytes | bytearray | memoryview,
         metadata: dict[str, str],
         target: int,
-    ) -> tuple[list[str], list[str]]:
+        scheme: Scheme | None = None,
+    ) -> Written:
         """Write ``key`` to the top-ranked distinct peers for ``placement_id`` (a chunk or
-        pack id); replace failures with the next ranked."""
+        pack id); replace failures with the next ranked. With ``scheme``: its shares, one
+        per peer (:func:`chunkvault.shares.write_shares`)."""
+        if scheme is not None:
+            result = write_shares(
+                self._replica_pool, self.peers, key, placement_id, body, metadata, scheme,
+                self.on_write, self.on_write_error,
+            )  # fmt: skip
+            if 0 < len(result.peers) < scheme.width:  # the background repair tops it up
+                shortfall.note(self.catalog, key, scheme.width, result.peers)
+            return result
         # Skip peers in their cool-off. Once it has passed, a down peer is tried again:
         # that write is the health tracker's probe, so a recovered peer rejoins.
         excluded = {p.name for p in self.peers if p.peer.down_for > 0 or p.draining}
@@ -338,7 +379,7 @@ class UploadService:
                     log.warning("%s: replica on %s failed: %s", show_key(key), name, exc.message)
         if 0 < len(written) < target:  # the agent's background repair tops it up
             shortfall.note(self.catalog, key, target, written)
-        return written, errors
+        return Written(written, errors)
 
     # --- the seed's upload API (translation layer) -----------------------------------------
 

@@ -136,14 +136,14 @@ class Vault:
             config.vault.id,
             keys,
             self.peers,
-            config.replication.replicas,
+            config.replication.metadata_copies,
             config.replication.min_replicas,
         )
         self.journal = JournalStore(
             config.vault.id,
             keys,
             self.peers,
-            config.replication.replicas,
+            config.replication.metadata_copies,
             config.replication.min_replicas,
         )
         self.commits = Committer(

@@ -378,12 +378,20 @@ class Catalog:
         return [r[0] for r in rows]
 
     def record_chunk(
-        self, row: ChunkRow, peers: Sequence[str], shares: Mapping[str, int] | None = None
+        self,
+        row: ChunkRow,
+        peers: Sequence[str],
+        shares: Mapping[str, int] | None = None,
+        *,
+        replace: bool = False,
     ) -> None:
         """The chunk (object) is on ``peers``: whole copies, or (``shares``) the share of
-        each peer's index."""
+        each peer's index. ``replace``: only there (a new encoding of it was written, and
+        shares of the old one are no longer its)."""
         now = time.time()
         with self.transaction() as db:
+            if replace:
+                db.execute("DELETE FROM replicas WHERE chunk_id = ?", (row.id,))
             # The location moves with stored_size: they describe the same stored body.
             db.execute(
                 f"INSERT INTO chunks ({_CHUNK_INSERT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

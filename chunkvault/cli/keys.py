@@ -257,11 +257,13 @@ def rotate_master(cli: CliContext, yes: bool, passphrase_file: Path | None) -> N
         workers = cfg.transfer.concurrency
         report = rewrap_chunk_objects(peers, cfg.vault.id, keys, generation, workers=workers)
         manifests = ManifestStore(
-            cfg.vault.id, keys, place(cfg, peers), cfg.replication.replicas, 1
+            cfg.vault.id, keys, place(cfg, peers), cfg.replication.metadata_copies, 1
         )
         m_report = rewrap_manifests(manifests, keys, generation, workers=workers)
         # Batches too: the old generation is dropped only once nothing is sealed under it.
-        batches = JournalStore(cfg.vault.id, keys, place(cfg, peers), cfg.replication.replicas, 1)
+        batches = JournalStore(
+            cfg.vault.id, keys, place(cfg, peers), cfg.replication.metadata_copies, 1
+        )
         b_report = rewrap_batches(batches, keys, generation, workers=workers)
         failures = report.failures + m_report.failures + b_report.failures
         if failures:

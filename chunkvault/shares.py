@@ -1,0 +1,331 @@
+"""Erasure-coded objects on the peers: an object's shares written to distinct peers, and
+the object (or a byte range of it) read back from any ``k`` of them.
+
+Writing (:func:`write_shares`): share ``i`` goes to the ``i``-th peer the weighted
+rendezvous ranking of the object's id chooses (zone-aware, as whole copies are placed); a
+share whose write fails goes to the next-ranked peer that holds none, so each peer holds
+at most one share of an object, and losing a peer loses at most one.
+
+Reading (:class:`ShareReader`): the data shares first (the code is systematic: a healthy
+vault joins them and decodes nothing), each from the peer the catalog records for it (or,
+unrecorded, the peer placement gives it); a missing, unreadable or malformed share is
+replaced by a parity share. What was rebuilt counts only once its SHA-256 is the one the
+shares' headers (or the caller) name, so a forged or stale share costs a retry with other
+shares, never a wrong byte. A byte range of the object (a packed chunk, or many) is read
+as ranges of the data shares that hold it; only if one of those is unreadable is the
+whole object rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, wait
+from dataclasses import dataclass, field
+
+from chunkvault import erasure
+from chunkvault.backends.base import MalformedReply, NotFound, PeerError
+from chunkvault.backends.listing import show_key
+from chunkvault.backends.warn_once import WarnOnce
+from chunkvault.erasure import HEADER_SIZE, Scheme, ShareError, ShareHeader
+from chunkvault.layout import share_key, share_metadata
+from chunkvault.peerset import PlacedPeer
+from chunkvault.placement import choose
+from chunkvault.replica_choice import ReplicaChooser
+from chunkvault.stored import Written
+
+log = logging.getLogger(__name__)
+#: Subsets of the shares read that one read of a damaged object decodes, at most, looking
+#: for the k that verify (3+2 has 10 in all; a wide scheme would have thousands).
+MAX_DECODES = 32
+
+__all__ = ["ObjectUnreadable", "ShareReader", "write_shares"]
+
+
+def write_shares(
+    pool: Executor,
+    peers: Sequence[PlacedPeer],
+    key: str,
+    placement_id: str,
+    body: bytes | bytearray | memoryview,
+    metadata: Mapping[str, str],
+    scheme: Scheme,
+    on_write: Callable[[str, int], None] | None = None,
+    on_write_error: Callable[[str], None] | None = None,
+) -> Written:
+    """Encode ``body`` and write its shares (``key``'s share keys) to distinct peers, as the
+    module docstring says; peers down or draining are passed over. The caller judges
+    whether enough were written."""
+    encoded = erasure.encode(body, scheme)
+    excluded = {p.name for p in peers if p.peer.down_for > 0 or p.draining}
+    placed: dict[str, int] = {}
+    errors: list[str] = []
+    todo = list(range(scheme.width))
+    while todo:
+        chosen = choose(placement_id, peers, scheme.width, exclude=excluded | set(placed))
+        if not chosen:
+            if not placed and not errors:
+                errors.append("every peer is down")
+            break
+        round_ = list(zip(todo, chosen, strict=False))
+        futures = {
+            (index, p.name): pool.submit(
+                p.peer.put, share_key(key, scheme, index), encoded[index],
+                _metadata(metadata, encoded[index], placement_id),
+            )
+            for index, p in round_
+        }  # fmt: skip
+        wait(futures.values())
+        todo = todo[len(round_) :]
+        for (index, name), future in futures.items():
+            try:
+                future.result()
+            except PeerError as exc:
+                if on_write_error is not None:
+                    on_write_error(name)
+                errors.append(f"{name}: {exc.message}")
+                excluded.add(name)
+                todo.append(index)
+                log.warning(
+                    "%s: share %d on %s failed: %s", show_key(key), index, name, exc.message
+                )
+                continue
+            placed[name] = index
+            if on_write is not None:
+                on_write(name, len(encoded[index]))
+        todo.sort()
+    return Written(list(placed), errors, placed)
+
+
+def _metadata(base: Mapping[str, str], share: bytes, object_id: str) -> dict[str, str]:
+    header = erasure.parse_header(share)
+    return share_metadata(base, header, hashlib.sha256(share).hexdigest(), object_id)
+
+
+class ObjectUnreadable(Exception):
+    """Fewer than ``k`` shares of the object could be read and agree (``problems`` says
+    what each peer did)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) or "no share found on any peer")
+        self.problems = problems
+
+
+@dataclass
+class _Fetched:
+    """The shares of one object read so far, and what went wrong with the others."""
+
+    bodies: dict[int, bytes] = field(default_factory=dict)
+    headers: dict[int, ShareHeader] = field(default_factory=dict)
+    tried: set[int] = field(default_factory=set)
+    newest: int | None = None  # the share read last
+    decoded_with: int = 0  # how many shares were read at the last decode
+    problems: list[str] = field(default_factory=list)
+
+
+class ShareReader:
+    """Reads erasure-coded objects; thread-safe. ``on_bad(object key, peer, state)`` is
+    told of each share found missing ("missing") or wrong ("damaged")."""
+
+    def __init__(
+        self,
+        peers: Sequence[PlacedPeer],
+        chooser: ReplicaChooser,
+        warnings: WarnOnce,
+        on_bad: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self.peers = list(peers)
+        self._by_name = {p.name: p for p in self.peers}
+        self.chooser = chooser
+        self._warnings = warnings
+        self.on_bad = on_bad
+        # The last object rebuilt (a pack whose data share is gone is read span by span).
+        self._cache_lock = threading.Lock()
+        self._cache: tuple[str, bytes] | None = None
+
+    # --- where each share is -----------------------------------------------------------
+
+    def holders(
+        self, placement_id: str, scheme: Scheme, recorded: Mapping[str, int]
+    ) -> dict[int, list[PlacedPeer]]:
+        """For each share index, the peers to try, best first: the recorded holder, then
+        (none recorded) the peer placement gives it."""
+        out: dict[int, list[PlacedPeer]] = {i: [] for i in range(scheme.width)}
+        for name, index in recorded.items():
+            placed = self._by_name.get(name)
+            if placed is not None and index < scheme.width:
+                out[index].append(placed)
+        taken = {p.name for ps in out.values() for p in ps}
+        for index, placed in enumerate(choose(placement_id, self.peers, scheme.width)):
+            if not out[index] and placed.name not in taken:
+                out[index].append(placed)
+        return out
+
+    def _plan(self, where: dict[int, list[PlacedPeer]], k: int, skip: set[int]) -> list[int]:
+        """Share indices to read, best first: data shares whose peer is up and did not
+        just fail, then parity shares likewise, then the rest."""
+
+        def rank(index: int) -> tuple[bool, bool, int]:
+            peers = where[index]
+            usable = any(p.peer.is_up and not self.chooser.stats(p.name).failed for p in peers)
+            return (not usable, index >= k, index)
+
+        return sorted((i for i in where if where[i] and i not in skip), key=rank)
+
+    # --- whole objects -------------------------------------------------------------------
+
+    def read_object(
+        self,
+        key: str,
+        placement_id: str,
+        scheme: Scheme,
+        recorded: Mapping[str, int],
+        limit: int,
+        sha256: str | None = None,
+    ) -> bytes:
+        """The object at ``key`` (``limit``: the most bytes it may have), rebuilt from its
+        shares and verified: its SHA-256 is ``sha256`` when given, else the one its shares
+        name. :class:`ObjectUnreadable` if no ``k`` shares agree."""
+        with self._cache_lock:
+            if self._cache is not None and self._cache[0] == key:
+                return self._cache[1]
+        where = self.holders(placement_id, scheme, recorded)
+        fetched = _Fetched()
+        cap = HEADER_SIZE + erasure.segment_size(limit, scheme.data)
+        while True:
+            body = self._decode(fetched, scheme, sha256)
+            if body is not None:
+                with self._cache_lock:
+                    self._cache = (key, body)
+                return body
+            left = self._plan(where, scheme.data, fetched.tried)
+            if not left:
+                if len(fetched.bodies) >= scheme.data:
+                    fetched.problems.append(
+                        f"shares {sorted(fetched.bodies)} do not rebuild the object they name"
+                    )
+                raise ObjectUnreadable(fetched.problems)
+            # A group of k that did not verify holds a bad share: one more share at a time.
+            need = max(1, scheme.data - len(fetched.bodies))
+            for index in left[:need]:
+                self._fetch(key, scheme, index, where[index], cap, fetched)
+
+    def _fetch(
+        self,
+        key: str,
+        scheme: Scheme,
+        index: int,
+        candidates: list[PlacedPeer],
+        cap: int,
+        fetched: _Fetched,
+    ) -> None:
+        fetched.tried.add(index)
+        skey = share_key(key, scheme, index)
+        for placed in candidates:
+            name = placed.name
+            try:
+                with self.chooser.reading(name):
+                    body = placed.peer.get(skey, max_size=cap)
+                header = erasure.parse_header(body)
+                if (header.scheme, header.index) != (scheme, index):
+                    raise ShareError(f"its header says share {header.index} of {header.scheme}")
+            except NotFound:
+                self._bad(skey, name, "missing")
+                fetched.problems.append(f"{name}: share {index} missing")
+                continue
+            except (PeerError, ShareError) as exc:
+                message = exc.message if isinstance(exc, PeerError) else str(exc)
+                if isinstance(exc, (MalformedReply, ShareError)):
+                    self._warnings.warn(name, "malformed shares", "peer %s: %s", name, message)
+                    self._bad(skey, name, "damaged")
+                self.chooser.failed(name)
+                fetched.problems.append(f"{name}: share {index}: {message}")
+                continue
+            fetched.bodies[index] = body
+            fetched.headers[index] = header
+            fetched.newest = index
+            return
+
+    def _decode(self, fetched: _Fetched, scheme: Scheme, sha256: str | None) -> bytes | None:
+        """The object from ``k`` of the shares fetched that name the same object (the one
+        ``sha256`` names, if given), verified; None if no such ``k`` rebuild it."""
+        if len(fetched.bodies) == fetched.decoded_with:
+            return None  # nothing new since the last try
+        fetched.decoded_with = len(fetched.bodies)
+        groups: dict[tuple[int, bytes], list[int]] = {}
+        for index, header in fetched.headers.items():
+            if sha256 is None or header.object_sha256.hex() == sha256:
+                groups.setdefault((header.object_size, header.object_sha256), []).append(index)
+        for indices in sorted(groups.values(), key=len, reverse=True):
+            if len(indices) < scheme.data:
+                continue
+            header = fetched.headers[indices[0]]
+            # Data shares first (sorted); only subsets with the newest share are new.
+            subsets = itertools.combinations(sorted(indices), scheme.data)
+            tries = [s for s in subsets if len(indices) == scheme.data or fetched.newest in s]
+            for subset in tries[:MAX_DECODES]:
+                body = erasure.decode({i: fetched.bodies[i] for i in subset}, header)
+                if erasure.verified(body, header):
+                    return body
+        return None
+
+    # --- byte ranges ---------------------------------------------------------------------
+
+    def read_range_into(
+        self,
+        key: str,
+        placement_id: str,
+        scheme: Scheme,
+        recorded: Mapping[str, int],
+        object_size: int,
+        view: memoryview,
+        offset: int,
+        length: int,
+    ) -> None:
+        """Bytes ``[offset, offset + length)`` of the object into ``view[:length]``, from
+        its data shares (``object_size``: the object's, from the catalog). Not verified
+        here: the caller opens what it read (each chunk's AES-GCM tag), and on failure
+        calls :meth:`rebuild_range_into`. :class:`ObjectUnreadable` if a data share
+        cannot be read (call :meth:`rebuild_range_into`)."""
+        where = self.holders(placement_id, scheme, recorded)
+        pos = 0
+        for index, start, end in erasure.span(offset, length, object_size, scheme.data):
+            skey = share_key(key, scheme, index)
+            for placed in where[index]:
+                try:
+                    with self.chooser.reading(placed.name):
+                        placed.peer.get_range_into(skey, view[pos:], start, end - start)
+                    break
+                except NotFound:
+                    self._bad(skey, placed.name, "missing")
+                except PeerError as exc:
+                    self.chooser.failed(placed.name)
+                    log.debug("share %d on %s: %s", index, placed.name, exc.message)
+            else:
+                raise ObjectUnreadable([f"data share {index} unreadable"])
+            pos += end - start
+
+    def rebuild_range_into(
+        self,
+        key: str,
+        placement_id: str,
+        scheme: Scheme,
+        recorded: Mapping[str, int],
+        limit: int,
+        view: memoryview,
+        offset: int,
+        length: int,
+        sha256: str | None = None,
+    ) -> None:
+        """As :meth:`read_range_into`, from the whole object rebuilt and verified."""
+        body = self.read_object(key, placement_id, scheme, recorded, limit, sha256)
+        if offset + length > len(body):
+            raise ObjectUnreadable([f"bytes {offset}+{length} are past its end ({len(body)})"])
+        view[:length] = body[offset : offset + length]
+
+    def _bad(self, skey: str, peer: str, state: str) -> None:
+        if self.on_bad is not None:
+            self.on_bad(skey, peer, state)
