@@ -590,7 +590,17 @@ def _cross_field_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
                     "peer(s) are configured",
                 )
             )
-    if replicas is not None and minimum is not None and minimum > replicas:
+    if isinstance(erasure, Mapping):
+        m = as_int(erasure.get("parity"))
+        if minimum is not None and m is not None and minimum > m + 1:
+            problems.append(
+                (
+                    "replication.min_replicas",
+                    f"is {minimum}: a write that must survive {minimum - 1} lost peers needs "
+                    f"erasure.parity >= {minimum - 1} (it is {m})",
+                )
+            )
+    elif replicas is not None and minimum is not None and minimum > replicas:
         problems.append(
             (
                 "replication.min_replicas",

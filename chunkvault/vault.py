@@ -25,15 +25,16 @@ from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
 from chunkvault.crypto.material import MasterKeys, WriterKeys
 from chunkvault.draining import draining, marked
+from chunkvault.erasure import HEADER_SIZE
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
 from chunkvault.journal import JournalStore, parse_batch_name
 from chunkvault.layout import (
+    DataKey,
     LayoutError,
-    chunk_id_from_key,
     chunks_prefix,
-    pack_id_from_key,
     packs_prefix,
+    parse_data_key,
 )
 from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore, RefusedBlob
@@ -539,22 +540,30 @@ class Vault:
         for placed, objects in listings:
             for key, size in objects or []:
                 try:
-                    chunk_id = chunk_id_from_key(self.config.vault.id, key)
+                    found = parse_data_key(self.config.vault.id, key)
                 except LayoutError:
                     continue
+                if found.kind != "chunk":
+                    continue
+                chunk_id = found.id
                 known = self.catalog.chunk(chunk_id)
                 ref = refs.get(chunk_id)
                 if known is None and (ref is None or ref.pack is not None):
                     continue  # not referenced as an object by any version we know: gc's
+                form = None if found.scheme is None else str(found.scheme)
                 if known is None:
                     assert ref is not None
                     wrapped = ref.wrapped_dek
                     row = ChunkRow(
-                        chunk_id, ref.size, size, wrapped, wrapped_generation(wrapped), ""
-                    )
+                        chunk_id, ref.size, _object_size(size, found), wrapped,
+                        wrapped_generation(wrapped), "", scheme=form,
+                    )  # fmt: skip
+                elif known.scheme != form:
+                    continue  # copies beside shares, or shares of another scheme: not read
                 else:
                     row = known
-                self.catalog.record_chunk(row, [placed.name])
+                shares = None if found.share is None else {placed.name: found.share}
+                self.catalog.record_chunk(row, [placed.name], shares)
         return all(objects is not None for _, objects in listings)
 
     def _sync_packs(self, refs: dict[str, ChunkRef]) -> bool:
@@ -573,13 +582,28 @@ class Vault:
         for placed, objects in listings:
             for key, size in objects or []:
                 try:
-                    pack_id = pack_id_from_key(self.config.vault.id, key)
+                    found = parse_data_key(self.config.vault.id, key)
                 except LayoutError:
                     continue
+                if found.kind != "pack":
+                    continue
+                pack_id = found.id
                 rows = by_pack.get(pack_id)
                 known = self.catalog.pack(pack_id)
                 if rows is None and known is None:
                     continue  # no version we know uses it: gc's business
-                self.catalog.record_pack(known or PackRow(pack_id, size, ""), rows or [],
-                                         [placed.name])  # fmt: skip
+                form = None if found.scheme is None else str(found.scheme)
+                if known is not None and known.scheme != form:
+                    continue  # as for chunk objects
+                row = known or PackRow(pack_id, _object_size(size, found), "", form)
+                shares = None if found.share is None else {placed.name: found.share}
+                self.catalog.record_pack(row, rows or [], [placed.name], shares)
         return all(objects is not None for _, objects in listings)
+
+
+def _object_size(listed: int, found: DataKey) -> int:
+    """An object's size as a listing shows it: a whole copy's, or from a share's (its
+    padded size: the object's, rounded up to a multiple of k, as shares are cut)."""
+    if found.scheme is None:
+        return listed
+    return max(0, listed - HEADER_SIZE) * found.scheme.data

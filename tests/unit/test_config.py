@@ -572,3 +572,12 @@ def test_erasure_gives_the_scheme_and_parity_plus_one_metadata_copies():
     assert cfg.replication.metadata_copies == 3
     plain = parse_config({"peers": peers(5), "replication": {"replicas": 2}})
     assert plain.replication.scheme is None and plain.replication.metadata_copies == 2
+
+
+def test_min_replicas_with_erasure_is_bounded_by_the_parity():
+    erasure = {"data": 3, "parity": 2}
+    ok = parse_config({"peers": peers(5), "replication": {"erasure": erasure, "min_replicas": 3}})
+    assert ok.replication.min_replicas == 3
+    found = problems({"peers": peers(5),
+                      "replication": {"erasure": erasure, "min_replicas": 4}})  # fmt: skip
+    assert "erasure.parity >= 3" in found["replication.min_replicas"]
