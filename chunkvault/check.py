@@ -36,23 +36,35 @@ from chunkvault.budget import ByteBudget
 from chunkvault.catalog import VersionRow
 from chunkvault.config import PACK_MAX
 from chunkvault.crypto.envelope import EnvelopeError, open_chunk, sealed_size_limit
+from chunkvault.erasure import HEADER_SIZE, Scheme, judge, segment_size
 from chunkvault.errors import ChunkvaultError
 from chunkvault.integrity import Holdings, Problem, placement_problems, sampled
 from chunkvault.keystore import KeyStore
 from chunkvault.layout import (
     LayoutError,
-    chunk_id_from_key,
     chunk_key,
     chunks_prefix,
-    pack_id_from_key,
     pack_key,
     packs_prefix,
+    parse_data_key,
+    share_key,
 )
 from chunkvault.manifest import ChunkRef, ManifestError
 from chunkvault.peerset import PlacedPeer
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
+
+
+class Unrebuildable(ChunkvaultError):
+    """No ``k`` shares of an erasure-coded object rebuild it: ``bad`` holds the shares
+    known to be wrong (holder -> why), ``size`` the bytes read."""
+
+    def __init__(self, message: str, bad: dict[str, str], size: int) -> None:
+        super().__init__(message)
+        self.bad = bad
+        self.size = size
+
 
 #: Largest pack a peer may serve: the largest pack_size the config accepts, plus the one
 #: chunk body that may go past it.
@@ -73,6 +85,8 @@ class CheckReport:
 class _Listing:
     chunks: dict[str, int] = field(default_factory=dict)  # chunk id -> size
     packs: dict[str, int] = field(default_factory=dict)
+    # (kind, id) -> (scheme, index, size) of the share of it this peer holds
+    shares: dict[tuple[str, str], tuple[Scheme, int, int]] = field(default_factory=dict)
 
 
 class Checker:
@@ -88,11 +102,13 @@ class Checker:
         self.holdings: dict[tuple[str, str], Holdings] = {}
         self.listed: set[str] = set()  # the peers whose listings were read
         self.refs: dict[tuple[str, str], dict[str, ChunkRef]] = {}
-        self._copies: list[tuple[Holdings, Peer]] = []
+        # (object, peer) for a whole copy; (object, None) for every share of one.
+        self._copies: list[tuple[Holdings, Peer | None]] = []
         self.data_bytes = 0
         self.damaged: dict[tuple[str, str], set[str]] = {}  # object -> peers
         self.read_fraction = read_fraction
         self.replicas = vault.config.replication.replicas
+        self.metadata_copies = vault.config.replication.metadata_copies
         self._seed = os.urandom(16)
         self._budget = ByteBudget(vault.config.transfer.max_inflight_bytes)
 
@@ -124,7 +140,8 @@ class Checker:
         self._record_catalog(holdings)
         for held in holdings.values():
             report.objects[held.kind] = report.objects.get(held.kind, 0) + 1
-            report.problems += placement_problems(held, self.replicas, listed, every_listed)
+            target = self.metadata_copies if held.kind.startswith("manifest") else self.replicas
+            report.problems += placement_problems(held, target, listed, every_listed)
         report.problems += self._keyring_problems()
         self._choose_copies(listings)
         return report
@@ -137,16 +154,19 @@ class Checker:
         def listing(placed: PlacedPeer) -> _Listing | str:
             found = _Listing()
             try:
-                for info in placed.peer.list(chunks_prefix(vault_id)):
-                    try:
-                        found.chunks[chunk_id_from_key(vault_id, info.key)] = info.size
-                    except LayoutError:
-                        continue  # not ours: nothing to check
-                for info in placed.peer.list(packs_prefix(vault_id)):
-                    try:
-                        found.packs[pack_id_from_key(vault_id, info.key)] = info.size
-                    except LayoutError:
-                        continue
+                for prefix in (chunks_prefix(vault_id), packs_prefix(vault_id)):
+                    for info in placed.peer.list(prefix):
+                        try:
+                            key = parse_data_key(vault_id, info.key)
+                        except LayoutError:
+                            continue  # not ours: nothing to check
+                        if key.scheme is not None and key.share is not None:
+                            found.shares.setdefault(
+                                (key.kind, key.id), (key.scheme, key.share, info.size)
+                            )
+                        else:
+                            where = found.chunks if key.kind == "chunk" else found.packs
+                            where[key.id] = info.size
             except PeerError as exc:
                 return exc.message
             return found
@@ -223,6 +243,11 @@ class Checker:
                     where = found.chunks if key[0] == "chunk" else found.packs
                     if name in where:
                         held.found_on.add(peer)
+                    share = found.shares.get(key)
+                    if share is not None and held.scheme in (None, share[0]):
+                        held.scheme = share[0]
+                        held.shares[peer] = share[1]
+                        held.found_on.add(peer)
             held.files.add(path)
             refs.setdefault(key, {})[ref.id] = ref
         return refs
@@ -269,6 +294,13 @@ class Checker:
         for key, held in sorted(self.holdings.items()):
             if not sampled(f"{key[0]}/{key[1]}", self.read_fraction, self._seed):
                 continue
+            if held.scheme is not None:  # its shares read together: each judged by the rest
+                self._copies.append((held, None))
+                for peer in held.shares:
+                    listing = listings.get(peer)
+                    share = listing.shares.get(key) if listing is not None else None
+                    self.data_bytes += share[2] if share is not None else 0
+                continue
             for peer in sorted(held.found_on):
                 self._copies.append((held, by_name[peer]))
                 listing = listings.get(peer)
@@ -282,18 +314,32 @@ class Checker:
         problem, and is kept in :attr:`damaged`."""
         workers = max(1, self.vault.config.transfer.concurrency)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
-            for (held, peer), (why, size) in zip(
-                self._copies, pool.map(lambda c: self._read_copy(*c), self._copies), strict=True
-            ):
-                report.copies_read += 1
+            for (held, peer), (verdicts, size) in zip(
+                self._copies, pool.map(lambda c: self._read_copies(*c), self._copies),
+                strict=True,
+            ):  # fmt: skip
+                report.copies_read += len(held.shares) if peer is None else 1
                 report.bytes_read += size
-                if why is not None:
-                    self.damaged.setdefault((held.kind, held.name), set()).add(peer.name)
+                for name, why in sorted(verdicts.items()):
+                    self.damaged.setdefault((held.kind, held.name), set()).add(name)
+                    what = "copy" if peer is not None else f"share {held.shares.get(name)}"
                     report.problems.append(Problem("damaged", held.subject,
-                                                   f"copy on {peer.name}: {why}",
+                                                   f"{what} on {name}: {why}",
                                                    tuple(sorted(held.files))))  # fmt: skip
                 if progress:
                     progress(size)
+
+    def _read_copies(self, held: Holdings, peer: Peer | None) -> tuple[dict[str, str], int]:
+        """The damaged copies among those read (peer -> why), and the bytes read: the copy
+        on ``peer``, or (None) every share of an erasure-coded object."""
+        if peer is not None:
+            why, size = self._read_copy(held, peer)
+            return ({} if why is None else {peer.name: why}), size
+        try:
+            with self.rebuilt(held) as (_, bad, size):
+                return bad, size
+        except Unrebuildable as exc:
+            return {name: exc.bad.get(name, exc.message) for name in held.shares}, exc.size
 
     def _read_copy(self, held: Holdings, peer: Peer) -> tuple[str | None, int]:
         """Why the copy on ``peer`` is bad (None if it is good), and the bytes read."""
@@ -304,6 +350,64 @@ class Checker:
             return "listed but not served", 0
         except (PeerError, ChunkvaultError, EnvelopeError) as exc:
             return getattr(exc, "message", None) or str(exc), 0
+
+    @contextmanager
+    def rebuilt(self, held: Holdings) -> Iterator[tuple[bytes, dict[str, str], int]]:
+        """An erasure-coded object rebuilt from the shares the listed peers hold and
+        verified as :meth:`verified` verifies a copy (within the byte budget while the
+        block runs): (the object, the holders whose share is not what it encodes to with
+        why, the bytes read). :class:`Unrebuildable` if no ``k`` shares rebuild it."""
+        assert held.scheme is not None
+        scheme = held.scheme
+        refs = self.refs.get((held.kind, held.name), {})
+        vault_id = self.vault.config.vault.id
+        if held.kind == "chunk":
+            ref = next(iter(refs.values()))
+            limit = sealed_size_limit(ref.size)
+            key = chunk_key(vault_id, held.name)
+        else:
+            limit = PACK_LIMIT
+            key = pack_key(vault_id, held.name)
+        cap = HEADER_SIZE + segment_size(limit, scheme.data)
+        by_name = {p.name: p.peer for p in self.vault.peers}
+        with self._budget.holding(cap * (2 * scheme.width + 1)):
+            bodies: dict[str, bytes] = {}
+            bad: dict[str, str] = {}
+            for name, index in sorted(held.shares.items()):
+                try:
+                    bodies[name] = by_name[name].get(share_key(key, scheme, index), max_size=cap)
+                except NotFound:
+                    bad[name] = "listed but not served"
+                except PeerError as exc:
+                    bad[name] = exc.message
+            size = sum(map(len, bodies.values()))
+            body, judged = judge(bodies, held.shares, scheme,
+                                 lambda b: self._opens(held, refs, b))  # fmt: skip
+            bad.update(judged)
+            if body is None:
+                raise Unrebuildable(
+                    f"no {scheme.data} of its shares rebuild it (of {len(held.shares)} found)",
+                    bad, size,
+                )  # fmt: skip
+            yield body, bad, size
+
+    def _opens(self, held: Holdings, refs: dict[str, ChunkRef], body: bytes) -> bool:
+        """Whether a rebuilt object opens: a chunk's tag and id; a pack's recorded SHA-256
+        (if known) and every chunk the manifests place in it."""
+        try:
+            if held.kind == "chunk":
+                ref = next(iter(refs.values()))
+                open_chunk(self.vault.keys, ref.id, body, ref.wrapped_dek, max_size=ref.size)
+                return True
+            known = self.vault.catalog.pack(held.name)
+            if known and known.sha256 and hashlib.sha256(body).hexdigest() != known.sha256:
+                return False
+            for ref in refs.values():
+                open_chunk(self.vault.keys, ref.id, body[ref.offset : ref.offset + ref.length],
+                           ref.wrapped_dek, max_size=ref.size)  # fmt: skip
+            return True
+        except EnvelopeError:
+            return False
 
     @contextmanager
     def verified(self, held: Holdings, peer: Peer) -> Iterator[bytes | memoryview]:

@@ -12,7 +12,15 @@ from chunkvault.backends.base import Peer
 from chunkvault.catalog import Catalog, ChunkRow, PackRow
 from chunkvault.crypto.envelope import SealedChunk, wrapped_generation
 from chunkvault.crypto.material import SEALED_GENERATION
-from chunkvault.layout import chunk_key, chunk_metadata, pack_key, pack_metadata
+from chunkvault.erasure import Scheme, encode, parse_header
+from chunkvault.layout import (
+    chunk_key,
+    chunk_metadata,
+    pack_key,
+    pack_metadata,
+    share_key,
+    share_metadata,
+)
 from chunkvault.manifest import ChunkRef
 from chunkvault.packs import VERSION as PACK_VERSION
 
@@ -28,6 +36,57 @@ def put_chunk(
         ref.id, ref.size, len(body), ref.wrapped_dek, generation, sealed.body_sha256
     )
     catalog.record_chunk(row, [peer.name])
+
+
+def put_share(
+    vault_id: str,
+    catalog: Catalog,
+    peer: Peer,
+    kind: str,
+    refs: Sequence[ChunkRef],
+    object_id: str,
+    body: bytes | memoryview,
+    scheme: Scheme,
+    index: int,
+    share: bytes | None = None,
+) -> None:
+    """Share ``index`` of a verified erasure-coded chunk object or pack (``body``, the
+    whole object; ``share``: its share, if already encoded) on ``peer``, recorded in the
+    catalog; ``refs``: the chunk (a chunk object's) or the chunks the manifests place in
+    the pack. PeerError if the write fails."""
+    share = share if share is not None else encode(body, scheme)[index]
+    header = parse_header(share)
+    share_sha = hashlib.sha256(share).hexdigest()
+    form = str(scheme)
+    if kind == "chunk":
+        ref = refs[0]
+        generation = wrapped_generation(ref.wrapped_dek)
+        sealed = SealedChunk(ref.id, body, ref.wrapped_dek, generation, ref.size)
+        base = chunk_metadata(sealed)
+        key = chunk_key(vault_id, object_id)
+        peer.put(share_key(key, scheme, index), share,
+                 share_metadata(base, header, share_sha, object_id))  # fmt: skip
+        row = catalog.chunk(ref.id)
+        if row is None or row.scheme != form or row.pack is not None:
+            row = ChunkRow(ref.id, ref.size, len(body), ref.wrapped_dek, generation,
+                           sealed.body_sha256, scheme=form)  # fmt: skip
+        catalog.record_chunk(row, [peer.name], {peer.name: index})
+        return
+    rows = [
+        ChunkRow(r.id, r.size, r.length, r.wrapped_dek, wrapped_generation(r.wrapped_dek), "",
+                 pack=object_id, pack_offset=r.offset)
+        for r in refs
+    ]  # fmt: skip
+    sealed_pack = any(r.generation == SEALED_GENERATION for r in rows)
+    sha256 = hashlib.sha256(body).hexdigest()  # the whole pack, rebuilt and verified
+    base = pack_metadata(PACK_VERSION, sha256, sealed_pack)
+    key = pack_key(vault_id, object_id)
+    peer.put(share_key(key, scheme, index), share,
+             share_metadata(base, header, share_sha, object_id))  # fmt: skip
+    known = catalog.pack(object_id)
+    if known is None or known.scheme != form:
+        known = PackRow(object_id, len(body), sha256, form)
+    catalog.record_pack(known, rows, [peer.name], {peer.name: index})
 
 
 def put_pack(

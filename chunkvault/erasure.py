@@ -21,8 +21,9 @@ AES-GCM tag) or matches its SHA-256. docs/format.md specifies it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import zfec
@@ -35,6 +36,7 @@ __all__ = [
     "ShareHeader",
     "decode",
     "encode",
+    "judge",
     "parse_header",
     "segment_size",
     "span",
@@ -188,6 +190,64 @@ def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHe
 def verified(body: bytes, header: ShareHeader) -> bool:
     """Whether a decoded object is the one ``header`` names (its SHA-256)."""
     return hashlib.sha256(body).digest() == header.object_sha256
+
+
+#: Subsets of the shares at hand that one rebuild decodes, at most, looking for ``k`` that
+#: verify (3+2 has 10 in all; a wide scheme would have thousands).
+MAX_DECODES = 32
+
+
+def judge(
+    shares: Mapping[str, bytes | bytearray | memoryview],
+    expected: Mapping[str, int],
+    scheme: Scheme,
+    accept: Callable[[bytes], bool],
+) -> tuple[bytes | None, dict[str, str]]:
+    """What each holder's share is worth: ``shares`` are the bodies the holders served,
+    ``expected`` the index each one's key gives. Returns the object, rebuilt from ``k``
+    shares naming one object whose SHA-256 and ``accept`` (the caller's check: a chunk's
+    AES-GCM tag) it passes, or None; and each holder whose share is not the one that
+    object encodes to (or is no share of it), with why. With no object rebuilt, only the
+    shares that are malformed are judged."""
+    bad: dict[str, str] = {}
+    headers: dict[str, ShareHeader] = {}
+    for holder, body in shares.items():
+        try:
+            header = parse_header(body)
+        except ShareError as exc:
+            bad[holder] = str(exc)
+            continue
+        if (header.scheme, header.index) != (scheme, expected[holder]):
+            bad[holder] = (f"its header says share {header.index} of {header.scheme}, its key "
+                           f"share {expected[holder]} of {scheme}")  # fmt: skip
+            continue
+        headers[holder] = header
+    groups: dict[tuple[int, bytes], dict[int, str]] = {}
+    for holder, header in sorted(headers.items(), key=lambda h: h[1].index):
+        groups.setdefault((header.object_size, header.object_sha256), {}).setdefault(
+            header.index, holder
+        )
+    body: bytes | None = None
+    for group in sorted(groups.values(), key=len, reverse=True):
+        if len(group) < scheme.data:
+            break
+        subsets = itertools.islice(itertools.combinations(sorted(group), scheme.data),
+                                   MAX_DECODES)  # fmt: skip
+        for subset in subsets:
+            header = headers[group[subset[0]]]
+            candidate = decode({i: shares[group[i]] for i in subset}, header)
+            if verified(candidate, header) and accept(candidate):
+                body = candidate
+                break
+        if body is not None:
+            break
+    if body is None:
+        return None, bad
+    right = encode(body, scheme)
+    for holder, header in headers.items():
+        if bytes(shares[holder]) != right[header.index]:
+            bad[holder] = "not the share its object encodes to"
+    return body, bad
 
 
 def span(offset: int, length: int, object_size: int, k: int) -> list[tuple[int, int, int]]:

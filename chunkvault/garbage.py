@@ -28,6 +28,11 @@ class Listed:
 
     size: int = 0
     holders: dict[str, float | None] = field(default_factory=dict)
+    # The key of each holder's copy or share (an erasure-coded object's key differs per
+    # share), and the share index each holds of one.
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    shares: dict[str, int] = field(default_factory=dict)
+    scheme: str | None = None
 
     def copies_bytes(self) -> int:
         return self.size * len(self.holders)

@@ -39,29 +39,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from chunkvault import garbage, retention
-from chunkvault.backends.base import NotFound, PeerError
+from chunkvault.backends.base import NotFound, ObjectInfo, PeerError
 from chunkvault.catalog import ChunkRow, PackRow, VersionRow
 from chunkvault.check import PACK_LIMIT
 from chunkvault.crypto.envelope import EnvelopeError, open_chunk, wrapped_generation
 from chunkvault.crypto.vault_seal import is_sealed_dek
+from chunkvault.erasure import HEADER_SIZE, Scheme
 from chunkvault.errors import ChunkvaultError
 from chunkvault.garbage import Listed, Repack
 from chunkvault.journal import BatchEntry
 from chunkvault.layout import (
+    DataKey,
     LayoutError,
-    chunk_id_from_key,
     chunk_key,
     chunks_prefix,
-    pack_id_from_key,
     pack_key,
     pack_metadata,
     packs_prefix,
+    parse_data_key,
     sealed_object,
+    share_key,
 )
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.packs import HEADER, new_pack_id
 from chunkvault.packs import VERSION as PACK_VERSION
 from chunkvault.peerset import PlacedPeer
+from chunkvault.shares import ObjectUnreadable
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -217,17 +220,16 @@ class Collector:
     def _listings(self) -> tuple[dict[str, Listed], dict[str, Listed]]:
         vault_id = self.config.vault.id
 
-        def listing(placed: PlacedPeer) -> tuple[list[tuple[str, int, float | None]], ...]:
-            found: tuple[list[tuple[str, int, float | None]], ...] = ([], [])
-            for i, (prefix, parse) in enumerate(
-                ((chunks_prefix(vault_id), chunk_id_from_key),
-                 (packs_prefix(vault_id), pack_id_from_key))
-            ):  # fmt: skip
+        def listing(placed: PlacedPeer) -> tuple[list[tuple[DataKey, ObjectInfo]], ...]:
+            found: tuple[list[tuple[DataKey, ObjectInfo]], ...] = ([], [])
+            for i, prefix in enumerate((chunks_prefix(vault_id), packs_prefix(vault_id))):
                 for info in placed.peer.list(prefix):
                     try:
-                        found[i].append((parse(vault_id, info.key), info.size, info.modified))
+                        key = parse_data_key(vault_id, info.key)
                     except LayoutError:
                         continue  # not ours
+                    if key.kind == ("chunk", "pack")[i]:
+                        found[i].append((key, info))
             return found
 
         chunks: dict[str, Listed] = {}
@@ -241,10 +243,14 @@ class Collector:
                     raise GcError(f"gc cannot list peer {placed.name}: {exc.message}",
                                   "bring it back, then run gc again") from None  # fmt: skip
                 for into, items in zip((chunks, packs), found, strict=True):
-                    for object_id, size, modified in items:
-                        listed = into.setdefault(object_id, Listed())
-                        listed.size = max(listed.size, size)
-                        listed.holders[placed.name] = modified
+                    for key, info in items:
+                        listed = into.setdefault(key.id, Listed())
+                        listed.size = max(listed.size, info.size)
+                        listed.holders[placed.name] = info.modified
+                        listed.keys.setdefault(placed.name, []).append(info.key)
+                        if key.scheme is not None and key.share is not None:
+                            listed.scheme = str(key.scheme)
+                            listed.shares[placed.name] = key.share
         return chunks, packs
 
     def _stored_by_writer(self, key: tuple[str, str], listed: Listed) -> bool:
@@ -253,15 +259,12 @@ class Collector:
         asked in a vault that never issued a writer credential: no request per object."""
         if not self.vault.keys.writers:
             return False
-        kind, object_id = key
-        vault_id = self.config.vault.id
-        name = chunk_key(vault_id, object_id) if kind == "chunk" else pack_key(vault_id, object_id)
         for holder in listed.holders:
             placed = self._by_name.get(holder)
-            if placed is None:
+            if placed is None or not listed.keys.get(holder):
                 continue
             try:
-                return sealed_object(placed.peer.stat(name).metadata)
+                return sealed_object(placed.peer.stat(listed.keys[holder][0]).metadata)
             except NotFound:
                 continue
             except PeerError:
@@ -365,27 +368,41 @@ class Collector:
             out += body[ref.offset : ref.offset + ref.length]
             places[(repack.pack, ref.id)] = replace(ref, pack=new_id, offset=offset)
         sha256 = hashlib.sha256(out).hexdigest()
-        target = repack.copies(self.config.replication.replicas)
+        # The new pack is stored as the old one was: shares (in the scheme set now) or
+        # as many copies.
+        scheme = self.vault.service.scheme if repack.listed.scheme is not None else None
+        losses = self.config.replication.min_replicas - 1
+        if scheme is not None:
+            target, minimum = scheme.width, scheme.required(losses)
+        else:
+            target = repack.copies(self.config.replication.replicas)
+            minimum = min(losses + 1, target)
+        new_key = pack_key(self.config.vault.id, new_id)
         result = self.vault.service.write_replicas(
-            pack_key(self.config.vault.id, new_id), new_id, out,
-            pack_metadata(PACK_VERSION, sha256), target,
-        )  # fmt: skip
+            new_key, new_id, out, pack_metadata(PACK_VERSION, sha256), target, scheme
+        )
         written, errors = result.peers, result.errors
-        if len(written) < self.config.replication.min_replicas:
-            self._delete("pack", new_id, Listed(len(out), dict.fromkeys(written)))
+        if len(written) < minimum:
+            keys = {p: [share_key(new_key, scheme, i)] for p, i in (result.shares or {}).items()}
+            self._delete("pack", new_id, Listed(len(out), dict.fromkeys(written), keys))
             raise GcError(f"the new pack could not be stored: {'; '.join(errors)}")
         rows = [
             ChunkRow(r.id, r.size, r.length, r.wrapped_dek, wrapped_generation(r.wrapped_dek), "",
                      pack=new_id, pack_offset=r.offset)
             for r in places.values()
         ]  # fmt: skip
-        self.vault.catalog.relocate_chunks(rows, written, PackRow(new_id, len(out), sha256))
+        form = None if scheme is None else str(scheme)
+        self.vault.catalog.relocate_chunks(
+            rows, written, PackRow(new_id, len(out), sha256, form), result.shares
+        )
         return places
 
     def _read_pack(self, repack: Repack) -> bytes:
         """The old pack from a holder whose copy of every live chunk opens."""
         problems = []
         end = max(r.offset + r.length for r in repack.live)
+        if repack.listed.scheme is not None:
+            return self._rebuild_pack(repack)
         for peer_name in sorted(repack.listed.holders):
             peer = self._by_name[peer_name].peer
             try:
@@ -398,6 +415,24 @@ class Collector:
             except (PeerError, EnvelopeError) as exc:
                 problems.append(f"{peer_name}: {getattr(exc, 'message', None) or exc}")
         raise GcError(f"no good copy to repack from ({'; '.join(problems)})")
+
+    def _rebuild_pack(self, repack: Repack) -> bytes:
+        """An erasure-coded pack rebuilt from its shares; every live chunk in it opens."""
+        listed = repack.listed
+        assert listed.scheme is not None
+        scheme = Scheme.parse(listed.scheme)
+        key = pack_key(self.config.vault.id, repack.pack)
+        size = max(0, listed.size - HEADER_SIZE) * scheme.data  # (its padded size)
+        try:
+            body = self.vault.reader.shares.read_object(
+                key, repack.pack, scheme, listed.shares, min(PACK_LIMIT, size)
+            )
+            for ref in repack.live:
+                open_chunk(self.vault.keys, ref.id, body[ref.offset : ref.offset + ref.length],
+                           ref.wrapped_dek, max_size=ref.size)  # fmt: skip
+        except (ObjectUnreadable, EnvelopeError) as exc:
+            raise GcError(f"its shares do not rebuild it: {exc}") from None
+        return body
 
     def _rewrite_batch(
         self, name: str, gone: set[str], moved: dict[tuple[str, str], ChunkRef]
@@ -428,18 +463,20 @@ class Collector:
         )
 
     def _delete(self, kind: str, name: str, listed: Listed) -> list[str]:
-        """Delete every copy ``listed`` names; the peers that failed."""
+        """Delete every copy and share ``listed`` names; the peers that failed."""
         vault_id = self.config.vault.id
-        key = chunk_key(vault_id, name) if kind == "chunk" else pack_key(vault_id, name)
+        whole = chunk_key(vault_id, name) if kind == "chunk" else pack_key(vault_id, name)
         failed = []
         for peer_name in sorted(listed.holders):
             placed = self._by_name.get(peer_name)
             if placed is None:
                 failed.append(peer_name)
                 continue
-            try:
-                placed.peer.delete(key)
-            except PeerError as exc:
-                log.warning("gc: cannot delete %s from %s: %s", key, peer_name, exc.message)
-                failed.append(peer_name)
+            for key in listed.keys.get(peer_name, [whole]):
+                try:
+                    placed.peer.delete(key)
+                except PeerError as exc:
+                    log.warning("gc: cannot delete %s from %s: %s", key, peer_name, exc.message)
+                    failed.append(peer_name)
+                    break
         return failed

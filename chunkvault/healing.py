@@ -28,8 +28,10 @@ from dataclasses import dataclass
 
 from chunkvault import shortfall
 from chunkvault.backends.base import Peer, PeerError
-from chunkvault.copies import put_chunk, put_pack
+from chunkvault.catalog import Catalog
+from chunkvault.copies import put_chunk, put_pack, put_share
 from chunkvault.crypto.envelope import EnvelopeError, open_chunk, sealed_size_limit
+from chunkvault.erasure import Scheme, encode
 from chunkvault.errors import ChunkvaultError
 from chunkvault.journal import parse_batch_name
 from chunkvault.layout import (
@@ -42,6 +44,7 @@ from chunkvault.layout import (
 from chunkvault.manifest import ChunkRef, ManifestError
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
+from chunkvault.shares import ObjectUnreadable
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,10 @@ class Healer:
                     shortfall.clear(self.vault.catalog, short.key)
                 continue
             kind, name, holders = found
+            scheme = self._scheme(kind, name)
+            if scheme is not None:
+                done.copies += self._heal_shares(short, kind, name, scheme)
+                continue
             if len(holders) >= short.target:
                 shortfall.clear(self.vault.catalog, short.key)  # healed meanwhile (repair)
                 continue
@@ -119,6 +126,77 @@ class Healer:
             log.info("background repair: %d object(s) back at their copies (%d copies written)",
                      done.healed, done.copies)  # fmt: skip
         return done
+
+    # --- erasure-coded objects ---------------------------------------------------------------
+
+    def _scheme(self, kind: str, name: str) -> Scheme | None:
+        if kind == "chunk":
+            row = self.vault.catalog.chunk(name)
+            form = row.scheme if row is not None else None
+        elif kind == "pack":
+            pack = self.vault.catalog.pack(name)
+            form = pack.scheme if pack is not None else None
+        else:
+            return None
+        return None if form is None else Scheme.parse(form)
+
+    def _heal_shares(self, short: shortfall.Shortfall, kind: str, name: str, scheme: Scheme) -> int:
+        """Its missing shares, rebuilt from the recorded ones (verified against the SHA-256
+        recorded when it was written) and written to the peers placement gives them, or
+        the best-ranked others that hold none. Returns the shares written."""
+        catalog = self.vault.catalog
+        configured = {p.name for p in self.vault.peers}
+        if kind == "chunk":
+            recorded, row = catalog.chunk_shares(name), catalog.chunk(name)
+            key = chunk_key(self.vault.config.vault.id, name)
+            size, sha = (row.stored_size, row.sha256) if row else (0, "")
+        else:
+            recorded, pack = catalog.pack_shares(name), catalog.pack(name)
+            key = pack_key(self.vault.config.vault.id, name)
+            size, sha = (pack.stored_size, pack.sha256) if pack else (0, "")
+        recorded = {p: i for p, i in recorded.items() if p in configured}
+        missing = sorted(set(range(scheme.width)) - set(recorded.values()))
+        if not missing:
+            shortfall.clear(catalog, short.key)
+            return 0
+        retry = self._backoff.get(short.key)
+        if retry is not None and time.monotonic() < retry[0]:
+            return 0
+        usable = [p for p in self.vault.peers if p.peer.down_for <= 0 and not p.draining]
+        free = [p for p in choose(name, usable, len(usable)) if p.name not in recorded]
+        homes = choose(name, self.vault.peers, scheme.width)
+        if not free:
+            return 0  # not enough peers up: the next pass
+        try:
+            body = self.vault.reader.shares.read_object(key, name, scheme, recorded, size,
+                                                        sha or None)  # fmt: skip
+        except ObjectUnreadable as exc:
+            wait = retry[1] if retry is not None else MIN_BACKOFF
+            log.warning("background repair: %s: fewer than %d good shares (%s; trying again in "
+                        "%.0f s)", short.key, scheme.data, exc, wait)  # fmt: skip
+            self._backoff[short.key] = (time.monotonic() + wait, min(2 * wait, MAX_BACKOFF))
+            return 0
+        self._backoff.pop(short.key, None)
+        encoded = encode(body, scheme)
+        refs = _refs(catalog, kind, name)
+        written = 0
+        for index in missing:
+            if not free:
+                break
+            home = homes[index] if index < len(homes) else None
+            target = home if home in free else free[0]
+            free.remove(target)
+            try:
+                put_share(self.vault.config.vault.id, catalog, target.peer, kind, refs, name,
+                          body, scheme, index, encoded[index])  # fmt: skip
+                written += 1
+            except PeerError as exc:
+                log.info("background repair: share %d of %s on %s failed: %s", index,
+                         name[:16], target.name, exc.message)  # fmt: skip
+        if written == len(missing):
+            shortfall.clear(catalog, short.key)
+        self._throttle(written * len(encoded[0]))
+        return written
 
     # --- what is due -----------------------------------------------------------------------
 
@@ -223,3 +301,15 @@ class Healer:
 
 class _NoGoodCopy(ChunkvaultError):
     pass
+
+
+def _refs(catalog: Catalog, kind: str, name: str) -> list[ChunkRef]:
+    """The chunk of a chunk object, or the chunks the catalog places in a pack, as refs."""
+    if kind == "chunk":
+        row = catalog.chunk(name)
+        return [ChunkRef(name, row.plain_size, row.wrapped_dek)] if row is not None else []
+    return [
+        ChunkRef(r.id, r.plain_size, r.wrapped_dek, pack=name, offset=r.pack_offset,
+                 length=r.stored_size)
+        for r in catalog.chunks_in_pack(name)
+    ]  # fmt: skip

@@ -11,6 +11,11 @@ with what the peers that could be listed hold:
   **missing**;
 - a replica that was read and does not authenticate: **damaged** (``--read-data``);
 - a batch or manifest that no holder serves readable: **unreadable**.
+
+An erasure-coded object (chunk object or pack, ``k + m`` shares) counts distinct share
+indices instead of copies: fewer than ``k`` is **lost** (nothing can rebuild it), fewer
+than ``k + m`` **under-replicated**, and a share that does not fit the object rebuilt from
+the others is **damaged**.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+
+from chunkvault.erasure import Scheme
 
 #: Files named in a problem's line; the rest are counted.
 SHOWN_FILES = 5
@@ -40,6 +47,9 @@ class Holdings:
     files: set[str] = field(default_factory=set)  # the paths of the versions that need it
     found_on: set[str] = field(default_factory=set)  # listed peers that hold it
     recorded_on: set[str] = field(default_factory=set)  # peers the catalog says hold it
+    # Erasure-coded: its scheme, and the index of the share each listed peer holds.
+    scheme: Scheme | None = None
+    shares: dict[str, int] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
@@ -53,6 +63,8 @@ def placement_problems(
     """What is wrong with where one object is (at most one problem: lost or unseen,
     under-replicated, or a recorded copy missing)."""
     files = tuple(sorted(held.files))
+    if held.scheme is not None:
+        return _share_problems(held, listed, every_peer_listed, files)
     if not held.found_on:
         kind = "lost" if every_peer_listed else "unseen"
         detail = "on no peer" if every_peer_listed else "on no peer that could be listed"
@@ -62,6 +74,28 @@ def placement_problems(
     if len(held.found_on) < replicas:
         where = f"on {len(held.found_on)} of {replicas} peers ({', '.join(sorted(held.found_on))})"
         return [Problem("under-replicated", held.subject, f"{where}; {gone}" if gone else where,
+                        files)]  # fmt: skip
+    if gone:
+        return [Problem("missing", held.subject, gone, files)]
+    return []
+
+
+def _share_problems(
+    held: Holdings, listed: Collection[str], every_peer_listed: bool, files: tuple[str, ...]
+) -> list[Problem]:
+    assert held.scheme is not None
+    scheme = held.scheme
+    indices = set(held.shares.values())
+    where = ", ".join(f"{i} on {p}" for p, i in sorted(held.shares.items(), key=lambda x: x[1]))
+    if len(indices) < scheme.data:
+        kind = "lost" if every_peer_listed else "unseen"
+        detail = f"{len(indices)} of its {scheme.width} shares found, {scheme.data} rebuild it"
+        return [Problem(kind, held.subject, f"{detail} ({where})" if where else detail, files)]
+    missing = sorted(p for p in held.recorded_on - set(held.shares) if p in listed)
+    gone = f"recorded on {', '.join(missing)}, not there" if missing else ""
+    if len(indices) < scheme.width:
+        detail = f"{len(indices)} of {scheme.width} shares ({where})"
+        return [Problem("under-replicated", held.subject, f"{detail}; {gone}" if gone else detail,
                         files)]  # fmt: skip
     if gone:
         return [Problem("missing", held.subject, gone, files)]

@@ -10,7 +10,7 @@ now ranks among its top peers, and then only one copy moves, to the new peer.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from chunkvault.peerset import PlacedPeer
@@ -34,3 +34,19 @@ def plan_move(
     to = tuple(name for name in want if name not in holders)
     off = tuple(sorted(name for name in holders if name not in want))
     return Move(to, off) if to or off else None
+
+
+def plan_share_move(
+    placement_id: str, shares: Mapping[str, int], peers: Sequence[PlacedPeer]
+) -> Move | None:
+    """As :func:`plan_move`, for the shares of an erasure-coded object (``shares``: holder
+    -> index): a share stays on a peer among the top-ranked ones not being drained, one
+    share per peer; each share elsewhere moves to the best-ranked of those that hold none.
+    ``to[i]`` gets the share ``off[i]`` holds; an ``off`` past the end of ``to`` (fewer
+    peers left than shares) loses its share."""
+    eligible = [p for p in peers if not p.draining]
+    want = [p.name for p in choose(placement_id, eligible, len(shares))]
+    off = tuple(sorted((n for n in shares if n not in want), key=lambda n: shares[n]))
+    free = [name for name in want if name not in shares]
+    to = tuple(free[: len(off)])
+    return Move(to, off) if off else None

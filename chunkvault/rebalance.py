@@ -32,13 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chunkvault.backends.base import PeerError
+from chunkvault.copies import put_share
 from chunkvault.crypto.envelope import EnvelopeError
 from chunkvault.draining import PROGRESS, draining, marked
+from chunkvault.erasure import encode
 from chunkvault.errors import ChunkvaultError
 from chunkvault.integrity import Holdings, Problem
 from chunkvault.keystore import KeyStore
-from chunkvault.layout import chunk_key, pack_key
-from chunkvault.moves import Move, plan_move
+from chunkvault.layout import chunk_key, pack_key, share_key
+from chunkvault.moves import Move, plan_move, plan_share_move
 from chunkvault.repair import Repairer
 from chunkvault.vault import Vault
 
@@ -98,7 +100,10 @@ class Rebalancer:
                 continue
             if not held.found_on:
                 continue  # on no peer: nothing to move (`check` reports it)
-            move = plan_move(held.name, held.found_on, self.peers)
+            if held.scheme is not None:
+                move = plan_share_move(held.name, held.shares, self.peers)
+            else:
+                move = plan_move(held.name, held.found_on, self.peers)
             if move is not None:
                 jobs.append(_Job(held, move))
         for kind, name in pending:  # no version needs it any more, or a peer went away
@@ -140,6 +145,8 @@ class Rebalancer:
         files = tuple(sorted(held.files))
         record = f"{MOVING}{held.kind}:{held.name}"
         self.vault.catalog.set_meta(record, json.dumps({"to": move.to, "off": move.off}))
+        if held.scheme is not None:
+            return self._move_shares(held, move, record, files)
         missing = [p for p in move.to if p not in held.found_on]
         errors: list[str] = []
         written = size = 0
@@ -179,6 +186,55 @@ class Rebalancer:
         self.vault.catalog.delete_meta(record)
         return written, deleted, size, None
 
+    def _move_shares(
+        self, held: Holdings, move: Move, record: str, files: tuple[str, ...]
+    ) -> tuple[int, int, int, Problem | None]:
+        """:meth:`_move` of an erasure-coded object: the object rebuilt from its shares and
+        verified, the share each peer of ``move.to`` gets encoded from it and written,
+        then the shares on ``move.off`` deleted. A share is never copied from a peer as it
+        is: only what rebuilds into a verified object goes out."""
+        assert held.scheme is not None
+        scheme = held.scheme
+        errors: list[str] = []
+        # (A resumed move: an ``off`` share may be gone already, its ``to`` written.)
+        gives = {to: held.shares[off] for to, off in zip(move.to, move.off, strict=False)
+                 if off in held.shares and to not in held.shares}  # fmt: skip
+        written = size = 0
+        try:
+            with self.checker.rebuilt(held) as (body, bad, _):
+                if bad:
+                    errors.append("damaged shares on " + ", ".join(sorted(bad)))
+                encoded = encode(body, scheme)
+                size = len(encoded[0])
+                for name, index in gives.items():
+                    try:
+                        put_share(self.vault.config.vault.id, self.vault.catalog,
+                                  self._by_name[name].peer, held.kind,
+                                  list(self.checker.refs.get((held.kind, held.name), {})
+                                       .values()),
+                                  held.name, body, scheme, index, encoded[index])  # fmt: skip
+                        written += 1
+                    except PeerError as exc:
+                        errors.append(f"writing share {index} to {name}: {exc.message}")
+        except (PeerError, ChunkvaultError) as exc:
+            errors.append(getattr(exc, "message", None) or str(exc))
+        if errors:
+            return written, 0, size, Problem("not moved", held.subject, "; ".join(errors), files)
+        deleted = 0
+        for name in move.off:
+            if name not in held.shares:
+                continue
+            try:
+                self._delete(held, name)
+                deleted += 1
+            except PeerError as exc:
+                errors.append(f"deleting from {name}: {exc.message}")
+        if errors:
+            return written, deleted, size, Problem("not moved", held.subject, "; ".join(errors),
+                                                   files)  # fmt: skip
+        self.vault.catalog.delete_meta(record)
+        return written, deleted, size, None
+
     def _copy(
         self, held: Holdings, move: Move, missing: list[str], errors: list[str]
     ) -> tuple[int, int]:
@@ -212,12 +268,15 @@ class Rebalancer:
         vault_id = self.vault.config.vault.id
         peer = self._by_name[name].peer
         catalog = self.vault.catalog
-        if held.kind == "chunk":
-            peer.delete(chunk_key(vault_id, held.name))
-            catalog.forget_replicas(held.name, [name])
-        elif held.kind == "pack":
-            peer.delete(pack_key(vault_id, held.name))
-            catalog.forget_pack_replicas(held.name, [name])
+        if held.kind in ("chunk", "pack"):
+            key = (chunk_key if held.kind == "chunk" else pack_key)(vault_id, held.name)
+            if held.scheme is not None:
+                key = share_key(key, held.scheme, held.shares[name])
+            peer.delete(key)
+            forget = (
+                catalog.forget_replicas if held.kind == "chunk" else catalog.forget_pack_replicas
+            )
+            forget(held.name, [name])
         else:
             peer.delete(held.name)
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from chunkvault.backends.base import Peer, PeerError
 from chunkvault.catalog import ChunkRow
 from chunkvault.check import Checker, CheckReport
-from chunkvault.copies import put_chunk, put_pack
+from chunkvault.copies import put_chunk, put_pack, put_share
 from chunkvault.crypto.envelope import EnvelopeError, wrapped_generation
+from chunkvault.erasure import encode
 from chunkvault.errors import ChunkvaultError
 from chunkvault.integrity import Holdings, Problem
 from chunkvault.keystore import KeyStore
@@ -60,6 +61,8 @@ class _Plan:
     targets: list[str]  # peers to write a good copy to: damaged copies, then new ones
     damaged: frozenset[str]  # those of the targets that hold a damaged copy
     spare: list[str]  # the next-ranked peers, for a new copy whose write failed
+    # An erasure-coded object: (peer, share index) to write, damaged shares first.
+    shares: tuple[tuple[str, int], ...] = ()
 
 
 class Repairer:
@@ -67,6 +70,7 @@ class Repairer:
         self.vault = vault
         self.keystore = keystore
         self.replicas = vault.config.replication.replicas
+        self.metadata_copies = vault.config.replication.metadata_copies
         self.checker = Checker(vault, read_fraction=1.0)
         self._peers = {p.name: p for p in vault.peers}
 
@@ -120,6 +124,11 @@ class Repairer:
             elif gone and key[0] == "pack":
                 self.vault.catalog.forget_pack_replicas(held.name, gone)
             damaged = self.checker.damaged.get(key, set())
+            if held.scheme is not None:
+                plan = self._share_plan(report, held, damaged)
+                if plan is not None:
+                    plans.append(plan)
+                continue
             good = held.found_on - damaged
             if not good:
                 report.left.append(Problem("unrepairable", held.subject,
@@ -129,7 +138,8 @@ class Repairer:
             # Zone-aware, as writes choose: the best peer of each zone first, then the rest.
             healthy = [p for p in self.vault.peers if p.peer.down_for <= 0 and not p.draining]
             ranked = choose(held.name, healthy, len(healthy))
-            missing = max(0, self.replicas - len(good) - len(damaged))
+            target = self.metadata_copies if held.kind.startswith("manifest") else self.replicas
+            missing = max(0, target - len(good) - len(damaged))
             more = [p.name for p in ranked if p.name not in good and p.name not in damaged]
             targets = sorted(damaged) + more[:missing]
             if targets:
@@ -137,10 +147,49 @@ class Repairer:
                                    frozenset(damaged), more[missing:]))  # fmt: skip
         return plans
 
+    def _share_plan(self, report: RepairReport, held: Holdings, damaged: set[str]) -> _Plan | None:
+        """Which shares of an erasure-coded object to write where: each damaged share over
+        itself, each missing index on the peer placement gives it if that peer is healthy
+        and holds no good share, else on the best-ranked one that holds none."""
+        assert held.scheme is not None
+        scheme = held.scheme
+        good = {peer: i for peer, i in held.shares.items() if peer not in damaged}
+        if len(set(good.values())) < scheme.data:
+            report.left.append(Problem("unrepairable", held.subject,
+                                       f"fewer than {scheme.data} good shares on the peers",
+                                       tuple(sorted(held.files))))  # fmt: skip
+            return None
+        healthy = [p for p in self.vault.peers if p.peer.down_for <= 0 and not p.draining]
+        ranked = choose(held.name, healthy, len(healthy))
+        placed = choose(held.name, self.vault.peers, scheme.width)
+        missing = sorted(set(range(scheme.width)) - set(good.values()))
+        writes: list[tuple[str, int]] = []
+        for peer in sorted(damaged):
+            index = held.shares.get(peer)
+            if index in missing:
+                writes.append((peer, index))
+                missing.remove(index)
+        busy = set(good) | {p for p, _ in writes}
+        healthy_names = {p.name for p in healthy}
+        free = [p.name for p in ranked if p.name not in busy]
+        for index in missing:
+            home = placed[index].name if index < len(placed) else None
+            name = home if home in healthy_names and home in free else (free[0] if free else None)
+            if name is None:
+                break
+            free.remove(name)
+            writes.append((name, index))
+        if not writes:
+            return None
+        return _Plan(held, sorted(good, key=lambda p: good[p]), [p for p, _ in writes],
+                     frozenset(damaged), free, tuple(writes))  # fmt: skip
+
     def _repair(self, plan: _Plan) -> tuple[list[str], int, Problem | None]:
         """Copy a verified good copy to the plan's targets: (peers written, bytes of the
         copy, what is still wrong)."""
         held = plan.held
+        if plan.shares:
+            return self._repair_shares(plan)
         files = tuple(sorted(held.files))
         errors: list[str] = []
         for source in plan.source:
@@ -157,6 +206,41 @@ class Repairer:
                 problem = Problem("not repaired", held.subject, "; ".join(errors), files)
             return written, size, problem
         return [], 0, Problem("not repaired", held.subject, "; ".join(errors), files)
+
+    def _repair_shares(self, plan: _Plan) -> tuple[list[str], int, Problem | None]:
+        """Rebuild an erasure-coded object from its good shares (verified), encode it, and
+        write the plan's shares; a new share whose write fails goes to the next spare."""
+        held = plan.held
+        assert held.scheme is not None
+        files = tuple(sorted(held.files))
+        refs = list(self.checker.refs.get((held.kind, held.name), {}).values())
+        vault_id = self.vault.config.vault.id
+        errors: list[str] = []
+        written: list[str] = []
+        try:
+            with self.checker.rebuilt(held) as (body, _, _):
+                encoded = encode(body, held.scheme)
+                queue, spare = list(plan.shares), list(plan.spare)
+                while queue:
+                    name, index = queue.pop(0)
+                    try:
+                        put_share(vault_id, self.vault.catalog, self._peers[name].peer,
+                                  held.kind, refs, held.name, body, held.scheme, index,
+                                  encoded[index])  # fmt: skip
+                    except PeerError as exc:
+                        errors.append(f"writing share {index} to {name}: {exc.message}")
+                        if name not in plan.damaged and spare:
+                            queue.append((spare.pop(0), index))
+                        continue
+                    written.append(name)
+                size = len(encoded[0])
+        except (PeerError, ChunkvaultError) as exc:
+            errors.append(getattr(exc, "message", None) or str(exc))
+            return [], 0, Problem("not repaired", held.subject, "; ".join(errors), files)
+        problem = None
+        if len(written) < len(plan.shares):
+            problem = Problem("not repaired", held.subject, "; ".join(errors), files)
+        return written, size, problem
 
     def _write(self, plan: _Plan, body: bytes | memoryview, errors: list[str]) -> list[str]:
         """Write ``body`` to the plan's targets; a new copy whose write fails goes to the

@@ -33,7 +33,7 @@ from chunkvault.crypto.envelope import (
 from chunkvault.crypto.material import SEALED_GENERATION, MasterKeys
 from chunkvault.crypto.writer_blob import writer_of
 from chunkvault.journal import MAX_BATCH_BYTES, BatchEntry, JournalStore
-from chunkvault.layout import LayoutError, chunk_id_from_key, chunks_prefix, parse_chunk_metadata
+from chunkvault.layout import LayoutError, chunks_prefix, parse_chunk_metadata, parse_data_key
 from chunkvault.manifest import ManifestError, ManifestStore
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def rewrap_chunk_objects(
         found, foreign = [], None
         for info in peer.list(chunks_prefix(vault_id)):
             try:
-                found.append((info.key, chunk_id_from_key(vault_id, info.key)))
+                # A chunk object's shares carry its wrapped DEK as a whole copy does.
+                found.append((info.key, parse_data_key(vault_id, info.key).id))
             except LayoutError:
                 foreign = foreign or info.key
         if foreign is not None:

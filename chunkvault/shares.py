@@ -30,7 +30,7 @@ from chunkvault import erasure
 from chunkvault.backends.base import MalformedReply, NotFound, PeerError
 from chunkvault.backends.listing import show_key
 from chunkvault.backends.warn_once import WarnOnce
-from chunkvault.erasure import HEADER_SIZE, Scheme, ShareError, ShareHeader
+from chunkvault.erasure import HEADER_SIZE, MAX_DECODES, Scheme, ShareError, ShareHeader
 from chunkvault.layout import share_key, share_metadata
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
@@ -38,9 +38,6 @@ from chunkvault.replica_choice import ReplicaChooser
 from chunkvault.stored import Written
 
 log = logging.getLogger(__name__)
-#: Subsets of the shares read that one read of a damaged object decodes, at most, looking
-#: for the k that verify (3+2 has 10 in all; a wide scheme would have thousands).
-MAX_DECODES = 32
 
 __all__ = ["ObjectUnreadable", "ShareReader", "write_shares"]
 

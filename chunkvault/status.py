@@ -46,7 +46,9 @@ def vault_status(
     catalog = vault.catalog
     check_peers(vault.peers, probe_max_age, probe_budget)
     peers = peer_rows(vault)
-    target = vault.config.replication.replicas
+    # Pieces per data object: copies, or an erasure-coded object's shares.
+    scheme = vault.config.replication.scheme
+    target = scheme.width if scheme is not None else vault.config.replication.replicas
     jobs = JobQueue(catalog)
     failing = [  # a name need not be UTF-8: json_fields keeps the JSON valid and lossless
         {**json_fields(j.path), "attempts": j.attempts, "error": j.last_error}
