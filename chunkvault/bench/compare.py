@@ -85,8 +85,9 @@ def fresh_peers(count: int = PEERS) -> Iterator[list[str]]:
 
 
 def cv_config(
-    workdir: Path, endpoints: list[str], watch: Path, replicas: int, min_replicas: int
-) -> Path:
+    workdir: Path, endpoints: list[str], watch: Path, replicas: int, min_replicas: int,
+    erasure: tuple[int, int] | None = None,
+) -> Path:  # fmt: skip
     """A chunkvault config for these peers: the issue's chunking (1/4/8 MiB) and
     concurrency (8), JSON logs (the agent benchmark reads them), no API, and the pack
     flush time said explicitly where the installed chunkvault has it."""
@@ -99,7 +100,8 @@ def cv_config(
         "watch": {"path": str(watch), "settle_seconds": SETTLE_SECONDS},
         "chunking": chunking,
         "transfer": {"concurrency": CONCURRENCY},
-        "replication": {"replicas": replicas, "min_replicas": min_replicas},
+        "replication": {"replicas": replicas, "min_replicas": min_replicas}
+        | ({"erasure": {"data": erasure[0], "parity": erasure[1]}} if erasure else {}),
         "peers": [
             {"name": f"peer-{i}", "endpoint": e, "bucket": CV_BUCKET, **DUMMY_CREDENTIALS}
             for i, e in enumerate(endpoints)
@@ -195,6 +197,39 @@ def chunkvault_writer_rows(ds: Dataset, work: Path, expected: Any) -> list[Row]:
         rows.append(_row("cvw_restore", tool, "restore (by the owner)", None, restore.seconds,
                          restore, verified=True))  # fmt: skip
     shutil.rmtree(work / "cvw", ignore_errors=True)
+    return rows
+
+
+#: The erasure rows: 3+2 over five peers, beside R=3 whole copies over the same five (both
+#: survive any two lost peers).
+ERASURE = (3, 2)
+ERASURE_PEERS = 5
+
+
+def chunkvault_redundancy_rows(
+    ds: Dataset, work: Path, expected: Any, erasure: tuple[int, int] | None
+) -> list[Row]:
+    """Push and restore over five peers with erasure coding (``erasure``) or with R =
+    parity + 1 whole copies; stored bytes per plaintext byte is the figure."""
+    copies = ERASURE[1] + 1
+    tool = (f"chunkvault, erasure {erasure[0]}+{erasure[1]}" if erasure
+            else f"chunkvault, R={copies}")  # fmt: skip
+    rid = "cvec" if erasure else "cvr3"
+    with fresh_peers(ERASURE_PEERS) as endpoints:
+        config = cv_config(work / rid, endpoints, ds.root, copies, 1, erasure)
+        vault = VaultUnderTest(config)
+        vault.init()
+        push = vault.push()
+        rows = [_row(f"{rid}_push", tool, f"push ({ERASURE_PEERS} peers)", copies, push.seconds,
+                     push)]  # fmt: skip
+        rows[0]["stored"], rows[0]["objects"] = usage(endpoints, CV_BUCKET)
+        target = work / f"{rid}-restored"
+        restore = vault.restore(target)
+        verify_tree(expected, target, f"{tool} restore")
+        shutil.rmtree(target)
+        rows.append(_row(f"{rid}_restore", tool, "restore", None, restore.seconds, restore,
+                         verified=True))  # fmt: skip
+    shutil.rmtree(work / rid, ignore_errors=True)
     return rows
 
 
@@ -416,8 +451,8 @@ def run(scale: float, work: Path, only: set[str], log: Callable[[str], None]) ->
     n, size = sizes["random_files"], sizes["random_file_size"]
     plans = {
         "random": (f"{n * size // MiB} MiB: {n} x {size // MiB} MiB random files",
-                   lambda d: random_tree(d, n, size), ("ceil", "cv", "cvw", "restic", "rclone"),
-                   1),
+                   lambda d: random_tree(d, n, size),
+                   ("ceil", "cv", "cvw", "cvec", "cvr3", "restic", "rclone"), 1),
         "text": (f"Text corpus: {sizes['text_files']} files, {sizes['text_bytes'] // MiB} MiB "
                  "of generated text", lambda d: text_tree(d, sizes["text_files"],
                  sizes["text_bytes"]), ("ceil", "cv", "restic", "rclone"), 1),
@@ -440,6 +475,8 @@ def run(scale: float, work: Path, only: set[str], log: Callable[[str], None]) ->
             "cv": lambda ds=ds, e=expected: chunkvault_rows(ds, work, e),
             "cv1": lambda ds=ds, e=expected: chunkvault_rows(ds, work, e, nochange=False),
             "cvw": lambda ds=ds, e=expected: chunkvault_writer_rows(ds, work, e),
+            "cvec": lambda ds=ds, e=expected: chunkvault_redundancy_rows(ds, work, e, ERASURE),
+            "cvr3": lambda ds=ds, e=expected: chunkvault_redundancy_rows(ds, work, e, None),
             "restic": lambda ds=ds, e=expected: restic_rows(ds, work, e),
             "rclone": lambda ds=ds: rclone_rows(ds, work),
             "cvmany": lambda ds=ds: chunkvault_many_rows(ds, work),

@@ -170,6 +170,45 @@ def compression(size: int, levels: list[int], block: int = 4 * MiB) -> list[Row]
     return rows
 
 
+def erasure(size: int, block: int, data: int, parity: int) -> list[Row]:
+    """Reed-Solomon shares of ``block``-sized objects (a pack or a big chunk): encode,
+    the healthy read (the data shares joined, nothing decoded), the rebuild with
+    ``min(parity, data)`` data shares lost; and what is stored per byte, beside whole
+    copies surviving as many lost peers (R = parity + 1)."""
+    from chunkvault.erasure import Scheme, decode, encode, parse_header
+
+    _check_sizes(size, block)
+    scheme = Scheme(data, parity)
+    label = f"{data}+{parity}"
+    obj = os.urandom(block)
+    pieces = _blocks(obj, size, block)
+    shares = {n: encode(p, scheme) for n, p in {len(p): p for p in pieces}.items()}
+    lost = min(parity, data)
+    healthy = list(range(data))
+    rebuilt = list(range(lost, data + lost))
+
+    def read(piece: bytes, indices: list[int]) -> bytes:
+        got = shares[len(piece)]
+        return decode({i: got[i] for i in indices}, parse_header(got[indices[0]]))
+
+    rows = []
+    for name, op in (
+        (f"erasure {label}: encode", lambda b: encode(b, scheme)),
+        (f"erasure {label}: read, data shares (no decoding)", lambda b: read(b, healthy)),
+        (f"erasure {label}: rebuild, {lost} data share(s) lost", lambda b: read(b, rebuilt)),
+    ):  # fmt: skip
+        total, seconds = _timed(pieces, op)
+        rows.append(_row(name, total, seconds))
+    stored = sum(map(len, shares[len(obj)]))
+    for name, per_byte in (
+        (f"stored per byte: erasure {label} (survives {parity} lost peers)", stored / block),
+        (f"stored per byte: R={parity + 1} whole copies (survives {parity})", parity + 1.0),
+    ):  # fmt: skip
+        rows.append({"operation": name, "bytes": 0, "seconds": 0.0, "mb_per_s": None,
+                     "stored_per_byte": per_byte})  # fmt: skip
+    return rows
+
+
 def _row(name: str, nbytes: int, seconds: float) -> Row:
     return {"operation": name, "bytes": nbytes, "seconds": seconds,
             "mb_per_s": mb_per_s(nbytes, seconds)}  # fmt: skip

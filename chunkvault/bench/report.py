@@ -306,7 +306,8 @@ def dataset_table(dataset: dict[str, Any], *, per_file: bool = False) -> str:
             cells.append(f"{files_per_s(files, r['seconds']) or 0:,.0f}" if moved else "-")
         cells += [f"{mb_per_s(nbytes, r['seconds']) or 0:,.1f}" if moved else "-",
                   _fmt_rss(r.get("peak_rss")),
-                  "-" if r.get("stored") is None else _size(r["stored"])]  # fmt: skip
+                  "-" if r.get("stored") is None
+                  else f"{_size(r['stored'])} ({r['stored'] / max(1, nbytes):.2f}x)"]  # fmt: skip
         if objects:
             cells.append("-" if r.get("objects") is None else f"{r['objects']:,}")
         cells.append({True: "yes", False: "NO", None: "-"}[r.get("verified")])

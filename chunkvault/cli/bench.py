@@ -1,6 +1,6 @@
 """``chunkvault bench ...``: how fast this machine and these peers are, like ``kopia
-benchmark``. ``crypto``, ``chunker`` and ``compression`` run in this process and need no
-config; ``peers`` and ``e2e`` use the configured peers (``e2e`` in a throwaway vault it
+benchmark``. ``crypto``, ``chunker``, ``compression`` and ``erasure`` run in this process
+and need no config; ``peers`` and ``e2e`` use the configured peers (``e2e`` in a throwaway vault it
 deletes afterwards). Each prints a table, or JSON with ``--json``. The measuring lives in
 :mod:`chunkvault.bench`; this module only parses options and prints."""
 
@@ -88,6 +88,34 @@ def crypto_cmd(size: int, block: int, as_json: bool) -> None:
     _emit(as_json, {"size": size, "block": block, "results": rows},
           ["OPERATION", "MB/s", "SECONDS"],
           [[r["operation"], _mbps(r["mb_per_s"]), _seconds(r["seconds"])]
+           for r in rows])  # fmt: skip
+
+
+@bench.command("erasure")
+@click.option("--size", type=SizeType(), default="256MiB", show_default=True,
+              help="Bytes to encode and read back per operation.")  # fmt: skip
+@click.option("--block", type=SizeType(), default="16MiB", show_default=True,
+              help="Bytes per object (a pack: chunking.pack_size).")  # fmt: skip
+@click.option("--data", type=click.IntRange(1, 255), default=3, show_default=True,
+              help="Data shares (replication.erasure.data).")  # fmt: skip
+@click.option("--parity", type=click.IntRange(1, 255), default=2, show_default=True,
+              help="Parity shares (replication.erasure.parity).")  # fmt: skip
+@json_option
+def erasure_cmd(size: int, block: int, data: int, parity: int, as_json: bool) -> None:
+    """Reed-Solomon shares (replication.erasure): encode, read, rebuild MB/s, and the
+    bytes stored per byte beside whole copies that survive as many lost peers."""
+    from chunkvault.bench import micro
+
+    if data + parity > 256:
+        raise click.BadParameter(f"data + parity is {data + parity}, at most 256",
+                                 param_hint="--parity")  # fmt: skip
+    rows = micro.erasure(size, block, data, parity)
+    _emit(as_json, {"size": size, "block": block, "data": data, "parity": parity,
+                    "results": rows},
+          ["OPERATION", "MB/s", "SECONDS", "STORED PER BYTE"],
+          [[r["operation"], _mbps(r["mb_per_s"]),
+            _seconds(r["seconds"]) if r["mb_per_s"] is not None else "-",
+            f"{r['stored_per_byte']:.3f}" if "stored_per_byte" in r else "-"]
            for r in rows])  # fmt: skip
 
 

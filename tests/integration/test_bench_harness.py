@@ -26,6 +26,19 @@ def test_chunkvault_rows_push_restore_and_verify(tmp_path: Path) -> None:
     assert not (tmp_path / "work" / "cv").exists()  # state and restore cleaned up
 
 
+def test_erasure_rows_store_less_than_three_copies_and_restore(tmp_path: Path) -> None:
+    ds = random_tree(tmp_path / "data", count=3, size=600 * KiB)
+    expected = tree_state(ds.root)
+    ec = compare.chunkvault_redundancy_rows(ds, tmp_path / "work", expected, compare.ERASURE)
+    r3 = compare.chunkvault_redundancy_rows(ds, tmp_path / "work", expected, None)
+    assert [r["id"] for r in ec + r3] == ["cvec_push", "cvec_restore", "cvr3_push",
+                                          "cvr3_restore"]  # fmt: skip
+    assert ec[0]["tool"] == "chunkvault, erasure 3+2" and r3[0]["tool"] == "chunkvault, R=3"
+    assert ec[1]["verified"] is True and r3[1]["verified"] is True
+    # Sealed and padded, with manifests and the keyring: ~5/3 against ~3 of the tree.
+    assert ec[0]["stored"] < 1.9 * ds.bytes < 3 * ds.bytes < r3[0]["stored"]
+
+
 def test_a_restore_that_differs_is_an_error_not_a_figure(tmp_path: Path) -> None:
     ds = random_tree(tmp_path / "data", count=2, size=100 * KiB)
     expected = tree_state(ds.root)

@@ -66,6 +66,22 @@ def test_compression_json() -> None:
     assert text["ratio"] > 2 > noise["ratio"]  # the corpus compresses, random data does not
 
 
+def test_erasure_json_and_table() -> None:
+    out = bench_json(None, "erasure", "--size", "4MiB", "--block", "1MiB", "--data", "3",
+                     "--parity", "2")  # fmt: skip
+    ops = {r["operation"]: r for r in out["results"]}
+    for name in ("erasure 3+2: encode", "erasure 3+2: read, data shares (no decoding)",
+                 "erasure 3+2: rebuild, 2 data share(s) lost"):  # fmt: skip
+        positive(ops[name], "mb_per_s", "seconds", "bytes")
+    shares = ops["stored per byte: erasure 3+2 (survives 2 lost peers)"]["stored_per_byte"]
+    assert 5 / 3 < shares < 1.7  # 5/3 and a 48-byte header per share of a 1 MiB object
+    assert ops["stored per byte: R=3 whole copies (survives 2)"]["stored_per_byte"] == 3.0
+    table = run_cli(None, "bench", "erasure", "--size", "1MiB", "--block", "256KiB")
+    assert table.returncode == 0 and "STORED PER BYTE" in table.stdout.splitlines()[0]
+    bad = run_cli(None, "bench", "erasure", "--data", "200", "--parity", "100")
+    assert bad.returncode == 2 and "at most 256" in bad.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -134,7 +134,7 @@ def test_dataset_table_has_mbps_and_no_speed_for_the_nochange_push() -> None:
     table = report.dataset_table(sample_results()["datasets"]["random"])
     lines = {line.split(" | ")[1]: line for line in table.splitlines()[2:]}
     assert "| 128.0 |" in lines["ceiling_put_r2"]  # 512 MB / 4 s
-    assert "| 6.00 | 85.3 | 100 MiB | 976.6 MiB | - |" in lines["cv_push"]
+    assert "| 6.00 | 85.3 | 100 MiB | 976.6 MiB (2.00x) | - |" in lines["cv_push"]
     assert "| 1.00 | - |" in lines["cv_nochange"]
     assert lines["cv_restore"].endswith("| yes |")
 
@@ -445,7 +445,7 @@ def test_small_dataset_table_has_files_per_second_and_objects() -> None:
     assert header == ("| tool | operation | R | seconds | files/s | MB/s | peak RSS | "
                       "stored on peers | objects | verified |")  # fmt: skip
     by_id = {line.split(" | ")[1]: line for line in lines}
-    assert "| 4.00 | 500 | 4.0 | 90 MiB | 38.1 MiB | 8,003 | - |" in by_id["cv_push"]
+    assert "| 4.00 | 500 | 4.0 | 90 MiB | 38.1 MiB (2.50x) | 8,003 | - |" in by_id["cv_push"]
     assert "| 0.50 | - | - |" in by_id["cv_nochange"]
     assert "| 6 | - |" in by_id["restic_backup"]
     many = report.dataset_table(results["datasets"]["many"], per_file=True)
