@@ -189,11 +189,17 @@ def drain(cli: CliContext, name: str, passphrase_file: Path | None) -> None:
     with cli.writer("peers drain"), cli.vault(passphrase_file, writer=True, prepare=True) as vault:
         names = draining(vault.catalog) | {name}
         left = len(cli.config.peers) - len(names & {p.name for p in cli.config.peers})
-        if left < cli.config.replication.replicas:
+        scheme = cli.config.replication.scheme
+        need, what, knob = (
+            (scheme.width, f"the {scheme.width} shares of each object", "replication.erasure")
+            if scheme is not None
+            else (cli.config.replication.replicas, f"{cli.config.replication.replicas} "
+                  "replicas", "replication.replicas")
+        )  # fmt: skip
+        if left < need:
             raise ChunkvaultError(
-                f"draining {name} would leave {left} peer(s) for "
-                f"{cli.config.replication.replicas} replicas",
-                "add a peer to the config first (or lower replication.replicas)",
+                f"draining {name} would leave {left} peer(s) for {what}",
+                f"add a peer to the config first (or lower {knob})",
             )
         set_draining(vault.catalog, names)
         report = _rebalance(cli, vault)

@@ -137,6 +137,8 @@ def test_drain_moves_every_share_off_a_peer(
     vault: tuple[Path, dict[str, bytes]], tmp_path: Path, moto_peers: MotoPeers
 ) -> None:
     config, files = vault
+    refused = run_cli(config, "peers", "drain", "p0", env=PW)  # 4 peers for 5 shares
+    assert refused.returncode == 1 and "for the 5 shares of each object" in refused.stderr
     data = yaml.safe_load(config.read_text())
     data["peers"].append({**data["peers"][0], "name": "p5", "bucket": unique_bucket("ec5")})
     config.write_text(yaml.safe_dump(data))

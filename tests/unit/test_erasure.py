@@ -164,3 +164,12 @@ def test_keys_that_are_no_share_are_layout_errors(suffix: str) -> None:
         parse_data_key("v", chunk_key("v", CID) + suffix)
     with pytest.raises(LayoutError):
         share_key(chunk_key("v", CID), Scheme(3, 2), 5)
+
+
+def test_the_vector_of_docs_format() -> None:
+    shares = encode(b"chunkvault erasure", Scheme(3, 2))
+    sha = "14c998def7bab7e4b978347cc14333a038d7068ac1041f6829dc8ad55c32945b"
+    segments = ["6368756e6b76", "61756c742065", "726173757265", "15b6a9e45f84", "c2deb7ad1bf8"]
+    for i, (share, segment) in enumerate(zip(shares, segments, strict=True)):
+        header = f"435653010302{i:02x}00{18:016x}"
+        assert share.hex() == header + sha + segment
