@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
@@ -165,12 +166,20 @@ class ShareReader:
         """Share indices to read, best first: data shares whose peer is up and did not
         just fail, then parity shares likewise, then the rest."""
 
-        def rank(index: int) -> tuple[bool, bool, int]:
+        def rank(index: int) -> tuple[bool, bool, float, int]:
             peers = where[index]
             usable = any(p.peer.is_up and not self.chooser.stats(p.name).failed for p in peers)
-            return (not usable, index >= k, index)
+            return (not usable, index >= k, self._wait(peers[0]) if index >= k else 0.0, index)
 
         return sorted((i for i in where if where[i] and i not in skip), key=rank)
+
+    def _wait(self, placed: PlacedPeer) -> float:
+        """The expected wait for a read from ``placed``, as replica_choice weighs it: reads
+        in flight there, times its usual time per read. Parity shares are taken in this
+        order (the data shares are all needed anyway)."""
+        reads = self.chooser.stats(placed.name)
+        seconds = reads.seconds if reads.seconds is not None else placed.peer.last_latency
+        return (reads.in_flight + 1) * (seconds or 0.0)
 
     # --- whole objects -------------------------------------------------------------------
 
@@ -223,6 +232,7 @@ class ShareReader:
         skey = share_key(key, scheme, index)
         for placed in candidates:
             name = placed.name
+            started = time.monotonic()
             try:
                 with self.chooser.reading(name):
                     body = placed.peer.get(skey, max_size=cap)
@@ -241,6 +251,7 @@ class ShareReader:
                 self.chooser.failed(name)
                 fetched.problems.append(f"{name}: share {index}: {message}")
                 continue
+            self.chooser.succeeded(name, time.monotonic() - started)
             fetched.bodies[index] = body
             fetched.headers[index] = header
             fetched.newest = index

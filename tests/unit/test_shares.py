@@ -238,3 +238,41 @@ def test_a_known_erasure_coded_chunk_is_deduplicated(rig: Rig) -> None:
     first = rig.service.store_chunk(data)
     again = rig.service.store_chunk(data)
     assert again.reason == "deduplicated" and sorted(again.peers) == sorted(first.peers)
+
+
+def test_the_background_repair_writes_the_share_a_down_peer_missed(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from chunkvault import shortfall
+    from chunkvault.healing import Healer
+
+    rig = Rig(tmp_path, pack_threshold="64KiB")
+    try:
+        big, small = os.urandom(200_000), os.urandom(3_000)
+        chunk_id = rig.keys.chunk_id(big)
+        home = choose(chunk_id, rig.placed, 5)[2].name  # where share 2 belongs
+        rig.memory[home].fail_next(10, TransientError, ops={"put"})
+        stored = rig.service.store_chunk(big)
+        packed = rig.service.store_chunk(small)  # (a pack of its own, written at once)
+        assert stored.ok and len(stored.peers) == 4 and home not in stored.peers
+        assert {s.key for s in shortfall.noted(rig.catalog)} >= {chunk_key("t", chunk_id)}
+        rig.memory[home]._faults.clear()
+        for placed in rig.placed:  # the cool-off after the failures is over
+            placed.peer._down_until = None  # type: ignore[attr-defined]
+        vault = SimpleNamespace(
+            config=rig.config, peers=rig.placed, catalog=rig.catalog, reader=rig.reader,
+            keys=rig.keys, write_only=False,
+        )  # fmt: skip
+        done = Healer(vault, 64 * 1024 * 1024).heal()  # type: ignore[arg-type]
+        assert done.copies >= 1
+        key = chunk_key("t", chunk_id)
+        assert rig.shares(key)[home] == 2 and sorted(rig.shares(key).values()) == [0, 1, 2, 3, 4]
+        assert rig.catalog.chunk_shares(chunk_id) == rig.shares(key)
+        assert not shortfall.noted(rig.catalog)
+        for name in [n for n, i in rig.shares(key).items() if i < 2]:  # two others lost
+            rig.memory[name]._objects.clear()
+        rig.reader.shares._cache = None
+        assert rig.read(stored) == big and rig.read(packed) == small
+    finally:
+        rig.service.close()
+        rig.catalog.close()
