@@ -41,6 +41,7 @@ from chunkvault.errors import ChunkvaultError
 from chunkvault.integrity import Holdings, Problem, placement_problems, sampled
 from chunkvault.keystore import KeyStore
 from chunkvault.layout import (
+    META_SHA256,
     LayoutError,
     chunk_key,
     chunks_prefix,
@@ -314,12 +315,15 @@ class Checker:
         problem, and is kept in :attr:`damaged`."""
         workers = max(1, self.vault.config.transfer.concurrency)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
-            for (held, peer), (verdicts, size) in zip(
+            for (held, peer), (verdicts, size, whole) in zip(
                 self._copies, pool.map(lambda c: self._read_copies(*c), self._copies),
                 strict=True,
             ):  # fmt: skip
                 report.copies_read += len(held.shares) if peer is None else 1
                 report.bytes_read += size
+                if whole is not None:
+                    report.problems.append(Problem("unrebuildable", held.subject, whole,
+                                                   tuple(sorted(held.files))))  # fmt: skip
                 for name, why in sorted(verdicts.items()):
                     self.damaged.setdefault((held.kind, held.name), set()).add(name)
                     what = "copy" if peer is not None else f"share {held.shares.get(name)}"
@@ -329,17 +333,20 @@ class Checker:
                 if progress:
                     progress(size)
 
-    def _read_copies(self, held: Holdings, peer: Peer | None) -> tuple[dict[str, str], int]:
-        """The damaged copies among those read (peer -> why), and the bytes read: the copy
-        on ``peer``, or (None) every share of an erasure-coded object."""
+    def _read_copies(
+        self, held: Holdings, peer: Peer | None
+    ) -> tuple[dict[str, str], int, str | None]:
+        """The damaged copies among those read (peer -> why), the bytes read, and what is
+        wrong with the object as a whole (None: nothing): the copy on ``peer``, or (None)
+        every share of an erasure-coded object."""
         if peer is not None:
             why, size = self._read_copy(held, peer)
-            return ({} if why is None else {peer.name: why}), size
+            return ({} if why is None else {peer.name: why}), size, None
         try:
             with self.rebuilt(held) as (_, bad, size):
-                return bad, size
+                return bad, size, None
         except Unrebuildable as exc:
-            return {name: exc.bad.get(name, exc.message) for name in held.shares}, exc.size
+            return exc.bad, exc.size, exc.message
 
     def _read_copy(self, held: Holdings, peer: Peer) -> tuple[str | None, int]:
         """Why the copy on ``peer`` is bad (None if it is good), and the bytes read."""
@@ -385,11 +392,27 @@ class Checker:
                                  lambda b: self._opens(held, refs, b))  # fmt: skip
             bad.update(judged)
             if body is None:
+                # Each share judged alone, then: against the SHA-256 in its own metadata.
+                for name, share in bodies.items():
+                    if name not in bad and not self._intact(by_name[name], key, scheme,
+                                                            held.shares[name], share):  # fmt: skip
+                        bad[name] = "its SHA-256 is not the one its metadata gives"
                 raise Unrebuildable(
-                    f"no {scheme.data} of its shares rebuild it (of {len(held.shares)} found)",
+                    f"no {scheme.data} of its {len(held.shares)} shares found rebuild it "
+                    f"({len(held.shares) - len(bad)} look intact alone)",
                     bad, size,
                 )  # fmt: skip
             yield body, bad, size
+
+    @staticmethod
+    def _intact(peer: Peer, key: str, scheme: Scheme, index: int, share: bytes) -> bool:
+        """Whether a share matches the SHA-256 its own metadata gives (all a share alone
+        can be checked against; True when the peer cannot say)."""
+        try:
+            recorded = peer.stat(share_key(key, scheme, index)).metadata.get(META_SHA256)
+        except PeerError:
+            return True
+        return recorded is None or hashlib.sha256(share).hexdigest() == recorded
 
     def _opens(self, held: Holdings, refs: dict[str, ChunkRef], body: bytes) -> bool:
         """Whether a rebuilt object opens: a chunk's tag and id; a pack's recorded SHA-256

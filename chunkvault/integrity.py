@@ -32,7 +32,8 @@ SHOWN_FILES = 5
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # lost, unseen, under-replicated, missing, damaged, unreadable, keyring, peer
+    kind: str  # lost, unseen, under-replicated, missing, damaged, unrebuildable, unreadable,
+    # keyring, peer
     subject: str  # "pack 1a2b3c4d5e6f7a8b", "peer p1", "keyring on peer p2"
     detail: str
     files: tuple[str, ...] = ()

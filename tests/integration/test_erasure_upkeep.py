@@ -132,6 +132,28 @@ def test_check_counts_shares_names_a_damaged_one_and_repair_rebuilds_them(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     restores(config, tmp_path, files, "r2")
 
+    # Three shares of one chunk object flipped: nothing rebuilds it, and each share is then
+    # judged alone, by the SHA-256 in its own metadata.
+    chunk = next(k for k in held if k[0] == "chunk")
+    flipped_on = sorted(held[chunk])[:3]
+    for peer in flipped_on:
+        key = next(k for k in copies(config) if chunk[1] in k and peer in copies(config)[k])
+
+        def flip_one(p: Peer, key: str = key) -> None:
+            meta = dict(p.stat(key).metadata)
+            body = bytearray(p.get(key))
+            body[-1] ^= 0x01
+            p.put(key, bytes(body), meta)
+
+        on_peer(config, peer, flip_one)
+    broken = run_cli(config, "check", "--read-data", env=PW)
+    assert broken.returncode == 1
+    lines = broken.stdout.splitlines()
+    assert any(ln.startswith(f"unrebuildable: chunk {chunk[1][:16]}") for ln in lines), lines
+    damaged = sorted(ln.split(" on ")[1].split(":")[0] for ln in lines
+                     if ln.startswith(f"damaged: chunk {chunk[1][:16]}"))  # fmt: skip
+    assert damaged == flipped_on, broken.stdout
+
 
 def test_drain_moves_every_share_off_a_peer(
     vault: tuple[Path, dict[str, bytes]], tmp_path: Path, moto_peers: MotoPeers
