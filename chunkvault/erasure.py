@@ -118,22 +118,32 @@ def segment_size(size: int, k: int) -> int:
     return max(1, -(-size // k))
 
 
-def encode(body: bytes | bytearray | memoryview, scheme: Scheme) -> list[bytes]:
-    """The ``scheme.width`` share bodies (header + segment) of ``body``, by index."""
+def encode(
+    body: bytes | bytearray | memoryview, scheme: Scheme, sha256: bytes | None = None
+) -> list[bytearray]:
+    """The ``scheme.width`` share bodies (header + segment) of ``body``, by index
+    (``sha256``: the body's, when the caller has it). Each share is built in its own
+    buffer, the data segments copied once from ``body`` and the parity computed from
+    them: about (k + m) / k of the body, plus the parity zfec returns, is held at once."""
     view = memoryview(body).cast("B")
     size = len(view)
     k = scheme.data
     seg = segment_size(size, k)
-    sha = hashlib.sha256(view).digest()
-    padded = bytearray(k * seg)  # zeros past the object: zfec wants k equal blocks
-    padded[:size] = view
-    blocks = tuple(bytes(padded[i * seg : (i + 1) * seg]) for i in range(k))
-    del padded
+    digest = sha256 if sha256 is not None else hashlib.sha256(view).digest()
+    shares = []
+    for i in range(scheme.width):
+        share = bytearray(HEADER_SIZE + seg)  # zeros past the object: the padding
+        share[:HEADER_SIZE] = ShareHeader(scheme, i, size, digest).to_bytes()
+        if i < k:
+            part = view[i * seg : (i + 1) * seg]
+            share[HEADER_SIZE : HEADER_SIZE + len(part)] = part
+        shares.append(share)
+    blocks = tuple(memoryview(share)[HEADER_SIZE:] for share in shares[:k])
     parity = zfec.Encoder(k, scheme.width).encode(blocks, tuple(range(k, scheme.width)))
-    return [
-        ShareHeader(scheme, i, size, sha).to_bytes() + bytes(segment)
-        for i, segment in enumerate((*blocks, *parity))
-    ]
+    for share, segment in zip(shares[k:], parity, strict=True):
+        share[HEADER_SIZE:] = segment
+    del blocks, parity
+    return shares
 
 
 def parse_header(share: bytes | bytearray | memoryview) -> ShareHeader:

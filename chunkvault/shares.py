@@ -32,7 +32,7 @@ from chunkvault.backends.base import MalformedReply, NotFound, PeerError
 from chunkvault.backends.listing import show_key
 from chunkvault.backends.warn_once import WarnOnce
 from chunkvault.erasure import HEADER_SIZE, MAX_DECODES, Scheme, ShareError, ShareHeader
-from chunkvault.layout import share_key, share_metadata
+from chunkvault.layout import META_SHA256, share_key, share_metadata
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 from chunkvault.replica_choice import ReplicaChooser
@@ -57,7 +57,8 @@ def write_shares(
     """Encode ``body`` and write its shares (``key``'s share keys) to distinct peers, as the
     module docstring says; peers down or draining are passed over. The caller judges
     whether enough were written."""
-    encoded = erasure.encode(body, scheme)
+    known = metadata.get(META_SHA256)  # the body's, as the caller computed it
+    encoded = erasure.encode(body, scheme, bytes.fromhex(known) if known else None)
     excluded = {p.name for p in peers if p.peer.down_for > 0 or p.draining}
     placed: dict[str, int] = {}
     errors: list[str] = []
