@@ -359,7 +359,7 @@ class Checker:
             return getattr(exc, "message", None) or str(exc), 0
 
     @contextmanager
-    def rebuilt(self, held: Holdings) -> Iterator[tuple[bytes, dict[str, str], int]]:
+    def rebuilt(self, held: Holdings) -> Iterator[tuple[bytearray, dict[str, str], int]]:
         """An erasure-coded object rebuilt from the shares the listed peers hold and
         verified as :meth:`verified` verifies a copy (within the byte budget while the
         block runs): (the object, the holders whose share is not what it encodes to with
@@ -414,7 +414,7 @@ class Checker:
             return True
         return recorded is None or hashlib.sha256(share).hexdigest() == recorded
 
-    def _opens(self, held: Holdings, refs: dict[str, ChunkRef], body: bytes) -> bool:
+    def _opens(self, held: Holdings, refs: dict[str, ChunkRef], body: bytearray) -> bool:
         """Whether a rebuilt object opens: a chunk's tag and id; a pack's recorded SHA-256
         (if known) and every chunk the manifests place in it."""
         try:

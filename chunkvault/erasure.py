@@ -170,7 +170,7 @@ def parse_header(share: bytes | bytearray | memoryview) -> ShareHeader:
     return header
 
 
-def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHeader) -> bytes:
+def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHeader) -> bytearray:
     """The object rebuilt from any ``k`` of its share bodies (by index), as ``header``
     (one of theirs, or the catalog's idea of it) describes it. The data shares are joined
     as they are; zfec runs only if one is missing. :class:`ShareError` if there are too
@@ -193,11 +193,16 @@ def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHe
         segments = zfec.Decoder(k, header.scheme.width).decode(
             tuple(bytes(b) for b in blocks), tuple(chosen)
         )
-    joined = b"".join(segments)
-    return joined[: header.object_size]
+    out = bytearray(header.object_size)  # one buffer: the padding is never copied
+    for i, segment in enumerate(segments):
+        start = i * seg
+        if start >= len(out):
+            break
+        out[start : min(len(out), start + seg)] = memoryview(segment)[: len(out) - start]
+    return out
 
 
-def verified(body: bytes, header: ShareHeader) -> bool:
+def verified(body: bytes | bytearray, header: ShareHeader) -> bool:
     """Whether a decoded object is the one ``header`` names (its SHA-256)."""
     return hashlib.sha256(body).digest() == header.object_sha256
 
@@ -211,8 +216,8 @@ def judge(
     shares: Mapping[str, bytes | bytearray | memoryview],
     expected: Mapping[str, int],
     scheme: Scheme,
-    accept: Callable[[bytes], bool],
-) -> tuple[bytes | None, dict[str, str]]:
+    accept: Callable[[bytearray], bool],
+) -> tuple[bytearray | None, dict[str, str]]:
     """What each holder's share is worth: ``shares`` are the bodies the holders served,
     ``expected`` the index each one's key gives. Returns the object, rebuilt from ``k``
     shares naming one object whose SHA-256 and ``accept`` (the caller's check: a chunk's
@@ -237,7 +242,7 @@ def judge(
         groups.setdefault((header.object_size, header.object_sha256), {}).setdefault(
             header.index, holder
         )
-    body: bytes | None = None
+    body: bytearray | None = None
     for group in sorted(groups.values(), key=len, reverse=True):
         if len(group) < scheme.data:
             break

@@ -64,7 +64,7 @@ from chunkvault.manifest import ChunkRef, Manifest, ManifestError
 from chunkvault.packs import HEADER, new_pack_id
 from chunkvault.packs import VERSION as PACK_VERSION
 from chunkvault.peerset import PlacedPeer
-from chunkvault.shares import ObjectUnreadable
+from chunkvault.shares import Coded, ObjectUnreadable
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -425,7 +425,7 @@ class Collector:
         size = max(0, listed.size - HEADER_SIZE) * scheme.data  # (its padded size)
         try:
             body = self.vault.reader.shares.read_object(
-                key, repack.pack, scheme, listed.shares, min(PACK_LIMIT, size)
+                Coded(key, repack.pack, scheme, listed.shares, min(PACK_LIMIT, size))
             )
             for ref in repack.live:
                 open_chunk(self.vault.keys, ref.id, body[ref.offset : ref.offset + ref.length],

@@ -44,7 +44,7 @@ from chunkvault.layout import (
 from chunkvault.manifest import ChunkRef, ManifestError
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
-from chunkvault.shares import ObjectUnreadable
+from chunkvault.shares import Coded, ObjectUnreadable
 from chunkvault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,9 @@ class Healer:
         if not free:
             return 0  # not enough peers up: the next pass
         try:
-            body = self.vault.reader.shares.read_object(key, name, scheme, recorded, size,
-                                                        sha or None)  # fmt: skip
+            body = self.vault.reader.shares.read_object(
+                Coded(key, name, scheme, recorded, size, sha or None)
+            )
         except ObjectUnreadable as exc:
             wait = retry[1] if retry is not None else MIN_BACKOFF
             log.warning("background repair: %s: fewer than %d good shares (%s; trying again in "

@@ -60,7 +60,7 @@ from chunkvault.layout import (
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import rank
 from chunkvault.replica_choice import ReplicaChooser
-from chunkvault.shares import ObjectUnreadable, ShareReader
+from chunkvault.shares import Coded, ObjectUnreadable, ShareReader
 
 log = logging.getLogger(__name__)
 
@@ -211,13 +211,12 @@ class ChunkReader:
         """:meth:`read_span_into` of an erasure-coded pack: from its data shares, else
         rebuilt. Returns what the damaged-chunk warnings name (no one peer served it)."""
         assert where.scheme is not None and where.offset is not None
-        args = self._share_args(where)
+        coded = self._coded(where, where.size)
         try:
-            self.shares.read_range_into(*args, where.size, view, where.offset, where.length)
+            self.shares.read_range_into(coded, view, where.offset, where.length)
         except ObjectUnreadable:
             try:
-                self.shares.rebuild_range_into(*args, where.size, view, where.offset,
-                                               where.length, where.sha256)  # fmt: skip
+                self.shares.rebuild_range_into(coded, view, where.offset, where.length)
             except ObjectUnreadable as exc:
                 raise ChunkUnavailable(
                     f"pack {where.placement_id[:16]}: fewer than {where.scheme.data} good "
@@ -226,7 +225,9 @@ class ChunkReader:
                 ) from None
         return f"the shares of pack {where.placement_id[:12]}"
 
-    def _share_args(self, where: _Where) -> tuple[str, str, Scheme, dict[str, int]]:
+    def _coded(self, where: _Where, size: int) -> Coded:
+        """The erasure-coded object ``where`` names, for :class:`ShareReader` (``size``:
+        the most bytes it may have; a pack's own size, for ranges)."""
         assert where.scheme is not None
         if self.catalog is None:
             recorded: dict[str, int] = {}
@@ -234,7 +235,7 @@ class ChunkReader:
             recorded = self.catalog.chunk_shares(where.placement_id)
         else:
             recorded = self.catalog.pack_shares(where.placement_id)
-        return where.key, where.placement_id, where.scheme, recorded
+        return Coded(where.key, where.placement_id, where.scheme, recorded, size, where.sha256)
 
     def _read_shares_at(
         self,
@@ -249,27 +250,26 @@ class ChunkReader:
         from its shares, or a packed chunk's range of its pack's data shares (rebuilt when
         one is unreadable or what it read does not open)."""
         assert where.scheme is not None
-        args = self._share_args(where)
         label = f"the shares of {where.placement_id[:12]}"
         try:
             if where.offset is None:
-                body = self.shares.read_object(*args, limit, where.sha256)
+                body = self.shares.read_object(self._coded(where, limit))
                 if len(body) > limit:
                     problems.append(f"{label}: {len(body)} bytes, more than a body of its size")
                     return None
                 view[: len(body)] = body
                 return self._open_copy(chunk_id, deks, view, len(body), limit, body, label,
                                        problems, where)  # fmt: skip
+            coded = self._coded(where, where.size)
             try:
-                self.shares.read_range_into(*args, where.size, view, where.offset, where.length)
+                self.shares.read_range_into(coded, view, where.offset, where.length)
                 data = self._open_copy(chunk_id, deks, view, where.length, limit, None, label,
                                        [], where)  # fmt: skip
                 if data is not None:
                     return data
             except ObjectUnreadable:
                 pass
-            self.shares.rebuild_range_into(*args, where.size, view, where.offset,
-                                           where.length, where.sha256)  # fmt: skip
+            self.shares.rebuild_range_into(coded, view, where.offset, where.length)
             copy = bytes(view[: where.length])
             return self._open_copy(chunk_id, deks, view, where.length, limit, copy, label,
                                    problems, where)  # fmt: skip

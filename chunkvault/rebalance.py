@@ -169,13 +169,7 @@ class Rebalancer:
                 errors.append(f"kept the copies on {', '.join(move.off)}")
                 problem = Problem("not moved", held.subject, "; ".join(errors), files)
                 return written, 0, size, problem
-        deleted = 0
-        for name in move.off:
-            try:
-                self._delete(held, name)
-                deleted += 1
-            except PeerError as exc:
-                errors.append(f"deleting from {name}: {exc.message}")
+        deleted = self._delete_off(held, list(move.off), errors)
         if errors:
             return (
                 written,
@@ -220,15 +214,7 @@ class Rebalancer:
             errors.append(getattr(exc, "message", None) or str(exc))
         if errors:
             return written, 0, size, Problem("not moved", held.subject, "; ".join(errors), files)
-        deleted = 0
-        for name in move.off:
-            if name not in held.shares:
-                continue
-            try:
-                self._delete(held, name)
-                deleted += 1
-            except PeerError as exc:
-                errors.append(f"deleting from {name}: {exc.message}")
+        deleted = self._delete_off(held, [n for n in move.off if n in held.shares], errors)
         if errors:
             return written, deleted, size, Problem("not moved", held.subject, "; ".join(errors),
                                                    files)  # fmt: skip
@@ -263,6 +249,18 @@ class Rebalancer:
         except (PeerError, ChunkvaultError, EnvelopeError) as exc:
             errors.append(f"copy on {name}: {getattr(exc, 'message', None) or exc}")
             return False
+
+    def _delete_off(self, held: Holdings, names: list[str], errors: list[str]) -> int:
+        """Delete the copies (or shares) on ``names``; how many went (else why, in
+        ``errors``)."""
+        deleted = 0
+        for name in names:
+            try:
+                self._delete(held, name)
+                deleted += 1
+            except PeerError as exc:
+                errors.append(f"deleting from {name}: {exc.message}")
+        return deleted
 
     def _delete(self, held: Holdings, name: str) -> None:
         vault_id = self.vault.config.vault.id

@@ -40,7 +40,7 @@ from chunkvault.stored import Written
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ObjectUnreadable", "ShareReader", "write_shares"]
+__all__ = ["Coded", "ObjectUnreadable", "ShareReader", "write_shares"]
 
 
 def write_shares(
@@ -99,9 +99,24 @@ def write_shares(
     return Written(list(placed), errors, placed)
 
 
-def _metadata(base: Mapping[str, str], share: bytes, object_id: str) -> dict[str, str]:
+def _metadata(base: Mapping[str, str], share: bytes | bytearray, object_id: str) -> dict[str, str]:
     header = erasure.parse_header(share)
     return share_metadata(base, header, hashlib.sha256(share).hexdigest(), object_id)
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One erasure-coded object as a reader knows it: its key (the shares' keys add the
+    scheme and index), what placement ranks it on, its scheme, the share index each peer
+    is recorded to hold, its size (the most bytes it may have; exact for ranges) and its
+    SHA-256 (hex; None: the one its shares name)."""
+
+    key: str
+    placement_id: str
+    scheme: Scheme
+    recorded: Mapping[str, int]
+    size: int
+    sha256: str | None = None
 
 
 class ObjectUnreadable(Exception):
@@ -143,7 +158,7 @@ class ShareReader:
         self.on_bad = on_bad
         # The last object rebuilt (a pack whose data share is gone is read span by span).
         self._cache_lock = threading.Lock()
-        self._cache: tuple[str, bytes] | None = None
+        self._cache: tuple[str, bytearray] | None = None
 
     # --- where each share is -----------------------------------------------------------
 
@@ -184,26 +199,19 @@ class ShareReader:
 
     # --- whole objects -------------------------------------------------------------------
 
-    def read_object(
-        self,
-        key: str,
-        placement_id: str,
-        scheme: Scheme,
-        recorded: Mapping[str, int],
-        limit: int,
-        sha256: str | None = None,
-    ) -> bytes:
-        """The object at ``key`` (``limit``: the most bytes it may have), rebuilt from its
-        shares and verified: its SHA-256 is ``sha256`` when given, else the one its shares
-        name. :class:`ObjectUnreadable` if no ``k`` shares agree."""
+    def read_object(self, obj: Coded) -> bytearray:
+        """The object, rebuilt from its shares and verified: its SHA-256 is ``obj.sha256``
+        when known, else the one its shares name. :class:`ObjectUnreadable` if no ``k``
+        shares agree."""
+        key, scheme = obj.key, obj.scheme
         with self._cache_lock:
             if self._cache is not None and self._cache[0] == key:
                 return self._cache[1]
-        where = self.holders(placement_id, scheme, recorded)
+        where = self.holders(obj.placement_id, scheme, obj.recorded)
         fetched = _Fetched()
-        cap = HEADER_SIZE + erasure.segment_size(limit, scheme.data)
+        cap = HEADER_SIZE + erasure.segment_size(obj.size, scheme.data)
         while True:
-            body = self._decode(fetched, scheme, sha256)
+            body = self._decode(fetched, scheme, obj.sha256)
             if body is not None:
                 with self._cache_lock:
                     self._cache = (key, body)
@@ -258,7 +266,7 @@ class ShareReader:
             fetched.newest = index
             return
 
-    def _decode(self, fetched: _Fetched, scheme: Scheme, sha256: str | None) -> bytes | None:
+    def _decode(self, fetched: _Fetched, scheme: Scheme, sha256: str | None) -> bytearray | None:
         """The object from ``k`` of the shares fetched that name the same object (the one
         ``sha256`` names, if given), verified; None if no such ``k`` rebuild it."""
         if len(fetched.bodies) == fetched.decoded_with:
@@ -283,26 +291,17 @@ class ShareReader:
 
     # --- byte ranges ---------------------------------------------------------------------
 
-    def read_range_into(
-        self,
-        key: str,
-        placement_id: str,
-        scheme: Scheme,
-        recorded: Mapping[str, int],
-        object_size: int,
-        view: memoryview,
-        offset: int,
-        length: int,
-    ) -> None:
+    def read_range_into(self, obj: Coded, view: memoryview, offset: int, length: int) -> None:
         """Bytes ``[offset, offset + length)`` of the object into ``view[:length]``, from
-        its data shares (``object_size``: the object's, from the catalog). Not verified
+        its data shares (``obj.size`` must be its size, or its padded size). Not verified
         here: the caller opens what it read (each chunk's AES-GCM tag), and on failure
         calls :meth:`rebuild_range_into`. :class:`ObjectUnreadable` if a data share
         cannot be read (call :meth:`rebuild_range_into`)."""
-        where = self.holders(placement_id, scheme, recorded)
+        scheme = obj.scheme
+        where = self.holders(obj.placement_id, scheme, obj.recorded)
         pos = 0
-        for index, start, end in erasure.span(offset, length, object_size, scheme.data):
-            skey = share_key(key, scheme, index)
+        for index, start, end in erasure.span(offset, length, obj.size, scheme.data):
+            skey = share_key(obj.key, scheme, index)
             for placed in where[index]:
                 try:
                     with self.chooser.reading(placed.name):
@@ -317,20 +316,9 @@ class ShareReader:
                 raise ObjectUnreadable([f"data share {index} unreadable"])
             pos += end - start
 
-    def rebuild_range_into(
-        self,
-        key: str,
-        placement_id: str,
-        scheme: Scheme,
-        recorded: Mapping[str, int],
-        limit: int,
-        view: memoryview,
-        offset: int,
-        length: int,
-        sha256: str | None = None,
-    ) -> None:
+    def rebuild_range_into(self, obj: Coded, view: memoryview, offset: int, length: int) -> None:
         """As :meth:`read_range_into`, from the whole object rebuilt and verified."""
-        body = self.read_object(key, placement_id, scheme, recorded, limit, sha256)
+        body = self.read_object(obj)
         if offset + length > len(body):
             raise ObjectUnreadable([f"bytes {offset}+{length} are past its end ({len(body)})"])
         view[:length] = body[offset : offset + length]

@@ -34,6 +34,7 @@ from chunkvault.layout import (
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 from chunkvault.reading import ChunkReader, ChunkUnavailable
+from chunkvault.shares import Coded
 from chunkvault.stored import StoredChunk
 from chunkvault.upload import UploadService
 
@@ -222,7 +223,9 @@ def test_packed_chunks_read_as_ranges_of_data_shares_and_rebuilt_when_one_is_gon
         view = memoryview(bytearray(pack.stored_size))
         start, end = stored[1].offset, stored[3].offset + stored[3].length
         rig.reader.read_span_into(stored[0].pack, view, start, end - start)
-        whole = rig.reader.shares.read_object(key, stored[0].pack, S32, where, pack.stored_size)
+        whole = rig.reader.shares.read_object(
+            Coded(key, stored[0].pack, S32, where, pack.stored_size)
+        )
         assert bytes(view[: end - start]) == whole[start:end]
         # A data share gone: its chunks come from the pack rebuilt.
         data_holder = next(name for name, i in where.items() if i == 1)
