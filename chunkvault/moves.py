@@ -41,12 +41,12 @@ def plan_share_move(
 ) -> Move | None:
     """As :func:`plan_move`, for the shares of an erasure-coded object (``shares``: holder
     -> index): a share stays on a peer among the top-ranked ones not being drained, one
-    share per peer; each share elsewhere moves to the best-ranked of those that hold none.
-    ``to[i]`` gets the share ``off[i]`` holds; an ``off`` past the end of ``to`` (fewer
-    peers left than shares) loses its share."""
+    share per peer; each share elsewhere moves to the best-ranked of those that hold none:
+    ``to[i]`` gets the share ``off[i]`` holds. Unlike a copy, a share never goes without a
+    peer to take it (each one is a loss survived): with fewer peers left than shares, the
+    rest stay where they are (`peers drain` refuses to start then)."""
     eligible = [p for p in peers if not p.draining]
     want = [p.name for p in choose(placement_id, eligible, len(shares))]
-    off = tuple(sorted((n for n in shares if n not in want), key=lambda n: shares[n]))
-    free = [name for name in want if name not in shares]
-    to = tuple(free[: len(off)])
-    return Move(to, off) if off else None
+    off = sorted((n for n in shares if n not in want), key=lambda n: shares[n])
+    to = [name for name in want if name not in shares][: len(off)]
+    return Move(tuple(to), tuple(off[: len(to)])) if to else None

@@ -7,7 +7,7 @@ import hashlib
 from chunkvault.backends.memory import MemoryPeer
 from chunkvault.backends.stack import wrap_peer
 from chunkvault.config import TransferConfig
-from chunkvault.moves import Move, plan_move
+from chunkvault.moves import Move, plan_move, plan_share_move
 from chunkvault.peerset import PlacedPeer
 from chunkvault.placement import choose
 
@@ -79,3 +79,41 @@ def test_reweighting_moves_copies_toward_the_heavier_peer_only() -> None:
     after = peers("p0", "p1", "p2", "p3", weights={"p3": 3.0})
     moved = [m for i in ids(2000) if (m := plan_move(i, placed_on(i, before), after))]
     assert moved and all(m.to == ("p3",) for m in moved)
+
+
+# --- shares of erasure-coded objects (plan_share_move) ---------------------------------------
+
+
+def shares_on(object_id: str, group: list[PlacedPeer], width: int = 5) -> dict[str, int]:
+    return {p.name: i for i, p in enumerate(choose(object_id, group, width))}
+
+
+def test_shares_where_they_belong_do_not_move_and_a_new_peer_takes_one_at_most() -> None:
+    five = peers("p0", "p1", "p2", "p3", "p4")
+    six = peers("p0", "p1", "p2", "p3", "p4", "p5")
+    assert all(plan_share_move(i, shares_on(i, five), five) is None for i in ids(200))
+    moved = 0
+    for object_id in ids(600):
+        move = plan_share_move(object_id, shares_on(object_id, five), six)
+        if move is not None:
+            assert move.to == ("p5",) and len(move.off) == 1  # one share, to the new peer
+            moved += 1
+    assert 0.7 < moved / 600 / (5 / 6) < 1.3  # the new peer enters the top 5 of 5/6
+
+
+def test_a_drained_peer_loses_every_share_to_a_peer_that_holds_none() -> None:
+    six = peers("p0", "p1", "p2", "p3", "p4", "p5", draining="p2")
+    for object_id in ids(300):
+        held = shares_on(object_id, peers("p0", "p1", "p2", "p3", "p4", "p5"))
+        move = plan_share_move(object_id, held, six)
+        if "p2" not in held:
+            assert move is None
+            continue
+        assert move is not None and move.off == ("p2",) and len(move.to) == 1
+        assert move.to[0] not in held and move.to[0] != "p2"
+
+
+def test_with_fewer_peers_left_than_shares_a_share_stays_rather_than_go() -> None:
+    five = peers("p0", "p1", "p2", "p3", "p4", draining="p4")
+    held = {f"p{i}": i for i in range(5)}
+    assert plan_share_move("ab" * 32, held, five) is None

@@ -42,11 +42,14 @@ S32 = Scheme(3, 2)
 
 
 class Rig:
-    def __init__(self, tmp: Path, n: int = 5, pack_threshold: int | str = 0) -> None:
+    def __init__(
+        self, tmp: Path, n: int = 5, pack_threshold: int | str = 0, scheme: Scheme = S32
+    ) -> None:
         self.config = parse_config(
             {
                 "vault": {"id": "t", "state_dir": str(tmp / "state")},
-                "replication": {"erasure": {"data": 3, "parity": 2}, "min_replicas": 2},
+                "replication": {"erasure": {"data": scheme.data, "parity": scheme.parity},
+                                "min_replicas": 2},
                 "transfer": {"retries": 0, "down_after_failures": 1, "down_seconds": 60},
                 "chunking": {"pack_threshold": pack_threshold, "pack_size": "1MiB",
                              "pack_flush_seconds": 60},
@@ -276,6 +279,21 @@ def test_the_background_repair_writes_the_share_a_down_peer_missed(tmp_path: Pat
             rig.memory[name]._objects.clear()
         rig.reader.shares._cache = None
         assert rig.read(stored) == big and rig.read(packed) == small
+    finally:
+        rig.service.close()
+        rig.catalog.close()
+
+
+def test_shares_spread_over_zones_first(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, n=6, scheme=Scheme(2, 1))
+    try:
+        zones = {f"m{i}": f"z{i // 2}" for i in range(6)}  # three zones of two peers
+        rig.service.peers = [PlacedPeer(p.peer, 1.0, zones[p.name]) for p in rig.placed]
+        for _ in range(20):
+            stored = rig.service.store_chunk(os.urandom(20_000))
+            where = rig.shares(chunk_key("t", stored.chunk_id))
+            # Three shares, one in each zone (by rank alone: all three zones 2 times in 5).
+            assert sorted(zones[name] for name in where) == ["z0", "z1", "z2"], where
     finally:
         rig.service.close()
         rig.catalog.close()
