@@ -155,7 +155,7 @@ def test_check_counts_shares_names_a_damaged_one_and_repair_rebuilds_them(
     assert damaged == flipped_on, broken.stdout
 
 
-def test_drain_moves_every_share_off_a_peer(
+def test_drain_moves_every_share_off_a_peer_and_gc_deletes_every_share_it_frees(
     vault: tuple[Path, dict[str, bytes]], tmp_path: Path, moto_peers: MotoPeers
 ) -> None:
     config, files = vault
@@ -176,11 +176,7 @@ def test_drain_moves_every_share_off_a_peer(
     clean = run_cli(config, "check", "--read-data", env=PW)
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
-
-def test_gc_deletes_every_share_of_what_no_version_needs(
-    vault: tuple[Path, dict[str, bytes]], tmp_path: Path
-) -> None:
-    config, files = vault
+    # The big files deleted and gc (deleted_days 0): no share of their chunks is left.
     inbox = tmp_path / "inbox"
     for rel in [r for r in files if r.startswith("big/")]:
         (inbox / rel).unlink()
@@ -195,4 +191,4 @@ def test_gc_deletes_every_share_of_what_no_version_needs(
     assert [k for k in before if k[0] == "chunk"] and not [k for k in after if k[0] == "chunk"]
     assert all(sorted(w.values()) == [0, 1, 2, 3, 4] for w in after.values())
     kept = {rel: body for rel, body in files.items() if not rel.startswith("big/")}
-    restores(config, tmp_path, kept, "r1")
+    restores(config, tmp_path, kept, "r2")

@@ -283,8 +283,9 @@ def test_a_restore_killed_half_way_leaves_no_partial_file_and_a_rerun_completes(
 def test_restoring_a_large_file_stays_within_the_byte_budget(
     tmp_path: Path, moto_peer_factory: Callable[[], MotoServer]
 ) -> None:
-    """256 MiB, 64 workers, an 8 MiB budget: the restore holds the budget's worth of
-    chunks, not a window of ``concurrency`` chunks (the old one peaked at 426 MiB).
+    """128 MiB, 64 workers, an 8 MiB budget: the restore holds the budget's worth of
+    chunks, not a window of ``concurrency`` chunks (64 chunks of 2 MiB on average: the old
+    one peaked at 426 MiB restoring 256 MiB).
 
     The bound is over what restoring a one-byte file peaks at in the same vault (the
     passphrase KDF alone takes 64 MiB), so it measures the data path only."""
@@ -298,7 +299,7 @@ def test_restoring_a_large_file_stays_within_the_byte_budget(
     (inbox / "tiny.txt").write_bytes(b"x")
     big = inbox / "large.bin"
     with big.open("wb") as f:
-        for _ in range(256):
+        for _ in range(128):
             f.write(os.urandom(MiB))
     os.utime(big, ns=(BASE_MTIME_NS, BASE_MTIME_NS))
     pushed = run_cli(config, "push", env=PW, timeout=600)
@@ -312,14 +313,14 @@ def test_restoring_a_large_file_stays_within_the_byte_budget(
     )
     assert result.returncode == 0, result.stderr
     restored = out / "large.bin"
-    assert restored.stat().st_size == 256 * MiB
+    assert restored.stat().st_size == 128 * MiB
     assert restored.stat().st_mtime_ns == BASE_MTIME_NS
     with big.open("rb") as a, restored.open("rb") as b:
         while block := a.read(8 * MiB):
             assert block == b.read(8 * MiB)
     # The budget is 8 MiB of plaintext; a chunk briefly exists as body, ciphertext and
-    # plaintext: 48 MiB over the baseline is generous, and far below the file's 256 MiB.
+    # plaintext: 48 MiB over the baseline is generous, and far below the file's 128 MiB.
     assert peak - baseline < 48 * MiB, (
-        f"restore of a 256 MiB file peaked at {peak / MiB:.0f} MiB, "
+        f"restore of a 128 MiB file peaked at {peak / MiB:.0f} MiB, "
         f"{(peak - baseline) / MiB:.0f} MiB over a one-byte restore"
     )
