@@ -35,6 +35,7 @@ __all__ = [
     "ShareError",
     "ShareHeader",
     "decode",
+    "decode_into",
     "encode",
     "judge",
     "parse_header",
@@ -176,6 +177,18 @@ def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHe
     as they are; zfec runs only if one is missing. :class:`ShareError` if there are too
     few, or one does not fit ``header``. The result is not verified: the caller opens or
     hashes it (see :func:`verified`)."""
+    out = bytearray(header.object_size)
+    decode_into(shares, header, memoryview(out))
+    return out
+
+
+def decode_into(
+    shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHeader, out: memoryview
+) -> int:
+    """:func:`decode` into ``out[:size]`` (no buffer of its own); returns the size.
+    :class:`ShareError` also if ``out`` is shorter than the object."""
+    if len(out) < header.object_size:
+        raise ShareError(f"an object of {header.object_size} bytes, more than {len(out)}")
     k = header.scheme.data
     seg = header.segment
     chosen = sorted(shares)[:k] if len(shares) >= k else None
@@ -193,16 +206,16 @@ def decode(shares: Mapping[int, bytes | bytearray | memoryview], header: ShareHe
         segments = zfec.Decoder(k, header.scheme.width).decode(
             tuple(bytes(b) for b in blocks), tuple(chosen)
         )
-    out = bytearray(header.object_size)  # one buffer: the padding is never copied
+    size = header.object_size  # the padding is never copied
     for i, segment in enumerate(segments):
         start = i * seg
-        if start >= len(out):
+        if start >= size:
             break
-        out[start : min(len(out), start + seg)] = memoryview(segment)[: len(out) - start]
-    return out
+        out[start : min(size, start + seg)] = memoryview(segment)[: size - start]
+    return size
 
 
-def verified(body: bytes | bytearray, header: ShareHeader) -> bool:
+def verified(body: bytes | bytearray | memoryview, header: ShareHeader) -> bool:
     """Whether a decoded object is the one ``header`` names (its SHA-256)."""
     return hashlib.sha256(body).digest() == header.object_sha256
 

@@ -253,10 +253,16 @@ class ChunkReader:
         label = f"the shares of {where.placement_id[:12]}"
         try:
             if where.offset is None:
-                body = self.shares.read_object(self._coded(where, limit))
-                if len(body) > limit:
-                    problems.append(f"{label}: {len(body)} bytes, more than a body of its size")
-                    return None
+                # Rebuilt straight into the caller's buffer; only if the first key that
+                # unwraps does not open it (in place: the bytes are spent) is it read again
+                # into a buffer of its own, for the other keys.
+                coded = self._coded(where, limit)
+                size = self.shares.read_object_into(coded, view[:limit])
+                data = self._open_copy(chunk_id, deks, view, size, limit, None, label, [],
+                                       where)  # fmt: skip
+                if data is not None:
+                    return data
+                body = self.shares.read_object(coded)
                 view[: len(body)] = body
                 return self._open_copy(chunk_id, deks, view, len(body), limit, body, label,
                                        problems, where)  # fmt: skip

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from chunkvault import erasure
@@ -158,6 +158,8 @@ class ShareReader:
         self.on_bad = on_bad
         # The last object rebuilt (a pack whose data share is gone is read span by span).
         self._cache_lock = threading.Lock()
+        # Reads of one object's shares at once (threads idle out on their own).
+        self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="share")
         self._cache: tuple[str, bytearray] | None = None
 
     # --- where each share is -----------------------------------------------------------
@@ -202,20 +204,33 @@ class ShareReader:
     def read_object(self, obj: Coded) -> bytearray:
         """The object, rebuilt from its shares and verified: its SHA-256 is ``obj.sha256``
         when known, else the one its shares name. :class:`ObjectUnreadable` if no ``k``
-        shares agree."""
-        key, scheme = obj.key, obj.scheme
+        shares agree. The last object rebuilt is kept: the spans of a pack whose data
+        share is gone are served from one rebuild."""
         with self._cache_lock:
-            if self._cache is not None and self._cache[0] == key:
+            if self._cache is not None and self._cache[0] == obj.key:
                 return self._cache[1]
+        out = bytearray(obj.size)
+        size = self._rebuild(obj, memoryview(out))
+        del out[size:]
+        with self._cache_lock:
+            self._cache = (obj.key, out)
+        return out
+
+    def read_object_into(self, obj: Coded, view: memoryview) -> int:
+        """:meth:`read_object` into ``view`` (at least ``obj.size`` bytes), kept nowhere
+        else: a chunk object read by restore into its slab. Returns its size."""
+        return self._rebuild(obj, view)
+
+    def _rebuild(self, obj: Coded, out: memoryview) -> int:
+        """The object rebuilt into ``out`` and verified; its size."""
+        scheme = obj.scheme
         where = self.holders(obj.placement_id, scheme, obj.recorded)
         fetched = _Fetched()
         cap = HEADER_SIZE + erasure.segment_size(obj.size, scheme.data)
         while True:
-            body = self._decode(fetched, scheme, obj.sha256)
-            if body is not None:
-                with self._cache_lock:
-                    self._cache = (key, body)
-                return body
+            size = self._decode(fetched, scheme, obj.sha256, out)
+            if size is not None:
+                return size
             left = self._plan(where, scheme.data, fetched.tried)
             if not left:
                 if len(fetched.bodies) >= scheme.data:
@@ -225,19 +240,24 @@ class ShareReader:
                 raise ObjectUnreadable(fetched.problems)
             # A group of k that did not verify holds a bad share: one more share at a time.
             need = max(1, scheme.data - len(fetched.bodies))
-            for index in left[:need]:
-                self._fetch(key, scheme, index, where[index], cap, fetched)
+            batch = left[:need]
+            fetched.tried.update(batch)
+            # The shares of one round are on different peers: read at once.
+            results = self._pool.map(
+                lambda i: self._fetch(obj.key, scheme, i, where[i], cap), batch
+            )
+            for index, (got, problems) in zip(batch, results, strict=True):
+                fetched.problems += problems
+                if got is not None:
+                    fetched.bodies[index], fetched.headers[index] = got
+                    fetched.newest = index
 
     def _fetch(
-        self,
-        key: str,
-        scheme: Scheme,
-        index: int,
-        candidates: list[PlacedPeer],
-        cap: int,
-        fetched: _Fetched,
-    ) -> None:
-        fetched.tried.add(index)
+        self, key: str, scheme: Scheme, index: int, candidates: list[PlacedPeer], cap: int
+    ) -> tuple[tuple[bytes, ShareHeader] | None, list[str]]:
+        """Share ``index`` from the first candidate that serves a well-formed one: (its
+        body and header, or None; what went wrong with the others)."""
+        problems: list[str] = []
         skey = share_key(key, scheme, index)
         for placed in candidates:
             name = placed.name
@@ -250,7 +270,7 @@ class ShareReader:
                     raise ShareError(f"its header says share {header.index} of {header.scheme}")
             except NotFound:
                 self._bad(skey, name, "missing")
-                fetched.problems.append(f"{name}: share {index} missing")
+                problems.append(f"{name}: share {index} missing")
                 continue
             except (PeerError, ShareError) as exc:
                 message = exc.message if isinstance(exc, PeerError) else str(exc)
@@ -258,17 +278,18 @@ class ShareReader:
                     self._warnings.warn(name, "malformed shares", "peer %s: %s", name, message)
                     self._bad(skey, name, "damaged")
                 self.chooser.failed(name)
-                fetched.problems.append(f"{name}: share {index}: {message}")
+                problems.append(f"{name}: share {index}: {message}")
                 continue
             self.chooser.succeeded(name, time.monotonic() - started)
-            fetched.bodies[index] = body
-            fetched.headers[index] = header
-            fetched.newest = index
-            return
+            return (body, header), problems
+        return None, problems
 
-    def _decode(self, fetched: _Fetched, scheme: Scheme, sha256: str | None) -> bytearray | None:
-        """The object from ``k`` of the shares fetched that name the same object (the one
-        ``sha256`` names, if given), verified; None if no such ``k`` rebuild it."""
+    def _decode(
+        self, fetched: _Fetched, scheme: Scheme, sha256: str | None, out: memoryview
+    ) -> int | None:
+        """The object into ``out`` from ``k`` of the shares fetched that name the same
+        object (the one ``sha256`` names, if given), verified: its size; None if no such
+        ``k`` rebuild it (or it would not fit ``out``)."""
         if len(fetched.bodies) == fetched.decoded_with:
             return None  # nothing new since the last try
         fetched.decoded_with = len(fetched.bodies)
@@ -283,10 +304,12 @@ class ShareReader:
             # Data shares first (sorted); only subsets with the newest share are new.
             subsets = itertools.combinations(sorted(indices), scheme.data)
             tries = [s for s in subsets if len(indices) == scheme.data or fetched.newest in s]
+            if header.object_size > len(out):
+                continue  # more than the object can be: not its shares
             for subset in tries[:MAX_DECODES]:
-                body = erasure.decode({i: fetched.bodies[i] for i in subset}, header)
-                if erasure.verified(body, header):
-                    return body
+                size = erasure.decode_into({i: fetched.bodies[i] for i in subset}, header, out)
+                if erasure.verified(out[:size], header):
+                    return size
         return None
 
     # --- byte ranges ---------------------------------------------------------------------
