@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from chunkvault import forms
 from chunkvault.backends.base import NotFound, Peer, PeerError
 from chunkvault.budget import ByteBudget
 from chunkvault.catalog import VersionRow
@@ -240,18 +241,35 @@ class Checker:
             held = holdings.get(key)
             if held is None:
                 held = holdings[key] = Holdings(key[0], name)
-                for peer, found in listings.items():
-                    where = found.chunks if key[0] == "chunk" else found.packs
-                    if name in where:
-                        held.found_on.add(peer)
-                    share = found.shares.get(key)
-                    if share is not None and held.scheme in (None, share[0]):
-                        held.scheme = share[0]
-                        held.shares[peer] = share[1]
-                        held.found_on.add(peer)
+                self._place(held, listings)
             held.files.add(path)
             refs.setdefault(key, {})[ref.id] = ref
         return refs
+
+    def _place(self, held: Holdings, listings: dict[str, _Listing]) -> None:
+        """Where the listings put one object, in the form that is read
+        (:mod:`chunkvault.forms`: this machine's, else the one most peers list): the peers
+        holding a copy, or each share's peer and index."""
+        key = (held.kind, held.name)
+        pieces: dict[forms.Form, list[str]] = {}
+        schemes: dict[str, Scheme] = {}
+        for peer, found in listings.items():
+            if held.name in (found.chunks if held.kind == "chunk" else found.packs):
+                pieces.setdefault(None, []).append(peer)
+            share = found.shares.get(key)
+            if share is not None:
+                schemes[str(share[0])] = share[0]
+                pieces.setdefault(str(share[0]), []).append(peer)
+        if not pieces:
+            return
+        catalog = self.vault.catalog
+        row = catalog.chunk(held.name) if held.kind == "chunk" else catalog.pack(held.name)
+        own = row.scheme if row is not None and row.sha256 else forms.UNSET
+        form = own if own in pieces else forms.dominant_form(pieces)
+        held.found_on.update(pieces[form])
+        if form is not None:
+            held.scheme = schemes[form]
+            held.shares = {peer: listings[peer].shares[key][1] for peer in pieces[form]}
 
     def _record_catalog(self, holdings: dict[tuple[str, str], Holdings]) -> None:
         """The replicas the catalog records, for the objects the versions need."""

@@ -12,11 +12,13 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from chunkvault import forms
 from chunkvault.backends.base import NotFound, PeerError
 from chunkvault.catalog import Catalog, ChunkRow, PackRow, VersionRow
 from chunkvault.catalog.store import WRITER_ID
@@ -25,16 +27,12 @@ from chunkvault.config import Config
 from chunkvault.crypto.envelope import wrapped_generation
 from chunkvault.crypto.material import MasterKeys, WriterKeys
 from chunkvault.draining import draining, marked
-from chunkvault.erasure import HEADER_SIZE
 from chunkvault.errors import ChunkvaultError
 from chunkvault.flows import FlowRules
 from chunkvault.journal import JournalStore, parse_batch_name
 from chunkvault.layout import (
-    DataKey,
-    LayoutError,
     chunks_prefix,
     packs_prefix,
-    parse_data_key,
 )
 from chunkvault.light_future import LightFuture
 from chunkvault.manifest import ChunkRef, Manifest, ManifestError, ManifestStore, RefusedBlob
@@ -537,33 +535,27 @@ class Vault:
 
     def _sync_replicas(self, refs: dict[str, ChunkRef]) -> bool:
         listings = self._listings(chunks_prefix(self.config.vault.id), "chunks")
-        for placed, objects in listings:
-            for key, size in objects or []:
-                try:
-                    found = parse_data_key(self.config.vault.id, key)
-                except LayoutError:
-                    continue
-                if found.kind != "chunk":
-                    continue
-                chunk_id = found.id
-                known = self.catalog.chunk(chunk_id)
-                ref = refs.get(chunk_id)
-                if known is None and (ref is None or ref.pack is not None):
-                    continue  # not referenced as an object by any version we know: gc's
-                form = None if found.scheme is None else str(found.scheme)
-                if known is None:
-                    assert ref is not None
-                    wrapped = ref.wrapped_dek
-                    row = ChunkRow(
-                        chunk_id, ref.size, _object_size(size, found), wrapped,
-                        wrapped_generation(wrapped), "", scheme=form,
-                    )  # fmt: skip
-                elif known.scheme != form:
-                    continue  # copies beside shares, or shares of another scheme: not read
-                else:
-                    row = known
-                shares = None if found.share is None else {placed.name: found.share}
-                self.catalog.record_chunk(row, [placed.name], shares)
+        pieces = forms.group(self.config.vault.id, _entries(listings), "chunk")
+        for chunk_id, by_form in pieces.items():
+            known = self.catalog.chunk(chunk_id)
+            ref = refs.get(chunk_id)
+            if known is None and (ref is None or ref.pack is not None):
+                continue  # not referenced as an object by any version we know: gc's
+            held = forms.pick(chunk_id, by_form, _own(known))
+            if known is None:
+                assert ref is not None
+                wrapped = ref.wrapped_dek
+                known = ChunkRow(
+                    chunk_id, ref.size, held.object_size, wrapped, wrapped_generation(wrapped),
+                    "", scheme=held.form,
+                )  # fmt: skip
+            elif known.scheme != held.form:  # learnt from a listing before: as peers say now
+                known = replace(known, stored_size=held.object_size, scheme=held.form)
+            for piece in held.pieces:
+                shares = None if piece.key.share is None else {piece.peer: piece.key.share}
+                self.catalog.record_chunk(known, [piece.peer], shares)
+            if held.others:
+                self.catalog.forget_replicas(chunk_id, held.others)
         return all(objects is not None for _, objects in listings)
 
     def _sync_packs(self, refs: dict[str, ChunkRef]) -> bool:
@@ -579,31 +571,33 @@ class Vault:
         if not by_pack and self.catalog.pack_count() == 0:
             return True  # nothing packed known: no listing needed (older vaults)
         listings = self._listings(packs_prefix(self.config.vault.id), "packs")
-        for placed, objects in listings:
-            for key, size in objects or []:
-                try:
-                    found = parse_data_key(self.config.vault.id, key)
-                except LayoutError:
-                    continue
-                if found.kind != "pack":
-                    continue
-                pack_id = found.id
-                rows = by_pack.get(pack_id)
-                known = self.catalog.pack(pack_id)
-                if rows is None and known is None:
-                    continue  # no version we know uses it: gc's business
-                form = None if found.scheme is None else str(found.scheme)
-                if known is not None and known.scheme != form:
-                    continue  # as for chunk objects
-                row = known or PackRow(pack_id, _object_size(size, found), "", form)
-                shares = None if found.share is None else {placed.name: found.share}
-                self.catalog.record_pack(row, rows or [], [placed.name], shares)
+        pieces = forms.group(self.config.vault.id, _entries(listings), "pack")
+        for pack_id, by_form in pieces.items():
+            rows = by_pack.get(pack_id)
+            known = self.catalog.pack(pack_id)
+            if rows is None and known is None:
+                continue  # no version we know uses it: gc's business
+            held = forms.pick(pack_id, by_form, _own(known))
+            if known is None or known.scheme != held.form:  # (as for chunk objects)
+                known = PackRow(pack_id, held.object_size, "", held.form)
+            for piece in held.pieces:
+                shares = None if piece.key.share is None else {piece.peer: piece.key.share}
+                self.catalog.record_pack(known, rows or [], [piece.peer], shares)
+            if held.others:
+                self.catalog.forget_pack_replicas(pack_id, held.others)
         return all(objects is not None for _, objects in listings)
 
 
-def _object_size(listed: int, found: DataKey) -> int:
-    """An object's size as a listing shows it: a whole copy's, or from a share's (its
-    padded size: the object's, rounded up to a multiple of k, as shares are cut)."""
-    if found.scheme is None:
-        return listed
-    return max(0, listed - HEADER_SIZE) * found.scheme.data
+def _entries(
+    listings: list[tuple[PlacedPeer, list[tuple[str, int]] | None]],
+) -> Iterator[tuple[str, str, int]]:
+    """(peer, key, size) of every listed object."""
+    for placed, objects in listings:
+        for key, size in objects or []:
+            yield placed.name, key, size
+
+
+def _own(row: ChunkRow | PackRow | None) -> forms.Form | forms.Unset:
+    """The form this machine wrote an object in (its row holds the SHA-256 of that
+    write); unset for a row learnt from a listing."""
+    return row.scheme if row is not None and row.sha256 else forms.UNSET

@@ -131,6 +131,30 @@ def test_foreign_manifest_keys_on_one_peer_are_skipped_with_one_warning(
     assert len(lines_with(result.stderr, "p2", ".evil")) == 1, result.stderr
 
 
+def test_share_keys_one_peer_makes_up_hide_no_copy(
+    vault: tuple[Path, dict[str, bytes], HostileProxy, str], moto_peers: MotoPeers, tmp_path: Path
+) -> None:
+    """p2 lists a share of a scheme it made up beside every data object of the vault (as
+    if the objects were erasure-coded): the copies the peers hold are still what is read,
+    on a fresh machine too, and `check` finds nothing wrong."""
+    config, files, _proxy, bucket = vault
+    raw = S3Peer(s3_peer_config(moto_peers[2].endpoint, bucket), TransferConfig())
+    try:
+        keys = {i.key for p in ("test/chunks/", "test/packs/") for i in raw.list(p)}
+        assert keys
+        for key in keys:
+            raw.client.put_object(Bucket=bucket, Key=f"{key}.ec1-1.0", Body=b"CVS made up")
+    finally:
+        raw.close()
+    fresh_machine(tmp_path)
+    out = tmp_path / "out"
+    result = run_cli(config, "restore", "--to", str(out), env=PW)
+    assert result.returncode == 0, result.stderr
+    assert restored(out) == files
+    check = run_cli(config, "check", env=PW)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_huge_chunk_bodies_on_one_peer_cost_no_memory(
     vault: tuple[Path, dict[str, bytes], HostileProxy, str],
     tmp_path: Path,
