@@ -190,10 +190,10 @@ def test_the_agent_sigkilled_again_and_again_mid_ingest_loses_nothing(
 def test_a_drained_peer_can_die_without_loss_and_gets_nothing_from_the_agent(
     tmp_path: Path, moto_peer_factory
 ) -> None:
-    """4 peers, R=2: the agent stores files; it is stopped and p1 drained; the agent runs
-    again with p1 still configured and stores more, none of it on p1. Then p1 is
-    SIGKILLed: every file restores exactly from the others; with p1 removed from the
-    config, `check --read-data` is clean (every object on R good copies)."""
+    """4 peers, R=2: the agent stores files; it is stopped and a peer drained; the agent
+    runs again with that peer still configured and stores more, none of it there. Then
+    the peer is SIGKILLed: every file restores exactly from the others; with it removed
+    from the config, `check --read-data` is clean (every object on R good copies)."""
     servers = [moto_peer_factory() for _ in range(4)]
     config, inbox = agent_vault(tmp_path, servers, min_replicas=2)
     log = tmp_path / "agent.log"
@@ -213,16 +213,22 @@ def test_a_drained_peer_can_die_without_loss_and_gets_nothing_from_the_agent(
             stop_agent(agent)
 
     ingest(40, 0)
-    assert any("p1" in held for held in data_holders(config).values())
-    drained = run_cli(config, "peers", "drain", "p1", env=PW, timeout=300)
+    # The peer holding the most data objects is drained: placement is random (chunk-id
+    # key, pack ids), and a fixed p1 held none in about one run in a hundred (it failed so
+    # once in CI).
+    counts = [sum(f"p{i}" in held for held in data_holders(config).values()) for i in range(4)]
+    victim = counts.index(max(counts))
+    name = f"p{victim}"
+    assert counts[victim] >= 1
+    drained = run_cli(config, "peers", "drain", name, env=PW, timeout=300)
     assert drained.returncode == 0, drained.stdout + drained.stderr
     ingest(30, 40)
     holders = data_holders(config)
-    assert all("p1" not in held and len(held) >= 2 for held in holders.values())
+    assert all(name not in held and len(held) >= 2 for held in holders.values())
 
-    servers[1].kill()
+    servers[victim].kill()
     restore_matches(config, tmp_path / "r", files)
     data = yaml.safe_load(config.read_text())
-    data["peers"].pop(1)
+    data["peers"].pop(victim)
     config.write_text(yaml.safe_dump(data))
     assert_clean(config)
